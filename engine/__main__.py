@@ -1,0 +1,121 @@
+"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``.
+
+Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
+arguments; nothing written), 3 the database is held by another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from engine.config import ConfigError, load_config
+from store import DEFAULT_DB, DatabaseLocked, Store
+
+
+def _open_store(path: Path) -> Store:
+    try:
+        return Store(path)
+    except DatabaseLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
+
+
+def cmd_run(args) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"{args.config}: the config has {len(err.problems)} problem(s):", file=sys.stderr)
+        for line in err.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    from engine.manager import RunManager
+
+    store = _open_store(args.db)
+    manager = RunManager(store, max_parallel=1)
+    interrupted = False
+    try:
+        run_id = manager.submit(config)
+        print(f"run {run_id} queued: {config.name} ({config.strategy['name']} on {config.scenario.dataset}, "
+              f"{config.scenario.setting}-incremental, {config.scenario.n_tasks} tasks) in {args.db}", flush=True)
+        status = _follow(store, manager, run_id)
+    except KeyboardInterrupt:
+        interrupted = True
+        manager.cancel(run_id)
+        status = manager.wait(run_id, timeout=30)
+    finally:
+        manager.shutdown()
+        store.close()
+    row_store = Store(args.db)
+    try:
+        (status, error, last_step, total) = row_store.sql(
+            "SELECT status, error, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
+    finally:
+        row_store.close()
+    print(f"run {run_id} {status} at step {last_step}/{total or '?'}" + (f": {error}" if error else ""))
+    if interrupted:
+        return 130
+    return 0 if status == "finished" else 1
+
+
+def _follow(store: Store, manager, run_id: int) -> str:
+    """Print a progress line until the run ends."""
+    tty = sys.stdout.isatty()
+    last_print = 0.0
+    while True:
+        status = manager.wait(run_id, timeout=0.5)
+        status, step, total = store.sql("SELECT status, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
+        done = status in ("finished", "failed", "cancelled", "diverged")
+        now = time.monotonic()
+        if tty or done or now - last_print > 5:
+            pct = f"{100 * (step or 0) / total:5.1f}%" if total else "  ?  "
+            line = f"run {run_id} {status:9s} step {step or 0}/{total or '?'} {pct}"
+            print(("\r" + line) if tty else line, end="" if tty and not done else "\n", flush=True)
+            last_print = now
+        if done:
+            return status
+
+
+def cmd_runs(args) -> int:
+    store = _open_store(args.db)
+    try:
+        rows = store.sql(
+            """SELECT id, name, config->>'$.strategy.name', status, last_step, total_steps,
+                      strftime(created_at, '%Y-%m-%d %H:%M:%S'), coalesce(error, '')
+               FROM runs ORDER BY id"""
+        )
+    finally:
+        store.close()
+    if not rows:
+        print(f"no runs in {args.db}")
+        return 0
+    header = ("id", "name", "strategy", "status", "step", "created", "error")
+    table = [(str(r[0]), r[1], r[2], r[3], f"{r[4] or 0}/{r[5] or '?'}", r[6], r[7][:60]) for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    for row in (header, *table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="CL Lab's engine, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train one run from a YAML config and print its id")
+    run.add_argument("config", type=Path)
+    run.set_defaults(func=cmd_run)
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    runs.set_defaults(func=cmd_runs)
+    for p in (run, runs):
+        p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

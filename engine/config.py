@@ -1,0 +1,193 @@
+"""Validated run configs. A config comes from a YAML file, the launch form or a sweep; every problem
+is reported as one line naming the field, the value and what is allowed, before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from engine.datasets import DATASETS
+from engine.strategies import STRATEGIES, HParam
+
+CLASS_COUNTS = {"digits": 10}  # classes per dataset, for checking n_tasks without loading the data
+
+
+class ConfigError(ValueError):
+    """A config with problems; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScenarioConfig(_Section):
+    dataset: str = Field("digits", description="the dataset the tasks are cut from")
+    setting: Literal["class", "task", "domain"] = Field("class", description="class-, task- or domain-incremental")
+    n_tasks: int = Field(5, ge=1, le=100, description="number of tasks")
+    class_seed: int | None = Field(None, description="shuffles the class order; null keeps 0, 1, 2, ...")
+    seed: int = Field(0, description="fixes the train/test split and the permutations")
+    test_size: float = Field(0.25, gt=0.0, lt=1.0, description="held-out share of each class")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"must be one of {', '.join(sorted(DATASETS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _tasks_fit_classes(self):
+        n_classes = CLASS_COUNTS.get(self.dataset)
+        if self.setting != "domain" and n_classes and self.n_tasks > n_classes:
+            raise ValueError(
+                f"n_tasks = {self.n_tasks}: {self.dataset} has {n_classes} classes, so at most {n_classes} tasks"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], max_length=16, description="hidden layer widths")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        bad = [w for w in value if not 1 <= w <= 16384]
+        if bad:
+            raise ValueError(f"every width must be from 1 to 16384 (got {bad[0]})")
+        return value
+
+
+class TrainConfig(_Section):
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0, description="learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
+    batch_size: int = Field(32, ge=1, le=65536)
+    epochs_per_task: int = Field(5, ge=1, le=10000)
+    loop: Literal["fabric", "trainer"] = Field(
+        "fabric", description="fabric: Lightning Fabric (fast); trainer: one Lightning Trainer per task")
+
+
+class EvalConfig(_Section):
+    every: int = Field(10, ge=1, description="evaluate every task every this many training steps")
+    subset: int | None = Field(None, ge=1, description="a fixed random subset of this many samples per task; null: all")
+
+
+def _strategy_model(name: str, hparams: dict[str, HParam]) -> type[BaseModel]:
+    fields: dict[str, Any] = {"name": (Literal[name], name)}
+    for key, spec in hparams.items():
+        kind: Any = Literal[spec.choices] if spec.choices else spec.type  # type: ignore[valid-type]
+        limits = {}
+        if spec.low is not None:
+            limits["ge"] = spec.low
+        if spec.high is not None:
+            limits["le"] = spec.high
+        fields[key] = (kind, Field(spec.default, description=spec.help, **limits))
+    return create_model(f"{name}_hparams", __config__=ConfigDict(extra="forbid", strict=False), **fields)
+
+
+STRATEGY_MODELS = {name: _strategy_model(name, cls.hparams) for name, cls in STRATEGIES.items()}
+
+
+class RunConfig(_Section):
+    name: str = Field("run", min_length=1, max_length=200)
+    seed: int = 0
+    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "naive"})
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping with a name and the strategy's hyperparameters")
+        name = value.get("name")
+        if name not in STRATEGY_MODELS:
+            raise ValueError(f"name = {name!r}: must be one of {', '.join(STRATEGY_MODELS)}")
+        try:
+            return STRATEGY_MODELS[name].model_validate(value).model_dump()
+        except ValidationError as err:
+            raise ValueError("; ".join(_lines(err, prefix=""))) from None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        strategy = STRATEGIES[self.strategy["name"]]
+        if self.scenario.setting not in strategy.settings:
+            raise ValueError(
+                f"strategy {strategy.name} does not support the {self.scenario.setting}-incremental setting "
+                f"(it supports: {', '.join(strategy.settings)})"
+            )
+        return self
+
+    @property
+    def strategy_hparams(self) -> dict[str, Any]:
+        return {k: v for k, v in self.strategy.items() if k != "name"}
+
+
+def _lines(err: ValidationError, prefix: str) -> list[str]:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after[_supported(), RunConfig]",))
+        field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        msg = e["msg"].replace("Value error, ", "").replace("Input should be", "must be")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        elif e["type"] == "missing":
+            msg = "is required"
+        if e["type"] in ("extra_forbidden", "missing") or e["type"].startswith("value_error") and "=" in msg:
+            lines.append(f"{field}: {msg}")
+        else:
+            lines.append(f"{field} = {e['input']!r}: {msg}")
+    return lines
+
+
+def parse_config(data: Any) -> RunConfig:
+    """Validate a config mapping; raise ``ConfigError`` with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
+    problems: list[str] = []
+    strategy = data.get("strategy")
+    if isinstance(strategy, dict):  # its own lines, field by field, before the rest
+        name = strategy.get("name")
+        if name not in STRATEGY_MODELS:
+            problems.append(f"strategy.name = {name!r}: must be one of {', '.join(STRATEGY_MODELS)}")
+        else:
+            try:
+                STRATEGY_MODELS[name].model_validate(strategy)
+            except ValidationError as err:
+                problems += _lines(err, prefix="strategy.")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as err:
+        lines = _lines(err, prefix="")
+        if problems:
+            lines = [line for line in lines if not line.startswith("strategy")]
+        raise ConfigError(problems + lines) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot be read ({err.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})"]) from None
+    return parse_config(data)

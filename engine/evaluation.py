@@ -1,0 +1,203 @@
+"""Continual evaluation (De Lange et al., ICLR 2023) as a Lightning callback, and the metric sinks.
+
+``ContinualEvaluation`` evaluates every task's held-out set every ``every`` training iterations,
+records the training loss every step and the step at which each task starts and ends, and runs a full
+evaluation before training (row 0 of the accuracy matrix) and at the end of each task. It keeps its
+own global step across fits. It works as a callback in any Lightning Trainer (one ``fit`` a task), and
+the engine's Fabric loop calls the same methods directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Protocol, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class MetricSink(Protocol):
+    def add(self, step: int, tasks: Sequence[int], metric: str, values: Sequence[float]) -> None: ...
+    def task_start(self, task: int, step: int) -> None: ...
+    def task_end(self, task: int, step: int) -> None: ...
+    def flush(self) -> None: ...
+
+
+class BufferedSink:
+    """Buffers metric rows as columns and hands them on as one batch every ``max_rows`` rows or
+    ``max_seconds``, so the store inserts batches, never single rows. Subclasses say where a batch goes."""
+
+    def __init__(self, run_id: int, max_rows: int = 5000, max_seconds: float = 0.25):
+        self.run_id = run_id
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps: list[int] = []
+        self.tasks: list[int] = []
+        self.metrics: list[str] = []
+        self.values: list[float] = []
+        self._since = time.monotonic()
+
+    def add(self, step, tasks, metric, values) -> None:
+        n = len(values)
+        self.steps.extend([step] * n)
+        self.tasks.extend(tasks)
+        self.metrics.extend([metric] * n)
+        self.values.extend(values)
+        if len(self.values) >= self.max_rows or time.monotonic() - self._since >= self.max_seconds:
+            self.flush()
+
+    def batch(self) -> dict:
+        n = len(self.values)
+        return {
+            "run_id": np.full(n, self.run_id, dtype=np.int32),
+            "step": np.asarray(self.steps, dtype=np.int64),
+            "task": np.asarray(self.tasks, dtype=np.int16),
+            "metric": self.metrics,
+            "value": np.asarray(self.values, dtype=np.float64),
+        }
+
+    def flush(self) -> None:
+        if self.values:
+            self.emit(self.batch())
+        self._reset()
+
+    def emit(self, batch: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def task_start(self, task: int, step: int) -> None:
+        self.flush()
+
+    def task_end(self, task: int, step: int) -> None:
+        self.flush()
+
+
+class StoreSink(BufferedSink):
+    """Writes straight into a ``store.Store`` of this process (a user's own Trainer, notebooks)."""
+
+    def __init__(self, store, run_id: int, **kw):
+        super().__init__(run_id, **kw)
+        self.store = store
+
+    def emit(self, batch: dict) -> None:
+        self.store.add_metrics(batch)
+
+    def task_start(self, task: int, step: int) -> None:
+        super().task_start(task, step)
+        self.store.start_task(self.run_id, task, step)
+
+    def task_end(self, task: int, step: int) -> None:
+        super().task_end(task, step)
+        self.store.end_task(self.run_id, task, step)
+
+
+class ContinualEvaluation(L.Callback):
+    """Evaluate every task's held-out set every ``every`` training iterations.
+
+    eval_sets: one ``(x, y)`` pair a task (tensors), in task order.
+    subset: if set, a fixed random subset of that many samples per task for the periodic evaluations
+        (drawn once with ``seed``); the evaluations before training and at task ends use all samples.
+    class_mask: (n_tasks, n_classes) additive logit mask for task-incremental evaluation, or None.
+    should_stop: polled every step; when it returns True the run stops after this step (cancelled).
+    """
+
+    def __init__(self, eval_sets: Sequence[tuple[torch.Tensor, torch.Tensor]], sink: MetricSink, every: int = 10,
+                 subset: int | None = None, seed: int = 0, class_mask: torch.Tensor | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.sink = sink
+        self.every = every
+        self.should_stop = should_stop or (lambda: False)
+        self.n_tasks = len(eval_sets)
+        self.task_ids = list(range(1, self.n_tasks + 1))
+        self.full = self._stack(eval_sets, class_mask)
+        if subset is None:
+            self.periodic = self.full
+        else:
+            g = torch.Generator().manual_seed(seed)
+            picked = [(x[idx], y[idx]) for x, y in eval_sets
+                      for idx in [torch.randperm(len(y), generator=g)[:subset]]]
+            self.periodic = self._stack(picked, class_mask)
+        self.step = 0
+        self.task = 0  # the task being trained (1-based); 0 before the first
+        self.stop_reason: str | None = None  # "diverged" or "cancelled"
+        self.stop_step: int | None = None
+        self._initial_done = False
+
+    def _stack(self, sets, class_mask):
+        x = torch.cat([x for x, _ in sets])
+        y = torch.cat([y for _, y in sets])
+        t = torch.cat([torch.full((len(y),), k, dtype=torch.long) for k, (_, y) in enumerate(sets)])
+        mask = None if class_mask is None else class_mask[t]
+        counts = torch.bincount(t, minlength=self.n_tasks).clamp(min=1).double()
+        return x, y, t, mask, counts
+
+    def to(self, device) -> "ContinualEvaluation":
+        move = lambda s: tuple(v.to(device) if v is not None else None for v in s)  # noqa: E731
+        self.full, self.periodic = move(self.full), move(self.periodic)
+        return self
+
+    # ---- the core, shared by the Trainer hooks and the engine's Fabric loop ----------------------
+    def evaluate(self, model: torch.nn.Module, full: bool = False) -> tuple[list[float], list[float]]:
+        """Accuracy and mean loss on every task, in one forward pass over all tasks' samples."""
+        x, y, t, mask, counts = self.full if full else self.periodic
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            logits = model(x)
+            if mask is not None:
+                logits = logits + mask
+            loss = F.cross_entropy(logits, y, reduction="none").double()
+            correct = (logits.argmax(1) == y).double()
+            zeros = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
+            acc = (zeros.index_add(0, t, correct) / counts).tolist()
+            mean_loss = (zeros.index_add(0, t, loss) / counts).tolist()
+        model.train(was_training)
+        prefix = "boundary_" if full else ""
+        self.sink.add(self.step, self.task_ids, prefix + "acc", acc)
+        self.sink.add(self.step, self.task_ids, prefix + "loss", mean_loss)
+        return acc, mean_loss
+
+    def start_task(self, model: torch.nn.Module, task: int | None = None) -> None:
+        if not self._initial_done:  # row 0 of the accuracy matrix: the model before any training
+            self.evaluate(model, full=True)
+            self.sink.flush()  # the first metric reaches the store at once
+            self._initial_done = True
+        self.task = task if task is not None else self.task + 1
+        self.sink.task_start(self.task, self.step)
+
+    def end_batch(self, model: torch.nn.Module, loss: float) -> bool:
+        """Record one training step; returns False when the run must stop (diverged or cancelled)."""
+        self.step += 1
+        self.sink.add(self.step, (self.task,), "train_loss", (loss,))
+        if not math.isfinite(loss):
+            self.stop_reason, self.stop_step = "diverged", self.step
+            return False
+        if self.step % self.every == 0:
+            self.evaluate(model)
+        if self.should_stop():
+            self.stop_reason, self.stop_step = "cancelled", self.step
+            return False
+        return True
+
+    def end_task(self, model: torch.nn.Module) -> None:
+        if self.stop_reason is None:  # a stopped task did not end: no accuracy-matrix row for it
+            self.evaluate(model, full=True)
+            self.sink.task_end(self.task, self.step)
+        self.sink.flush()
+
+    # ---- Lightning Trainer hooks: one fit() a task ----------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_task(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not self.end_batch(pl_module, float(loss)):
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end_task(pl_module)

@@ -1,0 +1,272 @@
+"""The run manager: runs up to N runs at once in worker processes and queues the rest.
+
+It lives in the process that owns the store (the lab, or a headless CLI run). Workers are started
+ahead of need (``python -m engine.worker``, never multiprocessing: see stack-facts.md) so a launched
+run does not wait for torch and Lightning to import. Each worker has a reader thread that passes its
+metric batches to the store's writer; if a worker dies, its run is marked failed with the reason, and
+every metric it sent before is kept.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+
+from engine import protocol
+from engine.config import RunConfig
+from store import Store
+from store.schema import FINAL_STATUSES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "local"
+
+
+class _Worker:
+    def __init__(self, manager: "RunManager"):
+        self.manager = manager
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.worker"], cwd=PROJECT_ROOT, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.ready = False
+        self.alive = True
+        self.run_id: int | None = None
+        self.last_step = 0
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        threading.Thread(target=self._read_stderr, daemon=True, name="worker-stderr").start()
+        threading.Thread(target=self._read, daemon=True, name="worker-reader").start()
+
+    def assign(self, run_id: int, config: str) -> None:
+        self.run_id, self.ready, self.last_step = run_id, False, 0
+        try:
+            self.proc.stdin.write((json.dumps({"run_id": run_id, "config": json.loads(config)}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reader sees the worker's end and fails the run
+
+    def cancel(self) -> None:
+        try:
+            self.proc.send_signal(signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    def _read(self) -> None:
+        manager, store = self.manager, self.manager.store
+        while (message := protocol.receive(self.proc.stdout)) is not None:
+            kind, p = message
+            if kind == "metrics":
+                store.add_metrics(p["batch"])
+                if len(p["batch"]["step"]):
+                    self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
+            elif kind == "task_start":
+                store.start_task(p["run_id"], p["task"], p["step"])
+            elif kind == "task_end":
+                store.end_task(p["run_id"], p["task"], p["step"])
+            elif kind == "started":
+                run_id = p.pop("run_id")
+                store.update_run(run_id, **p)
+                store.set_status(run_id, "running", only_if=("queued",))
+                if run_id in manager._cancel_requested:  # cancelled while it was being handed over
+                    self.cancel()
+            elif kind == "end":
+                error_step = None if p["status"] == "finished" else p["step"]
+                store.set_status(p["run_id"], p["status"], error=p["error"], error_step=error_step)
+                manager._finished(self, p["run_id"])
+            elif kind == "ready":
+                with manager._cv:
+                    self.ready = True
+                    manager._cv.notify_all()
+        code = self.proc.wait()
+        with manager._cv:
+            self.alive = False
+            run_id, self.run_id = self.run_id, None
+            manager._cv.notify_all()
+        if run_id is not None:
+            store.set_status(run_id, "failed", error=self._death_reason(code), error_step=self.last_step,
+                             only_if=("queued", "running"))
+            manager._finished(self, run_id)
+
+    def _death_reason(self, code: int) -> str:
+        if self.manager._closing:
+            return "the lab was shut down while this run was training"
+        if code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}"
+        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        return f"the worker process {how} at step {self.last_step}" + (f": {last}" if last else "")
+
+
+class RunManager:
+    """Queue runs, run up to ``max_parallel`` at once, cancel them, and notice workers that die."""
+
+    def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1):
+        self.store = store
+        self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
+        self.warm_workers = min(warm_workers, self.max_parallel)
+        self._cv = threading.Condition()
+        self._queue: deque[int] = deque()
+        self._workers: list[_Worker] = []
+        self._done: dict[int, threading.Event] = {}
+        self._cancel_requested: set[int] = set()
+        self._closing = False
+        self._recover()
+        self._scheduler = threading.Thread(target=self._schedule, daemon=True, name="run-scheduler")
+        self._scheduler.start()
+
+    # ---- the public API --------------------------------------------------------------------------
+    def submit(self, config: RunConfig, owner: str | None = None) -> int:
+        """Queue a validated run config; returns the new run's id."""
+        run_id = self.store.create_run(config.model_dump(mode="json"), name=config.name,
+                                       owner=owner or default_owner())
+        with self._cv:
+            self._done[run_id] = threading.Event()
+            self._queue.append(run_id)
+            self._cv.notify_all()
+        return run_id
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a queued run, or stop a running one after its current step. False if neither."""
+        with self._cv:
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                worker = None
+            else:
+                worker = next((w for w in self._workers if w.run_id == run_id), None)
+                if worker is None:
+                    return False
+                self._cancel_requested.add(run_id)
+        if worker is None:
+            self.store.set_status(run_id, "cancelled", error="cancelled before it started", only_if=("queued",))
+            self._event(run_id).set()
+        else:
+            worker.cancel()
+        return True
+
+    def wait(self, run_id: int, timeout: float | None = None) -> str | None:
+        """Wait for a run to end; returns its status (None if it is unknown)."""
+        rows = self.store.sql("SELECT status FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            return None
+        if rows[0][0] not in FINAL_STATUSES:
+            self._event(run_id).wait(timeout)
+        return self.store.sql("SELECT status FROM runs WHERE id = ?", [run_id])[0][0]
+
+    def counts(self) -> dict[str, int]:
+        with self._cv:
+            return {"running": sum(w.run_id is not None for w in self._workers), "queued": len(self._queue),
+                    "workers": sum(w.alive for w in self._workers)}
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the workers; runs still training are marked failed ("the lab was shut down")."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+            workers = list(self._workers)
+        for w in workers:
+            if w.run_id is not None:
+                w.proc.kill()
+            w.stop()
+        for w in workers:
+            try:
+                w.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+        self._scheduler.join(timeout)
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _event(self, run_id: int) -> threading.Event:
+        with self._cv:
+            return self._done.setdefault(run_id, threading.Event())
+
+    def _finished(self, worker: _Worker, run_id: int) -> None:
+        with self._cv:
+            if worker.run_id == run_id:
+                worker.run_id = None
+            self._cancel_requested.discard(run_id)
+            self._cv.notify_all()
+        self._event(run_id).set()
+
+    def _recover(self) -> None:
+        """A lab that stopped left runs behind: running ones failed; queued ones run again."""
+        self.store.write(
+            "UPDATE runs SET status = 'failed', finished_at = current_localtimestamp(), "
+            "error = 'the lab process stopped while this run was training', error_step = last_step "
+            "WHERE status = 'running'"
+        )
+        for (run_id,) in self.store.sql("SELECT id FROM runs WHERE status = 'queued' ORDER BY id"):
+            self._queue.append(run_id)
+
+    def _schedule(self) -> None:
+        with self._cv:
+            while not self._closing:
+                self._workers = [w for w in self._workers if w.alive]
+                busy = sum(w.run_id is not None for w in self._workers)
+                wanted = min(self.max_parallel, busy + max(self.warm_workers, len(self._queue)))
+                for _ in range(wanted - len(self._workers)):
+                    self._workers.append(_Worker(self))
+                idle = [w for w in self._workers if w.ready and w.run_id is None]
+                if self._queue and idle and busy < self.max_parallel:
+                    run_id = self._queue.popleft()
+                    rows = self.store.sql("SELECT config FROM runs WHERE id = ? AND status = 'queued'", [run_id])
+                    if rows:
+                        idle[0].assign(run_id, rows[0][0])
+                    continue
+                self._cv.wait(timeout=1.0)
+
+
+def run_in_process(store: Store, config: RunConfig, owner: str | None = None) -> int:
+    """Train a run in this process, straight into ``store`` (notebooks, tests, benchmarks).
+    The lab itself runs runs in workers, through ``RunManager``."""
+    import lightning
+    import platform
+
+    import torch
+
+    from engine import __version__
+    from engine.evaluation import StoreSink
+    from engine.train import train_run
+
+    run_id = store.create_run(config.model_dump(mode="json"), name=config.name, owner=owner or default_owner())
+    sink = StoreSink(store, run_id)
+
+    def started(total: int) -> None:
+        store.update_run(run_id, total_steps=total, python_version=platform.python_version(),
+                         torch_version=torch.__version__, lightning_version=lightning.__version__,
+                         lab_version=__version__)
+        store.set_status(run_id, "running")
+
+    try:
+        result = train_run(config, sink, on_start=started)
+    except Exception as err:
+        sink.flush()
+        store.set_status(run_id, "failed", error=str(err))
+        raise
+    store.set_status(run_id, result.status, error=result.error,
+                     error_step=None if result.status == "finished" else result.step)
+    store.flush()
+    return run_id

@@ -1,0 +1,91 @@
+"""What a strategy is: a name, the settings it supports, its hyperparameters and one training step.
+
+A strategy is one short file (like Mammoth's ``models/der.py``). It declares ``hparams``; the config
+validator and the launch form are both built from that declaration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.module import ContinualModule
+    from engine.scenarios import Scenario, TaskData
+
+SETTINGS = ("class", "task", "domain")
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter: its type (int, float, bool or str), default, allowed range or choices,
+    and one line of help."""
+
+    type: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    log: bool = False  # a log scale suits it (sweeps and sliders)
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.type is bool:
+            return "true or false"
+        kind = {int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
+        if self.low is not None and self.high is not None:
+            return f"{kind} from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{kind} of at least {self.low:g}"
+        return kind
+
+
+@dataclass
+class Experience:
+    """What is trained between two task boundaries: ``task`` is the newest task it includes
+    (task ids start at 1), and the tensors are its training data."""
+
+    task: int
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor  # the task id (0-based) of every sample, for task-incremental masking
+    label: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Strategy:
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    settings: ClassVar[tuple[str, ...]] = SETTINGS
+    hparams: ClassVar[dict[str, HParam]] = {}
+
+    def __init__(self, seed: int = 0, **hparams: Any):
+        self.seed = seed
+        for key, spec in self.hparams.items():
+            setattr(self, key, hparams.get(key, spec.default))
+
+    # The schedule: by default one experience a task. Joint overrides it.
+    def experiences(self, scenario: "Scenario") -> list[Experience]:
+        return [
+            Experience(task=k + 1, x=task.train_x, y=task.train_y, t=torch.full_like(task.train_y, k))
+            for k, task in enumerate(scenario.tasks)
+        ]
+
+    def setup(self, module: "ContinualModule", scenario: "Scenario") -> None:
+        """Called once before the first experience."""
+
+    def before_task(self, module: "ContinualModule", experience: Experience) -> None:
+        """Called before training an experience."""
+
+    def training_loss(self, module: "ContinualModule", x: torch.Tensor, y: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+        """The loss of one training step; the default is plain fine-tuning."""
+        return module.loss(x, y, t)
+
+    def after_task(self, module: "ContinualModule", experience: Experience) -> None:
+        """Called after training an experience (consolidate, fill a buffer, keep a teacher)."""

@@ -1,0 +1,97 @@
+"""The DuckDB schema of a lab file, and the migrations that bring an older file up to date.
+
+Tables:
+- ``runs``: one row a run: its config as JSON, status, times, error, owner and software versions.
+- ``metrics``: every measurement in long form, ``(run_id, step, task, metric, value)``.
+  ``metric`` is one of ``train_loss`` (every step, ``task`` = the task being trained),
+  ``acc`` / ``loss`` (continual evaluation every ``eval.every`` steps, on each task's held-out set,
+  or a fixed subset of it) and ``boundary_acc`` / ``boundary_loss`` (a full evaluation at step 0,
+  before training, and at the last step of each task: the rows of the accuracy matrix).
+  Tasks are numbered from 1; step 0 is before the first training iteration.
+- ``task_boundaries``: task ``task`` is trained over the steps ``(start_step, end_step]``;
+  ``end_step`` is NULL while the task is training.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
+FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
+
+
+def _v1(cur) -> None:
+    cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    cur.execute("CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1")
+    cur.execute(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
+            name VARCHAR NOT NULL,
+            config JSON NOT NULL,
+            status VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            error VARCHAR,
+            owner VARCHAR,
+            python_version VARCHAR,
+            torch_version VARCHAR,
+            lightning_version VARCHAR,
+            lab_version VARCHAR
+        )
+        """
+    )
+    cur.execute(
+        "CREATE TABLE metrics (run_id INTEGER NOT NULL, step BIGINT NOT NULL, task SMALLINT,"
+        " metric VARCHAR NOT NULL, value DOUBLE)"
+    )
+    cur.execute(
+        "CREATE TABLE task_boundaries (run_id INTEGER NOT NULL, task SMALLINT NOT NULL,"
+        " start_step BIGINT NOT NULL, end_step BIGINT, PRIMARY KEY (run_id, task))"
+    )
+
+
+def _v2(cur) -> None:
+    # Progress for the runs table without scanning metrics: the steps a run will take, the last step
+    # it reported, and the step at which a run stopped early (diverged, cancelled, died).
+    cur.execute("ALTER TABLE runs ADD COLUMN total_steps BIGINT")
+    cur.execute("ALTER TABLE runs ADD COLUMN last_step BIGINT DEFAULT 0")
+    cur.execute("ALTER TABLE runs ADD COLUMN error_step BIGINT")
+
+
+# MIGRATIONS[i] brings a file from version i to version i + 1.
+MIGRATIONS = [_v1, _v2]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def schema_version(cur) -> int:
+    has_meta = cur.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+    ).fetchone()[0]
+    if not has_meta:
+        return 0
+    row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(cur, target: int = SCHEMA_VERSION) -> tuple[int, int]:
+    """Upgrade the file to ``target``, one transaction a step. Returns (version before, after)."""
+    before = schema_version(cur)
+    if before > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"this database has schema version {before}, newer than this CL Lab knows ({SCHEMA_VERSION}): "
+            "upgrade CL Lab to open it"
+        )
+    for version in range(before, target):
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            MIGRATIONS[version](cur)
+            cur.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version + 1)]
+            )
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+    return before, max(before, target)

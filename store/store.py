@@ -1,0 +1,244 @@
+"""The lab's DuckDB file: one owning process, one writer thread, a cursor per reader.
+
+DuckDB lets one process open a file read-write (stack-facts.md). The process that opens a ``Store``
+owns the file; training runs in child processes that send their metrics here. Every write goes
+through one writer thread, which inserts metric batches as Arrow tables (never row by row) and keeps
+writes in the order they were made, so a run's status changes only after its metrics are in.
+Readers call ``cursor()`` (or ``sql``/``df``) and get a cursor of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from store.schema import migrate
+
+METRIC_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int32()),
+        ("step", pa.int64()),
+        ("task", pa.int16()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+DEFAULT_DB = Path(os.environ.get("CL_LAB_DB", "lab.duckdb"))
+
+
+class DatabaseLocked(RuntimeError):
+    """The file is open read-write in another process (a running lab, or a CLI run)."""
+
+
+def _lock_message(path: Path, err: Exception) -> str:
+    holder = ""
+    text = str(err)
+    if "PID" in text:
+        holder = " (process " + text.split("PID", 1)[1].split(")")[0].strip() + ")"
+    return (
+        f"{path} is in use by another CL Lab process{holder}, probably a running lab or a "
+        "headless run. DuckDB lets only one process write a file: stop that process, launch the "
+        "run from the lab in the browser instead, or pass --db with another file."
+    )
+
+
+def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
+    """A metrics batch (an Arrow table, or a mapping of equal-length columns) as an Arrow table."""
+    if isinstance(batch, pa.Table):
+        return batch.cast(METRIC_SCHEMA) if batch.schema != METRIC_SCHEMA else batch
+    return pa.table({f.name: pa.array(batch[f.name], type=f.type) for f in METRIC_SCHEMA}, schema=METRIC_SCHEMA)
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000):
+        self.path = Path(path)
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.IOException as err:
+            if "lock" in str(err).lower():
+                raise DatabaseLocked(_lock_message(self.path, err)) from None
+            raise
+        self.migrated_from, _ = migrate(self._con.cursor())
+        self._queue: queue.Queue = queue.Queue()
+        self._flush_rows = flush_rows
+        self.writer_error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    # ---- reading -------------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for this thread: DuckDB raises if threads share one."""
+        return self._con.cursor()
+
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        with self.cursor() as cur:
+            return cur.execute(query, params or []).fetchall()
+
+    def df(self, query: str, params: list | None = None):
+        with self.cursor() as cur:
+            return cur.execute(query, params or []).df()
+
+    # ---- writing (through the writer thread) ---------------------------------------------------
+    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Future:
+        """Run ``fn(cursor)`` on the writer thread, after every write queued before it."""
+        fut: Future = Future()
+        self._queue.put(("call", fn, fut))
+        return fut
+
+    def write(self, query: str, params: list | None = None) -> Any:
+        """Execute one write statement on the writer thread and wait for it."""
+        return self.call(lambda cur: cur.execute(query, params or []).fetchall()).result()
+
+    def add_metrics(self, batch: pa.Table | Mapping[str, Any]) -> None:
+        """Queue a batch of metric rows; the writer inserts batches together as Arrow tables."""
+        table = as_metric_table(batch)
+        if table.num_rows:
+            self._queue.put(("metrics", table, None))
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is in the file."""
+        self.call(lambda cur: None).result()
+
+    def create_run(self, config: Mapping[str, Any], *, name: str, owner: str | None = None,
+                   status: str = "queued", total_steps: int | None = None) -> int:
+        text = json.dumps(config)
+        return self.write(
+            "INSERT INTO runs (name, config, status, owner, total_steps) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            [name, text, status, owner, total_steps],
+        )[0][0]
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [v if not isinstance(v, (dict, list)) else json.dumps(v) for v in fields.values()]
+        self.write(f"UPDATE runs SET {sets} WHERE id = ?", [*values, run_id])
+
+    def set_status(self, run_id: int, status: str, *, error: str | None = None,
+                   error_step: int | None = None, only_if: tuple[str, ...] | None = None) -> bool:
+        """Set a run's status (and its start or end time). ``only_if`` guards against a race with
+        another status change: the update happens only while the status is one of those."""
+        stamp = {"running": ", started_at = current_localtimestamp()"}.get(status, "")
+        if status in ("finished", "failed", "cancelled", "diverged"):
+            stamp = ", finished_at = current_localtimestamp()"
+        guard = ""
+        params: list[Any] = [status, error, error_step, run_id]
+        if only_if:
+            guard = f" AND status IN ({', '.join('?' for _ in only_if)})"
+            params += list(only_if)
+        rows = self.write(
+            f"UPDATE runs SET status = ?, error = ?, error_step = ?{stamp} WHERE id = ?{guard} RETURNING id",
+            params,
+        )
+        return bool(rows)
+
+    def start_task(self, run_id: int, task: int, start_step: int) -> None:
+        self.write("INSERT OR REPLACE INTO task_boundaries VALUES (?, ?, ?, NULL)", [run_id, task, start_step])
+
+    def end_task(self, run_id: int, task: int, end_step: int) -> None:
+        self.write("UPDATE task_boundaries SET end_step = ? WHERE run_id = ? AND task = ?", [end_step, run_id, task])
+
+    def delete_run(self, run_id: int) -> None:
+        def delete(cur):
+            cur.execute("BEGIN TRANSACTION")
+            for table, key in (("metrics", "run_id"), ("task_boundaries", "run_id"), ("runs", "id")):
+                cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [run_id])
+            cur.execute("COMMIT")
+        self.call(delete).result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(("stop", None, None))
+        self._writer.join()
+        self._con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- the writer thread ---------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        cur = self._con.cursor()
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        while True:
+            # Block for the first item, then take whatever else is already queued: under load
+            # batches coalesce, and an idle writer inserts at once (low latency for live views).
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for kind, payload, fut in items:
+                if kind == "metrics":
+                    pending.append(payload)
+                    pending_rows += payload.num_rows
+                    if pending_rows >= self._flush_rows:
+                        self._insert(cur, pending)
+                        pending, pending_rows = [], 0
+                    continue
+                if pending:  # keep order: metrics queued before a call are written before it
+                    self._insert(cur, pending)
+                    pending, pending_rows = [], 0
+                if kind == "stop":
+                    stop = True
+                    break
+                try:
+                    fut.set_result(payload(cur))
+                except BaseException as err:  # the caller gets the error; the writer lives on
+                    try:
+                        cur.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass
+                    fut.set_exception(err)
+            if pending:
+                self._insert(cur, pending)
+                pending, pending_rows = [], 0
+            if stop:
+                cur.close()
+                return
+
+    def _insert(self, cur, tables: list[pa.Table]) -> None:
+        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            cur.register("metric_batch", batch)
+            cur.execute("INSERT INTO metrics SELECT run_id, step, task, metric, value FROM metric_batch")
+            cur.execute(
+                """
+                UPDATE runs SET last_step = b.last_step
+                FROM (SELECT run_id, max(step) AS last_step FROM metric_batch GROUP BY run_id) AS b
+                WHERE runs.id = b.run_id AND b.last_step > coalesce(runs.last_step, 0)
+                """
+            )
+            cur.execute("COMMIT")
+        except BaseException as err:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self.writer_error = err
+            print(f"store writer: a batch of {batch.num_rows} metric rows failed: {err}", file=sys.stderr)
+        finally:
+            try:
+                cur.unregister("metric_batch")
+            except duckdb.Error:
+                pass

@@ -1,0 +1,35 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.config import parse_config  # noqa: E402
+from store import Store  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "lab.duckdb")
+    yield s
+    s.close()
+
+
+def small_config(strategy_name: str = "naive", n_tasks: int = 2, **sections):
+    """A small run: 2 tasks of Split-Digits (5 classes each), a narrow MLP, 1 epoch a task, evaluation every 5 steps."""
+    cfg = {
+        "name": f"test-{strategy_name}",
+        "scenario": {"dataset": "digits", "setting": "class", "n_tasks": n_tasks},
+        "model": {"name": "mlp", "hidden": [64]},
+        "strategy": {"name": strategy_name},
+        "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 1},
+        "eval": {"every": 5},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return parse_config(cfg)
