@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from engine.datasets import DATASETS
 from engine.strategies import STRATEGIES, HParam
@@ -42,14 +42,14 @@ class ScenarioConfig(_Section):
             raise ValueError(f"must be one of {', '.join(sorted(DATASETS))}")
         return value
 
-    @model_validator(mode="after")
-    def _tasks_fit_classes(self):
-        n_classes = CLASS_COUNTS.get(self.dataset)
-        if self.setting != "domain" and n_classes and self.n_tasks > n_classes:
-            raise ValueError(
-                f"n_tasks = {self.n_tasks}: {self.dataset} has {n_classes} classes, so at most {n_classes} tasks"
-            )
-        return self
+    @field_validator("n_tasks")
+    @classmethod
+    def _tasks_fit_classes(cls, value: int, info: ValidationInfo) -> int:
+        dataset, setting = info.data.get("dataset"), info.data.get("setting")
+        n_classes = CLASS_COUNTS.get(dataset)
+        if setting != "domain" and n_classes and value > n_classes:
+            raise ValueError(f"must be at most {n_classes}: {dataset} has {n_classes} classes to share out")
+        return value
 
 
 class ModelConfig(_Section):

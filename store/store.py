@@ -34,7 +34,8 @@ METRIC_SCHEMA = pa.schema(
     ]
 )
 
-DEFAULT_DB = Path(os.environ.get("CL_LAB_DB", "lab.duckdb"))
+# beside the app, wherever the lab is started from; CL_LAB_DB (or --db) chooses another file
+DEFAULT_DB = Path(os.environ.get("CL_LAB_DB", Path(__file__).resolve().parent.parent / "lab.duckdb"))
 
 
 class DatabaseLocked(RuntimeError):

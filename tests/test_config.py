@@ -37,7 +37,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
         ({"strategy": {"name": "ewc", "mode": "sometimes"}}, ["strategy.mode = 'sometimes': must be 'separate' or 'online'"]),
         ({"strategy": {"name": "sgd-magic"}}, ["strategy.name = 'sgd-magic': must be one of naive, joint, replay, ewc, lwf"]),
         ({"strategy": {"name": "lwf", "beta": 1}}, ["strategy.beta: is not a known field"]),
-        ({"scenario": {"n_tasks": 11}}, ["scenario: n_tasks = 11: digits has 10 classes, so at most 10 tasks"]),
+        ({"scenario": {"n_tasks": 11}}, ["scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out"]),
         ({"scenario": {"setting": "online"}}, ["scenario.setting = 'online': must be 'class', 'task' or 'domain'"]),
         ({"scenario": {"dataset": "imagenet"}}, ["scenario.dataset = 'imagenet': must be one of digits"]),
         ({"eval": {"every": 0}}, ["eval.every = 0: must be greater than or equal to 1"]),
