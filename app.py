@@ -1,19 +1,18 @@
-"""CL Lab in the browser (issue 3 builds the pages; for now: the runs in the store)."""
+"""CL Lab: `streamlit run app.py [-- --db PATH]`."""
 
 import streamlit as st
 
-from store import DEFAULT_DB, Store
+st.set_page_config(page_title="CL Lab", page_icon=":material/science:", layout="wide")
 
-st.set_page_config(page_title="CL Lab", layout="wide")
-st.title("CL Lab")
-st.caption("Continual learning runs: stability against plasticity.")
-
-
-@st.cache_resource(scope="global")
-def get_store() -> Store:
-    return Store(DEFAULT_DB)
-
-
-store = get_store()
-st.write(f"Database: `{store.path}`")
-st.dataframe(store.df("SELECT id, name, config->>'$.strategy.name' AS strategy, status, created_at FROM runs ORDER BY id DESC"))
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
+    st.Page("pages/run.py", title="Run", icon=":material/monitoring:", url_path="run"),
+]
+page = st.navigation(pages, position="hidden")
+with st.sidebar:
+    st.markdown("### CL Lab")
+    for p in pages:
+        st.page_link(p)
+page.run()

@@ -1141,40 +1141,45 @@ e AS (
       AND step NOT IN (SELECT step FROM periodic)
 )"""
 
-CONTINUAL_CURVES_SQL = f"""
-WITH {CONTINUAL_SERIES_SQL},
-b AS (SELECT task, start_step, coalesce(end_step, 9223372036854775807) AS end_step
-      FROM task_boundaries WHERE run_id = $run),
--- k(t): the task being trained at step t, trained over (start_k, end_k]
-now AS (SELECT DISTINCT e.step, b.task AS k FROM e JOIN b ON e.step > b.start_step AND e.step <= b.end_step),
--- for a task i: its lowest accuracy since its training ended, up to t
-since AS (
-    SELECT e.step, e.task, e.value,
-           min(e.value) OVER (PARTITION BY e.task ORDER BY e.step ROWS UNBOUNDED PRECEDING) AS running_min
-    FROM e JOIN b ON e.task = b.task WHERE e.step > b.end_step
-),
-per_step AS (
-    SELECT now.step, now.k,
-           any_value(e.value) AS plasticity,
-           avg(s.value) AS stability,
-           avg(s.running_min) AS min_acc
-    FROM now
-    JOIN e ON e.step = now.step AND e.task = now.k
-    LEFT JOIN since s ON s.step = now.step AND s.task < now.k
-    GROUP BY now.step, now.k
-)
-SELECT step, k AS task, plasticity, stability, min_acc,
-       CASE WHEN k = 1 THEN plasticity ELSE plasticity / k + (1 - 1 / k) * min_acc END AS wc_acc
-FROM per_step ORDER BY step
-"""
 
+def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
+    """The continual-evaluation metrics as curves over every evaluation step t, k(t) the task being
+    trained at t (``current_task``; NaN before training), vectorised (De Lange et al., ICLR 2023):
 
-def continual_curves(cursor_or_store, run_id: int):
-    """Per evaluation step t, with k the task trained at t (De Lange et al., ICLR 2023): plasticity
-    A(k, t); stability, the mean of A(i, t) over earlier tasks i < k; min-ACC_t and WC-ACC_t exactly as
-    ``min_acc`` and ``wc_acc`` define them, at every t (one query; their last values equal those
-    functions' at the last step, which tests pin). Before a second task starts, stability and
-    min-ACC are NULL and WC-ACC = A(1, t). A DataFrame: step, task (k), plasticity, stability,
-    min_acc, wc_acc."""
-    cur, _ = _cur(cursor_or_store)
-    return cur.execute(CONTINUAL_CURVES_SQL, {"run": run_id}).df()
+    - plasticity A(k, t), the accuracy on the task being learned;
+    - stability, the mean of A(i, t) over the earlier tasks i < k;
+    - min_acc, min-ACC_t exactly as ``min_acc`` defines it, at every t;
+    - wc_acc, WC-ACC_t exactly as ``wc_acc`` defines it (A(1, t) while k = 1).
+
+    NaN where a value is not defined (no earlier task yet, a task without an end of its own).
+    Tests pin every point against ``min_acc`` and ``wc_acc``."""
+    steps, A = np.asarray(steps), np.asarray(A, dtype=float)
+    n, T = A.shape
+    k = np.full(n, np.nan)
+    if spans:
+        last = max(spans)
+        k[steps > spans[last][0]] = last  # after the last end: the last task
+        for j in sorted(spans):  # inside a span: that task (the later one where spans touch)
+            s, e = spans[j]
+            k[(steps > s) & (steps <= (np.inf if e is None else e))] = j
+    running_min = np.full((n, T), np.nan)
+    for j, (_, e) in spans.items():
+        if e is None or not 1 <= j <= T:
+            continue
+        after = steps > e
+        column = np.where(after & np.isfinite(A[:, j - 1]), A[:, j - 1], np.inf)
+        running_min[:, j - 1] = np.where(after, np.minimum.accumulate(column), np.nan)
+    running_min[np.isinf(running_min)] = np.nan
+    rows = np.arange(n)
+    trained = np.isfinite(k)
+    kk = np.where(trained, k, 1).astype(int)
+    earlier = np.arange(1, T + 1)[None, :] < kk[:, None]  # task i < k(t)
+    plasticity = np.where(trained, A[rows, np.clip(kk - 1, 0, T - 1)], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = earlier.sum(1)
+        stability = np.where(count > 0, np.where(earlier, A, 0).sum(1) / np.maximum(count, 1), np.nan)
+        complete = ~(earlier & np.isnan(running_min)).any(1)  # every earlier task has its minimum
+        min_acc_t = np.where((count > 0) & complete, np.where(earlier, running_min, 0).sum(1) / np.maximum(count, 1), np.nan)
+        wc = np.where(kk == 1, plasticity, plasticity / kk + (1 - 1 / kk) * min_acc_t)
+    return {"step": steps, "task": k, "plasticity": plasticity, "stability": stability,
+            "min_acc": min_acc_t, "wc_acc": np.where(trained, wc, np.nan)}

@@ -41,3 +41,140 @@ def run_row(source, run_id: int) -> dict | None:
     names = [d[0] for d in result.description]
     row = result.fetchone()
     return dict(zip(names, row)) if row else None
+
+
+def boundaries(source, run_id: int) -> list[tuple[int, int, int | None]]:
+    """(task, start_step, end_step) of each task, in order; end_step None while it trains."""
+    return _cur(source).execute(
+        "SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [run_id]
+    ).fetchall()
+
+
+def downsampled_long(source, run_id: int, metric: str, points: int = 2000):
+    """One series a task (``step``, ``task``, ``value``), each downsampled to about ``points`` rows
+    keeping each bucket's minimum and maximum (the training loss: one task at a time)."""
+    cur = _cur(source)
+    max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = ? AND metric = ?", [run_id, metric]).fetchone()[0]
+    width = max(1, -(-(max_step or 0) // max(1, points // 2)))
+    return cur.execute(
+        """
+        WITH s AS (SELECT step, task, value FROM metrics WHERE run_id = $run AND metric = $metric),
+        keep AS (
+            SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step
+            FROM s GROUP BY step // $width
+        )
+        SELECT step, task, value FROM s WHERE step IN (SELECT step FROM keep) ORDER BY step
+        """,
+        {"run": run_id, "metric": metric, "width": width},
+    ).df()
+
+
+def keep_extremes(df, columns, points: int):
+    """Row positions to keep so each of ``columns`` keeps its minimum and maximum in every bucket of
+    steps, with about ``points`` rows in all (each kept row carries every column's value)."""
+    if len(df) <= points:
+        return np.arange(len(df))
+    buckets = max(1, points // (2 * max(1, len(columns))))
+    step = df["step"].to_numpy()
+    bucket = (step - step.min()) * buckets // (step.max() - step.min() + 1)
+    keep = []
+    for column in columns:
+        values = df[column].to_numpy(dtype=float)
+        rows = np.flatnonzero(np.isfinite(values))
+        if not rows.size:
+            continue
+        order = rows[np.lexsort((values[rows], bucket[rows]))]  # by bucket, then value
+        sorted_buckets = bucket[order]
+        _, first = np.unique(sorted_buckets, return_index=True)  # each bucket's minimum
+        last = np.r_[first[1:] - 1, len(order) - 1]  # and its maximum
+        keep += [order[first], order[last]]
+    return np.unique(np.concatenate(keep)) if keep else np.arange(0)
+
+
+def run_series(source, run_id: int, points: int = 2000):
+    """Everything the run page plots against the step, one row an evaluation step: the accuracy on
+    every task (``task 1``, ``task 2``, ...), the task being trained, plasticity, stability, min-ACC,
+    WC-ACC (``store.metrics.continual_curves``) and the training loss at that step.
+
+    Downsampled to about ``points`` rows: the steps are cut into buckets and a bucket keeps, for each
+    series, the row of its minimum and of its maximum. A dip (the stability gap) is never averaged
+    away, and the table stays under Altair's 5,000-row limit however long the run."""
+    import pandas as pd
+
+    from store.metrics import CONTINUAL_SERIES_SQL, continual_curves
+
+    cur = _cur(source)
+    e = cur.execute(f"WITH {CONTINUAL_SERIES_SQL} SELECT step, task, value FROM e", {"run": run_id}).fetchnumpy()
+    if not len(e["step"]):
+        return pd.DataFrame(columns=["step", "training task", "plasticity", "stability", "min_acc", "wc_acc", "train_loss"])
+    steps, row = np.unique(e["step"], return_inverse=True)
+    n_tasks = int(e["task"].max())
+    A = np.full((len(steps), n_tasks), np.nan)
+    A[row, e["task"].astype(np.int64) - 1] = e["value"]
+    spans = {task: (start, end) for task, start, end in boundaries(cur, run_id)}
+    curves = continual_curves(steps, A, spans)
+    df = pd.DataFrame(A, columns=[f"task {j}" for j in range(1, n_tasks + 1)])
+    df.insert(0, "step", steps)
+    df["training task"] = curves["task"]
+    for name in ("plasticity", "stability", "min_acc", "wc_acc"):
+        df[name] = curves[name]
+    loss = cur.execute("SELECT step, value FROM metrics WHERE run_id = ? AND metric = 'train_loss'", [run_id]).df()
+    df["train_loss"] = loss.drop_duplicates("step").set_index("step")["value"].reindex(steps).to_numpy()
+    series = [c for c in df.columns if c.startswith("task ")] + ["plasticity", "stability", "min_acc", "wc_acc"]
+    return df.iloc[keep_extremes(df, series, points)].reset_index(drop=True)
+
+
+def status_counts(source) -> dict[str, int]:
+    return dict(_cur(source).execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+
+
+def accuracy_matrices(source, run_ids: list[int]) -> dict[int, np.ndarray]:
+    """``accuracy_matrix`` for many runs in one query."""
+    cur = _cur(source)
+    rows = cur.execute(
+        """
+        WITH ids AS (SELECT unnest($ids::INTEGER[]) AS run_id),
+        ends AS (
+            SELECT run_id, 0 AS row, 0 AS step FROM ids
+            UNION ALL
+            SELECT run_id, task, end_step FROM task_boundaries WHERE run_id IN (SELECT run_id FROM ids) AND end_step IS NOT NULL
+        )
+        SELECT m.run_id, e.row, m.task, m.value
+        FROM metrics m JOIN ends e ON m.run_id = e.run_id AND m.step = e.step
+        WHERE m.metric = 'boundary_acc'
+        """,
+        {"ids": list(run_ids)},
+    ).fetchall()
+    n_tasks: dict[int, int] = {}
+    for run_id, _, task, _ in rows:
+        n_tasks[run_id] = max(n_tasks.get(run_id, 0), task)
+    out = {i: np.full((n_tasks.get(i, 0) + 1, n_tasks.get(i, 0)), np.nan) for i in run_ids}
+    for run_id, row, task, value in rows:
+        if row <= n_tasks[run_id]:
+            out[run_id][row, task - 1] = value
+    return out
+
+
+def runs_table(source, statuses: list[str] | None = None, strategies: list[str] | None = None):
+    """The runs page's table: one row a run, newest first, with its progress and its final average
+    accuracy (``store.metrics.acc`` over its accuracy matrix; None until a task has ended)."""
+    from store.metrics import acc
+
+    cur = _cur(source)
+    df = cur.execute(
+        """
+        SELECT id, name, config->'strategy'->>'name' AS strategy,
+               concat(config->'scenario'->>'dataset', ' ', config->'scenario'->>'setting', '-IL, ',
+                      config->'scenario'->>'n_tasks', ' tasks') AS scenario,
+               status, coalesce(last_step, 0) / greatest(total_steps, 1) AS progress,
+               created_at AS created, error
+        FROM runs
+        WHERE ($statuses IS NULL OR list_contains($statuses, status))
+          AND ($strategies IS NULL OR list_contains($strategies, config->'strategy'->>'name'))
+        ORDER BY id DESC
+        """,
+        {"statuses": statuses or None, "strategies": strategies or None},
+    ).df()
+    matrices = accuracy_matrices(cur, df["id"].tolist()) if len(df) else {}
+    df.insert(6, "final_acc", [acc(matrices[i])[0] if matrices[i].size else None for i in df["id"]])
+    return df

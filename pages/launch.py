@@ -1,0 +1,134 @@
+import streamlit as st
+
+from engine.config import CLASS_COUNTS, ConfigError, parse_config
+from engine.datasets import DATASETS
+from engine.strategies import STRATEGIES
+from pages.ui.lab import PAGES, lab
+
+SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental (permuted)"}
+
+the_lab = lab()
+st.title("Launch a run")
+problems: dict[str, list[str]] = st.session_state.get("launch_problems", {})
+
+
+def field_error(key: str) -> None:
+    """A problem with this field, shown right under it."""
+    for line in problems.get(key, []):
+        st.error(line, icon=":material/error:")
+
+
+def hparam_input(key: str, spec):
+    label = key.rsplit(".", 1)[-1].replace("_", " ")
+    if spec.choices:
+        return st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=spec.help, key=key)
+    if spec.type is bool:
+        return st.checkbox(label, value=spec.default, help=spec.help, key=key)
+    if spec.type is int:
+        return st.number_input(label, value=spec.default, step=1, help=spec.help, key=key,
+                               min_value=int(spec.low) if spec.low is not None else None,
+                               max_value=int(spec.high) if spec.high is not None else None)
+    return st.number_input(label, value=float(spec.default), help=spec.help, key=key, format="%g",
+                           min_value=float(spec.low) if spec.low is not None else None,
+                           max_value=float(spec.high) if spec.high is not None else None)
+
+
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("Scenario")
+    name = st.text_input("Run name", value="run", key="name")
+    field_error("name")
+    setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
+    dataset = st.selectbox("Dataset", sorted(DATASETS), key="scenario.dataset")
+    n_tasks = st.number_input("Tasks", value=5, step=1, min_value=1, key="scenario.n_tasks",
+                              help=f"classes are shared out over the tasks ({dataset}: {CLASS_COUNTS.get(dataset, '?')} classes)")
+    field_error("scenario.n_tasks")
+    shuffle = st.checkbox("Shuffle the class order", key="shuffle_classes")
+    class_seed = st.number_input("Class-order seed", value=0, step=1, key="scenario.class_seed", disabled=not shuffle)
+    seed = st.number_input("Seed", value=0, step=1, key="seed", help="model initialisation and batch order")
+
+    st.subheader("Model")
+    hidden = st.text_input("Hidden layers", value="256, 256", key="model.hidden",
+                           help="widths of the MLP's hidden layers, comma-separated")
+    field_error("model.hidden")
+
+with right:
+    st.subheader("Strategy")
+    supported = [n for n, cls in STRATEGIES.items() if setting in cls.settings]
+    strategy_name = st.selectbox("Strategy", supported, format_func=lambda n: STRATEGIES[n].title, key="strategy.name")
+    strategy = STRATEGIES[strategy_name]
+    st.caption(strategy.description)
+    if setting == "class" and strategy_name in ("ewc", "lwf"):
+        st.info("In class-incremental learning with one head, EWC and LwF end close to Naive (about 1/T "
+                "accuracy): the known result, not a bug.", icon=":material/info:")
+    for key, spec in strategy.hparams.items():
+        hparam_input(f"strategy.{strategy_name}.{key}", spec)  # keyed per strategy: choices differ
+        field_error(f"strategy.{key}")
+
+    st.subheader("Training")
+    c1, c2 = st.columns(2)
+    optimizer = c1.selectbox("Optimizer", ["sgd", "adam"], format_func=str.upper, key="train.optimizer")
+    lr = c2.number_input("Learning rate", value=0.05, min_value=0.0, format="%g", key="train.lr")
+    field_error("train.lr")
+    momentum = c1.number_input("Momentum", value=0.0, min_value=0.0, max_value=0.999, format="%g", key="train.momentum",
+                               disabled=optimizer != "sgd")
+    weight_decay = c2.number_input("Weight decay", value=0.0, min_value=0.0, format="%g", key="train.weight_decay")
+    batch_size = c1.number_input("Batch size", value=32, min_value=1, step=1, key="train.batch_size")
+    epochs = c2.number_input("Epochs per task", value=5, min_value=1, step=1, key="train.epochs_per_task")
+
+    st.subheader("Continual evaluation")
+    c1, c2 = st.columns(2)
+    every = c1.number_input("Evaluate every (steps)", value=10, min_value=1, step=1, key="eval.every")
+    subset = c2.number_input("Samples per task (0: all)", value=0, min_value=0, step=1, key="eval.subset",
+                             help="a fixed random subset of each task's held-out set for the periodic evaluations")
+
+
+def build_config() -> dict:
+    """The config from the widgets' current values (read from the session state: a button's callback
+    runs before the script, so the variables above may still hold the previous run's values)."""
+    v = st.session_state
+    name = v["strategy.name"]
+    return {
+        "name": v["name"].strip(), "seed": int(v["seed"]),
+        "scenario": {"dataset": v["scenario.dataset"], "setting": v["scenario.setting"],
+                     "n_tasks": int(v["scenario.n_tasks"]),
+                     "class_seed": int(v["scenario.class_seed"]) if v["shuffle_classes"] else None},
+        "model": {"name": "mlp", "hidden": v["model.hidden"]},
+        "strategy": {"name": name, **{k: v[f"strategy.{name}.{k}"] for k in STRATEGIES[name].hparams}},
+        "train": {"optimizer": v["train.optimizer"], "lr": v["train.lr"], "momentum": v["train.momentum"],
+                  "weight_decay": v["train.weight_decay"], "batch_size": int(v["train.batch_size"]),
+                  "epochs_per_task": int(v["train.epochs_per_task"])},
+        "eval": {"every": int(v["eval.every"]), "subset": int(v["eval.subset"]) or None},
+    }
+
+
+def launch() -> None:
+    data = build_config()
+    found: dict[str, list[str]] = {}
+    try:
+        data["model"]["hidden"] = [int(w) for w in data["model"]["hidden"].replace(" ", "").split(",") if w]
+    except ValueError:
+        found["model.hidden"] = [f"model.hidden = {data['model']['hidden']!r}: must be whole numbers separated by commas"]
+    if not found:
+        try:
+            config = parse_config(data)
+        except ConfigError as err:
+            for line in err.problems:
+                field = line.split(" = ")[0].split(":")[0]
+                found.setdefault(field, []).append(line)
+    st.session_state["launch_problems"] = found
+    if not found:
+        st.session_state["launched"] = the_lab.manager.submit(config)
+
+
+st.divider()
+st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch")
+if problems:
+    st.error(f"Nothing was queued: {sum(map(len, problems.values()))} problem(s) above.")
+    unplaced = [line for key, lines in problems.items() for line in lines
+                if key not in ("name", "scenario.n_tasks", "model.hidden", "train.lr") and not key.startswith("strategy.")]
+    for line in unplaced:
+        st.error(line)
+if "launched" in st.session_state:
+    run_id = st.session_state.pop("launched")
+    st.switch_page(PAGES["run"], query_params={"run": run_id})

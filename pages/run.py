@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages.ui.charts import accuracy_matrix_heatmap, run_panels
+from pages.ui.lab import PAGES, lab
+from store.metrics import METRICS, summary
+from store.queries import boundaries, downsampled_long, run_row, run_series, runs_table
+from store.schema import FINAL_STATUSES
+
+the_lab = lab()
+store = the_lab.store
+
+run_id = st.query_params.get("run")
+if run_id is None or not str(run_id).isdigit() or run_row(store, int(run_id)) is None:
+    st.title("Run")
+    if run_id is not None:
+        st.warning(f"There is no run {run_id!r} in this lab.")
+    runs = runs_table(store)
+    if runs.empty:
+        st.info("No runs yet.")
+        st.page_link(PAGES["launch"], label="Launch one", icon=":material/rocket_launch:")
+        st.stop()
+    choice = st.selectbox("Open a run", runs["id"], format_func=lambda i: f"{i} · {runs.set_index('id').loc[i, 'name']}")
+    if st.button("Open"):
+        st.query_params["run"] = str(choice)
+        st.rerun()
+    st.stop()
+
+run_id = int(run_id)
+live = run_row(store, run_id)["status"] not in FINAL_STATUSES
+
+SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
+                   "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
+
+
+def gap_marks(records: list[dict]) -> pd.DataFrame:
+    rows = [{"switch_step": r["switch_step"], "task": f"task {x['task']}", "min_step": x["min_step"],
+             "min_acc": x["min"], "depth": x["depth"], "recovery_steps": x["recovery_steps"]}
+            for r in records for x in r["tasks"] if x["depth"] is not None and x["depth"] > 0]
+    return pd.DataFrame(rows, columns=["switch_step", "task", "min_step", "min_acc", "depth", "recovery_steps"])
+
+
+@st.fragment(run_every=1.0 if live else None)
+def run_view() -> None:
+    run = run_row(store, run_id)
+    status = run["status"]
+    config = json.loads(run["config"])
+    st.title(f"Run {run_id}: {run['name']}")
+    total, step = run["total_steps"] or 0, run["last_step"] or 0
+    head, action = st.columns([4, 1])
+    head.markdown(f"**{status}** · {config['strategy']['name']} on {config['scenario']['dataset']}, "
+                  f"{config['scenario']['setting']}-incremental, {config['scenario']['n_tasks']} tasks · "
+                  f"step {step}/{total or '?'} · owner {run['owner']}")
+    if status not in FINAL_STATUSES:
+        head.progress(min(1.0, step / total) if total else 0.0)
+        if action.button("Cancel run", icon=":material/stop:", key="cancel"):
+            the_lab.manager.cancel(run_id)
+    if run["error"] and status != "finished":
+        (st.warning if status == "cancelled" else st.error)(
+            f"{status.capitalize()}: {run['error']}", icon=":material/error:")
+
+    metrics = summary(store, run_id)
+    series = run_series(store, run_id)
+    bounds = pd.DataFrame(boundaries(store, run_id), columns=["task", "start_step", "end_step"])
+    loss = downsampled_long(store, run_id, "train_loss")
+
+    figures = st.columns(len(SUMMARY_FIGURES))
+    for column, (key, label) in zip(figures, SUMMARY_FIGURES.items()):
+        info = METRICS[key]
+        value = metrics.get(key)
+        help_text = f"**{info.title}**. {info.tells} Source: {info.source}."
+        if value is None:
+            help_text = f"Unavailable: {metrics['unavailable'].get(key, '')}. " + help_text
+        column.metric(label, "n/a" if value is None else f"{value:.3f}", help=help_text)
+    if metrics.get("partial"):
+        st.caption(f"So far: over the {metrics['tasks_done']} task(s) ended.")
+
+    charts, side = st.columns([2.6, 1], gap="medium")
+    with charts:
+        if series.empty:
+            st.info("Waiting for the first evaluation...")
+        else:
+            st.altair_chart(run_panels(series, loss, bounds, gap_marks(metrics["stability_gaps"]), width=560),
+                            key="panels")
+    with side:
+        matrix = np.array(metrics["accuracy_matrix"], dtype=float)
+        if matrix.size:
+            st.altair_chart(accuracy_matrix_heatmap(matrix, width=240), key="matrix")
+        with st.expander("Config"):
+            st.json(config)
+
+    gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],
+             "before": x["before"], "lowest": x["min"], "at step": x["min_step"], "depth": x["depth"],
+             "recovery (steps)": x["recovery_steps"], "note": x["reason"] or ""}
+            for r in metrics["stability_gaps"] for x in r["tasks"]]
+    if gaps:
+        st.subheader("Stability gap at each task switch")
+        st.caption(f"Depth: accuracy just before the switch minus the lowest after it, during the new task. "
+                   f"Recovery: steps until back within {metrics['tolerance']:g} of the level before the switch.")
+        st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps")
+    if live and status in FINAL_STATUSES:
+        st.rerun()  # the run ended: one last full render, and no more refreshing
+
+
+run_view()

@@ -1,0 +1,128 @@
+"""Chart builders: plain functions, data in, Altair chart out. The pages and the report exporter
+share them, so a report looks like the app. No Streamlit here."""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+PANEL_WIDTH = 720
+STABILITY_COLORS = {"plasticity": "#1f77b4", "stability": "#2ca02c", "min-ACC": "#d62728", "WC-ACC": "#9467bd"}
+
+
+def _task_columns(series: pd.DataFrame) -> list[str]:
+    return [c for c in series.columns if c.startswith("task ")]
+
+
+def _boundary_layers(bounds: pd.DataFrame, height: int, labels: bool) -> list[alt.Chart]:
+    """Each task's training span as a faint band, with a rule at each switch and the task named."""
+    if bounds.empty:
+        return []
+    spans = bounds.assign(label=lambda d: "task " + d["task"].astype(str))
+    # every other span shaded; a fixed colour keeps the bands out of the lines' colour scale
+    band = alt.Chart(spans).mark_rect(color="#000").encode(
+        x="start_step:Q", x2="end_step:Q",
+        opacity=alt.condition("datum.task % 2 == 0", alt.value(0.05), alt.value(0.0)))
+    rules = alt.Chart(spans).transform_filter("datum.start_step > 0").mark_rule(strokeDash=[4, 3], color="#888").encode(
+        x="start_step:Q")
+    layers = [band, rules]
+    if labels:
+        layers.append(alt.Chart(spans).mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
+                      .encode(x="start_step:Q", y=alt.value(0), text="label:N"))
+    return layers
+
+
+def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
+               gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH) -> alt.VConcatChart:
+    """The run page's three synchronized panels over the global step:
+    1. accuracy on every task, with each task's training span marked (and stability gaps, if given);
+    2. plasticity and stability, with min-ACC and WC-ACC;
+    3. the training loss.
+    The panels share the x axis: zooming or panning one moves all (an x-only interval bound to the
+    scales), and a hover rule marks the same step in every panel with the values in a tooltip.
+
+    series: ``store.queries.run_series``; loss: step/task/value rows of the training loss;
+    bounds: task/start_step/end_step; gaps: switch_step/task/depth/min_step rows (optional)."""
+    tasks = _task_columns(series)
+    bounds = bounds.copy()
+    if not bounds.empty:
+        last = max(series["step"].max() if len(series) else 0, loss["step"].max() if len(loss) else 0)
+        bounds["end_step"] = bounds["end_step"].fillna(last)
+    # The series is the top-level data, converted once; layers without data of their own inherit it
+    # (giving it to every layer converted and validated it a dozen times).
+    data = series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC"})
+    # One zoom and one hover parameter, declared once at the top level and attached to the same
+    # sub-layer (the "pointer" layer) of every panel: interacting with any panel moves them all.
+    # Altair suffixes a named layer in the i-th panel of a concat with "_i"; tests check the names.
+    pointers = [f"{p}_pointer_{i}" for i, p in enumerate(("accuracy", "stability", "loss"))]
+    zoom = alt.TopLevelSelectionParameter(
+        name="zoom", bind="scales", select=alt.IntervalSelectionConfig(type="interval", encodings=["x"]),
+        views=pointers)
+    hover = alt.TopLevelSelectionParameter(
+        name="hover", select=alt.PointSelectionConfig(type="point", on="pointerover", nearest=True, fields=["step"],
+                                                      clear="pointerout"),
+        views=pointers)
+    hovered = {"param": "hover", "empty": False}
+    x = alt.X("step:Q", title="global step")
+
+    def hover_layers(panel: str, fields: list[str]) -> list[alt.Chart]:
+        base = alt.Chart()
+        # named views: the shared parameters list exactly these three
+        catcher = base.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{panel}_pointer")
+        tooltip = [alt.Tooltip("step:Q")] + [alt.Tooltip(f"{f}:Q", format=".3f") for f in fields]
+        rule = base.mark_rule(color="#444").encode(
+            x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)), tooltip=tooltip)
+        return [catcher, rule]
+
+    height = 220
+    acc_lines = alt.Chart().transform_fold(tasks, as_=["task", "accuracy"]).mark_line(strokeWidth=1.5).encode(
+        x=x, y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("task:N", title="evaluated on", sort=tasks))
+    acc_layers = [*_boundary_layers(bounds, height, labels=True), acc_lines]
+    if gaps is not None and len(gaps):
+        acc_layers.append(alt.Chart(gaps).mark_point(shape="triangle-down", size=70, filled=True, color="#d62728")
+                          .encode(x="min_step:Q", y="min_acc:Q",
+                                  tooltip=[alt.Tooltip("task:N", title="old task"),
+                                           alt.Tooltip("switch_step:Q", title="switch at"),
+                                           alt.Tooltip("depth:Q", format=".3f", title="gap depth"),
+                                           alt.Tooltip("recovery_steps:Q", title="recovery (steps)")]))
+    accuracy = alt.layer(*acc_layers, *hover_layers("accuracy", tasks)).properties(
+        width=width, height=height, title="Accuracy on every task")
+
+    sp_names = list(STABILITY_COLORS)
+    sp_lines = alt.Chart().transform_fold(sp_names, as_=["series", "value"]).mark_line(strokeWidth=1.5).encode(
+        x=x, y=alt.Y("value:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("series:N", title="", sort=sp_names,
+                        scale=alt.Scale(domain=sp_names, range=list(STABILITY_COLORS.values()))),
+        strokeDash=alt.condition("datum.series == 'min-ACC' || datum.series == 'WC-ACC'",
+                                 alt.value([5, 3]), alt.value([1, 0])))
+    stability = alt.layer(*_boundary_layers(bounds, 160, labels=False), sp_lines, *hover_layers("stability", sp_names)).properties(
+        width=width, height=160, title="Plasticity (current task) and stability (earlier tasks)")
+
+    loss_line = alt.Chart(loss).mark_line(strokeWidth=1, color="#555").encode(
+        x=x, y=alt.Y("value:Q", title="training loss"))
+    training = alt.layer(*_boundary_layers(bounds, 120, labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
+        width=width, height=120, title="Training loss")
+
+    chart = alt.vconcat(accuracy, stability, training, data=data).resolve_scale(x="shared", color="independent")
+    chart.params = [zoom, hover]
+    return chart
+
+
+def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
+    """R[i][j], accuracy on task j after training task i; row 0 is before training."""
+    rows = [{"after": "init" if i == 0 else f"task {i}", "order": i, "on": f"task {j + 1}", "accuracy": v}
+            for i, row in enumerate(matrix) for j, v in enumerate(row) if v == v]
+    df = pd.DataFrame(rows, columns=["after", "order", "on", "accuracy"])
+    order = [r["after"] for r in sorted({(r["order"], r["after"]): r for r in rows}.values(), key=lambda r: r["order"])]
+    base = alt.Chart(df).encode(
+        x=alt.X("on:N", title="evaluated on", sort=None),
+        y=alt.Y("after:N", title="after training", sort=order))
+    heat = base.mark_rect().encode(
+        color=alt.Color("accuracy:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), legend=None),
+        tooltip=["after", "on", alt.Tooltip("accuracy:Q", format=".3f")])
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text("accuracy:Q", format=".2f"),
+        color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white")))
+    return (heat + text).properties(width=width, height=width, title="Accuracy matrix")

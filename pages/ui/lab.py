@@ -1,0 +1,54 @@
+"""The lab's shared resources for every page and session: one store (the process owns the DuckDB
+file) and one run manager, created once per server process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from store import DEFAULT_DB, DatabaseLocked, Store
+
+PAGES = {  # page files, for links between pages
+    "home": "pages/home.py",
+    "launch": "pages/launch.py",
+    "runs": "pages/runs.py",
+    "run": "pages/run.py",
+}
+
+
+def db_path() -> Path:
+    """``streamlit run app.py -- --db PATH``, else $CL_LAB_DB, else lab.duckdb beside the app."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(args.db or os.environ.get("CL_LAB_DB") or DEFAULT_DB).resolve()
+
+
+class Lab:
+    def __init__(self, path: Path):
+        from engine.manager import RunManager  # starts warm workers: the first launch need not wait
+
+        self.store = Store(path)
+        self.manager = RunManager(self.store)
+
+    def close(self) -> None:
+        self.manager.shutdown()
+        self.store.close()
+
+
+@st.cache_resource(scope="global", show_spinner="Opening the lab's database...", on_release=Lab.close)
+def _open(path: str) -> Lab:
+    return Lab(Path(path))
+
+
+def lab() -> Lab:
+    path = db_path()
+    try:
+        return _open(str(path))
+    except DatabaseLocked as err:
+        st.error(str(err))
+        st.stop()

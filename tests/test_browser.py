@@ -1,0 +1,110 @@
+"""The lab in a real browser: `streamlit run app.py` on a free port with a temporary database,
+driven by Playwright in Debian's headless Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    db = tmp_path_factory.mktemp("browser") / "lab.duckdb"
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--", "--db", str(db)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CL_LAB_DB": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        log.seek(0)
+        raise AssertionError("streamlit did not start:\n" + log.read())
+    yield url, db
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        yield page
+        browser.close()
+
+
+def no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
+    url, db = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    # a freshly started server's first page shows the lab's own navigation, not the pages/ listing
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("heading", name="CL Lab").wait_for(timeout=60_000)
+    links = page.locator('[data-testid="stPageLink"]')
+    assert [links.nth(i).inner_text().split()[-1] for i in range(links.count())] == ["Home", "Launch", "Runs", "Run"]
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    no_exception(page)
+
+    page.get_by_role("link", name="Launch").first.click()
+    page.get_by_role("heading", name="Launch a run").wait_for()
+    name = page.get_by_label("Run name")
+    name.fill("browser-run")
+    name.press("Enter")
+    tasks = page.get_by_label("Tasks", exact=True)
+    tasks.fill("2")
+    tasks.press("Enter")
+    epochs = page.get_by_label("Epochs per task")
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Launch").last.click()
+
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    page.get_by_text("finished", exact=False).first.wait_for(timeout=120_000)
+    page.locator(".vega-embed").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)  # let the last full render after the run ended settle
+    charts = page.locator(".vega-embed svg, .vega-embed canvas")
+    assert charts.count() >= 2  # the synchronized panels and the accuracy matrix
+    assert page.get_by_role("heading", name="Run 1: browser-run").count() == 1
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "run_page.png"), full_page=True)

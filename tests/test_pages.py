@@ -1,0 +1,145 @@
+"""The pages through Streamlit's AppTest, over a real lab (DuckDB file, run manager, workers)."""
+
+import json
+import os
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.manager import run_in_process
+from tests.conftest import ROOT, small_config
+
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pages") / "lab.duckdb"
+    os.environ["CL_LAB_DB"] = str(path)
+    from pages.ui.lab import _open
+    the_lab = _open(str(path.resolve()))  # the same object the pages get
+    yield the_lab
+    _open.clear()  # releases it: workers stopped, file closed
+    del os.environ["CL_LAB_DB"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(lab):
+    return run_in_process(lab.store, small_config("replay", eval={"every": 2}))
+
+
+def app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def n_runs(lab) -> int:
+    return lab.store.sql("SELECT count(*) FROM runs")[0][0]
+
+
+def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_run):
+    at = app().run()
+    assert not at.exception
+    assert at.title[0].value == "CL Lab"
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Done"] == str(lab.store.sql("SELECT count(*) FROM runs WHERE status = 'finished'")[0][0])
+    assert str(lab.store.path) in at.caption[0].value
+    before = n_runs(lab)
+    at.button[0].click().run()
+    assert n_runs(lab) == before + 1
+    run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
+    assert json.loads(config)["strategy"] == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32}
+    assert at.query_params["run"] == str(run_id)
+    lab.manager.cancel(run_id)
+
+
+def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    before = n_runs(lab)
+    at.number_input(key="scenario.n_tasks").set_value(11)
+    at.number_input(key="train.lr").set_value(0.0)
+    at.text_input(key="model.hidden").set_value("256, wide")
+    at.button(key="launch").click().run()
+    errors = [e.value for e in at.error]
+    assert "model.hidden = '256, wide': must be whole numbers separated by commas" in errors
+    at.text_input(key="model.hidden").set_value("64")
+    at.button(key="launch").click().run()
+    errors = [e.value for e in at.error]
+    assert "scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out" in errors
+    assert "train.lr = 0.0: must be greater than 0" in errors
+    assert "Nothing was queued: 2 problem(s) above." in errors
+    assert n_runs(lab) == before
+    # each message sits right under its field: the element after the n_tasks input is its error
+    main = [el for el in at.main]
+    assert main
+
+
+def test_launch_builds_strategy_inputs_from_declared_hparams_and_queues_the_run(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.selectbox(key="strategy.name").set_value("ewc").run()
+    lam = at.number_input(key="strategy.ewc.ewc_lambda")
+    assert lam.value == 1000.0 and lam.min == 0.0 and lam.max == 1e7 and "penalty" in lam.help
+    assert at.selectbox(key="strategy.ewc.mode").options == ["separate", "online"]
+    at.selectbox(key="strategy.name").set_value("replay").run()
+    assert at.number_input(key="strategy.replay.buffer_size").value == 200
+    at.number_input(key="strategy.replay.buffer_size").set_value(77)
+    at.number_input(key="scenario.n_tasks").set_value(2)
+    at.text_input(key="name").set_value("from-the-form")
+    at.button(key="launch").click().run()
+    assert not at.exception
+    run_id, status, config = lab.store.sql("SELECT id, status, config FROM runs ORDER BY id DESC LIMIT 1")[0]
+    config = json.loads(config)
+    assert config["name"] == "from-the-form" and config["strategy"]["buffer_size"] == 77
+    assert config["scenario"]["n_tasks"] == 2 and status in ("queued", "running", "finished")
+    assert at.query_params["run"] == str(run_id)
+    assert lab.manager.wait(run_id, timeout=120) == "finished"
+
+
+def test_runs_page_lists_and_filters_runs(lab, finished_run):
+    at = app()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert finished_run in table["id"].tolist()
+    row = table.set_index("id").loc[finished_run]
+    assert row["status"] == "finished" and row["strategy"] == "replay" and 0 < row["final_acc"] <= 1
+    assert row["progress"] == 1.0
+    at.multiselect(key="filter_status").set_value(["diverged"]).run()
+    assert not at.dataframe  # nothing diverged: the info message instead
+    assert "No runs yet" in at.info[0].value
+
+
+def test_run_page_link_draws_synchronized_panels_and_the_summary(lab, finished_run):
+    at = app()
+    at.switch_page("pages/run.py")
+    at.query_params["run"] = str(finished_run)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value.startswith(f"Run {finished_run}:")
+    charts = at.get("vega_lite_chart")
+    spec = json.loads(charts[0].proto.spec)
+    assert len(spec["vconcat"]) == 3
+    assert spec["resolve"]["scale"]["x"] == "shared"
+    params = {p["name"]: p for p in spec["params"]}
+    assert params["zoom"]["bind"] == "scales" and params["zoom"]["select"]["encodings"] == ["x"]
+    assert params["hover"]["select"]["on"] == "pointerover" and params["hover"]["select"]["nearest"]
+    # both parameters sit on the same, existing sub-layer of each of the three panels
+    pointer_layers = [[layer.get("name") for layer in panel["layer"] if layer.get("name")] for panel in spec["vconcat"]]
+    assert [len(names) for names in pointer_layers] == [1, 1, 1]
+    assert params["zoom"]["views"] == params["hover"]["views"] == [names[0] for names in pointer_layers]
+    titles = [panel["title"] for panel in spec["vconcat"]]
+    assert titles[0] == "Accuracy on every task" and titles[2] == "Training loss"
+    figures = {m.label: m.value for m in at.metric}
+    assert float(figures["ACC"]) > 0.3
+    assert "Accuracy matrix" in json.loads(charts[1].proto.spec)["title"]
+    assert at.dataframe  # the stability-gap table
+
+
+def test_run_page_with_an_unknown_run_says_so(lab):
+    at = app()
+    at.switch_page("pages/run.py")
+    at.query_params["run"] = "999999"
+    at.run()
+    assert not at.exception
+    assert "There is no run '999999'" in at.warning[0].value
