@@ -1,4 +1,5 @@
-"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``.
+"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``,
+``python -m engine metrics RUN_ID [--json]``.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
 arguments; nothing written), 3 the database is held by another process.
@@ -99,6 +100,39 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_metrics(args) -> int:
+    import json
+
+    from store.metrics import METRICS, summary
+
+    store = _open_store(args.db)
+    try:
+        if not store.sql("SELECT 1 FROM runs WHERE id = ?", [args.run_id]):
+            print(f"error: there is no run {args.run_id} in {args.db}", file=sys.stderr)
+            return 2
+        result = summary(store, args.run_id)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"run {args.run_id} ({result['name']}, {result['status']})"
+          + (f": so far, over {result['tasks_done']} task(s) ended" if result.get("partial") else ""))
+    width = max(len(info.title) for info in METRICS.values())
+    for key, info in METRICS.items():
+        value = result.get(key)
+        shown = f"{value:8.4f}" if isinstance(value, (int, float)) else "     n/a"
+        why = f"  ({result['unavailable'][key]})" if value is None and key in result["unavailable"] else ""
+        print(f"  {info.title:{width}s} {shown}{why}")
+    matrix = result["accuracy_matrix"]
+    if matrix:
+        print("accuracy matrix (row 0 before training; row i after task i):")
+        for i, row in enumerate(matrix):
+            cells = " ".join("  -  " if v is None else f"{v:.3f}" for v in row)
+            print(f"  {i:>3} {cells}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="CL Lab's engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.set_defaults(func=cmd_runs)
-    for p in (run, runs):
+    metrics = sub.add_parser("metrics", help="print every summary metric of a run")
+    metrics.add_argument("run_id", type=int)
+    metrics.add_argument("--json", action="store_true", help="one JSON object; unavailable metrics are null, "
+                                                            "with the reason under 'unavailable'")
+    metrics.set_defaults(func=cmd_metrics)
+    for p in (run, runs, metrics):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     return parser
 

@@ -34,6 +34,21 @@ class ScenarioConfig(_Section):
     class_seed: int | None = Field(None, description="shuffles the class order; null keeps 0, 1, 2, ...")
     seed: int = Field(0, description="fixes the train/test split and the permutations")
     test_size: float = Field(0.25, gt=0.0, lt=1.0, description="held-out share of each class")
+    tasks: list[int] | None = Field(
+        None, min_length=1, description="train only these tasks of the sequence (from 1), e.g. [3]: a single-task "
+                                        "expert for the L2M metrics; null: all")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_in_sequence(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        n = info.data.get("n_tasks")
+        if value is not None and n is not None:
+            bad = [t for t in value if not 1 <= t <= n]
+            if bad:
+                raise ValueError(f"every task must be from 1 to n_tasks = {n} (got {bad[0]})")
+            if len(set(value)) != len(value):
+                raise ValueError("a task may appear once")
+        return value
 
     @field_validator("dataset")
     @classmethod
@@ -144,7 +159,7 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
             msg = "is not a known field"
         elif e["type"] == "missing":
             msg = "is required"
-        if e["type"] in ("extra_forbidden", "missing") or e["type"].startswith("value_error") and "=" in msg:
+        if e["type"] in ("extra_forbidden", "missing"):
             lines.append(f"{field}: {msg}")
         else:
             lines.append(f"{field} = {e['input']!r}: {msg}")

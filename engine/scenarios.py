@@ -72,6 +72,8 @@ def build_scenario(cfg) -> Scenario:
             te = np.isin(data.test_y, classes)
             tasks.append(TaskData(classes, as_x(data.train_x[tr]), as_y(data.train_y[tr]),
                                   as_x(data.test_x[te]), as_y(data.test_y[te])))
+    if cfg.tasks is not None:  # a part of the sequence, e.g. one task for a single-task expert
+        tasks = [tasks[t - 1] for t in cfg.tasks]
     class_mask = None
     if cfg.setting == "task":
         class_mask = torch.full((len(tasks), data.n_classes), MASKED)

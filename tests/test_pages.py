@@ -143,3 +143,16 @@ def test_run_page_with_an_unknown_run_says_so(lab):
     at.run()
     assert not at.exception
     assert "There is no run '999999'" in at.warning[0].value
+
+
+def test_metrics_page_shows_every_metrics_formula_source_and_direction(lab):
+    from store.metrics import METRICS
+    at = app()
+    at.switch_page("pages/metrics.py").run()
+    assert not at.exception
+    assert len(at.latex) == len(METRICS)
+    assert {s.value for s in at.subheader} == {info.title for info in METRICS.values()}
+    assert [l.value.strip('$\n') for l in at.latex] == [info.latex for group in ("matrix", "continual", "l2m")
+                                          for info in METRICS.values() if info.group == group]
+    captions = " ".join(c.value for c in at.caption)
+    assert all(info.source in captions for info in METRICS.values())

@@ -57,3 +57,20 @@ def test_domain_incremental_permutes_pixels_per_task_with_all_classes():
     assert torch.equal(first.train_x.sort(1).values, second.train_x.sort(1).values)
     again = build_scenario(ScenarioConfig(setting="domain", n_tasks=3))
     assert torch.equal(again.tasks[2].test_x, s.tasks[2].test_x)
+
+
+def test_a_part_of_the_sequence_trains_only_those_tasks():
+    whole = build_scenario(ScenarioConfig(n_tasks=5))
+    expert = build_scenario(ScenarioConfig(n_tasks=5, tasks=[3]))
+    assert expert.n_tasks == 1 and expert.tasks[0].classes == whole.tasks[2].classes == [4, 5]
+    assert torch.equal(expert.tasks[0].test_x, whole.tasks[2].test_x)
+    masked = build_scenario(ScenarioConfig(setting="task", n_tasks=5, tasks=[2, 4]))
+    assert masked.class_mask.shape == (2, 10) and (masked.class_mask[1, [6, 7]] == 0).all()
+
+
+def test_tasks_outside_the_sequence_are_refused():
+    import pytest
+    from engine.config import ConfigError, parse_config
+    with pytest.raises(ConfigError) as err:
+        parse_config({"scenario": {"n_tasks": 5, "tasks": [6]}})
+    assert err.value.problems == ["scenario.tasks = [6]: every task must be from 1 to n_tasks = 5 (got 6)"]
