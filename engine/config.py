@@ -89,6 +89,7 @@ class TrainConfig(_Section):
     epochs_per_task: int = Field(5, ge=1, le=10000)
     loop: Literal["fabric", "trainer"] = Field(
         "fabric", description="fabric: Lightning Fabric (fast); trainer: one Lightning Trainer per task")
+    save_weights: bool = Field(True, description="keep the weights after each task (for trade-off curves)")
 
 
 class EvalConfig(_Section):

@@ -126,6 +126,7 @@ class ContinualEvaluation(L.Callback):
         self.task = 0  # the task being trained (1-based); 0 before the first
         self.stop_reason: str | None = None  # "diverged" or "cancelled"
         self.stop_step: int | None = None
+        self.on_task_end: Callable[[int], None] | None = None  # called with the task that ended
         self._initial_done = False
 
     def _stack(self, sets, class_mask):
@@ -188,6 +189,8 @@ class ContinualEvaluation(L.Callback):
         if self.stop_reason is None:  # a stopped task did not end: no accuracy-matrix row for it
             self.evaluate(model, full=True)
             self.sink.task_end(self.task, self.step)
+            if self.on_task_end:
+                self.on_task_end(self.task)
         self.sink.flush()
 
     # ---- Lightning Trainer hooks: one fit() a task ----------------------------------------------

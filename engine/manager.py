@@ -52,8 +52,10 @@ class _Worker:
 
     def assign(self, run_id: int, config: str) -> None:
         self.run_id, self.ready, self.last_step = run_id, False, 0
+        job = {"run_id": run_id, "config": json.loads(config),
+               "weights_dir": str(self.manager.store.artifacts_dir(run_id))}
         try:
-            self.proc.stdin.write((json.dumps({"run_id": run_id, "config": json.loads(config)}) + "\n").encode())
+            self.proc.stdin.write((json.dumps(job) + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the reader sees the worker's end and fails the run
@@ -139,10 +141,11 @@ class RunManager:
         self._scheduler.start()
 
     # ---- the public API --------------------------------------------------------------------------
-    def submit(self, config: RunConfig, owner: str | None = None) -> int:
+    def submit(self, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
+               sweep_phase: str | None = None) -> int:
         """Queue a validated run config; returns the new run's id."""
         run_id = self.store.create_run(config.model_dump(mode="json"), name=config.name,
-                                       owner=owner or default_owner())
+                                       owner=owner or default_owner(), sweep_id=sweep_id, sweep_phase=sweep_phase)
         with self._cv:
             self._done[run_id] = threading.Event()
             self._queue.append(run_id)
@@ -166,6 +169,12 @@ class RunManager:
         else:
             worker.cancel()
         return True
+
+    def cancel_sweep(self, sweep_id: int) -> int:
+        """Cancel every queued or running run of a sweep; returns how many."""
+        ids = [r[0] for r in self.store.sql(
+            "SELECT id FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') ORDER BY id DESC", [sweep_id])]
+        return sum(self.cancel(run_id) for run_id in ids)
 
     def wait(self, run_id: int, timeout: float | None = None) -> str | None:
         """Wait for a run to end; returns its status (None if it is unknown)."""
@@ -239,7 +248,8 @@ class RunManager:
                 self._cv.wait(timeout=1.0)
 
 
-def run_in_process(store: Store, config: RunConfig, owner: str | None = None) -> int:
+def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
+                   sweep_phase: str | None = None) -> int:
     """Train a run in this process, straight into ``store`` (notebooks, tests, benchmarks).
     The lab itself runs runs in workers, through ``RunManager``."""
     import lightning
@@ -251,7 +261,8 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None) ->
     from engine.evaluation import StoreSink
     from engine.train import train_run
 
-    run_id = store.create_run(config.model_dump(mode="json"), name=config.name, owner=owner or default_owner())
+    run_id = store.create_run(config.model_dump(mode="json"), name=config.name, owner=owner or default_owner(),
+                              sweep_id=sweep_id, sweep_phase=sweep_phase)
     sink = StoreSink(store, run_id)
 
     def started(total: int) -> None:
@@ -261,7 +272,7 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None) ->
         store.set_status(run_id, "running")
 
     try:
-        result = train_run(config, sink, on_start=started)
+        result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id))
     except Exception as err:
         sink.flush()
         store.set_status(run_id, "failed", error=str(err))

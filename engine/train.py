@@ -13,6 +13,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -61,9 +62,11 @@ def total_steps(config: RunConfig, experiences) -> int:
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
-              on_start: Callable[[int], None] | None = None) -> RunResult:
+              on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None) -> RunResult:
     """Train ``config`` and report every metric to ``sink``. ``on_start(total_steps)`` is called once
-    the run is set up; ``should_stop`` is polled every step (cancellation)."""
+    the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir`` (and
+    ``train.save_weights``), the network's weights are saved there before training and after each
+    task: ``after-task-0.pt``, ``after-task-1.pt``, ..."""
     L.seed_everything(config.seed, verbose=False)
     scenario = build_scenario(config.scenario)
     strategy = STRATEGIES[config.strategy["name"]](seed=config.seed, **config.strategy_hparams)
@@ -78,6 +81,11 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         on_start(total_steps(config, experiences))
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
+    if weights_dir is not None and config.train.save_weights:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        save = lambda task: torch.save(net.state_dict(), weights_dir / f"after-task-{task}.pt")  # noqa: E731
+        save(0)
+        evaluation.on_task_end = save
     loop = _trainer_loop if config.train.loop == "trainer" else _fabric_loop
     loop(config, module, strategy, evaluation, experiences, batches)
     sink.flush()

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 from engine import protocol
 
@@ -73,6 +74,7 @@ def main() -> None:
             result = train_run(
                 config, sink, should_stop=cancel.is_set,
                 on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, **versions),
+                weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
             )
             protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step)
         except Exception as err:  # the run fails; the worker stays for the next one

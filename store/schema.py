@@ -10,11 +10,16 @@ Tables:
   Tasks are numbered from 1; step 0 is before the first training iteration.
 - ``task_boundaries``: task ``task`` is trained over the steps ``(start_step, end_step]``;
   ``end_step`` is NULL while the task is training.
+- ``sweeps``: a group of runs queued together (``runs.sweep_id``, ``runs.sweep_phase``).
+- ``tradeoffs``: accuracy on each ``task`` of the model interpolated with weight ``alpha`` between a
+  run's weights after task ``from_task`` (alpha 0) and after task ``from_task + 1`` (alpha 1).
+
+Model weights after each task are files beside the database (``artifacts_dir``), not rows.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
 FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
@@ -60,8 +65,32 @@ def _v2(cur) -> None:
     cur.execute("ALTER TABLE runs ADD COLUMN error_step BIGINT")
 
 
+def _v3(cur) -> None:
+    # Comparing runs: sweeps (a group of runs queued together), and the trade-off curves made by
+    # interpolating a run's weights between two task boundaries.
+    cur.execute("CREATE SEQUENCE IF NOT EXISTS sweep_id_seq START 1")
+    cur.execute(
+        """
+        CREATE TABLE sweeps (
+            id INTEGER PRIMARY KEY DEFAULT nextval('sweep_id_seq'),
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,          -- grid, random, optuna, reality-check
+            spec JSON NOT NULL,             -- the sweep as given
+            created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
+            owner VARCHAR
+        )
+        """
+    )
+    cur.execute("ALTER TABLE runs ADD COLUMN sweep_id INTEGER")
+    cur.execute("ALTER TABLE runs ADD COLUMN sweep_phase VARCHAR")  # reality check: tune or test
+    cur.execute(
+        "CREATE TABLE tradeoffs (run_id INTEGER NOT NULL, from_task SMALLINT NOT NULL, alpha DOUBLE NOT NULL,"
+        " task SMALLINT NOT NULL, acc DOUBLE, loss DOUBLE)"
+    )
+
+
 # MIGRATIONS[i] brings a file from version i to version i + 1.
-MIGRATIONS = [_v1, _v2]
+MIGRATIONS = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -95,3 +124,11 @@ def migrate(cur, target: int = SCHEMA_VERSION) -> tuple[int, int]:
             cur.execute("ROLLBACK")
             raise
     return before, max(before, target)
+
+
+def artifacts_dir(db_path, run_id: int):
+    """Where a run's files live: ``<db>.artifacts/run-<id>/`` (weights after each task)."""
+    from pathlib import Path
+
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".artifacts") / f"run-{run_id}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Callable, Mapping
 import duckdb
 import pyarrow as pa
 
-from store.schema import migrate
+from store.schema import artifacts_dir, migrate
 
 METRIC_SCHEMA = pa.schema(
     [
@@ -113,12 +114,17 @@ class Store:
         self.call(lambda cur: None).result()
 
     def create_run(self, config: Mapping[str, Any], *, name: str, owner: str | None = None,
-                   status: str = "queued", total_steps: int | None = None) -> int:
+                   status: str = "queued", total_steps: int | None = None, sweep_id: int | None = None,
+                   sweep_phase: str | None = None) -> int:
         text = json.dumps(config)
         return self.write(
-            "INSERT INTO runs (name, config, status, owner, total_steps) VALUES (?, ?, ?, ?, ?) RETURNING id",
-            [name, text, status, owner, total_steps],
+            "INSERT INTO runs (name, config, status, owner, total_steps, sweep_id, sweep_phase)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [name, text, status, owner, total_steps, sweep_id, sweep_phase],
         )[0][0]
+
+    def artifacts_dir(self, run_id: int) -> Path:
+        return artifacts_dir(self.path, run_id)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         if not fields:
@@ -154,10 +160,16 @@ class Store:
     def delete_run(self, run_id: int) -> None:
         def delete(cur):
             cur.execute("BEGIN TRANSACTION")
-            for table, key in (("metrics", "run_id"), ("task_boundaries", "run_id"), ("runs", "id")):
+            for table, key in (("metrics", "run_id"), ("task_boundaries", "run_id"), ("tradeoffs", "run_id"),
+                               ("runs", "id")):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [run_id])
             cur.execute("COMMIT")
         self.call(delete).result()
+        shutil.rmtree(artifacts_dir(self.path, run_id), ignore_errors=True)
+
+    def create_sweep(self, name: str, kind: str, spec: Mapping[str, Any], owner: str | None = None) -> int:
+        return self.write("INSERT INTO sweeps (name, kind, spec, owner) VALUES (?, ?, ?, ?) RETURNING id",
+                          [name, kind, json.dumps(spec), owner])[0][0]
 
     def close(self) -> None:
         if self._closed:
