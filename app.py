@@ -9,6 +9,7 @@ pages = [
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("pages/run.py", title="Run", icon=":material/monitoring:", url_path="run"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/function:"),
 ]
 page = st.navigation(pages, position="hidden")

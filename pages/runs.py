@@ -1,3 +1,4 @@
+import pandas as pd
 import streamlit as st
 
 from engine.strategies import STRATEGIES
@@ -22,7 +23,7 @@ def table() -> None:
     df["open"] = "/run?run=" + df["id"].astype(str)
     event = st.dataframe(
         df.drop(columns=["error"]), hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
-        column_order=["open", "id", "name", "strategy", "scenario", "status", "progress", "final_acc", "created"],
+        column_order=["open", "id", "name", "strategy", "scenario", "status", "progress", "final_acc", "sweep", "created"],
         column_config={
             "open": st.column_config.LinkColumn("", display_text="open"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
@@ -37,12 +38,17 @@ def table() -> None:
     run = df.iloc[rows[0]]
     run_id, status = int(run["id"]), run["status"]
     st.write(f"**Run {run_id}** · {run['name']} · {status}")
-    b1, b2, b3 = st.columns(3)
+    b1, b2, b3, b4 = st.columns(4)
     if b1.button("Open", icon=":material/open_in_new:", key="open_run"):
         st.switch_page(PAGES["run"], query_params={"run": run_id})
     if status in ("queued", "running") and b2.button("Cancel", icon=":material/stop:", key="cancel_run"):
         the_lab.manager.cancel(run_id)
         st.rerun(scope="fragment")
+    sweep = run["sweep"]
+    if pd.notna(sweep) and b4.button(f"Cancel sweep {int(sweep)}", icon=":material/cancel:",
+                                                           key="cancel_sweep"):
+        cancelled = the_lab.manager.cancel_sweep(int(sweep))
+        st.toast(f"Cancelled {cancelled} run(s) of sweep {int(sweep)}.")
     if status in FINAL_STATUSES:
         if b3.button("Delete", icon=":material/delete:", key="delete_run"):
             st.session_state["confirm_delete"] = run_id

@@ -91,14 +91,11 @@ def keep_extremes(df, columns, points: int):
     return np.unique(np.concatenate(keep)) if keep else np.arange(0)
 
 
-def run_series(source, run_id: int, points: int = 2000):
+def full_series(source, run_id: int):
     """Everything the run page plots against the step, one row an evaluation step: the accuracy on
     every task (``task 1``, ``task 2``, ...), the task being trained, plasticity, stability, min-ACC,
-    WC-ACC (``store.metrics.continual_curves``) and the training loss at that step.
-
-    Downsampled to about ``points`` rows: the steps are cut into buckets and a bucket keeps, for each
-    series, the row of its minimum and of its maximum. A dip (the stability gap) is never averaged
-    away, and the table stays under Altair's 5,000-row limit however long the run."""
+    WC-ACC (``store.metrics.continual_curves``), the mean accuracy on the tasks trained so far
+    (``seen_acc``, ACC_t) and the training loss at that step. Not downsampled."""
     import pandas as pd
 
     from store.metrics import CONTINUAL_SERIES_SQL, continual_curves
@@ -106,7 +103,8 @@ def run_series(source, run_id: int, points: int = 2000):
     cur = _cur(source)
     e = cur.execute(f"WITH {CONTINUAL_SERIES_SQL} SELECT step, task, value FROM e", {"run": run_id}).fetchnumpy()
     if not len(e["step"]):
-        return pd.DataFrame(columns=["step", "training task", "plasticity", "stability", "min_acc", "wc_acc", "train_loss"])
+        return pd.DataFrame(columns=["step", "training task", "plasticity", "stability", "min_acc", "wc_acc",
+                                     "seen_acc", "train_loss"])
     steps, row = np.unique(e["step"], return_inverse=True)
     n_tasks = int(e["task"].max())
     A = np.full((len(steps), n_tasks), np.nan)
@@ -118,8 +116,20 @@ def run_series(source, run_id: int, points: int = 2000):
     df["training task"] = curves["task"]
     for name in ("plasticity", "stability", "min_acc", "wc_acc"):
         df[name] = curves[name]
+    seen = np.arange(1, n_tasks + 1)[None, :] <= np.nan_to_num(curves["task"], nan=0)[:, None]
+    with np.errstate(invalid="ignore"):
+        df["seen_acc"] = np.where(seen.any(1), np.where(seen, A, 0).sum(1) / np.maximum(seen.sum(1), 1), np.nan)
     loss = cur.execute("SELECT step, value FROM metrics WHERE run_id = ? AND metric = 'train_loss'", [run_id]).df()
     df["train_loss"] = loss.drop_duplicates("step").set_index("step")["value"].reindex(steps).to_numpy()
+    return df
+
+
+def run_series(source, run_id: int, points: int = 2000):
+    """``full_series`` downsampled to about ``points`` rows: the steps are cut into buckets and a
+    bucket keeps, for each series, the row of its minimum and of its maximum. A dip (the stability
+    gap) is never averaged away, and the table stays under Altair's 5,000-row limit however long
+    the run."""
+    df = full_series(source, run_id)
     series = [c for c in df.columns if c.startswith("task ")] + ["plasticity", "stability", "min_acc", "wc_acc"]
     return df.iloc[keep_extremes(df, series, points)].reset_index(drop=True)
 
@@ -167,7 +177,7 @@ def runs_table(source, statuses: list[str] | None = None, strategies: list[str] 
                concat(config->'scenario'->>'dataset', ' ', config->'scenario'->>'setting', '-IL, ',
                       config->'scenario'->>'n_tasks', ' tasks') AS scenario,
                status, coalesce(last_step, 0) / greatest(total_steps, 1) AS progress,
-               created_at AS created, error
+               created_at AS created, error, sweep_id AS sweep
         FROM runs
         WHERE ($statuses IS NULL OR list_contains($statuses, status))
           AND ($strategies IS NULL OR list_contains($strategies, config->'strategy'->>'name'))

@@ -81,7 +81,7 @@ def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
     page.goto(url, wait_until="networkidle")
     page.get_by_role("heading", name="CL Lab").wait_for(timeout=60_000)
     links = page.locator('[data-testid="stPageLink"]')
-    assert [links.nth(i).inner_text().split()[-1] for i in range(links.count())] == ["Home", "Launch", "Runs", "Run", "Metrics"]
+    assert [links.nth(i).inner_text().split()[-1] for i in range(links.count())] == ["Home", "Launch", "Runs", "Run", "Compare", "Metrics"]
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     no_exception(page)
 

@@ -156,3 +156,26 @@ def test_metrics_page_shows_every_metrics_formula_source_and_direction(lab):
                                           for info in METRICS.values() if info.group == group]
     captions = " ".join(c.value for c in at.caption)
     assert all(info.source in captions for info in METRICS.values())
+
+
+def test_compare_page_overlays_groups_with_bands_and_tables_mean_and_sd(lab):
+    ids = [run_in_process(lab.store, small_config(s, seed=seed, eval={"every": 3})) for s in ("naive", "replay") for seed in (0, 1)]
+    at = app()
+    at.switch_page("pages/compare.py").run()
+    at.radio(key="compare_how").set_value("By hand").run()
+    at.multiselect(key="compare_ids").set_value(ids).run()
+    assert not at.exception
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert len(spec["vconcat"]) == 4 and spec["resolve"]["scale"]["x"] == "shared"
+    assert {p["name"] for p in spec["params"]} == {"zoom", "hover"}
+    marks = [layer["mark"]["type"] for layer in spec["vconcat"][0]["layer"]]
+    assert marks[:2] == ["area", "line"]  # the band over seeds, then the mean
+    table = at.dataframe[0].value.set_index("group")
+    assert list(table.index) == ["naive", "replay"] and table["runs"].tolist() == [2, 2]
+    from store.metrics import summary
+    accs = [summary(lab.store, i)["acc"] for i in ids]
+    assert abs(table.loc["replay", "acc"] - (accs[2] + accs[3]) / 2) < 1e-12
+    assert abs(table.loc["replay", "acc sd"] - abs(accs[2] - accs[3]) / 2 ** 0.5) < 1e-12  # sample sd of two
+    # group by a hyperparameter that differs between the runs: the replay buffer size
+    options = at.selectbox(key="compare_group").options
+    assert "strategy.buffer_size" in options

@@ -126,3 +126,47 @@ def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
         text=alt.Text("accuracy:Q", format=".2f"),
         color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white")))
     return (heat + text).properties(width=width, height=width, title="Accuracy matrix")
+
+
+def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
+    """A zoom (x-only, bound to the scales) and a hover (nearest step) parameter for the "pointer"
+    sub-layer of each panel; Altair suffixes a named layer in the i-th panel of a concat with "_i"."""
+    pointers = [f"{p}_pointer_{i}" for i, p in enumerate(panels)]
+    zoom = alt.TopLevelSelectionParameter(
+        name="zoom", bind="scales", select=alt.IntervalSelectionConfig(type="interval", encodings=["x"]),
+        views=pointers)
+    hover = alt.TopLevelSelectionParameter(
+        name="hover", select=alt.PointSelectionConfig(type="point", on="pointerover", nearest=True, fields=["step"],
+                                                      clear="pointerout"),
+        views=pointers)
+    return [zoom, hover], pointers
+
+
+def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH) -> alt.VConcatChart:
+    """Runs compared by group: one panel per series (``store.compare.COMPARE_SERIES``), one line per
+    group (its mean over the group's runs, usually seeds) with a band of one standard deviation. The
+    panels share x, zoom and hover as the run page's do; the hover tooltip lists every group's mean.
+
+    curves: ``store.compare.group_curves`` (group, step, n, <series>_mean/_lo/_hi)."""
+    groups = sorted(curves["group"].unique().tolist()) if len(curves) else []
+    params, _ = _shared_x_params(list(series))
+    hovered = {"param": "hover", "empty": False}
+    x = alt.X("step:Q", title="global step")
+    color = alt.Color("group:N", title="group", sort=groups)
+    panels = []
+    for name, title in series.items():
+        is_acc = name != "train_loss"
+        y_scale = alt.Scale(domain=[0, 1], clamp=True) if is_acc else alt.Scale(zero=True)
+        band = alt.Chart().mark_area(opacity=0.18).encode(
+            x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"), y2=f"{name}_hi:Q",
+            color=color)
+        line = alt.Chart().mark_line(strokeWidth=1.6).encode(x=x, y=f"{name}_mean:Q", color=color)
+        per_step = alt.Chart().transform_pivot("group", value=f"{name}_mean", groupby=["step"])
+        catcher = per_step.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
+        rule = per_step.mark_rule(color="#444").encode(
+            x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)),
+            tooltip=[alt.Tooltip("step:Q")] + [alt.Tooltip(f"{g}:Q", format=".3f") for g in groups])
+        panels.append(alt.layer(band, line, catcher, rule).properties(width=width, height=150, title=title))
+    chart = alt.vconcat(*panels, data=curves).resolve_scale(x="shared")
+    chart.params = params
+    return chart

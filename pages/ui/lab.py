@@ -17,6 +17,7 @@ PAGES = {  # page files, for links between pages
     "launch": "pages/launch.py",
     "runs": "pages/runs.py",
     "run": "pages/run.py",
+    "compare": "pages/compare.py",
     "metrics": "pages/metrics.py",
 }
 

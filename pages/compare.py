@@ -1,0 +1,64 @@
+import streamlit as st
+
+from pages.ui.charts import compare_panels
+from pages.ui.lab import lab
+from store.compare import COMPARE_SERIES, TABLE_METRICS, group_curves, group_metrics, hyperparameter_keys, select_runs
+from store.metrics import METRICS
+from store.schema import RUN_STATUSES
+
+the_lab = lab()
+store = the_lab.store
+st.title("Compare")
+
+# ---- which runs --------------------------------------------------------------------------------
+how = st.radio("Select runs", ["By filter", "By sweep", "By hand"], horizontal=True, key="compare_how")
+if how == "By filter":
+    c1, c2 = st.columns(2)
+    statuses = c1.multiselect("Status", RUN_STATUSES, default=["finished"], key="compare_status")
+    everything = select_runs(store)
+    strategies = c2.multiselect("Strategy", sorted(everything["strategy"].dropna().unique()), key="compare_strategy")
+    runs = select_runs(store, statuses=statuses, strategies=strategies)
+elif how == "By sweep":
+    sweeps = store.df("SELECT id, name, kind FROM sweeps ORDER BY id DESC")
+    if sweeps.empty:
+        st.info("No sweeps yet: launch one from the Launch page or with `python -m engine sweep SWEEP.yaml`.")
+        st.stop()
+    labels = {int(r.id): f"{r.id} · {r.name} ({r.kind})" for r in sweeps.itertuples()}
+    sweep_id = st.selectbox("Sweep", list(labels), format_func=labels.get, key="compare_sweep")
+    runs = select_runs(store, sweep_id=sweep_id)
+    phases = sorted(p for p in runs["sweep_phase"].dropna().unique())
+    if phases:
+        phase = st.radio("Phase", phases, horizontal=True, key="compare_phase")
+        runs = runs[runs["sweep_phase"] == phase]
+else:
+    everything = select_runs(store)
+    names = {int(r.id): f"{r.id} · {r.name} ({r.status})" for r in everything.itertuples()}
+    picked = st.multiselect("Runs", list(names), format_func=names.get, key="compare_ids")
+    runs = select_runs(store, run_ids=picked) if picked else everything.iloc[:0]
+
+if runs.empty:
+    st.info("No runs selected.")
+    st.stop()
+
+keys = ["strategy"] + [k for k in hyperparameter_keys(list(runs["config"])) if k not in ("strategy.name", "seed")]
+group_by = st.selectbox("Group by", keys, key="compare_group",
+                        help="runs with the same value are one group: its line is their mean, its band one "
+                             "standard deviation (over seeds, usually)")
+st.caption(f"{len(runs)} run(s) in {runs['config'].map(lambda c: str(c)).nunique()} config(s).")
+
+# ---- curves --------------------------------------------------------------------------------------
+curves = group_curves(store, runs, group_by)
+if curves.empty:
+    st.info("The selected runs have no evaluations yet.")
+else:
+    st.altair_chart(compare_panels(curves, COMPARE_SERIES, width=760), key="compare_panels")
+
+# ---- metrics -------------------------------------------------------------------------------------
+st.subheader("Metrics, mean and standard deviation over each group's runs")
+table = group_metrics(store, runs, group_by)
+config = {"group": st.column_config.TextColumn("group"), "runs": st.column_config.NumberColumn("runs")}
+for key in TABLE_METRICS:
+    info = METRICS[key]
+    config[key] = st.column_config.NumberColumn(key, format="%.3f", help=f"{info.title}: {info.tells}")
+    config[f"{key} sd"] = st.column_config.NumberColumn("± sd", format="%.3f")
+st.dataframe(table, hide_index=True, column_config=config, key="compare_table")
