@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from engine.datasets import DATASETS
 from engine.strategies import STRATEGIES, HParam
 
-CLASS_COUNTS = {"digits": 10}  # classes per dataset, for checking n_tasks without loading the data
+CLASS_COUNTS = {"digits": 10, "mnist1d": 10}  # classes per dataset, for checking n_tasks without loading the data
 
 
 class ConfigError(ValueError):

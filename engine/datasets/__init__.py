@@ -4,10 +4,11 @@ adding one means adding its file and one line below."""
 from __future__ import annotations
 
 from engine.datasets.base import Dataset
-from engine.datasets import digits
+from engine.datasets import digits, mnist1d
 
 DATASETS = {
     "digits": digits.load,
+    "mnist1d": mnist1d.load,
 }
 
 __all__ = ["DATASETS", "Dataset"]

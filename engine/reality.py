@@ -1,0 +1,347 @@
+"""The reality-check protocol (Hyperparameters in Continual Learning: a Reality Check, 2024).
+
+Two phases in one sweep (kind ``reality-check``): tune every strategy's hyperparameters on scenario A
+(a grid, random sample or Optuna search; runs with ``sweep_phase = 'tune'``), pick each strategy's best
+config by a metric (the mean over the tune seeds), then run those configs on scenario B (the same
+setting, other data) with new seeds (``sweep_phase = 'test'``). ``reality_rankings`` puts both phases'
+rankings side by side; a strategy whose rank moves is one whose tuned advantage did not carry over.
+
+A sweep file::
+
+    name: reality-digits-mnist1d
+    base: {model: {hidden: [256, 256]}, train: {lr: 0.05, epochs_per_task: 5}}  # shared by both phases
+    reality_check:
+      metric: acc                          # a key of store.metrics.METRICS (its direction decides "best")
+      strategies: [naive, replay, ewc]     # strategy.name comes from here, never from the grid
+      tune:
+        scenario: {dataset: digits, setting: class, n_tasks: 5}      # merged over base.scenario
+        grid: {train.lr: [0.01, 0.05], strategy.buffer_size: [100, 500], strategy.ewc_lambda: [100, 10000]}
+        seeds: [0, 1]                      # or random: {...} / search: {...} (a search: one seed, trials per strategy)
+      test:
+        scenario: {dataset: mnist1d}       # merged over the tune scenario; the setting must stay the same
+        seeds: [10, 11]                    # new seeds: none of the tune seeds
+
+The strategy rule of ``engine.sweep`` holds: ``strategy.buffer_size`` tunes replay only, and so on.
+Phase 2 is queued by ``advance_reality_check`` (through ``engine.sweep.advance``) once every tune run
+has ended; it can be called again at any time (it queues the test phase once). If any tune run was
+cancelled, the test phase is not started. A strategy whose tune runs all failed has no test runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from engine.config import ConfigError, parse_config
+from engine.strategies import STRATEGIES
+from engine.sweep import (SweepSpec, _fmt, _sweep_row, check_spec,
+                          config_results, expand, labels, parse_grid, parse_random, parse_search, parse_seeds,
+                          parse_sweep, run_name, sweep_progress)
+
+TUNE, TEST = "tune", "test"
+
+
+@dataclass
+class RealitySpec:
+    name: str
+    metric: str
+    strategies: tuple[str, ...]
+    base: dict
+    tune_scenario: dict
+    tune_seeds: tuple[int, ...]
+    test_scenario: dict
+    test_seeds: tuple[int, ...]
+    tune_mode: str = "grid"           # grid | random | search
+    tune_body: Any = None             # the parsed grid / RandomSpec / SearchSpec
+
+    @property
+    def higher_is_better(self) -> bool:
+        from store.metrics import METRICS
+
+        return bool(METRICS[self.metric].higher_is_better)
+
+    def tune_spec(self, strategy: str) -> SweepSpec:
+        """The tune phase of one strategy as a sweep of its own (runs named ``<name>/tune/<strategy> ...``)."""
+        base = {**self.base, "scenario": dict(self.tune_scenario)}
+        strat = dict(base.get("strategy") or {})
+        strat["name"] = strategy
+        base["strategy"] = strat
+        kind = {"grid": "grid", "random": "random", "search": "optuna"}[self.tune_mode]
+        spec = SweepSpec(f"{self.name}/{TUNE}", kind, base, self.tune_seeds, prefix=f"{self.name}/{TUNE}",
+                         fixed_strategy=strategy)
+        if self.tune_mode == "grid":
+            spec.grid = {k: v for k, v in self.tune_body.items()}
+        elif self.tune_mode == "random":
+            spec.random = self.tune_body
+        else:
+            spec.search = self.tune_body
+        return spec
+
+    @property
+    def planned_runs(self) -> int:
+        if self.tune_mode == "search":
+            tune = self.tune_body.trials * len(self.strategies)
+        else:
+            tune = sum(len(expand(self.tune_spec(s))) for s in self.strategies)
+        return tune + len(self.strategies) * len(self.test_seeds)
+
+    def test_config(self, strategy: str, tuned: Mapping, seed: int, keys: list[str]):
+        """A test-phase run config: the tuned config (without name and seed) on the test scenario."""
+        data = {**{k: v for k, v in tuned.items() if k not in ("name", "seed")},
+                "scenario": dict(self.test_scenario), "seed": seed}
+        applied = {k: data.get(k.split(".")[0], {}).get(k.split(".", 1)[1]) for k in keys
+                   if isinstance(data.get(k.split(".")[0]), dict) and k.split(".", 1)[1] in data[k.split(".")[0]]}
+        data["name"] = run_name(f"{self.name}/{TEST}", data, applied, labels(keys), seed)
+        return parse_config(data)
+
+
+def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> RealitySpec:
+    from store.metrics import METRICS
+
+    where = "reality_check"
+    usable = [k for k, m in METRICS.items() if m.higher_is_better is not None]
+    empty = RealitySpec(name, "acc", (), base, {}, (0,), {}, (1,))
+    if not isinstance(body, dict):
+        problems.append(f"{where} = {body!r}: must be a mapping with metric, strategies, tune and test")
+        return empty
+    for k in body:
+        if k not in ("metric", "strategies", "tune", "test"):
+            problems.append(f"{where}.{k}: is not a known field (allowed: metric, strategies, tune, test)")
+    metric = body.get("metric", "acc")
+    if metric not in METRICS or METRICS[metric].higher_is_better is None:
+        problems.append(f"{where}.metric = {metric!r}: must be a metric key with a direction: {', '.join(usable)}")
+        metric = "acc"
+    strategies = body.get("strategies")
+    if not isinstance(strategies, list) or not strategies or len(set(map(str, strategies))) != len(strategies):
+        problems.append(f"{where}.strategies = {strategies!r}: must be a list of different strategy names, "
+                        f"e.g. [naive, replay, ewc] (known: {', '.join(STRATEGIES)})")
+        strategies = []
+    for s in strategies:
+        if s not in STRATEGIES:
+            problems.append(f"{where}.strategies = {s!r}: must be one of {', '.join(STRATEGIES)}")
+    strategies = tuple(s for s in strategies if s in STRATEGIES)
+    if isinstance(base.get("strategy"), dict) and "name" in base["strategy"]:
+        problems.append(f"base.strategy.name = {base['strategy']['name']!r}: the strategies come from "
+                        f"{where}.strategies")
+    tune, test = body.get("tune"), body.get("test")
+    if not isinstance(tune, dict):
+        problems.append(f"{where}.tune = {tune!r}: must be a mapping with scenario, one of grid / random / search, "
+                        "and seeds")
+        tune = {}
+    if not isinstance(test, dict):
+        problems.append(f"{where}.test = {test!r}: must be a mapping with scenario and seeds")
+        test = {}
+    for k in tune:
+        if k not in ("scenario", "grid", "random", "search", "seeds"):
+            problems.append(f"{where}.tune.{k}: is not a known field (allowed: scenario, grid, random, search, seeds)")
+    for k in test:
+        if k not in ("scenario", "seeds"):
+            problems.append(f"{where}.test.{k}: is not a known field (allowed: scenario, seeds)")
+    base_scenario = base.get("scenario") if isinstance(base.get("scenario"), dict) else {}
+    scenarios = {}
+    for phase, section in (("tune", tune), ("test", test)):
+        sc = section.get("scenario")
+        if not isinstance(sc, dict) or not sc:
+            problems.append(f"{where}.{phase}.scenario = {sc!r}: is required, a scenario mapping, e.g. "
+                            "{dataset: digits, setting: class, n_tasks: 5}")
+            sc = {}
+        scenarios[phase] = sc
+    tune_scenario = {**base_scenario, **scenarios["tune"]}
+    test_scenario = {**tune_scenario, **scenarios["test"]}
+    tune_seeds = parse_seeds(tune.get("seeds", [0]), f"{where}.tune.seeds", problems)
+    if "seeds" not in test:
+        problems.append(f"{where}.test.seeds: is required (new seeds, e.g. [10, 11])")
+    test_seeds = parse_seeds(test.get("seeds", [1]), f"{where}.test.seeds", problems)
+    reused = sorted(set(tune_seeds) & set(test_seeds))
+    if reused:
+        problems.append(f"{where}.test.seeds = {list(test_seeds)!r}: must be new seeds, none of the tune seeds "
+                        f"(reused: {reused})")
+    setting = lambda sc: sc.get("setting", "class")  # noqa: E731 - the ScenarioConfig default
+    if scenarios["tune"] and scenarios["test"]:
+        if setting(test_scenario) != setting(tune_scenario):
+            problems.append(f"{where}.test.scenario.setting = {setting(test_scenario)!r}: must be the tune phase's "
+                            f"setting ({setting(tune_scenario)!r}): the check moves to other data, not another setting")
+        elif test_scenario == tune_scenario:
+            problems.append(f"{where}.test.scenario = {scenarios['test']!r}: must differ from the tune scenario "
+                            "(other data: another dataset, split seed or class order)")
+    modes = [m for m in ("grid", "random", "search") if m in tune]
+    if len(modes) > 1:
+        problems.append(f"{where}.tune: give one of grid, random, search, not {', '.join(modes)}")
+    mode = modes[0] if modes else "grid"
+    mwhere = f"{where}.tune.{mode}"
+    if mode == "grid":
+        body_ = parse_grid(tune["grid"], mwhere, problems) if "grid" in tune else {}
+    elif mode == "random":
+        body_ = parse_random(tune["random"], mwhere, problems)
+    else:
+        body_ = parse_search(tune["search"], mwhere, problems)
+        if len(tune_seeds) > 1:
+            problems.append(f"{where}.tune.seeds = {list(tune_seeds)!r}: a search runs each trial once: give one seed")
+    spec = RealitySpec(name, metric, strategies, base, tune_scenario, tune_seeds, test_scenario, test_seeds,
+                       mode, body_)
+    if not strategies or body_ is None:
+        return spec
+    # every strategy's tune configs (a strategy.X key must apply to at least one of the strategies),
+    # then the test scenario with each strategy's defaults
+    kwhere = mwhere if mode == "grid" else f"{mwhere}.space"
+    lines: list[str] = []
+    for s in strategies:
+        check_spec(spec.tune_spec(s), lines, kwhere, in_play=list(strategies))
+        data = {**{k: v for k, v in base.items() if k not in ("scenario", "strategy")},
+                "scenario": test_scenario, "strategy": {"name": s}}
+        try:
+            parse_config(data)
+        except ConfigError as err:
+            lines += [f"{where}.test.{line}" for line in err.problems if line.startswith("scenario.")]
+    for line in lines:
+        if line.startswith("base.scenario."):
+            line = f"{where}.tune.scenario." + line[len("base.scenario."):]
+        if line not in problems:
+            problems.append(line)
+    return spec
+
+
+# ---- launching and advancing -------------------------------------------------------------------------
+
+def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None) -> int:
+    """Create the sweep (kind 'reality-check') and queue its tune phase (a search: start one driver a
+    strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later."""
+    r = spec.reality
+    sweep_id = manager.store.create_sweep(spec.name, "reality-check", spec.raw, owner=owner)
+    if r.tune_mode == "search":
+        from engine.search import start_driver
+
+        for s in r.strategies:
+            start_driver(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
+    else:
+        for config in expand(spec):
+            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TUNE)
+    return sweep_id
+
+
+def _load(store, sweep_id: int) -> tuple[SweepSpec, str | None]:
+    name, kind, raw = _sweep_row(store, sweep_id)
+    if kind != "reality-check":
+        raise ValueError(f"sweep {sweep_id} is a {kind} sweep, not a reality check")
+    owner = store.sql("SELECT owner FROM sweeps WHERE id = ?", [sweep_id])[0][0]
+    return parse_sweep(raw, default_name=name), owner
+
+
+def advance_reality_check(manager, sweep_id: int) -> str:
+    """'tuning', 'testing', 'done' or 'cancelled'; queues the test phase (once) when tuning has ended."""
+    store = manager.store
+    spec, owner = _load(store, sweep_id)
+    r = spec.reality
+    phases = sweep_progress(store, sweep_id)["phases"]
+    if TEST not in phases:
+        tune = phases.get(TUNE, {})
+        if r.tune_mode == "search":
+            from engine.search import ensure_drivers
+
+            states = [ensure_drivers(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
+                      for s in r.strategies]
+            if "running" in states:
+                return "tuning"
+            if "cancelled" in states:
+                return "cancelled"
+        if tune.get("queued", 0) + tune.get("running", 0):
+            return "tuning"
+        if tune.get("cancelled", 0):
+            return "cancelled"
+        best = select_best(store, sweep_id, r.metric)
+        keys = r.tune_spec(r.strategies[0]).keys if r.strategies else []
+        configs = [r.test_config(s, best[s]["config"], seed, keys) for s in r.strategies if s in best
+                   for seed in r.test_seeds]
+        for config in configs:
+            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TEST)
+        return "testing" if configs else "done"
+    test = phases[TEST]
+    if test.get("queued", 0) + test.get("running", 0):
+        return "testing"
+    return "cancelled" if test.get("cancelled", 0) else "done"
+
+
+# ---- selection and rankings (pure functions over grouped results) -----------------------------------
+
+def pick_best(groups: list[Mapping], higher_is_better: bool = True) -> dict[str, Mapping]:
+    """Each strategy's best config among ``groups`` (as ``engine.sweep.config_results`` gives them:
+    strategy, mean, n, std, run_ids): the best mean; ties go to more seeds, then the lower std, then
+    the earlier run. Configs with no value (n = 0) are never picked."""
+    best: dict[str, Mapping] = {}
+
+    def key(g):
+        mean = g["mean"] if higher_is_better else -g["mean"]
+        std = g.get("std")
+        return (mean, g.get("n", 0), -(std if std is not None else math.inf), -min(g.get("run_ids") or [0]))
+
+    for g in groups:
+        if g.get("mean") is None or not g.get("n"):
+            continue
+        s = g["strategy"]
+        if s not in best or key(g) > key(best[s]):
+            best[s] = g
+    return best
+
+
+def select_best(store, sweep_id: int, metric: str = "acc", phase: str = TUNE) -> dict[str, dict]:
+    """The best config of each strategy in one phase of a sweep, by the mean of ``metric`` over seeds."""
+    from store.metrics import METRICS
+
+    return pick_best(config_results(store, sweep_id, metric, phase), bool(METRICS[metric].higher_is_better))
+
+
+def _ranks(means: Mapping[str, float | None], higher_is_better: bool) -> dict[str, int | None]:
+    sign = 1 if higher_is_better else -1
+    known = {s: m for s, m in means.items() if m is not None}
+    return {s: (1 + sum(sign * o > sign * known[s] for o in known.values()) if s in known else None)
+            for s in means}
+
+
+def rank_strategies(tune_groups: list[Mapping], test_groups: list[Mapping], strategies: list[str],
+                    higher_is_better: bool = True) -> list[dict]:
+    """Both phases side by side, one row a strategy: strategy, hparams (the tuned best), tune_mean,
+    tune_std, tune_n, tune_rank, test_mean, test_std, test_n, test_rank, rank_shift (test - tune rank)
+    and rank_differs. Rank 1 is the best; equal means share a rank."""
+    best = pick_best(tune_groups, higher_is_better)
+    tested = pick_best(test_groups, higher_is_better)
+    tune_rank = _ranks({s: best[s]["mean"] if s in best else None for s in strategies}, higher_is_better)
+    test_rank = _ranks({s: tested[s]["mean"] if s in tested else None for s in strategies}, higher_is_better)
+    rows = []
+    for s in strategies:
+        b, t = best.get(s), tested.get(s)
+        a, z = tune_rank[s], test_rank[s]
+        rows.append({"strategy": s, "hparams": dict(b["hparams"]) if b else None,
+                     "tune_mean": b["mean"] if b else None, "tune_std": b["std"] if b else None,
+                     "tune_n": b["n"] if b else 0, "tune_rank": a,
+                     "test_mean": t["mean"] if t else None, "test_std": t["std"] if t else None,
+                     "test_n": t["n"] if t else 0, "test_rank": z,
+                     "rank_shift": (z - a) if a is not None and z is not None else None,
+                     "rank_differs": a is not None and z is not None and a != z})
+    order = {s: i for i, s in enumerate(strategies)}
+    return sorted(rows, key=lambda r: (r["tune_rank"] is None, r["tune_rank"] or 0, order[r["strategy"]]))
+
+
+def reality_rankings(store, sweep_id: int) -> list[dict]:
+    """A reality check's two rankings side by side (see ``rank_strategies``)."""
+    spec, _ = _load(store, sweep_id)
+    r = spec.reality
+    return rank_strategies(config_results(store, sweep_id, r.metric, TUNE),
+                           config_results(store, sweep_id, r.metric, TEST), list(r.strategies), r.higher_is_better)
+
+
+def format_rankings(rows: list[Mapping], metric: str) -> str:
+    def cell(mean, std):
+        if mean is None:
+            return "n/a".rjust(15)
+        return f"{mean:.4f}" + (f" ±{std:.4f}" if std is not None else "        ")
+
+    lines = [f"{'strategy':10s} {'tune ' + metric:>15s} rank {'test ' + metric:>15s} rank  best hyperparameters"]
+    for row in rows:
+        hp = " ".join(f"{k.split('.', 1)[-1]}={_fmt(v)}" for k, v in (row["hparams"] or {}).items())
+        mark = " *" if row["rank_differs"] else "  "
+        lines.append(f"{row['strategy']:10s} {cell(row['tune_mean'], row['tune_std'])} {row['tune_rank'] or '-':>4} "
+                     f"{cell(row['test_mean'], row['test_std'])} {row['test_rank'] or '-':>4}{mark} {hp}".rstrip())
+    if any(row["rank_differs"] for row in rows):
+        lines.append("* the rank on the test scenario differs from the rank on the tune scenario")
+    return "\n".join(lines)

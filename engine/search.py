@@ -1,0 +1,316 @@
+"""Hyperparameter search with Optuna: each trial is a lab run.
+
+A sweep file with ``search:``::
+
+    name: lr-search
+    base: {scenario: {dataset: digits, n_tasks: 5}, strategy: {name: replay}}
+    search:
+      trials: 12
+      objectives: [acc, min_acc]   # one or two keys of store.metrics.METRICS; directions from higher_is_better
+      sampler: tpe                 # tpe (default), nsga2 (multi-objective; population_size: N), random
+      seed: 0                      # the sampler's seed
+      space: {train.lr: {log_uniform: [0.001, 0.1]}, strategy.buffer_size: {int: [50, 500]}}
+    seeds: [0]                     # one seed: a trial is one run
+
+The space syntax is the random sweep's (``engine.sweep``), the strategy rule too: ``strategy.X`` is
+suggested only for trials whose strategy declares X (``strategy.name`` is suggested first), so
+Optuna sees a conditional space.
+
+The study lives beside the lab's database in an Optuna journal file, ``<db>.optuna.journal``
+(``JournalStorage(JournalFileBackend)``: one append-only file, safe for several processes, no
+SQLAlchemy database to migrate), as study ``sweep-<id>`` (a reality check: ``sweep-<id>-<strategy>``).
+Each trial's run id is its user attribute ``run_id``.
+
+A driver thread (ask/tell) keeps up to the manager's parallelism of trials in flight: it asks a
+trial, submits its run (with the sweep id), and tells Optuna the run's metric values when it ends.
+A run that fails, diverges or has the metric unavailable is told as a failed trial. A cancelled
+trial run (e.g. ``RunManager.cancel_sweep``) stops the search: no new trials, and the driver cancels
+its other runs. TPE runs with ``constant_liar`` when trials run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError, parse_config
+from engine.sweep import SearchSpec, SweepSpec, _sweep_row, apply_point, declared, labels, parse_sweep, run_name
+from store.schema import FINAL_STATUSES
+
+_drivers: dict[int, list["SearchDriver"]] = {}
+_drivers_lock = threading.Lock()
+
+
+def study_path(db_path: str | Path) -> Path:
+    """The Optuna journal beside the lab's database: ``<db>.optuna.journal``."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".optuna.journal")
+
+
+def study_name(sweep_id: int, strategy: str | None = None) -> str:
+    return f"sweep-{sweep_id}" + (f"-{strategy}" if strategy else "")
+
+
+def _storage(db_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(study_path(db_path))))
+
+
+def make_sampler(search: SearchSpec, parallel: int = 1):
+    import optuna
+
+    if search.sampler == "nsga2":
+        kwargs = {"population_size": search.population_size} if search.population_size else {}
+        return optuna.samplers.NSGAIISampler(seed=search.seed, **kwargs)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, constant_liar=parallel > 1)
+
+
+def open_study(db_path, sweep_id: int, search: SearchSpec, strategy: str | None = None, parallel: int = 1):
+    """Create or load a sweep's study in ``<db>.optuna.journal``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=_storage(db_path), study_name=study_name(sweep_id, strategy),
+                                directions=search.directions, sampler=make_sampler(search, parallel),
+                                load_if_exists=True)
+    if "sweep_id" not in study.user_attrs:
+        study.set_user_attr("sweep_id", sweep_id)
+        study.set_user_attr("objectives", list(search.objectives))
+    return study
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def suggest(trial, space, strategy: str | None = None) -> dict[str, Any]:
+    """A point of the space from an Optuna trial; ``strategy.name`` first, then only the strategy
+    keys the chosen strategy declares (define-by-run: a conditional space)."""
+    point: dict[str, Any] = {}
+    dims = sorted(space, key=lambda d: d.key != "strategy.name")
+    for d in dims:
+        if d.key.startswith("strategy.") and d.key != "strategy.name":
+            name = point.get("strategy.name", strategy)
+            if d.key.split(".", 1)[1] not in declared(name):
+                continue
+        if d.kind == "choice":
+            if all(_scalar(v) for v in d.values):
+                point[d.key] = trial.suggest_categorical(d.key, list(d.values))
+            else:  # lists (model.hidden) go through Optuna as JSON text
+                point[d.key] = json.loads(trial.suggest_categorical(d.key, [json.dumps(v) for v in d.values]))
+        elif d.kind in ("uniform", "log_uniform"):
+            point[d.key] = trial.suggest_float(d.key, d.values[0], d.values[1], log=d.kind == "log_uniform")
+        else:
+            point[d.key] = trial.suggest_int(d.key, d.values[0], d.values[1], log=d.kind == "log_int")
+    return point
+
+
+class SearchDriver(threading.Thread):
+    """Asks trials, runs each as a lab run through the manager, tells Optuna the results."""
+
+    def __init__(self, manager, sweep_id: int, spec: SweepSpec, *, owner: str | None = None,
+                 phase: str | None = None, strategy: str | None = None):
+        super().__init__(daemon=True, name=f"search-{sweep_id}{'-' + strategy if strategy else ''}")
+        self.manager, self.sweep_id, self.spec = manager, sweep_id, spec
+        self.owner, self.phase, self.strategy = owner, phase, strategy
+        self.parallel = max(1, manager.max_parallel)
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as err:  # noqa: BLE001 - kept for the caller
+            self.error = err
+
+    def _stopping(self) -> bool:
+        return self._stop_event.is_set() or getattr(self.manager, "_closing", False)
+
+    def _run(self) -> None:
+        from optuna.trial import TrialState
+
+        store, search = self.manager.store, self.spec.search
+        study = open_study(store.path, self.sweep_id, search, self.strategy, self.parallel)
+        label = labels(self.spec.keys)
+        inflight: dict[int, int] = {}  # run id -> trial number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # resume after a restart
+            run_id = t.user_attrs.get("run_id")
+            if run_id is None:
+                study.tell(t.number, state=TrialState.FAIL)
+            else:
+                inflight[int(run_id)] = t.number
+        if study.user_attrs.get("cancelled"):
+            self.cancelled = True
+            self._stop_event.set()
+        while True:
+            ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                     TrialState.PRUNED)))
+            while not self._stopping() and len(inflight) < self.parallel and ended + len(inflight) < search.trials:
+                trial = study.ask()
+                point = suggest(trial, search.space, self.strategy)
+                cfg, applied = apply_point(self.spec.base, point, self.strategy)
+                seed = self.spec.seeds[0]
+                cfg["seed"] = seed
+                cfg["name"] = run_name(self.spec.prefix or self.spec.name, cfg, applied, label, seed,
+                                       f"trial={trial.number}")
+                try:
+                    config = parse_config(cfg)
+                except ConfigError as err:
+                    trial.set_user_attr("error", "; ".join(err.problems))
+                    study.tell(trial, state=TrialState.FAIL)
+                    ended += 1
+                    continue
+                run_id = self.manager.submit(config, owner=self.owner, sweep_id=self.sweep_id, sweep_phase=self.phase)
+                trial.set_user_attr("run_id", run_id)
+                inflight[run_id] = trial.number
+            if not inflight:
+                return
+            self.manager.wait(next(iter(inflight)), timeout=0.5)
+            marks = ", ".join("?" for _ in inflight)
+            rows = store.sql(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(inflight))
+            for run_id, status in rows:
+                if status not in FINAL_STATUSES:
+                    continue
+                number = inflight.pop(run_id)
+                values = self._values(run_id) if status == "finished" else None
+                if values is None:
+                    study.tell(number, state=TrialState.FAIL)
+                else:
+                    study.tell(number, values if len(values) > 1 else values[0])
+                if status == "cancelled" and not self.cancelled:
+                    self.cancelled = True
+                    self._stop_event.set()
+                    study.set_user_attr("cancelled", True)
+                    for other in list(inflight):
+                        self.manager.cancel(other)
+            missing = [r for r in inflight if r not in {row[0] for row in rows}]
+            for run_id in missing:  # deleted from the store
+                study.tell(inflight.pop(run_id), state=TrialState.FAIL)
+
+    def _values(self, run_id: int) -> list[float] | None:
+        from store.metrics import summary
+
+        s = summary(self.manager.store, run_id)
+        values = [s.get(k) for k in self.spec.search.objectives]
+        if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+            return None
+        return [float(v) for v in values]
+
+
+def start_driver(manager, sweep_id: int, spec: SweepSpec, *, owner: str | None = None, phase: str | None = None,
+                 strategy: str | None = None) -> SearchDriver:
+    driver = SearchDriver(manager, sweep_id, spec, owner=owner, phase=phase, strategy=strategy)
+    with _drivers_lock:
+        _drivers.setdefault(sweep_id, []).append(driver)
+    driver.start()
+    return driver
+
+
+def start_search(manager, spec: SweepSpec, owner: str | None = None) -> int:
+    """Create the sweep (kind 'optuna') and start its driver thread; returns the sweep id."""
+    sweep_id = manager.store.create_sweep(spec.name, "optuna", spec.raw, owner=owner)
+    start_driver(manager, sweep_id, spec, owner=owner)
+    return sweep_id
+
+
+def drivers(sweep_id: int) -> list[SearchDriver]:
+    with _drivers_lock:
+        return list(_drivers.get(sweep_id, []))
+
+
+def stop_drivers(sweep_id: int | None, join: bool = False, timeout: float = 10.0) -> None:
+    """Stop a sweep's drivers (None: every driver in this process): no new trials are asked."""
+    with _drivers_lock:
+        chosen = [d for sid, ds in _drivers.items() if sweep_id is None or sid == sweep_id for d in ds]
+    for d in chosen:
+        d.stop()
+    if join:
+        for d in chosen:
+            d.join(timeout)
+
+
+def study_state(db_path, sweep_id: int, search: SearchSpec, strategy: str | None = None) -> tuple[int, bool]:
+    """(trials ended, cancelled) of a study; (0, False) if it does not exist yet."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name(sweep_id, strategy), storage=_storage(db_path))
+    except KeyError:
+        return 0, False
+    ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
+    return ended, bool(study.user_attrs.get("cancelled"))
+
+
+def ensure_drivers(manager, sweep_id: int, spec: SweepSpec, *, owner=None, phase=None, strategy=None) -> str:
+    """'running' while the study has trials to go (resuming its driver if none runs in this process),
+    else 'done' or 'cancelled'."""
+    live = [d for d in drivers(sweep_id) if d.strategy == strategy]
+    if any(d.is_alive() for d in live):
+        return "running"
+    if any(d.error for d in live):
+        raise RuntimeError(f"the search driver of sweep {sweep_id} failed: {live[-1].error!r}") from live[-1].error
+    if any(d.cancelled for d in live):
+        return "cancelled"
+    ended, cancelled = study_state(manager.store.path, sweep_id, spec.search, strategy)
+    if cancelled:
+        return "cancelled"
+    if ended >= spec.search.trials:
+        return "done"
+    if live and all(d._stop_event.is_set() for d in live):
+        return "cancelled"  # stopped in this process (cancel_sweep)
+    start_driver(manager, sweep_id, spec, owner=owner, phase=phase, strategy=strategy)
+    return "running"
+
+
+def advance_search(manager, sweep_id: int) -> str:
+    name, _, raw = _sweep_row(manager.store, sweep_id)
+    spec = parse_sweep(raw, default_name=name)
+    state = ensure_drivers(manager, sweep_id, spec)
+    if state != "running" and manager.store.sql(
+            "SELECT 1 FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') LIMIT 1", [sweep_id]):
+        return "running"
+    return state
+
+
+def best_trials(store, sweep_id: int, strategy: str | None = None) -> list[dict]:
+    """The best trial (single objective) or the Pareto front (two objectives): number, run_id, values,
+    params."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name(sweep_id, strategy), storage=_storage(store.path))
+    except KeyError:
+        return []
+    try:
+        best = study.best_trials
+    except ValueError:
+        return []
+    return [{"number": t.number, "run_id": t.user_attrs.get("run_id"), "values": list(t.values),
+             "params": dict(t.params)} for t in sorted(best, key=lambda t: t.number)]
+
+
+def format_best(rows: list[dict], objectives) -> str:
+    if not rows:
+        return "no trial finished"
+    head = "best trial" if len(objectives) == 1 else f"Pareto front ({len(rows)} trial(s))"
+    lines = [f"{head}: " + ", ".join(objectives)]
+    for r in rows:
+        vals = " ".join(f"{k}={v:.4f}" for k, v in zip(objectives, r["values"]))
+        params = " ".join(f"{k.split('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[-1]}={v}"
+                          for k, v in r["params"].items())
+        lines.append(f"  trial {r['number']} (run {r['run_id']}): {vals}  {params}")
+    return "\n".join(lines)
