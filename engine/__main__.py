@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.set_defaults(func=cmd_metrics)
     for p in (run, runs, metrics):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
+    from engine.frontier_cli import add_frontier_commands  # frontier, tradeoff
+    add_frontier_commands(sub, _open_store)
+    from engine.sweep import add_sweep_commands  # sweep
+    add_sweep_commands(sub, _open_store)
     return parser
 
 

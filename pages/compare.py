@@ -1,7 +1,11 @@
+import pandas as pd
 import streamlit as st
 
+from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
 from pages.ui.charts import compare_panels
-from pages.ui.lab import lab
+from pages.ui.lab import PAGES, lab
+from pages.ui.pareto_charts import pareto_chart
+from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from store.compare import COMPARE_SERIES, TABLE_METRICS, group_curves, group_metrics, hyperparameter_keys, select_runs
 from store.metrics import METRICS
 from store.schema import RUN_STATUSES
@@ -62,3 +66,51 @@ for key in TABLE_METRICS:
     config[key] = st.column_config.NumberColumn(key, format="%.3f", help=f"{info.title}: {info.tells}")
     config[f"{key} sd"] = st.column_config.NumberColumn("± sd", format="%.3f")
 st.dataframe(table, hide_index=True, column_config=config, key="compare_table")
+
+# ---- Pareto frontier -----------------------------------------------------------------------------
+st.header("Pareto frontier")
+st.caption("Each point a run (or a config, averaged over its seeds); the non-dominated ones are outlined and "
+           "joined. Click a point to open its run.")
+c1, c2, c3 = st.columns([2, 2, 1])
+axes = [k for k, a in AXES.items() if a.higher_is_better is not None]
+x = c1.selectbox("x", axes, index=axes.index(DEFAULT_X), format_func=axis_title, key="pareto_x")
+y = c2.selectbox("y", axes, index=axes.index(DEFAULT_Y), format_func=axis_title, key="pareto_y")
+by = c3.radio("Points", ["run", "config"], format_func={"run": "runs", "config": "configs"}.get, key="pareto_by")
+if x == y:
+    st.warning("Choose two different metrics.")
+    st.stop()
+frontier = frontier_table(store, x, y, run_ids=[int(i) for i in runs["id"]], by=by)
+if frontier.attrs.get("excluded"):
+    with st.expander(f"{len(frontier.attrs['excluded'])} run(s) left out: a metric is unavailable"):
+        st.dataframe(frontier.attrs["excluded"], hide_index=True)
+if frontier.empty:
+    st.info("No finished run of the selection has both metrics.")
+    st.stop()
+
+finished = [int(i) for i in runs.loc[runs["status"] == "finished", "id"]]
+curve_runs = st.multiselect(
+    "Trade-off curves (weights interpolated between tasks, no retraining)", finished, key="pareto_curves",
+    format_func=lambda i: f"run {i}", help="θ(α) = (1-α) θ after task k-1 + α θ after task k, for 11 α, "
+                                           "evaluated on every task (after IBCL, zero-shot trade-off models)")
+tradeoffs = []
+for run_id in curve_runs:
+    table = tradeoff_table(store, run_id)
+    if table.empty:
+        try:
+            with st.spinner(f"Interpolating run {run_id}..."):
+                table = tradeoff_curve(store, run_id)
+        except MissingWeights as err:
+            st.warning(str(err))
+            continue
+    tradeoffs.append(table)
+curves = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else None
+
+event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves), on_select="rerun", selection_mode="pick",
+                        key="pareto_chart")
+picked = event.selection.get("pick") if event and event.selection else None
+if picked:
+    st.switch_page(PAGES["run"], query_params={"run": int(picked[0]["id"])})
+on_front = frontier[frontier["on_front"]]
+st.dataframe(on_front[["id", "strategy", "hparams", x, y]], hide_index=True, key="pareto_front",
+             column_config={x: st.column_config.NumberColumn(x, format="%.4f"),
+                            y: st.column_config.NumberColumn(y, format="%.4f")})

@@ -921,9 +921,12 @@ def _num(x):
 
 
 def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData],
-               tolerance: float) -> dict:
+               tolerance: float, only: set[str] | None = None) -> dict:
     out: dict[str, Any] = {}
     why: dict[str, str] = {}
+
+    def need(*keys: str) -> bool:  # the costly groups are computed only when asked for
+        return only is None or any(key in only for key in keys)
 
     def put(key, res):
         v, reason = res
@@ -953,20 +956,24 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
     put("wc_acc", wc_acc(st, A, sp, min_acc_t=_avg(mn)))
     wins = {}
     for w in WINDOWS:
-        wins[f"wf{w}"] = windowed_per_task(st, A, sp, w)
-        wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True)
-        put(f"wf{w}", _avg(wins[f"wf{w}"]))
-        put(f"wp{w}", _avg(wins[f"wp{w}"]))
-    gaps = stability_gaps(st, A, sp, tolerance)
-    put("stability_gap", stability_gap(gaps))
-    put("recovery_steps", recovery_time(gaps))
+        if need(f"wf{w}", f"wp{w}"):
+            wins[f"wf{w}"] = windowed_per_task(st, A, sp, w)
+            wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True)
+            put(f"wf{w}", _avg(wins[f"wf{w}"]))
+            put(f"wp{w}", _avg(wins[f"wp{w}"]))
+    gaps = stability_gaps(st, A, sp, tolerance) if need("stability_gap", "recovery_steps") else []
+    if need("stability_gap", "recovery_steps"):
+        put("stability_gap", stability_gap(gaps))
+        put("recovery_steps", recovery_time(gaps))
 
-    finished = [j for j in range(1, T + 1) if j in sp and sp[j][1] is not None]
+    l2m = ("terminal_performance", "relative_performance", "sample_efficiency")
+    finished = [j for j in range(1, T + 1) if j in sp and sp[j][1] is not None] if need(*l2m) else []
     curves = {j: learning_curve(st, A, sp, j) for j in finished}
     tps = {j: terminal_performance(c[1]) for j, c in curves.items()}
     tp_ok = [v for v, _ in tps.values() if v is not None]
-    put("terminal_performance", (_mean(tp_ok), None) if tp_ok else
-        (None, "no finished task with continual evaluation during its training"))
+    if need(*l2m):
+        put("terminal_performance", (_mean(tp_ok), None) if tp_ok else
+            (None, "no finished task with continual evaluation during its training"))
     put("performance_maintenance", _avg(pm_t))
     for d in ("forward", "backward"):
         for kind in ("ratio", "contrast"):
@@ -979,6 +986,8 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
         ec = _expert_curve(experts[j], j)
         rp[j], se[j] = relative_performance(curves[j], ec), sample_efficiency(curves[j], ec)
     for key, per in (("relative_performance", rp), ("sample_efficiency", se)):
+        if not need(*l2m):
+            break
         vals = [v for v, _ in per.values() if v is not None]
         if vals:
             put(key, (_mean(vals), None))
@@ -1022,11 +1031,15 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
 
 def summaries(cursor_or_store, run_ids: Iterable[int], *, tolerance: float = DEFAULT_TOLERANCE,
               references: Mapping[int, int] | None = None,
-              experts: Mapping[int, Mapping[int, int]] | None = None) -> list[dict]:
+              experts: Mapping[int, Mapping[int, int]] | None = None,
+              only: Iterable[str] | None = None) -> list[dict]:
     """Summaries of many runs (in the order given) from three set-based queries: the runs with the
     candidate reference runs, their boundaries, and their boundary_acc + acc rows.
     ``references`` {run_id: joint_run_id} and ``experts`` {run_id: {task: expert_run_id}} override
-    the automatic lookups (``find_joint_reference``, ``find_experts``)."""
+    the automatic lookups (``find_joint_reference``, ``find_experts``). ``only``: the metric keys
+    wanted; the costly groups (windowed, stability gaps, L2M) are skipped unless asked for, and
+    their keys are then absent."""
+    only = None if only is None else set(only)
     ids = [int(i) for i in run_ids]
     if not ids:
         return []
@@ -1050,7 +1063,7 @@ def summaries(cursor_or_store, run_ids: Iterable[int], *, tolerance: float = DEF
         if own:
             cur.close()
     return [_summarize(data[rid], data.get(refs[rid]),
-                       {j: data[e] for j, e in exps[rid].items() if e in data}, tolerance)
+                       {j: data[e] for j, e in exps[rid].items() if e in data}, tolerance, only)
             for rid in ids]
 
 

@@ -108,3 +108,17 @@ def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
     assert page.get_by_role("heading", name="Run 1: browser-run").count() == 1
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "run_page.png"), full_page=True)
+
+
+def test_clicking_a_frontier_point_opens_its_run(server, page):
+    url, db = server  # the run launched by the test above is in the store
+    page.goto(f"{url}/compare", wait_until="networkidle")
+    page.get_by_role("heading", name="Pareto frontier").wait_for(timeout=60_000)
+    points = page.locator('.vega-embed svg path[aria-roledescription="point"]')
+    points.first.wait_for(timeout=30_000)
+    labels = [points.nth(i).get_attribute("aria-label") for i in range(points.count())]
+    target = next(i for i, label in enumerate(labels) if "run: 1;" in label)
+    points.nth(target).click(force=True)
+    page.wait_for_url("**/run?run=1", timeout=30_000)
+    page.get_by_role("heading", name="Run 1: browser-run").wait_for(timeout=30_000)
+    no_exception(page)
