@@ -35,7 +35,6 @@ def fill(store: Store, n_runs: int) -> list[int]:
              for s in ({"name": "naive"}, {"name": "replay"}, {"name": "ewc"})]
 
     def copy(cur):
-        cur.execute("BEGIN TRANSACTION")
         cur.execute(
             """INSERT INTO runs (name, config, status, total_steps, last_step)
                SELECT 'copy ' || i, r.config, r.status, r.total_steps, r.last_step
@@ -51,7 +50,6 @@ def fill(store: Store, n_runs: int) -> list[int]:
                FROM copies c JOIN metrics m ON m.run_id = c.source""")
         cur.execute("INSERT INTO task_boundaries SELECT c.run_id, b.task, b.start_step, b.end_step "
                     "FROM copies c JOIN task_boundaries b ON b.run_id = c.source")
-        cur.execute("COMMIT")
     store.call(copy).result()
     return [r[0] for r in store.sql("SELECT id FROM runs ORDER BY id")]
 

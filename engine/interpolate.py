@@ -159,16 +159,11 @@ def _write(store, run_id: int, from_tasks: list[int], df: pd.DataFrame) -> None:
                       "alpha": pa.array(df["alpha"], pa.float64()), "task": pa.array(df["task"], pa.int16()),
                       "acc": pa.array(df["acc"], pa.float64()), "loss": pa.array(df["loss"], pa.float64())})
 
-    def write(cur):
-        cur.execute("BEGIN TRANSACTION")
+    def write(cur):  # inside the writer's transaction: the old curve goes only if the new one lands
         try:
             cur.execute("DELETE FROM tradeoffs WHERE run_id = ? AND list_contains(?, from_task)", [run_id, from_tasks])
             cur.register("tradeoff_batch", table)
             cur.execute("INSERT INTO tradeoffs SELECT run_id, from_task, alpha, task, acc, loss FROM tradeoff_batch")
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
         finally:
             cur.unregister("tradeoff_batch")
 

@@ -84,10 +84,10 @@ class _Worker:
                 store.add_metrics(p["batch"])
                 if len(p["batch"]["step"]):
                     self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
-            elif kind == "task_start":
-                store.start_task(p["run_id"], p["task"], p["step"])
+            elif kind == "task_start":  # ordered by the writer; nobody waits on it
+                store.start_task(p["run_id"], p["task"], p["step"], wait=False)
             elif kind == "task_end":
-                store.end_task(p["run_id"], p["task"], p["step"])
+                store.end_task(p["run_id"], p["task"], p["step"], wait=False)
             elif kind == "started":
                 run_id = p.pop("run_id")
                 store.update_run(run_id, **p)

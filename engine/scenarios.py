@@ -11,6 +11,7 @@ Each task keeps its own held-out evaluation set.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +52,16 @@ def class_order(n_classes: int, class_seed: int | None) -> list[int]:
     return [int(c) for c in np.random.default_rng(class_seed).permutation(n_classes)]
 
 
+@functools.lru_cache(maxsize=8)
+def load_dataset(name: str, seed: int, test_size: float):
+    """A dataset split, kept for the next run of the same scenario in this process (a worker serves
+    many runs). Scenarios index into its arrays, which makes copies: it is never changed."""
+    return DATASETS[name](seed=seed, test_size=test_size)
+
+
 def build_scenario(cfg) -> Scenario:
     """``cfg`` is a validated ``ScenarioConfig``."""
-    data = DATASETS[cfg.dataset](seed=cfg.seed, test_size=cfg.test_size)
+    data = load_dataset(cfg.dataset, cfg.seed, cfg.test_size)
     as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     as_y = lambda a: torch.from_numpy(a)  # noqa: E731
     tasks: list[TaskData] = []

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from store.schema import artifacts_dir, migrate
@@ -94,7 +95,8 @@ class Store:
 
     # ---- writing (through the writer thread) ---------------------------------------------------
     def call(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Future:
-        """Run ``fn(cursor)`` on the writer thread, after every write queued before it."""
+        """Run ``fn(cursor)`` on the writer thread, after every write queued before it, inside the
+        writer's transaction (``fn`` must not begin or commit one)."""
         fut: Future = Future()
         self._queue.put(("call", fn, fut))
         return fut
@@ -151,19 +153,23 @@ class Store:
         )
         return bool(rows)
 
-    def start_task(self, run_id: int, task: int, start_step: int) -> None:
-        self.write("INSERT OR REPLACE INTO task_boundaries VALUES (?, ?, ?, NULL)", [run_id, task, start_step])
+    def start_task(self, run_id: int, task: int, start_step: int, wait: bool = True) -> None:
+        fut = self.call(lambda cur: cur.execute("INSERT OR REPLACE INTO task_boundaries VALUES (?, ?, ?, NULL)",
+                                                [run_id, task, start_step]))
+        if wait:
+            fut.result()
 
-    def end_task(self, run_id: int, task: int, end_step: int) -> None:
-        self.write("UPDATE task_boundaries SET end_step = ? WHERE run_id = ? AND task = ?", [end_step, run_id, task])
+    def end_task(self, run_id: int, task: int, end_step: int, wait: bool = True) -> None:
+        fut = self.call(lambda cur: cur.execute("UPDATE task_boundaries SET end_step = ? WHERE run_id = ? AND task = ?",
+                                                [end_step, run_id, task]))
+        if wait:
+            fut.result()
 
     def delete_run(self, run_id: int) -> None:
-        def delete(cur):
-            cur.execute("BEGIN TRANSACTION")
+        def delete(cur):  # one transaction, as every batch of writes
             for table, key in (("metrics", "run_id"), ("task_boundaries", "run_id"), ("tradeoffs", "run_id"),
                                ("runs", "id")):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [run_id])
-            cur.execute("COMMIT")
         self.call(delete).result()
         shutil.rmtree(artifacts_dir(self.path, run_id), ignore_errors=True)
 
@@ -188,70 +194,73 @@ class Store:
     # ---- the writer thread ---------------------------------------------------------------------
     def _write_loop(self) -> None:
         cur = self._con.cursor()
-        pending: list[pa.Table] = []
-        pending_rows = 0
         while True:
-            # Block for the first item, then take whatever else is already queued: under load
-            # batches coalesce, and an idle writer inserts at once (low latency for live views).
+            # Block for the first item, then take whatever else is already queued, and apply them all
+            # in one transaction: under load writes coalesce (one commit for many), and an idle
+            # writer applies a single write at once (low latency for live views).
             items = [self._queue.get()]
-            while True:
+            while len(items) < 1000:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = False
-            for kind, payload, fut in items:
-                if kind == "metrics":
-                    pending.append(payload)
-                    pending_rows += payload.num_rows
-                    if pending_rows >= self._flush_rows:
-                        self._insert(cur, pending)
-                        pending, pending_rows = [], 0
-                    continue
-                if pending:  # keep order: metrics queued before a call are written before it
-                    self._insert(cur, pending)
-                    pending, pending_rows = [], 0
-                if kind == "stop":
-                    stop = True
-                    break
-                try:
-                    fut.set_result(payload(cur))
-                except BaseException as err:  # the caller gets the error; the writer lives on
-                    try:
-                        cur.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
-                    fut.set_exception(err)
-            if pending:
-                self._insert(cur, pending)
-                pending, pending_rows = [], 0
+            stop = any(kind == "stop" for kind, _, _ in items)
+            work = [item for item in items if item[0] != "stop"]
+            if work:
+                self._apply(cur, work)
             if stop:
                 cur.close()
                 return
 
-    def _insert(self, cur, tables: list[pa.Table]) -> None:
-        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    def _apply(self, cur, items: list) -> None:
+        """Apply writes in order in one transaction; results are handed back after the commit, so a
+        caller reading next sees its write. If anything fails, each write is applied again alone, so
+        one bad write fails alone."""
+        results = []
         try:
             cur.execute("BEGIN TRANSACTION")
-            cur.register("metric_batch", batch)
-            cur.execute("INSERT INTO metrics SELECT run_id, step, task, metric, value FROM metric_batch")
-            cur.execute(
-                """
-                UPDATE runs SET last_step = b.last_step
-                FROM (SELECT run_id, max(step) AS last_step FROM metric_batch GROUP BY run_id) AS b
-                WHERE runs.id = b.run_id AND b.last_step > coalesce(runs.last_step, 0)
-                """
-            )
+            pending: list[pa.Table] = []
+            for kind, payload, fut in items:
+                if kind == "metrics":
+                    pending.append(payload)
+                    continue
+                if pending:  # keep order: metrics queued before a call are written before it
+                    self._insert(cur, pending)
+                    pending = []
+                results.append((fut, payload(cur)))
+            if pending:
+                self._insert(cur, pending)
             cur.execute("COMMIT")
         except BaseException as err:
             try:
                 cur.execute("ROLLBACK")
             except duckdb.Error:
                 pass
-            self.writer_error = err
-            print(f"store writer: a batch of {batch.num_rows} metric rows failed: {err}", file=sys.stderr)
+            if len(items) > 1:
+                for item in items:
+                    self._apply(cur, [item])
+                return
+            kind, payload, fut = items[0]
+            if fut is not None:
+                fut.set_exception(err)
+            else:
+                self.writer_error = err
+                print(f"store writer: a batch of {payload.num_rows} metric rows failed: {err}", file=sys.stderr)
+            return
+        for fut, result in results:
+            fut.set_result(result)
+
+    def _insert(self, cur, tables: list[pa.Table]) -> None:
+        """Insert metric batches as one Arrow table, and move each run's ``last_step`` on."""
+        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        cur.register("metric_batch", batch)
+        try:
+            cur.execute("INSERT INTO metrics SELECT run_id, step, task, metric, value FROM metric_batch")
         finally:
-            try:
-                cur.unregister("metric_batch")
-            except duckdb.Error:
-                pass
+            cur.unregister("metric_batch")
+        runs = batch.column("run_id").to_numpy()
+        steps = batch.column("step").to_numpy()
+        for run_id in np.unique(runs):
+            last = int(steps[runs == run_id].max())
+            cur.execute("UPDATE runs SET last_step = ? WHERE id = ? AND coalesce(last_step, 0) < ?",
+                        [last, int(run_id), last])

@@ -87,3 +87,18 @@ def test_readers_on_other_threads_take_their_own_cursor(tmp_path):
         for t in threads:
             t.join()
         assert errors == [] and results == [1000] * 8
+
+
+def test_a_failing_write_fails_alone_and_the_writes_around_it_land(tmp_path):
+    with Store(tmp_path / "lab.duckdb") as store:
+        run_id = store.create_run({}, name="r")
+        # queued together, so the writer takes them as one batch: the bad one must not undo the others
+        before = store.call(lambda cur: cur.execute("UPDATE runs SET name = 'renamed' WHERE id = ?", [run_id]))
+        bad = store.call(lambda cur: cur.execute("INSERT INTO no_such_table VALUES (1)"))
+        store.add_metrics(batch(run_id, range(10)))
+        after = store.call(lambda cur: cur.execute("UPDATE runs SET status = 'finished' WHERE id = ?", [run_id]))
+        before.result(), after.result()
+        with pytest.raises(duckdb.CatalogException):
+            bad.result()
+        assert store.sql("SELECT name, status, last_step FROM runs") == [("renamed", "finished", 9)]
+        assert store.sql("SELECT count(*) FROM metrics") == [(10,)]

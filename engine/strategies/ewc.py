@@ -19,7 +19,7 @@ class EWC(Strategy):
         "mode": HParam(str, "separate", "separate: a penalty per task; online: one running Fisher",
                        choices=("separate", "online")),
         "decay": HParam(float, 1.0, "online mode: the old Fisher's weight at each new task", low=0.0, high=1.0),
-        "fisher_batch": HParam(int, 256, "samples per vectorised Fisher chunk (memory against speed)", low=1, high=8192),
+        "fisher_batch": HParam(int, 32, "samples per vectorised Fisher chunk (memory against speed)", low=1, high=8192),
     }
 
     def __init__(self, **hparams):
