@@ -101,6 +101,24 @@ class Store:
         self._queue.put(("call", fn, fut))
         return fut
 
+    def copy_to(self, path: str | os.PathLike) -> Path:
+        """A consistent copy of the whole database in another file, made while the lab goes on
+        (a CLI, a report or a colleague can open the copy: DuckDB lets one process write a file)."""
+        path = Path(path)
+
+        def copy(cur):
+            name = cur.execute("SELECT current_database()").fetchone()[0]
+            cur.execute("ATTACH ? AS lab_copy", [str(path)])
+            try:
+                cur.execute(f'COPY FROM DATABASE "{name}" TO lab_copy')
+            finally:
+                cur.execute("DETACH lab_copy")
+            return path
+
+        fut: Future = Future()
+        self._queue.put(("outside", copy, fut))  # ATTACH and DETACH cannot run inside a transaction
+        return fut.result()
+
     def write(self, query: str, params: list | None = None) -> Any:
         """Execute one write statement on the writer thread and wait for it."""
         return self.call(lambda cur: cur.execute(query, params or []).fetchall()).result()
@@ -204,13 +222,24 @@ class Store:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(kind == "stop" for kind, _, _ in items)
-            work = [item for item in items if item[0] != "stop"]
+            work: list = []
+            for item in items:
+                kind, payload, fut = item
+                if kind not in ("stop", "outside"):
+                    work.append(item)
+                    continue
+                if work:  # what came before, in its transaction
+                    self._apply(cur, work)
+                    work = []
+                if kind == "stop":
+                    cur.close()
+                    return
+                try:  # outside any transaction (ATTACH, DETACH)
+                    fut.set_result(payload(cur))
+                except BaseException as err:
+                    fut.set_exception(err)
             if work:
                 self._apply(cur, work)
-            if stop:
-                cur.close()
-                return
 
     def _apply(self, cur, items: list) -> None:
         """Apply writes in order in one transaction; results are handed back after the commit, so a

@@ -143,12 +143,7 @@ def test_selection_by_ids_and_by_sweep_name(trained):
 
 def _copy_db(store, db):
     """A copy of the store's file that a CLI process can open while the test holds the original."""
-    def copy(cur):
-        name = cur.execute("SELECT current_database()").fetchone()[0]
-        cur.execute(f"ATTACH '{db}' AS dst")
-        cur.execute(f"COPY FROM DATABASE {name} TO dst")
-        cur.execute("DETACH dst")
-    store.call(copy).result()
+    store.copy_to(db)
 
 
 def test_frontier_cli_json_and_text(trained, tmp_path):

@@ -102,3 +102,19 @@ def test_a_failing_write_fails_alone_and_the_writes_around_it_land(tmp_path):
             bad.result()
         assert store.sql("SELECT name, status, last_step FROM runs") == [("renamed", "finished", 9)]
         assert store.sql("SELECT count(*) FROM metrics") == [(10,)]
+
+
+def test_copy_to_makes_a_file_another_process_can_open_while_the_lab_runs(tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    with Store(tmp_path / "lab.duckdb") as store:
+        run_id = store.create_run({"a": 1}, name="r")
+        store.add_metrics(batch(run_id, range(100)))
+        copy = store.copy_to(tmp_path / "copy.duckdb")
+        store.add_metrics(batch(run_id, range(100, 150)))  # the lab goes on writing
+        out = subprocess.run([sys.executable, "-c", "import sys; from store import Store; s = Store(sys.argv[1]); "
+                              "print(s.sql('SELECT count(*), max(step) FROM metrics')[0])", str(copy)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "(100, 99)", out.stderr
+        assert store.sql("SELECT count(*) FROM metrics") == [(150,)]
