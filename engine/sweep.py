@@ -745,6 +745,44 @@ def wait_sweep(manager, sweep_id: int, timeout: float | None = None, poll: float
             time.sleep(min(poll, 0.1))
 
 
+class SweepKeeper(threading.Thread):
+    """Moves a long-lived lab's sweeps on in the background: a reality check's test phase is queued
+    when its tune phase ends, and a search's trials keep coming (or resume after a restart). At start
+    it watches every sweep with runs still to come; ``watch`` adds one launched later."""
+
+    def __init__(self, manager, interval: float = 1.0):
+        super().__init__(daemon=True, name="sweep-keeper")
+        self.manager, self.interval = manager, interval
+        self._watched: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        for (sweep_id,) in manager.store.sql("SELECT id FROM sweeps ORDER BY id"):
+            p = sweep_progress(manager.store, sweep_id)
+            if p["ended"] < p["total"] and not p["counts"]["cancelled"]:
+                self._watched.add(sweep_id)
+
+    def watch(self, sweep_id: int) -> None:
+        with self._lock:
+            self._watched.add(sweep_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                watched = sorted(self._watched)
+            for sweep_id in watched:
+                try:
+                    state = advance(self.manager, sweep_id)
+                except Exception as err:  # one broken sweep must not stop the others
+                    print(f"sweep {sweep_id}: {err}", file=sys.stderr)
+                    state = "done"
+                if state in ("done", "cancelled"):
+                    with self._lock:
+                        self._watched.discard(sweep_id)
+
+
 # ---- results ---------------------------------------------------------------------------------------
 
 def _flat(config: Mapping) -> dict[str, Any]:

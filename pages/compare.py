@@ -2,6 +2,9 @@ import pandas as pd
 import streamlit as st
 
 from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
+from engine.reality import reality_rankings
+from engine.search import best_trials
+from engine.sweep import cancel_sweep, format_progress, sweep_progress
 from pages.ui.charts import compare_panels
 from pages.ui.lab import PAGES, lab
 from pages.ui.pareto_charts import pareto_chart
@@ -13,6 +16,34 @@ from store.schema import RUN_STATUSES
 the_lab = lab()
 store = the_lab.store
 st.title("Compare")
+
+@st.fragment(run_every=2.0)
+def sweep_status(sweep_id: int) -> None:
+    """The sweep's progress, a group cancel, and its outcome: a reality check's two rankings side by
+    side, or a search's best trials."""
+    progress = sweep_progress(store, sweep_id)
+    c1, c2 = st.columns([4, 1])
+    c1.progress(progress["done_fraction"], text=format_progress(progress))
+    if progress["active"] and c2.button("Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
+        cancel_sweep(the_lab.manager, sweep_id)
+    if progress["kind"] == "reality-check":
+        rows = reality_rankings(store, sweep_id)
+        st.markdown("**Reality check**: each strategy tuned on scenario A, its best config tested on scenario B "
+                    "with new seeds. A rank that moves is marked.")
+        st.dataframe(
+            [{"strategy": r["strategy"], "best hyperparameters (tuned on A)": ", ".join(
+                f"{k.split('.', 1)[-1]}={v}" for k, v in (r["hparams"] or {}).items()),
+              "A mean": r["tune_mean"], "A sd": r["tune_std"], "A rank": r["tune_rank"],
+              "B mean": r["test_mean"], "B sd": r["test_std"], "B rank": r["test_rank"],
+              "rank moved": "yes" if r["rank_differs"] else ""} for r in rows],
+            hide_index=True, key="reality_rankings")
+    elif progress["kind"] == "optuna":
+        best = best_trials(store, sweep_id)
+        if best:
+            st.markdown("**Best trials** (the Pareto front of the study when it has two objectives)")
+            st.dataframe([{"trial": b["number"], "run": b["run_id"], "values": b["values"], **b["params"]}
+                          for b in best], hide_index=True, key="best_trials")
+
 
 # ---- which runs --------------------------------------------------------------------------------
 how = st.radio("Select runs", ["By filter", "By sweep", "By hand"], horizontal=True, key="compare_how")
@@ -29,6 +60,7 @@ elif how == "By sweep":
         st.stop()
     labels = {int(r.id): f"{r.id} · {r.name} ({r.kind})" for r in sweeps.itertuples()}
     sweep_id = st.selectbox("Sweep", list(labels), format_func=labels.get, key="compare_sweep")
+    sweep_status(sweep_id)
     runs = select_runs(store, sweep_id=sweep_id)
     phases = sorted(p for p in runs["sweep_phase"].dropna().unique())
     if phases:

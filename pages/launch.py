@@ -1,9 +1,15 @@
 import streamlit as st
+import yaml
 
 from engine.config import CLASS_COUNTS, ConfigError, parse_config
 from engine.datasets import DATASETS
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
+
+SWEEP_EXAMPLE = """name: lr-by-strategy
+base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name: naive}}
+grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}
+seeds: [0, 1, 2]"""
 
 SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental (permuted)"}
 
@@ -122,8 +128,70 @@ def launch() -> None:
 
 
 st.divider()
-st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch")
-if problems:
+mode = st.radio("Launch", ["One run", "A sweep"], horizontal=True, key="launch_mode",
+                help="a sweep is the config above times a grid of values times seeds, queued as one group")
+if mode == "A sweep":
+    st.subheader("Sweep")
+    st.caption("The config above is the base. Give comma-separated values for what varies (blank: as above); "
+               "the grid is every combination, times every seed. A strategy's hyperparameters apply to the runs of "
+               "the strategies that declare them.")
+    c1, c2 = st.columns(2)
+    c1.multiselect("Strategies", supported, default=[strategy_name], format_func=lambda n: STRATEGIES[n].title,
+                   key="sweep.strategy.name")
+    c2.text_input("Seeds", value="0, 1, 2", key="sweep.seeds")
+    c1.text_input("Learning rates", value="", placeholder="e.g. 0.01, 0.05", key="sweep.train.lr")
+    c2.text_input("Batch sizes", value="", placeholder="e.g. 16, 32", key="sweep.train.batch_size")
+    chosen = st.session_state.get("sweep.strategy.name") or [strategy_name]
+    declared = {k: spec for n in chosen for k, spec in STRATEGIES[n].hparams.items()}
+    for i, (key, spec) in enumerate(declared.items()):
+        (c1 if i % 2 == 0 else c2).text_input(key.replace("_", " "), value="", help=f"{spec.help} ({spec.describe()})",
+                                              placeholder=", ".join(map(str, spec.choices)) if spec.choices else "",
+                                              key=f"sweep.strategy.{key}")
+    with st.expander("Or a whole sweep file (YAML): random samples, an Optuna search, a reality check"):
+        st.text_area("Sweep file", key="sweep.yaml", height=220, placeholder=SWEEP_EXAMPLE,
+                     help="the shape of `python -m engine sweep SWEEP.yaml`; it replaces the form when given")
+
+
+def sweep_spec() -> dict:
+    """The sweep from the form: the config above as the base, a grid of the values given, the seeds."""
+    v = st.session_state
+    if v.get("sweep.yaml", "").strip():
+        return yaml.safe_load(v["sweep.yaml"])
+    base = build_config()
+    base["model"]["hidden"] = [int(w) for w in str(base["model"]["hidden"]).replace(" ", "").split(",") if w]
+    grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
+    for key in ["train.lr", "train.batch_size"] + [k for k in v.keys() if k.startswith("sweep.strategy.") and
+                                                    k != "sweep.strategy.name"]:
+        text = str(v.get(key if key.startswith("sweep.") else f"sweep.{key}", "") or "").strip()
+        if text:
+            grid[key.removeprefix("sweep.")] = [yaml.safe_load(item) for item in text.split(",") if item.strip()]
+    grid = {k: vals for k, vals in grid.items()
+            if not k.startswith("strategy.") or k == "strategy.name"
+            or any(k.split(".", 1)[1] in STRATEGIES[n].hparams for n in grid["strategy.name"])}
+    base["strategy"] = {"name": grid["strategy.name"][0]}
+    seeds = [yaml.safe_load(x) for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
+    return {"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}
+
+
+def launch_sweep() -> None:
+    from engine.sweep import parse_sweep
+    try:
+        spec = parse_sweep(sweep_spec())
+    except (ConfigError, ValueError, yaml.YAMLError) as err:
+        st.session_state["sweep_problems"] = getattr(err, "problems", None) or [str(err)]
+        return
+    st.session_state["sweep_problems"] = []
+    st.session_state["launched_sweep"] = the_lab.launch_sweep(spec)
+
+
+if mode == "One run":
+    st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch")
+else:
+    st.button("Launch the sweep", type="primary", icon=":material/rocket_launch:", on_click=launch_sweep,
+              key="launch_sweep")
+    for line in st.session_state.get("sweep_problems", []):
+        st.error(line)
+if problems and mode == "One run":
     st.error(f"Nothing was queued: {sum(map(len, problems.values()))} problem(s) above.")
     unplaced = [line for key, lines in problems.items() for line in lines
                 if key not in ("name", "scenario.n_tasks", "model.hidden", "train.lr") and not key.startswith("strategy.")]
@@ -132,3 +200,8 @@ if problems:
 if "launched" in st.session_state:
     run_id = st.session_state.pop("launched")
     st.switch_page(PAGES["run"], query_params={"run": run_id})
+if "launched_sweep" in st.session_state:
+    sweep_id = st.session_state.pop("launched_sweep")
+    st.session_state["compare_how"] = "By sweep"
+    st.session_state["compare_sweep"] = sweep_id
+    st.switch_page(PAGES["compare"])

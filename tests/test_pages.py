@@ -179,3 +179,46 @@ def test_compare_page_overlays_groups_with_bands_and_tables_mean_and_sd(lab):
     # group by a hyperparameter that differs between the runs: the replay buffer size
     options = at.selectbox(key="compare_group").options
     assert "strategy.buffer_size" in options
+
+
+def test_launch_a_sweep_from_the_form_and_follow_it_on_the_compare_page(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.number_input(key="scenario.n_tasks").set_value(2)
+    at.number_input(key="train.epochs_per_task").set_value(1)
+    at.text_input(key="model.hidden").set_value("32")
+    at.text_input(key="name").set_value("form-sweep")
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    at.multiselect(key="sweep.strategy.name").set_value(["naive", "replay"]).run()
+    at.text_input(key="sweep.seeds").set_value("0, 1")
+    at.text_input(key="sweep.strategy.buffer_size").set_value("20, 40")
+    at.button(key="launch_sweep").click().run()
+    assert not at.exception
+    sweep_id, name, kind = lab.store.sql("SELECT id, name, kind FROM sweeps ORDER BY id DESC LIMIT 1")[0]
+    assert (name, kind) == ("form-sweep", "grid")
+    configs = [json.loads(c) for (c,) in lab.store.sql("SELECT config FROM runs WHERE sweep_id = ?", [sweep_id])]
+    # naive x 2 seeds, replay x 2 buffer sizes x 2 seeds: the buffer size applies to replay alone
+    assert sorted((c["strategy"]["name"], c["strategy"].get("buffer_size"), c["seed"]) for c in configs) == [
+        ("naive", None, 0), ("naive", None, 1), ("replay", 20, 0), ("replay", 20, 1), ("replay", 40, 0), ("replay", 40, 1)]
+    assert all(c["scenario"]["n_tasks"] == 2 and c["model"]["hidden"] == [32] for c in configs)
+    assert at.session_state["compare_sweep"] == sweep_id  # taken to the sweep on the Compare page
+    ids = [r[0] for r in lab.store.sql("SELECT id FROM runs WHERE sweep_id = ?", [sweep_id])]
+    assert [lab.manager.wait(i, timeout=120) for i in ids] == ["finished"] * 6
+    page = app()
+    page.session_state["compare_how"] = "By sweep"
+    page.session_state["compare_sweep"] = sweep_id
+    page.switch_page("pages/compare.py").run()
+    assert not page.exception
+    assert "6/6 ended" in page.get("progress")[0].proto.text
+
+
+def test_a_bad_sweep_file_is_rejected_line_by_line_and_queues_nothing(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    at.text_area(key="sweep.yaml").set_value("name: bad\ngrid: {train.lr: [-1]}\nseeds: [0]\n")
+    before = n_runs(lab)
+    at.button(key="launch_sweep").click().run()
+    errors = [e.value for e in at.error]
+    assert any("train.lr = -1" in e and "greater than 0" in e for e in errors), errors
+    assert n_runs(lab) == before

@@ -33,11 +33,25 @@ def db_path() -> Path:
 class Lab:
     def __init__(self, path: Path):
         from engine.manager import RunManager  # starts warm workers: the first launch need not wait
+        from engine.sweep import SweepKeeper
 
         self.store = Store(path)
         self.manager = RunManager(self.store)
+        self.sweeps = SweepKeeper(self.manager)  # phases and search trials go on without a page open
+        self.sweeps.start()
+
+    def launch_sweep(self, spec) -> int:
+        from engine.sweep import launch_sweep
+
+        sweep_id = launch_sweep(self.manager, spec)
+        self.sweeps.watch(sweep_id)
+        return sweep_id
 
     def close(self) -> None:
+        from engine.search import stop_drivers
+
+        self.sweeps.stop()
+        stop_drivers(None, join=True)
         self.manager.shutdown()
         self.store.close()
 
