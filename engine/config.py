@@ -194,7 +194,9 @@ def parse_config(data: Any) -> RunConfig:
     return config
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; ``ConfigError`` (one line: the file, the line and column, the problem)
+    if it cannot be read or parsed. Config and sweep files both come in through here."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -206,4 +208,8 @@ def load_config(path: str | Path) -> RunConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})"]) from None
-    return parse_config(data)
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return parse_config(read_yaml(path))

@@ -53,10 +53,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
-import yaml
 
 from engine.config import (ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
-                           parse_config)
+                           parse_config, read_yaml)
 from engine.strategies import STRATEGIES
 from store.schema import FINAL_STATUSES, RUN_STATUSES
 
@@ -476,18 +475,7 @@ def _raise(problems: list[str]) -> None:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file (YAML); the name defaults to the file's stem."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot be read ({err.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})"]) from None
-    return parse_sweep(data, default_name=path.stem)
+    return parse_sweep(read_yaml(path), default_name=Path(path).stem)
 
 
 # ---- expansion (pure) ------------------------------------------------------------------------------

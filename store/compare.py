@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from store.queries import _cur, full_series, keep_extremes

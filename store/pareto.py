@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from store.metrics import METRICS, summaries
-from store.schema import FINAL_STATUSES
 
 DEFAULT_X = "learning_accuracy"
 DEFAULT_Y = "min_acc"

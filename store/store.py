@@ -15,7 +15,6 @@ import queue
 import shutil
 import sys
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Mapping

@@ -13,7 +13,7 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.module import ContinualModule
-    from engine.scenarios import Scenario, TaskData
+    from engine.scenarios import Scenario
 
 SETTINGS = ("class", "task", "domain")
 

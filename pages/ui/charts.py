@@ -54,15 +54,7 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     data = series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC"})
     # One zoom and one hover parameter, declared once at the top level and attached to the same
     # sub-layer (the "pointer" layer) of every panel: interacting with any panel moves them all.
-    # Altair suffixes a named layer in the i-th panel of a concat with "_i"; tests check the names.
-    pointers = [f"{p}_pointer_{i}" for i, p in enumerate(("accuracy", "stability", "loss"))]
-    zoom = alt.TopLevelSelectionParameter(
-        name="zoom", bind="scales", select=alt.IntervalSelectionConfig(type="interval", encodings=["x"]),
-        views=pointers)
-    hover = alt.TopLevelSelectionParameter(
-        name="hover", select=alt.PointSelectionConfig(type="point", on="pointerover", nearest=True, fields=["step"],
-                                                      clear="pointerout"),
-        views=pointers)
+    params, _ = _shared_x_params(["accuracy", "stability", "loss"])
     hovered = {"param": "hover", "empty": False}
     x = alt.X("step:Q", title="global step")
 
@@ -106,7 +98,7 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         width=width, height=120, title="Training loss")
 
     chart = alt.vconcat(accuracy, stability, training, data=data).resolve_scale(x="shared", color="independent")
-    chart.params = [zoom, hover]
+    chart.params = params
     return chart
 
 
