@@ -126,8 +126,9 @@ class _Worker:
 class RunManager:
     """Queue runs, run up to ``max_parallel`` at once, cancel them, and notice workers that die."""
 
-    def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1):
+    def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False):
         self.store = store
+        self._paused = paused  # queued runs wait (maintenance, or building a queue by hand)
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
         self.warm_workers = min(warm_workers, self.max_parallel)
         self._cv = threading.Condition()
@@ -185,6 +186,16 @@ class RunManager:
             self._event(run_id).wait(timeout)
         return self.store.sql("SELECT status FROM runs WHERE id = ?", [run_id])[0][0]
 
+    def pause(self) -> None:
+        """Hold the queue: running runs go on, queued ones wait until ``resume``."""
+        with self._cv:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cv:
+            self._paused = False
+            self._cv.notify_all()
+
     def counts(self) -> dict[str, int]:
         with self._cv:
             return {"running": sum(w.run_id is not None for w in self._workers), "queued": len(self._queue),
@@ -235,11 +246,12 @@ class RunManager:
             while not self._closing:
                 self._workers = [w for w in self._workers if w.alive]
                 busy = sum(w.run_id is not None for w in self._workers)
-                wanted = min(self.max_parallel, busy + max(self.warm_workers, len(self._queue)))
+                waiting = 0 if self._paused else len(self._queue)
+                wanted = min(self.max_parallel, busy + max(self.warm_workers, waiting))
                 for _ in range(wanted - len(self._workers)):
                     self._workers.append(_Worker(self))
                 idle = [w for w in self._workers if w.ready and w.run_id is None]
-                if self._queue and idle and busy < self.max_parallel:
+                if waiting and idle and busy < self.max_parallel:
                     run_id = self._queue.popleft()
                     rows = self.store.sql("SELECT config FROM runs WHERE id = ? AND status = 'queued'", [run_id])
                     if rows:

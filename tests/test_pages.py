@@ -222,3 +222,29 @@ def test_a_bad_sweep_file_is_rejected_line_by_line_and_queues_nothing(lab):
     errors = [e.value for e in at.error]
     assert any("train.lr = -1" in e and "greater than 0" in e for e in errors), errors
     assert n_runs(lab) == before
+
+
+def test_a_reality_check_runs_both_phases_in_the_lab_and_the_page_ranks_them_side_by_side(lab):
+    import time
+    from engine.sweep import sweep_progress
+    spec = {"name": "rc-page", "base": {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}},
+            "reality_check": {"metric": "acc", "strategies": ["naive", "replay"],
+                              "tune": {"scenario": {"dataset": "digits", "n_tasks": 2}, "grid": {"train.lr": [0.05]},
+                                       "seeds": [0]},
+                              "test": {"scenario": {"dataset": "mnist1d"}, "seeds": [10]}}}
+    sweep_id = lab.launch_sweep(spec)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the lab's keeper queues the test phase when tuning ends
+        progress = sweep_progress(lab.store, sweep_id)
+        if progress["ended"] == progress["total"] == 4:
+            break
+        time.sleep(0.5)
+    assert progress["phases"]["test"]["finished"] == 2, progress
+    at = app()
+    at.session_state["compare_how"] = "By sweep"
+    at.session_state["compare_sweep"] = sweep_id
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    rankings = next(df.value for df in at.dataframe if "B rank" in df.value.columns)
+    assert sorted(rankings["strategy"]) == ["naive", "replay"]
+    assert rankings["A rank"].notna().all() and rankings["B rank"].notna().all()

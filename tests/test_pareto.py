@@ -242,18 +242,16 @@ def test_by_config_averages_over_seeds_with_sample_std_and_counts_exclusions(sto
     assert running in runs["id"].tolist() and gone not in runs["id"].tolist()
 
 
-def test_the_table_computes_only_the_metrics_its_axes_need(store, monkeypatch):
-    calls = []
-    real = pareto.summaries
-
-    def counting(source, ids, **kw):
-        calls.append(kw.get("only"))
-        return real(source, ids, **kw)
-
-    monkeypatch.setattr(pareto, "summaries", counting)
-    _hand_run(store, _cfg("naive", 0), [[0.1, 0.1], [0.9, 0.0], [0.3, 0.8]])
-    frontier_table(store, x="learning_accuracy", y="stability_from_forgetting")
-    assert calls == [{"learning_accuracy", "forgetting"}]  # the derived axis asks for its source
+def test_summaries_compute_only_the_metrics_asked_for(store):
+    from store.metrics import summaries
+    run = _hand_run(store, _cfg("naive", 0), [[0.1, 0.1], [0.9, 0.0], [0.3, 0.8]])
+    full, = summaries(store, [run])
+    some, = summaries(store, [run], only={"learning_accuracy", "forgetting"})
+    assert "wf10" in full and "stability_gap" in full and "relative_performance" in full
+    assert "wf10" not in some and "stability_gap" not in some and "relative_performance" not in some
+    assert some["learning_accuracy"] == full["learning_accuracy"] and some["forgetting"] == full["forgetting"]
+    table = frontier_table(store, x="learning_accuracy", y="stability_from_forgetting")
+    assert table.loc[0, "stability_from_forgetting"] == pytest.approx(1 - full["forgetting"])
 
 
 # ---- the chart -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import pytest
 
 from engine.config import ConfigError
+from engine.manager import RunManager
 from engine.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
 from engine.sweep import expand, parse_sweep, sweep_progress
 
@@ -14,20 +15,13 @@ SPEC = {"name": "rc", "base": BASE, "reality_check": {
     "test": {"scenario": {"dataset": "mnist1d"}, "seeds": [10, 11]}}}
 
 
-class FakeManager:
-    """Queues runs in the store without training them (the rows are finished by hand)."""
-
-    max_parallel = 1
-
-    def __init__(self, store):
-        self.store = store
-
-    def submit(self, config, owner=None, sweep_id=None, sweep_phase=None):
-        return self.store.create_run(config.model_dump(mode="json"), name=config.name, owner=owner,
-                                     sweep_id=sweep_id, sweep_phase=sweep_phase)
-
-    def cancel_sweep(self, sweep_id):
-        return 0
+@pytest.fixture
+def held(store):
+    """A real run manager whose queue is held: the runs a reality check queues stay queued, and the
+    test finishes them by hand with the accuracies it chose."""
+    manager = RunManager(store, max_parallel=1, warm_workers=0, paused=True)
+    yield manager
+    manager.shutdown()
 
 
 def finish(store, run_id, final_accs, status="finished"):
@@ -95,9 +89,9 @@ def test_pick_best_takes_the_best_mean_per_strategy_with_ties_to_more_seeds_then
     assert pick_best(groups, higher_is_better=False)["c"]["run_ids"] == [10]
 
 
-def test_selection_switch_and_rankings_on_hand_made_store_rows(store):
+def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     spec = parse_sweep(SPEC)
-    manager = FakeManager(store)
+    manager = held
     from engine.reality import launch_reality_check
 
     sweep_id = launch_reality_check(manager, spec, owner="me")
@@ -148,8 +142,8 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store):
     assert rows[2]["hparams"] is None and rows[2]["tune_n"] == 0
 
 
-def test_a_cancelled_tune_phase_never_starts_the_test_phase(store):
-    manager = FakeManager(store)
+def test_a_cancelled_tune_phase_never_starts_the_test_phase(store, held):
+    manager = held
     from engine.reality import launch_reality_check
 
     sweep_id = launch_reality_check(manager, parse_sweep(SPEC))

@@ -144,3 +144,17 @@ def test_a_database_held_by_another_process_gets_a_clear_message(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_held_queue_waits_until_resumed(tmp_path):
+    store = Store(tmp_path / "lab.duckdb")
+    manager = RunManager(store, max_parallel=1, warm_workers=0, paused=True)
+    try:
+        run_id = manager.submit(small_config("naive"))
+        time.sleep(1.0)
+        assert run_row(store, run_id)["status"] == "queued" and manager.counts()["workers"] == 0
+        manager.resume()
+        assert manager.wait(run_id, timeout=120) == "finished"
+    finally:
+        manager.shutdown()
+        store.close()
