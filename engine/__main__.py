@@ -28,9 +28,7 @@ def cmd_run(args) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(f"{args.config}: the config has {len(err.problems)} problem(s):", file=sys.stderr)
-        for line in err.problems:
-            print(f"  {line}", file=sys.stderr)
+        err.report(args.config)
         return 2
     from engine.manager import RunManager
 

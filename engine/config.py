@@ -3,6 +3,7 @@ is reported as one line naming the field, the value and what is allowed, before 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,12 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+    def report(self, source, what: str = "config") -> None:
+        """Print the problems for a command line: a header naming the file, then one line each."""
+        print(f"{source}: the {what} has {len(self.problems)} problem(s):", file=sys.stderr)
+        for line in self.problems:
+            print(f"  {line}", file=sys.stderr)
 
 
 class _Section(BaseModel):

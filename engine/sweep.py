@@ -841,7 +841,7 @@ def format_results(groups: list[dict], metric: str, higher_is_better: bool = Tru
 
 # ---- the command line ------------------------------------------------------------------------------
 
-def add_sweep_commands(subparsers, open_store: Callable | None = None) -> None:
+def add_sweep_commands(subparsers, open_store: Callable) -> None:
     """``python -m engine sweep SWEEP.yaml [--db PATH] [--parallel N]``. ``open_store(path)`` opens the
     database (engine.__main__._open_store: exit 3 with its message while another process holds it)."""
     from store import DEFAULT_DB
@@ -858,24 +858,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         spec = load_sweep(args.spec)
     except ConfigError as err:
-        print(f"{args.spec}: the sweep has {len(err.problems)} problem(s):", file=sys.stderr)
-        for line in err.problems:
-            print(f"  {line}", file=sys.stderr)
+        err.report(args.spec, what="sweep")
         return 2
     if args.parallel is not None and args.parallel < 1:
         print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
         return 2
     from engine.manager import RunManager
-    from store import DatabaseLocked, Store
 
-    if getattr(args, "open_store", None) is not None:
-        store = args.open_store(args.db)
-    else:
-        try:
-            store = Store(args.db)
-        except DatabaseLocked as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 3
+    store = args.open_store(args.db)  # exits 3 with its message while another process holds the file
     # Ctrl-C reaches the whole foreground process group, workers included: they would die and fail
     # their runs. Workers started while SIGINT is ignored inherit that (Python keeps an ignored SIGINT
     # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the
