@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -80,7 +82,8 @@ keys = ["strategy"] + [k for k in hyperparameter_keys(list(runs["config"])) if k
 group_by = st.selectbox("Group by", keys, key="compare_group",
                         help="runs with the same value are one group: its line is their mean, its band one "
                              "standard deviation (over seeds, usually)")
-st.caption(f"{len(runs)} run(s) in {runs['config'].map(lambda c: str(c)).nunique()} config(s).")
+configs = runs["config"].map(lambda c: json.dumps({k: v for k, v in c.items() if k not in ("name", "seed")}, sort_keys=True))
+st.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
 
 # ---- curves --------------------------------------------------------------------------------------
 curves = group_curves(store, runs, group_by)

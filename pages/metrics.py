@@ -1,6 +1,9 @@
 import streamlit as st
 
+from pages.ui.lab import leave_legacy_navigation
 from store.metrics import METRICS
+
+leave_legacy_navigation()
 
 GROUPS = {
     "matrix": ("At task boundaries", "From the accuracy matrix R: R[i][j] is the accuracy on task j after training "

@@ -22,6 +22,39 @@ PAGES = {  # page files, for links between pages
 }
 
 
+def navigation_pages() -> list:
+    """The lab's pages, in the order of its sidebar (app.py draws it)."""
+    return [
+        st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True),
+        st.Page(PAGES["launch"], title="Launch", icon=":material/rocket_launch:"),
+        st.Page(PAGES["runs"], title="Runs", icon=":material/table_rows:"),
+        st.Page(PAGES["run"], title="Run", icon=":material/monitoring:", url_path="run"),
+        st.Page(PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
+        st.Page(PAGES["metrics"], title="Metrics", icon=":material/function:"),
+    ]
+
+
+def frame(pages: list) -> None:
+    """What every page shows around itself: the wide layout and the sidebar of page links."""
+    st.set_page_config(page_title="CL Lab", page_icon=":material/science:", layout="wide")
+    with st.sidebar:
+        st.markdown("### CL Lab")
+        for page in pages:
+            st.page_link(page)
+
+
+def leave_legacy_navigation() -> None:
+    """A freshly started server runs its first page loads the legacy way: a ``pages/`` folder beside
+    the script makes Streamlit run the page file of the URL (``/run?run=7``) without app.py, so
+    without our navigation, sidebar and layout, until app.py has once called ``st.navigation``.
+    A page run that way draws the frame itself, so a shared link looks as it should from the first
+    load (the legacy listing is hidden by ``client.showSidebarNavigation = false``)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        frame(navigation_pages())
+
+
 def db_path() -> Path:
     """``streamlit run app.py -- --db PATH``, else $CL_LAB_DB, else lab.duckdb beside the app."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -62,6 +95,7 @@ def _open(path: str) -> Lab:
 
 
 def lab() -> Lab:
+    leave_legacy_navigation()
     path = db_path()
     try:
         return _open(str(path))
