@@ -443,17 +443,27 @@ def _at(steps, A, t) -> tuple[int | None, str | None]:
     return (m, None) if m >= 0 else (None, f"no continual evaluation at or before step {t}")
 
 
-def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict | None, str | None]:
-    """De Lange et al. 2023: for each earlier task i < k (k = task trained at t),
-    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned."""
+def _where(steps, A, spans: Spans, t: int | None):
+    """The common start of the metrics at a step t (default: the last evaluation): the arrays, t, the
+    row m of the last evaluation at or before t, the task k trained at t; or the reason there is none."""
     steps, A = np.asarray(steps), np.asarray(A, dtype=float)
     t = _t(steps, t)
-    _, why = _at(steps, A, t if t is not None else 0)
+    m, why = _at(steps, A, t if t is not None else 0)
     if why:
         return None, why
     k = current_task(spans, t)
     if k is None:
         return None, "training has not started at the last evaluation"
+    return (steps, A, t, m, k), None
+
+
+def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict | None, str | None]:
+    """De Lange et al. 2023: for each earlier task i < k (k = task trained at t),
+    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned."""
+    where, why = _where(steps, A, spans, t)
+    if where is None:
+        return None, why
+    steps, A, t, _, k = where
     if k < 2:
         return None, "no earlier task yet (task 1 is training)"
     out = {}
@@ -478,14 +488,10 @@ def min_acc(steps, A, spans: Spans, t: int | None = None) -> Value:
 def wc_acc(steps, A, spans: Spans, t: int | None = None, min_acc_t: Value | None = None) -> Value:
     """WC-ACC_t = 1/k A(k, t) + (1 - 1/k) min-ACC_t (De Lange et al. 2023). For k = 1 the min-ACC term
     has weight 0, so WC-ACC = A(1, t). ``min_acc_t``: min-ACC at t if already computed."""
-    steps, A = np.asarray(steps), np.asarray(A, dtype=float)
-    t = _t(steps, t)
-    m, why = _at(steps, A, t if t is not None else 0)
-    if why:
+    where, why = _where(steps, A, spans, t)
+    if where is None:
         return None, why
-    k = current_task(spans, t)
-    if k is None:
-        return None, "training has not started at the last evaluation"
+    steps, A, t, m, k = where
     if steps[m] != t or not math.isfinite(A[m, k - 1]):
         return None, f"no evaluation of the current task {k} at step {t}"
     cur = float(A[m, k - 1])
@@ -515,14 +521,10 @@ def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
     initialises the maximum to 0. A task with fewer than two evaluations has no pair and is left out."""
     if w < 2:
         raise ValueError("the window must span at least 2 evaluations")
-    steps, A = np.asarray(steps), np.asarray(A, dtype=float)
-    t = _t(steps, t)
-    m, why = _at(steps, A, t if t is not None else 0)
-    if why:
+    where, why = _where(steps, A, spans, t)
+    if where is None:
         return None, why
-    k = current_task(spans, t)
-    if k is None:
-        return None, "training has not started at the last evaluation"
+    steps, A, t, m, k = where
     starts = _task_starts(spans, A.shape[1])[:k]
     V = A[: m + 1, :k].copy()
     V[steps[: m + 1, None] < starts[None, :]] = np.nan
