@@ -37,7 +37,7 @@ from engine.config import ConfigError, parse_config
 from engine.strategies import STRATEGIES
 from engine.sweep import (SweepSpec, _fmt, _sweep_row, check_spec,
                           config_results, expand, labels, parse_grid, parse_random, parse_search, parse_seeds,
-                          parse_sweep, run_name, sweep_progress)
+                          parse_sweep, run_name, sweep_progress, unknown_fields)
 
 TUNE, TEST = "tune", "test"
 
@@ -105,9 +105,7 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     if not isinstance(body, dict):
         problems.append(f"{where} = {body!r}: must be a mapping with metric, strategies, tune and test")
         return empty
-    for k in body:
-        if k not in ("metric", "strategies", "tune", "test"):
-            problems.append(f"{where}.{k}: is not a known field (allowed: metric, strategies, tune, test)")
+    unknown_fields(body, ("metric", "strategies", "tune", "test"), where, problems)
     metric = body.get("metric", "acc")
     if metric not in METRICS or METRICS[metric].higher_is_better is None:
         problems.append(f"{where}.metric = {metric!r}: must be a metric key with a direction: {', '.join(usable)}")
@@ -132,12 +130,8 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     if not isinstance(test, dict):
         problems.append(f"{where}.test = {test!r}: must be a mapping with scenario and seeds")
         test = {}
-    for k in tune:
-        if k not in ("scenario", "grid", "random", "search", "seeds"):
-            problems.append(f"{where}.tune.{k}: is not a known field (allowed: scenario, grid, random, search, seeds)")
-    for k in test:
-        if k not in ("scenario", "seeds"):
-            problems.append(f"{where}.test.{k}: is not a known field (allowed: scenario, seeds)")
+    unknown_fields(tune, ("scenario", "grid", "random", "search", "seeds"), f"{where}.tune", problems)
+    unknown_fields(test, ("scenario", "seeds"), f"{where}.test", problems)
     base_scenario = base.get("scenario") if isinstance(base.get("scenario"), dict) else {}
     scenarios = {}
     for phase, section in (("tune", tune), ("test", test)):

@@ -179,6 +179,13 @@ def declared(strategy: str | None) -> set[str]:
     return set(cls.hparams) if cls else set()
 
 
+def unknown_fields(body: Mapping, known: Iterable[str], where: str, problems: list[str]) -> None:
+    """One line for each key of ``body`` that is not one of ``known``."""
+    known = tuple(known)
+    prefix = f"{where}." if where else ""
+    problems += [f"{prefix}{k}: is not a known field (allowed: {', '.join(known)})" for k in body if k not in known]
+
+
 def parse_dim(key: str, value: Any, where: str, problems: list[str]) -> Dim | None:
     """One space entry ``{kind: args}``; appends a problem line and returns None if it is bad."""
     allowed = "; ".join(f"{{{k}: {v}}}" for k, v in SPACE_KINDS.items())
@@ -251,10 +258,7 @@ def parse_search(body: Any, where: str, problems: list[str]) -> SearchSpec | Non
     if not isinstance(body, dict):
         problems.append(f"{where} = {body!r}: must be a mapping with trials, objectives, sampler and space")
         return None
-    known = ("trials", "objectives", "sampler", "seed", "space", "population_size")
-    for k in body:
-        if k not in known:
-            problems.append(f"{where}.{k}: is not a known field (allowed: {', '.join(known)})")
+    unknown_fields(body, ("trials", "objectives", "sampler", "seed", "space", "population_size"), where, problems)
     trials = body.get("trials")
     if trials is None:
         problems.append(f"{where}.trials: is required (the number of trials, e.g. 12)")
@@ -294,9 +298,7 @@ def parse_random(body: Any, where: str, problems: list[str]) -> RandomSpec | Non
     if not isinstance(body, dict):
         problems.append(f"{where} = {body!r}: must be a mapping {{samples: N, seed: S, space: {{...}}}}")
         return None
-    for k in body:
-        if k not in ("samples", "seed", "space"):
-            problems.append(f"{where}.{k}: is not a known field (allowed: samples, seed, space)")
+    unknown_fields(body, ("samples", "seed", "space"), where, problems)
     samples = body.get("samples")
     if samples is None:
         problems.append(f"{where}.samples: is required (how many points to draw, e.g. 8)")
@@ -369,9 +371,7 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
         raise ConfigError(["sweep: must be a mapping with name, base, seeds and one of grid, random, search, "
                            "reality_check"])
     problems: list[str] = []
-    for k in data:
-        if k not in TOP_KEYS:
-            problems.append(f"{k}: is not a known field (allowed: {', '.join(TOP_KEYS)})")
+    unknown_fields(data, TOP_KEYS, "", problems)
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.strip() or len(name) > 100 or "/" in name:
         problems.append(f"name = {name!r}: must be a non-empty text of at most 100 characters without '/'")
