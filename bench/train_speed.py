@@ -68,7 +68,7 @@ def make_config(strategy: dict, name: str = "bench"):
         "scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5},
         "model": {"name": "mlp", "hidden": [256, 256]},
         "strategy": strategy,
-        "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5, "loop": "fabric"},
+        "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5},
         "eval": {"every": 10, "subset": None},
     })
 

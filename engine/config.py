@@ -88,14 +88,12 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0.0, description="learning rate")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
     epochs_per_task: int = Field(5, ge=1, le=10000)
-    loop: Literal["fabric", "trainer"] = Field(
-        "fabric", description="fabric: Lightning Fabric (fast); trainer: one Lightning Trainer per task")
     save_weights: bool = Field(True, description="keep the weights after each task (for trade-off curves)")
 
 

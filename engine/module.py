@@ -32,7 +32,13 @@ class ContinualModule(L.LightningModule):
         return self.strategy.training_loss(self, x, y, t)
 
     def configure_optimizers(self):
-        cfg = self.train_cfg
-        if cfg.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return self.strategy.configure_optimizer(self, self.train_cfg)
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """``cfg``'s optimizer (sgd, adam or adamw) over ``params`` (tensors or parameter groups)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -1,10 +1,12 @@
 """Train one continual run: build the scenario, model and strategy from a validated config, then
 train its experiences in order with continual evaluation.
 
-Two loops drive the same LightningModule and the same ContinualEvaluation callback:
-``fabric`` (the default) uses Lightning Fabric, and ``trainer`` uses one Lightning Trainer per task.
-On the default workload the Trainer's per-step overhead costs about a third of the speed of a plain
-PyTorch loop, Fabric a few percent (bench/train_speed.py): hence the default.
+One loop, on Lightning Fabric, drives the LightningModule: each step is the strategy's ``observe``
+(its loss, hooks after backward and after the optimizer step, or a whole step of its own), so a
+method shapes its step without a loop of its own. The continual-evaluation callback is called
+directly; it still works as a callback in a user's own Lightning Trainer. A Trainer loop was dropped:
+it cannot follow a strategy's hooks between backward and the optimizer step, and its per-step
+overhead cost about a third of the speed of a plain PyTorch loop on the default workload.
 """
 
 from __future__ import annotations
@@ -86,8 +88,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         save = lambda task: torch.save(net.state_dict(), weights_dir / f"after-task-{task}.pt")  # noqa: E731
         save(0)
         evaluation.on_task_end = save
-    loop = _trainer_loop if config.train.loop == "trainer" else _fabric_loop
-    loop(config, module, strategy, evaluation, experiences, batches)
+    _fabric_loop(config, module, strategy, evaluation, experiences, batches)
     sink.flush()
     if evaluation.stop_reason == "diverged":
         return RunResult("diverged", evaluation.step, f"the training loss became non-finite at step {evaluation.step}")
@@ -98,7 +99,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
 
 def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> None:
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
-    model = fabric.setup_module(module)
+    fabric.setup_module(module)  # moves it to the device; the steps call the module itself
     for experience in experiences:
         strategy.before_task(module, experience)
         evaluation.start_task(module, experience.task)
@@ -106,34 +107,14 @@ def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> 
         data = TensorBatches(experience.x, experience.y, experience.t, config.train.batch_size, batches)
         running = True
         for _epoch in range(config.train.epochs_per_task):
-            for i, batch in enumerate(data):
-                loss = model.training_step(batch, i)
-                optimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                optimizer.step()
-                if not evaluation.end_batch(module, loss.item()):
+            for batch in data:
+                loss = strategy.observe(module, batch, optimizer, fabric.backward)
+                if not evaluation.end_batch(strategy.eval_model(module), loss.item()):
                     running = False
                     break
             if not running:
                 break
-        evaluation.end_task(module)
+        evaluation.end_task(strategy.eval_model(module))
         if not running:
-            return
-        strategy.after_task(module, experience)
-
-
-def _trainer_loop(config, module, strategy, evaluation, experiences, batches) -> None:
-    for experience in experiences:
-        strategy.before_task(module, experience)
-        trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_epochs=config.train.epochs_per_task, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            limit_val_batches=0, num_sanity_val_steps=0, callbacks=[evaluation],
-        )
-        # the callback numbers tasks itself; tell it which task this experience ends on
-        evaluation.task = experience.task - 1
-        data = TensorBatches(experience.x, experience.y, experience.t, config.train.batch_size, batches)
-        trainer.fit(module, train_dataloaders=data)
-        if evaluation.stop_reason is not None:
             return
         strategy.after_task(module, experience)

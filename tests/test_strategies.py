@@ -65,14 +65,6 @@ def test_other_settings_train(store, setting):
         assert R[2][0] > 0.85  # the task id given, the first task is not forgotten
 
 
-def test_trainer_loop_and_fabric_loop_give_the_same_metrics(store):
-    fabric = run_in_process(store, small_config("ewc", train={"loop": "fabric"}))
-    trainer = run_in_process(store, small_config("ewc", train={"loop": "trainer"}))
-    a, b = metric_rows(store, fabric), metric_rows(store, trainer)
-    assert len(a) == len(b)
-    assert all(x[:3] == y[:3] and math.isclose(x[3], y[3], rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(a, b))
-
-
 def test_eval_subset_uses_a_fixed_subset_but_boundaries_use_everything(store):
     run_id = run_in_process(store, small_config("naive", eval={"every": 1, "subset": 7}))
     # accuracies on 7 samples are multiples of 1/7; the full boundary evaluations are not

@@ -7,7 +7,7 @@ validator and the launch form are both built from that declaration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
@@ -82,10 +82,49 @@ class Strategy:
     def before_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called before training an experience."""
 
+    # ---- the training step: a strategy may shape every part of it ------------------------------
+    def parameter_groups(self, module: "ContinualModule") -> list[dict]:
+        """The optimizer's parameter groups (a slower backbone: a group with its own ``lr``; frozen
+        parts: left out). Default: every parameter that requires a gradient, one group."""
+        return [{"params": [p for p in module.parameters() if p.requires_grad]}]
+
+    def configure_optimizer(self, module: "ContinualModule", train_cfg) -> torch.optim.Optimizer:
+        """The optimizer of one experience (a fresh one each task, as Lightning's Trainer makes).
+        Default: ``train_cfg``'s optimizer over ``parameter_groups``."""
+        from engine.module import build_optimizer
+
+        return build_optimizer(self.parameter_groups(module), train_cfg)
+
     def training_loss(self, module: "ContinualModule", x: torch.Tensor, y: torch.Tensor,
                       t: torch.Tensor) -> torch.Tensor:
         """The loss of one training step; the default is plain fine-tuning."""
         return module.loss(x, y, t)
+
+    def after_backward(self, module: "ContinualModule", batch: tuple) -> None:
+        """The gradients are in ``p.grad``, the optimizer has not stepped: project or mask them,
+        accumulate importance (A-GEM, GEM, SI, PackNet)."""
+
+    def after_step(self, module: "ContinualModule", batch: tuple) -> None:
+        """The optimizer has stepped: average weights, re-apply masks, fill a buffer (EMA, ER)."""
+
+    def observe(self, module: "ContinualModule", batch: tuple, optimizer: torch.optim.Optimizer,
+                backward: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """One whole training step on ``batch`` = (x, y, t); returns the loss (detached or not).
+        ``backward(loss)`` is the loop's backward (precision plugins go through it). Override only
+        where a method needs the step itself (Mammoth's ``observe``); the hooks above cover most."""
+        x, y, t = batch
+        loss = self.training_loss(module, x, y, t)
+        optimizer.zero_grad(set_to_none=True)
+        backward(loss)
+        self.after_backward(module, batch)
+        optimizer.step()
+        self.after_step(module, batch)
+        return loss
+
+    def eval_model(self, module: "ContinualModule") -> torch.nn.Module:
+        """What continual evaluation measures: the trained module by default; a slow EMA copy, or a
+        module with a nearest-mean or analytic head, for the methods that predict that way."""
+        return module
 
     def after_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called after training an experience (consolidate, fill a buffer, keep a teacher)."""

@@ -1,0 +1,92 @@
+"""What a valid input may cost, set in one place.
+
+Every limit has a default here; an operator changes them in the ``[limits]`` table of the lab's
+settings file (``lab.toml`` beside the app, or the file named by ``$CL_LAB_SETTINGS``), e.g.::
+
+    [limits]
+    max_runs = 20000           # runs one sweep may queue, of any kind (grid, random, search, reality check)
+    weights_budget_gb = 50     # disk the saved weights of all runs may take
+
+Unknown keys and values of the wrong type are refused with one line each when the lab starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Limits:
+    # what the lab reads: config and sweep files, pasted YAML, form text
+    max_input_bytes: int = 256 * 1024       # a config or sweep file, or a paste
+    max_yaml_depth: int = 32                # nesting of mappings and lists
+    max_yaml_nodes: int = 50_000            # scalars, mappings and lists in one document
+    max_message_chars: int = 80             # a value quoted in an error line is cut to this
+    max_problems: int = 30                  # problem lines reported for one input
+    # what one run may cost
+    max_model_params: int = 200_000_000     # parameters of one model
+    max_memory_fraction: float = 0.5        # of the machine's memory, for a run's estimated peak
+    max_steps_per_run: int = 50_000_000     # training steps of one run
+    max_metric_rows_per_run: int = 200_000_000
+    # what a sweep may cost
+    max_runs: int = 10_000                  # runs one sweep may queue, whatever its kind
+    # disk
+    weights_budget_gb: float = 20.0         # saved weights of all runs in one lab
+
+
+class SettingsError(ValueError):
+    """The settings file has problems; one line each."""
+
+
+def settings_path() -> Path:
+    return Path(os.environ.get("CL_LAB_SETTINGS") or PROJECT_ROOT / "lab.toml")
+
+
+def read_settings(path: Path | None = None) -> dict:
+    """The settings file as a mapping ({} when there is none)."""
+    path = path or settings_path()
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise SettingsError(f"{path}: cannot be read as TOML ({err})") from None
+
+
+def load_limits(path: Path | None = None) -> Limits:
+    table = read_settings(path).get("limits", {})
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    problems, values = [], {}
+    if not isinstance(table, dict):
+        raise SettingsError("limits: must be a table of settings")
+    for key, value in table.items():
+        if key not in fields:
+            problems.append(f"limits.{key}: is not a known limit (known: {', '.join(fields)})")
+            continue
+        kind = fields[key].type
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+              and (kind != "int" or isinstance(value, int)))
+        if not ok:
+            problems.append(f"limits.{key} = {str(value)[:40]!r}: must be a positive {'integer' if kind == 'int' else 'number'}")
+        else:
+            values[key] = value
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return Limits(**values)
+
+
+_cached: Limits | None = None
+
+
+def limits() -> Limits:
+    """The limits in force in this process (read once)."""
+    global _cached
+    if _cached is None:
+        _cached = load_limits()
+    return _cached
