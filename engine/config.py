@@ -148,6 +148,9 @@ class RunConfig(_Section):
                 f"strategy {strategy.name} does not support the {self.scenario.setting}-incremental setting "
                 f"(it supports: {', '.join(strategy.settings)})"
             )
+        if strategy.models is not None and self.model.name not in strategy.models:
+            raise ValueError(f"strategy {strategy.name} does not work with model {self.model.name} "
+                             f"(it works with: {', '.join(strategy.models)})")
         return self
 
     @property

@@ -20,6 +20,14 @@ class ContinualModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's features part (its head's input)."""
+        return self.net.features(x)
+
+    @property
+    def head(self) -> torch.nn.Linear:
+        return self.net.head
+
     def mask(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Task-incremental: keep each sample's own task's classes. Other settings: unchanged."""
         return logits if self.class_mask is None else logits + self.class_mask[t]

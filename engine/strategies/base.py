@@ -62,6 +62,7 @@ class Strategy:
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     settings: ClassVar[tuple[str, ...]] = SETTINGS
+    models: ClassVar[tuple[str, ...] | None] = None  # the models it can train (None: any)
     hparams: ClassVar[dict[str, HParam]] = {}
 
     def __init__(self, seed: int = 0, **hparams: Any):

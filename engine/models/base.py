@@ -1,0 +1,29 @@
+"""What a model is: a ``features`` part and a linear ``head`` (as Mammoth's backbones), so a strategy
+can freeze, distil or read the features. A model declares its hyperparameters like a strategy does
+(``HParam``: type, default, range, help), from which the config check and the launch form are built."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from engine.strategies.base import HParam
+
+
+class Backbone(nn.Module):
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    hparams: ClassVar[dict[str, HParam]] = {}
+    kind: ClassVar[str] = "any"  # "any": flat or image input; "image": needs (C, H, W) input
+
+    features: nn.Module
+    head: nn.Linear
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from engine.models.base import Backbone
+from engine.strategies.base import HParam
+
+
+class MLP(Backbone):
+    """A multilayer perceptron: flattened input, ReLU hidden layers, a linear head."""
+
+    name = "mlp"
+    title = "MLP"
+    hparams = {"hidden": HParam(list, [256, 256], "hidden layer widths, e.g. [256, 256]; [] is a linear model")}
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: list[int] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, n_classes)
