@@ -10,10 +10,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
-from engine.datasets import DATASETS
+from engine.datasets import DATASET_INFO, DATASETS
 from engine.strategies import STRATEGIES, HParam
 
-CLASS_COUNTS = {"digits": 10, "mnist1d": 10}  # classes per dataset, for checking n_tasks without loading the data
+CLASS_COUNTS = {name: info.n_classes for name, info in DATASET_INFO.items()}  # n_tasks checks without loading the data
 
 
 class ConfigError(ValueError):

@@ -3,7 +3,7 @@ adding one means adding its file and one line below."""
 
 from __future__ import annotations
 
-from engine.datasets.base import Dataset
+from engine.datasets.base import Dataset, DatasetInfo
 from engine.datasets import digits, mnist1d
 
 DATASETS = {
@@ -11,4 +11,6 @@ DATASETS = {
     "mnist1d": mnist1d.load,
 }
 
-__all__ = ["DATASETS", "Dataset"]
+DATASET_INFO: dict[str, DatasetInfo] = {m.INFO.name: m.INFO for m in (digits, mnist1d)}
+
+__all__ = ["DATASETS", "DATASET_INFO", "Dataset", "DatasetInfo"]

@@ -6,6 +6,19 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the code needs to know of a dataset without loading it (config checks, cost
+    estimates, the launch form): no table elsewhere repeats it."""
+
+    name: str
+    title: str
+    input_shape: tuple[int, ...]   # one sample: (features,) for rows, (C, H, W) for images
+    n_classes: int
+    n_samples: int                 # train and test together, as the lab splits them (an estimate is fine)
+    embedded: bool = True          # ships with a package (no data directory needed)
+
+
 @dataclass
 class Dataset:
     """A classification dataset already split: features as float32 rows, labels 0..n_classes-1."""

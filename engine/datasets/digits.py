@@ -3,7 +3,9 @@
 
 from sklearn.datasets import load_digits
 
-from engine.datasets.base import Dataset, split_and_standardize
+from engine.datasets.base import Dataset, DatasetInfo, split_and_standardize
+
+INFO = DatasetInfo("digits", "Digits (scikit-learn, 8x8)", (64,), 10, 1797)
 
 
 def load(seed: int = 0, test_size: float = 0.25) -> Dataset:

@@ -17,7 +17,9 @@ import random
 
 import numpy as np
 
-from engine.datasets.base import Dataset, split_and_standardize
+from engine.datasets.base import Dataset, DatasetInfo, split_and_standardize
+
+INFO = DatasetInfo("mnist1d", "MNIST-1D (generated, 40 values)", (40,), 10, 5000)
 
 
 @functools.lru_cache(maxsize=1)
