@@ -634,6 +634,32 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
     return records
 
 
+def switch_dips(steps, A, spans: Spans, early: float = 0.25) -> list[dict]:
+    """The stability gap of the earlier tasks taken together, one record a task switch (to task k >= 2):
+    ``before``, the mean accuracy of tasks 1..k-1 at the switch; ``lowest``, its minimum over the first
+    ``early`` share of task k's steps; ``end``, its value when task k ends; ``fall`` = before - lowest;
+    ``recovered`` = (end - lowest) / fall, the share of the fall won back (None without a fall).
+    The demo's workload is chosen so that the falls average at least 0.10 and half is recovered."""
+    curves = continual_curves(steps, A, spans)
+    st, old = curves["step"], curves["stability"]
+    out = []
+    for k in sorted(spans):
+        s, e = spans[k]
+        if k < 2 or e is None:
+            continue
+        at_or_before = np.flatnonzero((st <= s) & np.isfinite(A[:, :k - 1]).all(1))
+        window = (st > s) & (st <= s + max(1, math.ceil(early * (e - s))))
+        at_end = np.flatnonzero(st == e)
+        if not at_or_before.size or not window.any() or not at_end.size:
+            continue
+        before = float(np.nanmean(A[at_or_before[-1], :k - 1]))
+        lowest, end = float(np.nanmin(old[window])), float(old[at_end[0]])
+        fall = before - lowest
+        out.append({"to_task": k, "switch_step": int(s), "before": before, "lowest": lowest, "end": end,
+                    "fall": fall, "recovered": (end - lowest) / fall if fall > 0 else None})
+    return out
+
+
 def stability_gap(records: Sequence[dict]) -> Value:
     """Mean gap depth over every (switch, earlier task) pair of ``stability_gaps``."""
     depths = [x["depth"] for r in records for x in r["tasks"] if x["depth"] is not None]
