@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engine.datasets import DATASET_INFO, DATASETS
 from engine.inputs import ConfigError, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
+from engine.limits import limits
 from engine.strategies import STRATEGIES, HParam
 
 CLASS_COUNTS = {name: info.n_classes for name, info in DATASET_INFO.items()}  # n_tasks checks without loading the data
@@ -150,7 +151,13 @@ class RunConfig(_Section):
 
 def _lines(err: ValidationError, prefix: str) -> list[str]:
     lines = []
-    for e in err.errors(include_url=False):
+    most = limits().max_problems  # a list of 50,000 wrong items is 50,000 errors: say how many, not each
+    errors = err.errors(include_url=False, include_context=False)
+    if len(errors) > most:
+        errors, more = errors[:most], len(errors) - most
+    else:
+        more = 0
+    for e in errors:
         loc = ".".join(cut_text(p) for p in e["loc"] if p not in ("function-after[_supported(), RunConfig]",))
         field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
         msg = e["msg"].replace("Value error, ", "").replace("Input should be", "must be")
@@ -162,6 +169,8 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
             lines.append(f"{field}: {msg}")
         else:
             lines.append(f"{field} = {cut(e['input'])}: {msg}")
+    if more:
+        lines.append(f"{prefix.rstrip('.') or 'config'}: ... and {more} more problem(s)")
     return lines
 
 
