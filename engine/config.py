@@ -154,7 +154,7 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
     most = limits().max_problems  # a list of 50,000 wrong items is 50,000 errors: say how many, not each
     errors = err.errors(include_url=False, include_context=False)
     if len(errors) > most:
-        errors, more = errors[:most], len(errors) - most
+        errors, more = errors[:most - 1], len(errors) - (most - 1)
     else:
         more = 0
     for e in errors:

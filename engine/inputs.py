@@ -65,7 +65,7 @@ def _bounded(problems: list[str]) -> list[str]:
 
 class _ShortRepr(reprlib.Repr):
     def repr_int(self, x, level):
-        digits = int(x.bit_length() * math.log10(2)) + 1
+        digits = int((x.bit_length() - 1) * math.log10(2)) + 1
         if digits > self.maxlong:  # str() of a huge int is slow, or refused past 4,300 digits
             return f"<an integer of about {digits} digits>"
         return repr(x)
@@ -155,7 +155,7 @@ GuardedLoader.add_implicit_resolver(
                    |[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$""", re.X),
     list("-+0123456789."))
 
-_NODE_EVENTS = (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.AliasEvent)
 _END_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
@@ -170,8 +170,6 @@ def check_events(text: str) -> None:
     try:
         while loader.check_event():
             event = loader.get_event()
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-                raise _Refused(event.start_mark, path, "aliases (&/*) are not allowed: write the value out")
             if isinstance(event, _END_EVENTS):
                 stack.pop()
                 path.pop()
@@ -189,6 +187,8 @@ def check_events(text: str) -> None:
                 else:
                     label = parent[2]
                 parent[1] += 1
+            if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+                raise _Refused(event.start_mark, path + [label], "aliases (&/*) are not allowed: write the value out")
             if nodes > lim.max_yaml_nodes:
                 raise _Refused(event.start_mark, path + [label], f"more than {lim.max_yaml_nodes:,} values: at most "
                                f"{lim.max_yaml_nodes:,} (lab.toml [limits] max_yaml_nodes)")
