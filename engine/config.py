@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from engine.datasets import DATASET_INFO, DATASETS
-from engine.inputs import ConfigError, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
+from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
 from engine.strategies import STRATEGIES, HParam
 
@@ -178,6 +178,7 @@ def parse_config(data: Any) -> RunConfig:
     """Validate a config mapping; raise ``ConfigError`` with one line per problem."""
     if not isinstance(data, dict):
         raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
+    check_document(data, "config")
     problems: list[str] = []
     strategy = data.get("strategy")
     if isinstance(strategy, dict):  # its own lines, field by field, before the rest

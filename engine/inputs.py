@@ -132,6 +132,29 @@ def decode(data: bytes | str, source: str) -> str:
                            f"(offset {err.start}) is not UTF-8: save the file as UTF-8"]) from None
 
 
+def check_document(data: Any, source: str = "config") -> None:
+    """The limits of the YAML guards for a document that did not come through YAML (the Launch form,
+    a stored sweep, a caller): nesting, the number of values, the size of integers. Iterative, so a
+    structure nested 10,000 deep is one line rather than a RecursionError."""
+    lim = limits()
+    most_bits = int(MAX_INT_CHARS / math.log10(2))
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > lim.max_yaml_nodes:
+            raise ConfigError([f"{source}: more than {lim.max_yaml_nodes:,} values: at most {lim.max_yaml_nodes:,} "
+                               "(lab.toml [limits] max_yaml_nodes)"])
+        if isinstance(value, int) and value.bit_length() > most_bits:
+            raise ConfigError([f"{source}: {cut(value)}: integers of at most {MAX_INT_CHARS} digits are read"])
+        if isinstance(value, (dict, list, tuple, set)):
+            if depth >= lim.max_yaml_depth:
+                raise ConfigError([f"{source}: nested deeper than {lim.max_yaml_depth} levels: at most "
+                                   f"{lim.max_yaml_depth} (lab.toml [limits] max_yaml_depth)"])
+            items = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+
+
 # ---- YAML ------------------------------------------------------------------------------------------
 
 class _Refused(Exception):

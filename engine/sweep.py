@@ -56,7 +56,7 @@ import numpy as np
 
 from engine.config import (MAX_SEED, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
                            parse_config, read_yaml)
-from engine.inputs import cut, cut_text
+from engine.inputs import check_document, cut, cut_text
 from engine.limits import limits
 from engine.strategies import STRATEGIES
 from store.schema import FINAL_STATUSES, RUN_STATUSES
@@ -396,6 +396,7 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
     if not isinstance(data, dict):
         raise ConfigError(["sweep: must be a mapping with name, base, seeds and one of grid, random, search, "
                            "reality_check"])
+    check_document(data, "sweep")
     problems: list[str] = []
     unknown_fields(data, TOP_KEYS, "", problems)
     name = data.get("name", default_name)
