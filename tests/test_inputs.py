@@ -129,6 +129,18 @@ def test_a_db_that_is_not_a_duckdb_database_is_one_line_and_exit_2(kind, tmp_pat
     assert code == 2 and out.strip() == f"error: --db {err.value}"
 
 
+def test_the_lab_page_says_when_its_db_is_not_a_duckdb_database(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    monkeypatch.setenv("CL_LAB_DB", str(notes))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert [e.value for e in at.error] == [f"{notes}: is not a DuckDB database; expected the lab's DuckDB database "
+                                           "file, or the name of a new one"]
+    assert not at.exception and notes.read_text() == "hello\n"
+
+
 # ---- the guarded entry -----------------------------------------------------------------------------
 
 def test_yaml_guards_name_the_line_the_field_and_the_limit():
