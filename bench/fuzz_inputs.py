@@ -243,11 +243,12 @@ def read_case(kind: str, path: Path, timeout: float) -> tuple[str, str]:
 
 
 def run(kind: str, files: list[Path], timeout: float) -> dict:
-    times, outcomes, peaks = [], [], []
+    times, cpu, outcomes, peaks = [], [], [], []
     for path in files:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         outcomes.append(read_case(kind, path, timeout))
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     tracemalloc.start()
     for path in files:
         tracemalloc.reset_peak()
@@ -261,6 +262,7 @@ def run(kind: str, files: list[Path], timeout: float) -> dict:
         "crashes": [(files[i].name, d) for i, (o, d) in enumerate(outcomes) if o == "crash"],
         "timeouts": [files[i].name for i, (o, _) in enumerate(outcomes) if o == "timeout"],
         "max_s": max(times), "median_s": statistics.median(times), "slowest": files[times.index(max(times))].name,
+        "max_cpu_s": max(cpu), "median_cpu_s": statistics.median(cpu),
         "max_mb": max(peaks) / 2**20, "largest": files[peaks.index(max(peaks))].name,
         "longest_line": max(lines, key=len) if lines else "", "most_lines": max(
             (len(d.splitlines()) for o, d in outcomes if o == "refused"), default=0),
@@ -276,6 +278,7 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"limits: {limits()}", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall times grow with it)")
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for kind, n in (("config", args.configs), ("sweep", args.sweeps)):
@@ -288,7 +291,8 @@ def main() -> int:
             print(f"\n{kind} files: {r['cases']} ({r['ok']} accepted, {r['refused']} refused), "
                   f"{len(r['crashes'])} crashes, {len(r['timeouts'])} time-outs")
             print(f"  time per case: median {1000 * r['median_s']:.1f} ms, max {1000 * r['max_s']:.0f} ms "
-                  f"({r['slowest']}, {os.path.getsize(Path(tmp) / r['slowest']):,} bytes)")
+                  f"({r['slowest']}, {os.path.getsize(Path(tmp) / r['slowest']):,} bytes); CPU time: median "
+                  f"{1000 * r['median_cpu_s']:.1f} ms, max {1000 * r['max_cpu_s']:.0f} ms")
             print(f"  memory per case (tracemalloc peak): max {r['max_mb']:.1f} MB ({r['largest']})")
             print(f"  longest problem line ({len(r['longest_line'])} chars): {r['longest_line']}")
             print(f"  most problem lines in one case: {r['most_lines']}")
@@ -297,6 +301,7 @@ def main() -> int:
             for name in r["timeouts"][:20]:
                 print(f"  TIME-OUT {name}")
             failed |= bool(r["crashes"] or r["timeouts"]) or r["max_s"] > 2 or r["max_mb"] > 200
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("\ntargets (0 crashes, 0 time-outs, each case under 2 s and 200 MB):", "MISSED" if failed else "met")
     return 1 if failed else 0
 
