@@ -12,7 +12,7 @@ from engine.inputs import MAX_LINE_CHARS, load_yaml
 from engine.limits import limits
 from engine.sweep import parse_sweep
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 # values a field should refuse, or take, without harm
 scalars = st.one_of(

@@ -55,40 +55,30 @@ def run_cli(*argv, capsys):
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", CONFIG_REPRODUCERS)
-def test_each_config_reproducer_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
-    content, expected = CONFIG_REPRODUCERS[case]
-    path, db = tmp_path / "c.yaml", tmp_path / "lab.duckdb"
+SWEEP_REPRODUCERS = {
+    "base-strategy-list": (b"base: {strategy: [1]}\ngrid: {train.lr: [0.1]}\n",
+                           "base.strategy = [1]: must be a mapping with a name"),
+    "alias-bomb": (alias_bomb(9).encode(), "aliases (&/*) are not allowed"),
+    "random-10**6": (b"random: {samples: 1000, seed: 0, space: {train.lr: {uniform: [0.01, 0.1]}}}\nseeds: ["
+                     + ", ".join(map(str, range(1000))).encode() + b"]\n",
+                     "sweep: 1000 samples x 1000 seeds = 1,000,000 runs: at most 10,000 runs a sweep "
+                     "(lab.toml [limits] max_runs)"),
+}
+REPRODUCERS = {**{("run", k): v for k, v in CONFIG_REPRODUCERS.items()},
+               **{("sweep", k): v for k, v in SWEEP_REPRODUCERS.items()}}
+
+
+@pytest.mark.parametrize("command, case", REPRODUCERS, ids=[f"{c}-{k}" for c, k in REPRODUCERS])
+def test_each_reproducer_is_one_line_exit_2_and_nothing_written(command, case, tmp_path, capsys):
+    content, expected = REPRODUCERS[command, case]
+    path, db = tmp_path / "input.yaml", tmp_path / "lab.duckdb"
     path.write_bytes(content)
-    code, err = run_cli("run", path, "--db", db, capsys=capsys)
+    code, err = run_cli(command, path, "--db", db, capsys=capsys)
     lines = err.strip().splitlines()
     assert code == 2
     assert "1 problem(s)" in lines[0] and len(lines) == 2, err
     assert expected in lines[1], err
     assert len(lines[1]) < 300
-    assert not db.exists()
-
-
-SWEEP_REPRODUCERS = {
-    "base-strategy-list": ("base: {strategy: [1]}\ngrid: {train.lr: [0.1]}\n",
-                           "base.strategy = [1]: must be a mapping with a name"),
-    "alias-bomb": (alias_bomb(9), "aliases (&/*) are not allowed"),
-    "random-10**6": ("random: {samples: 1000, seed: 0, space: {train.lr: {uniform: [0.01, 0.1]}}}\nseeds: ["
-                     + ", ".join(map(str, range(1000))) + "]\n",
-                     "sweep: 1000 samples x 1000 seeds = 1,000,000 runs: at most 10,000 runs a sweep "
-                     "(lab.toml [limits] max_runs)"),
-}
-
-
-@pytest.mark.parametrize("case", SWEEP_REPRODUCERS)
-def test_each_sweep_reproducer_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
-    content, expected = SWEEP_REPRODUCERS[case]
-    path, db = tmp_path / "s.yaml", tmp_path / "lab.duckdb"
-    path.write_text(content)
-    code, err = run_cli("sweep", path, "--db", db, capsys=capsys)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 2, err
-    assert expected in lines[1], err
     assert not db.exists()
 
 
@@ -100,7 +90,7 @@ def test_reproducers_through_a_real_process_end_without_a_traceback(tmp_path):
         path.write_bytes(CONFIG_REPRODUCERS[case][0])
         runs.append((["run", path, "--db", tmp_path / f"c{i}.duckdb"], CONFIG_REPRODUCERS[case][1]))
     path = tmp_path / "s.yaml"
-    path.write_text(SWEEP_REPRODUCERS["base-strategy-list"][0])
+    path.write_bytes(SWEEP_REPRODUCERS["base-strategy-list"][0])
     runs.append((["sweep", path, "--db", tmp_path / "s.duckdb"], SWEEP_REPRODUCERS["base-strategy-list"][1]))
     not_db = tmp_path / "notes.txt"
     not_db.write_text("not a database\n")
