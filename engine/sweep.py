@@ -31,7 +31,10 @@ rounded to 6 significant digits). ``search: {...}`` is an Optuna study (``engine
 
 Every expanded config is validated with ``parse_config`` and each bound of a space (or each choice) is
 checked on its own; a bad sweep raises ``ConfigError`` with one line per problem, before anything is
-written. ``expand`` is pure and deterministic: grid points in the order of the keys (the last key
+written. The runs a sweep asks for (grid points x seeds, samples x seeds, trials; a reality check's
+both phases) are counted from the sizes alone, before anything is expanded, and may not exceed
+``limits().max_runs`` (lab.toml ``[limits] max_runs``); no list of seeds, values or choices may be
+longer either. ``expand`` is pure and deterministic: grid points in the order of the keys (the last key
 varies fastest), seeds innermost.
 """
 
