@@ -9,7 +9,8 @@ temporary folder and read by path, as ``python -m engine run FILE`` reads it.
     python bench/fuzz_inputs.py [--configs 1000] [--sweeps 300] [--seed 0]
 
 Reported: crashes (any exception but ConfigError), time-outs (a case still running after
-``--timeout`` s), the max and median time per case, the max memory per case (tracemalloc peak, in a
+``--timeout`` s of CPU time), the max and median time per case (wall and CPU; the 2 s target is
+checked on CPU time, as the wall time on a shared machine grows with the load average printed), the max memory per case (tracemalloc peak, in a
 second pass: tracing slows the timing pass), the longest problem line and the most lines.
 Targets (issue 8): 0 crashes, 0 time-outs, every case under 2 s and 200 MB.
 """
@@ -227,8 +228,10 @@ def _alarm(signum, frame):
 
 
 def read_case(kind: str, path: Path, timeout: float) -> tuple[str, str]:
-    """('ok' | 'refused' | 'crash' | 'timeout', detail)."""
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    """('ok' | 'refused' | 'crash' | 'timeout', detail). The time-out counts this process's CPU time
+    (ITIMER_PROF): on a machine shared with other work, wall time says more about the others."""
+    signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout)
     try:
         (load_config if kind == "config" else load_sweep)(path)
         return "ok", ""
@@ -239,7 +242,7 @@ def read_case(kind: str, path: Path, timeout: float) -> tuple[str, str]:
     except Exception as err:  # noqa: BLE001 - a crash is what this counts
         return "crash", f"{type(err).__name__}: {str(err)[:200]}"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def run(kind: str, files: list[Path], timeout: float) -> dict:
@@ -274,7 +277,7 @@ def main() -> int:
     ap.add_argument("--configs", type=int, default=1000)
     ap.add_argument("--sweeps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=10.0, help="seconds before a case counts as a time-out")
+    ap.add_argument("--timeout", type=float, default=10.0, help="CPU seconds before a case counts as a time-out")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"limits: {limits()}", flush=True)
@@ -292,7 +295,7 @@ def main() -> int:
                   f"{len(r['crashes'])} crashes, {len(r['timeouts'])} time-outs")
             print(f"  time per case: median {1000 * r['median_s']:.1f} ms, max {1000 * r['max_s']:.0f} ms "
                   f"({r['slowest']}, {os.path.getsize(Path(tmp) / r['slowest']):,} bytes); CPU time: median "
-                  f"{1000 * r['median_cpu_s']:.1f} ms, max {1000 * r['max_cpu_s']:.0f} ms")
+                  f"{1000 * r['median_cpu_s']:.2f} ms, max {1000 * r['max_cpu_s']:.0f} ms (the CPU clock may tick coarsely)")
             print(f"  memory per case (tracemalloc peak): max {r['max_mb']:.1f} MB ({r['largest']})")
             print(f"  longest problem line ({len(r['longest_line'])} chars): {r['longest_line']}")
             print(f"  most problem lines in one case: {r['most_lines']}")
@@ -300,7 +303,7 @@ def main() -> int:
                 print(f"  CRASH {name}: {detail}")
             for name in r["timeouts"][:20]:
                 print(f"  TIME-OUT {name}")
-            failed |= bool(r["crashes"] or r["timeouts"]) or r["max_s"] > 2 or r["max_mb"] > 200
+            failed |= bool(r["crashes"] or r["timeouts"]) or r["max_cpu_s"] > 2 or r["max_mb"] > 200
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("\ntargets (0 crashes, 0 time-outs, each case under 2 s and 200 MB):", "MISSED" if failed else "met")
     return 1 if failed else 0

@@ -249,12 +249,13 @@ def load_yaml(text: str | bytes, source: str = "input") -> Any:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError([f"{source}:{where} is not valid YAML ({cut_text(problem)})"]) from None
-    except (ValueError, OverflowError) as err:  # a constructor's conversion (a date out of range, ...)
-        raise ConfigError([f"{source}: a value cannot be read ({cut_text(err)})"]) from None
     except RecursionError:  # the depth limit comes first; this is the last guard
         raise ConfigError([f"{source}: nested too deeply to read"]) from None
     except MemoryError:
         raise ConfigError([f"{source}: too large to read"]) from None
+    except Exception as err:  # noqa: BLE001 - a constructor failing on odd input: a date out of range
+        # (ValueError), an explicit !!timestamp tag on a text that is no date (AttributeError), ...
+        raise ConfigError([f"{source}: a value cannot be read ({type(err).__name__}: {cut_text(err)})"]) from None
     finally:
         if loader is not None:
             loader.dispose()

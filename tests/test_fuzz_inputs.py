@@ -126,6 +126,9 @@ texts = st.one_of(
     st.integers(30, 5_000).map(lambda n: "a: " + "{b: " * n),
     st.integers(90, 20_000).map(lambda n: "seed: " + "9" * n),
     st.integers(1, 20).map(lambda n: "x: 0x" + "f" * (n * 10)),
+    st.builds(lambda tag, text: f"x: !!{tag} {text}", st.sampled_from(["timestamp", "binary", "set", "float", "int",
+                                                                     "bool", "omap", "pairs", "python/name:os.system"]),
+              st.text(alphabet="09-:.xT ", max_size=12)),
     st.builds(lambda head, junk: head + junk, st.sampled_from([b"name: ", b"a: [1, ", b"\xef\xbb\xbf"]),
               st.binary(min_size=1, max_size=20)),
 )

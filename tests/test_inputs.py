@@ -42,6 +42,8 @@ CONFIG_REPRODUCERS = {
     "bool-as-1": (b"train: {save_weights: 1}\n", "train.save_weights = 1: must be a valid boolean"),
     "alias-bomb": (alias_bomb(10).encode(), "aliases (&/*) are not allowed"),
     "too-large": (b"# " + b"x" * (256 * 1024) + b"\n", "is larger than 262,144 bytes"),
+    "timestamp-tag": (b"name: !!timestamp 99999-1-1\n", "a value cannot be read (AttributeError"),
+    "bad-date": (b"name: 2001-13-45\n", "a value cannot be read (ValueError: month must be in 1..12)"),
     "python-tag": (b"name: !!python/object/apply:os.system [ls]\n", "is not valid YAML (could not determine a constructor"),
 }
 
