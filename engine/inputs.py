@@ -5,8 +5,9 @@ What it guarantees, whatever the input (the limits are ``engine.limits.limits()`
 - at most ``max_input_bytes`` are read (a file is read to that size plus one byte, never whole);
 - the text is UTF-8, else one line names the byte and where it is;
 - YAML anchors and aliases are refused (an alias bomb of 330 bytes expands to millions of values);
-- nesting deeper than ``max_yaml_depth`` or more than ``max_yaml_nodes`` values are refused while the
-  document is composed, before any of it is built;
+- nesting deeper than ``max_yaml_depth`` or more than ``max_yaml_nodes`` values are refused on the
+  parser's events, before any of the document is composed or built (``check_events``); documents
+  that did not come through YAML get the same limits (``check_document``);
 - an integer written with more than ``MAX_INT_CHARS`` characters is refused (Python refuses to convert
   decimal texts of more than 4,300 digits, and no field needs more than 20);
 - ``1e-3`` is read as a number (YAML 1.1 reads it as text; YAML 1.2, JSON and Python as a number).
