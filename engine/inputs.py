@@ -53,12 +53,13 @@ class ConfigError(ValueError):
 
 def _bounded(problems: list[str]) -> list[str]:
     most = limits().max_problems
+    shown = problems if len(problems) <= most else problems[:most - 1]  # and one line saying how many more
     lines = []
-    for line in problems[:most]:
+    for line in shown:
         line = str(line).replace("\r", "\\r").replace("\n", "\\n")
         lines.append(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 1] + "…")
     if len(problems) > most:
-        lines.append(f"... and {len(problems) - most} more problem(s)")
+        lines.append(f"... and {len(problems) - len(shown)} more problem(s)")
     return lines
 
 

@@ -188,7 +188,7 @@ def test_cut_quotes_any_value_in_a_bounded_line():
 def test_a_problem_list_is_bounded():
     err = ConfigError([f"p{i}: bad" for i in range(100)] + ["x" * 10_000])
     most = limits().max_problems
-    assert len(err.problems) == most + 1 and err.problems[-1] == f"... and {101 - most} more problem(s)"
+    assert len(err.problems) == most and err.problems[-1] == f"... and {101 - most + 1} more problem(s)"
     err = ConfigError(["x" * 10_000 + "\nsecond"])
     assert len(err.problems[0]) == MAX_LINE_CHARS and "\n" not in err.problems[0]
 
