@@ -2,7 +2,7 @@
 ``python -m engine metrics RUN_ID [--json]``.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
-arguments; nothing written), 3 the database is held by another process.
+arguments, a --db that is not a DuckDB database; nothing written), 3 the database is held by another process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
-from store import DEFAULT_DB, DatabaseLocked, Store
+from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 
 def _open_store(path: Path) -> Store:
@@ -22,6 +22,9 @@ def _open_store(path: Path) -> Store:
     except DatabaseLocked as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
+    except NotADatabase as err:
+        print(f"error: --db {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cmd_run(args) -> int:

@@ -222,6 +222,23 @@ def test_a_bad_sweep_file_is_rejected_line_by_line_and_queues_nothing(lab):
     assert n_runs(lab) == before
 
 
+@pytest.mark.parametrize("paste, expected", [
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n", "aliases (&/*) are not allowed"),
+    ("[" * 5000, "nested deeper than 32 levels"),
+    ("seeds: [" + "9" * 5000 + "]", "an integer of 5,000 characters"),
+])
+def test_a_hostile_paste_is_one_line_on_the_page_and_queues_nothing(lab, paste, expected):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    at.text_area(key="sweep.yaml").set_value(paste)
+    before = n_runs(lab)
+    at.button(key="launch_sweep").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and expected in errors[0] and not at.exception, errors
+    assert n_runs(lab) == before
+
+
 def test_a_reality_check_runs_both_phases_in_the_lab_and_the_page_ranks_them_side_by_side(lab):
     import time
     from engine.sweep import sweep_progress
