@@ -159,7 +159,8 @@ def test_acil_head_equals_ridge_regression_on_all_data_seen():
 
 
 def test_slca_slows_the_backbone_and_aligns_the_head_on_the_stored_gaussians():
-    config = small_config("slca", strategy={"name": "slca", "backbone_lr_scale": 0.01})
+    config = small_config("slca", strategy={"name": "slca", "backbone_lr_scale": 0.01,
+                                                   "ca_samples": 64, "ca_epochs": 2})
     module, slca, scenario, snapshots = train(config)
     groups = slca.configure_optimizer(module, config.train).param_groups
     assert [g["lr"] for g in groups] == [pytest.approx(0.05 * 0.01), 0.05]

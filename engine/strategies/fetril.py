@@ -5,6 +5,16 @@ from engine.strategies.base import HParam, Strategy
 
 
 @torch.no_grad()
+def encode(module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """The features of ``x`` in evaluation mode (no batch-norm statistics move), in chunks."""
+    was_training = module.training
+    module.eval()
+    feats = torch.cat([module.features(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+    module.train(was_training)
+    return feats
+
+
+@torch.no_grad()
 def class_means(features: torch.Tensor, y: torch.Tensor, classes) -> dict[int, torch.Tensor]:
     return {c: features[y == c].mean(0) for c in classes}
 
@@ -36,7 +46,7 @@ class FeTrIL(Strategy):
     def before_task(self, module, experience):
         if not self.means:
             return  # the first task trains the whole network
-        feats = self.encode(module, experience.x)
+        feats = encode(module, experience.x)
         new = sorted(set(experience.y.tolist()) - set(self.means))
         new_means = class_means(feats, experience.y, new)
         old = sorted(self.means)
@@ -59,22 +69,17 @@ class FeTrIL(Strategy):
             ys.append(torch.full(((y == n).sum(),), c, dtype=y.dtype, device=y.device))
         return torch.cat(xs), torch.cat(ys)
 
-    def encode(self, module, x):
-        module.net.features.eval()  # frozen: no batch-norm statistics move either
-        with torch.no_grad():
-            return module.features(x)
-
     def training_loss(self, module, x, y, t):
         if self.pseudo_x is None:
             return module.loss(x, y, t)
         n_pseudo = max(1, round(len(y) * (len(self.means) - self.n_new) / self.n_new))  # as many per class
         idx = torch.randint(len(self.pseudo_y), (n_pseudo,), generator=self.generator).to(y.device)
-        feats = torch.cat([self.encode(module, x), self.pseudo_x[idx]])
+        feats = torch.cat([encode(module, x), self.pseudo_x[idx]])
         return F.cross_entropy(module.head(feats), torch.cat([y, self.pseudo_y[idx]]))
 
     def after_task(self, module, experience):
         if self.means:
             return
         module.net.features.requires_grad_(False)  # later optimizers get the head only
-        feats = self.encode(module, experience.x)
+        feats = encode(module, experience.x)
         self.means = class_means(feats, experience.y, sorted(set(experience.y.tolist())))

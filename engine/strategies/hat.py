@@ -14,7 +14,9 @@ class HAT(Strategy):
     earlier tasks use stop changing; a regulariser (weight ``c``) keeps each task's gates sparse on
     units still free. Task-incremental: the task id picks the gates. Defaults and the embedding
     gradient compensation and clamp (6) follow the authors' code (s_max 400, c 0.75). The gate
-    multiplies the layer's output before its activation (the same thing for ReLU)."""
+    multiplies the layer's output before its activation (the same thing for ReLU), or the output of
+    the batch norm that follows it; batch-norm running statistics are not protected (the paper's
+    networks have none)."""
 
     name = "hat"
     title = "HAT"
@@ -29,12 +31,17 @@ class HAT(Strategy):
 
     def setup(self, module, scenario):
         self.n_tasks = len(scenario.tasks)
-        self.layers = [m for m in module.net.features.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        modules = list(module.net.features.modules())
+        self.layers = [m for m in modules if isinstance(m, (nn.Linear, nn.Conv2d))]
+        # the gate sits on a layer's output, or on the batch norm right after it (which would undo it)
+        follows = {id(a): b for a, b in zip(modules, modules[1:])}
+        self.sites = [follows[id(m)] if isinstance(follows.get(id(m)), nn.modules.batchnorm._BatchNorm) else m
+                      for m in self.layers]
         self.embeddings: list[list[nn.Parameter]] = []  # task -> a vector per layer
         self.cumulative: list[torch.Tensor] | None = None  # max of earlier tasks' gates at s_max
         self.gates: list[torch.Tensor] | None = None  # the gates the forward pass applies now
-        for i, layer in enumerate(self.layers):
-            layer.register_forward_hook(lambda m, inp, out, i=i: self.gate(out, i))
+        for i, site in enumerate(self.sites):
+            site.register_forward_hook(lambda m, inp, out, i=i: self.gate(out, i))
         self.task, self.s = 0, self.s_max
         self.routed = TaskRouted(module, lambda x, task: self.forward(module, x, task, self.s_max))
 
@@ -90,17 +97,20 @@ class HAT(Strategy):
     def gradient_masks(self) -> dict[nn.Parameter, torch.Tensor]:
         """1 - min(attention of a weight's output unit, of its input unit), from earlier tasks."""
         masks, previous = {}, None
-        for layer, out in zip(self.layers, self.cumulative):
+        for layer, site, out in zip(self.layers, self.sites, self.cumulative):
             shape = (-1,) + (1,) * (layer.weight.dim() - 1)
             post = out.view(shape).expand_as(layer.weight)
-            if previous is not None:
-                width = layer.weight.shape[1]
+            width = layer.weight.shape[1]
+            # the input units are the previous layer's in module order (exact for chains of layers; with
+            # residual branches, a width that does not fit leaves the stricter output-only mask)
+            if previous is not None and width % len(previous) == 0:
                 pre = previous.repeat_interleave(width // len(previous))  # a Linear after a flattened Conv2d
                 pre = pre.view((1, -1) + (1,) * (layer.weight.dim() - 2)).expand_as(layer.weight)
                 post = torch.min(post, pre)
             masks[layer.weight] = 1 - post
-            if layer.bias is not None:
-                masks[layer.bias] = 1 - out
+            for bias in (layer.bias, getattr(site, "weight", None), getattr(site, "bias", None)):
+                if bias is not None and bias is not layer.weight:  # per-unit parameters
+                    masks[bias] = 1 - out
             previous = out
         return masks
 

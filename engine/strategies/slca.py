@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.strategies.base import HParam, Strategy
+from engine.strategies.fetril import encode
 from engine.strategies.steps import steps_in_task
 
 
@@ -48,9 +49,7 @@ class SLCA(Strategy):
 
     @torch.no_grad()
     def store_statistics(self, module, experience):
-        was_training = module.training
-        feats = module.eval().features(experience.x).double()
-        module.train(was_training)
+        feats = encode(module, experience.x).double()
         for c in sorted(set(experience.y.tolist())):
             f = feats[experience.y == c]
             cov = torch.cov(f.T) if len(f) > 1 else torch.zeros(f.shape[1], f.shape[1], dtype=f.dtype, device=f.device)
