@@ -27,9 +27,32 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench.train_speed import TARGET_RATIO, engine_run, make_config, plain_evaluate  # noqa: E402
+from bench.train_speed import TARGET_RATIO, make_config, plain_evaluate  # noqa: E402
+from engine.evaluation import BufferedSink  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.scenarios import build_scenario  # noqa: E402
+from engine.train import train_run  # noqa: E402
+
+
+class FinalAccSink(BufferedSink):
+    """Discards the engine's metric batches but the last accuracies (a batch may end mid-evaluation)."""
+
+    def __init__(self):
+        super().__init__(run_id=0)
+        self.acc: dict[int, float] = {}
+
+    def emit(self, batch: dict) -> None:
+        for metric, task, value in zip(batch["metric"], batch["task"], batch["value"]):
+            if metric == "boundary_acc":
+                self.acc[int(task)] = float(value)
+
+
+def engine_run(config) -> tuple[int, list[float]]:
+    sink = FinalAccSink()
+    result = train_run(config, sink)
+    if result.status != "finished":
+        raise RuntimeError(f"engine run {result.status}: {result.error}")
+    return result.step, [sink.acc[t] for t in sorted(sink.acc)]
 
 
 def plain_run(config) -> tuple[int, list[float]]:
@@ -77,13 +100,16 @@ def plain_run(config) -> tuple[int, list[float]]:
                     net.features.requires_grad_(False).eval()
                     g = torch.Generator().manual_seed(config.seed)
                     d = net.head.in_features
-                    buffer = nn.Linear(d, width)
-                    with torch.no_grad():
-                        buffer.weight.copy_(torch.randn(buffer.weight.shape, generator=g) / d ** 0.5)
-                        buffer.bias.copy_(torch.randn(buffer.bias.shape, generator=g) * 0.1)
-                    embed = nn.Sequential(net.features, buffer, nn.ReLU()).requires_grad_(False).eval()
-                    R = torch.eye(width, dtype=torch.float64) / gamma
-                    W = torch.zeros(width, n_classes, dtype=torch.float64)
+                    if width:
+                        buffer = nn.Linear(d, width)
+                        with torch.no_grad():
+                            buffer.weight.copy_(torch.randn(buffer.weight.shape, generator=g) / d ** 0.5)
+                            buffer.bias.copy_(torch.randn(buffer.bias.shape, generator=g) * 0.1)
+                        embed = nn.Sequential(net.features, buffer, nn.ReLU()).requires_grad_(False).eval()
+                    else:
+                        embed = net.features
+                    R = torch.eye(width or d, dtype=torch.float64) / gamma
+                    W = torch.zeros(width or d, n_classes, dtype=torch.float64)
                     with torch.no_grad():
                         for j in range(0, len(y), bs):
                             update(embed(x[j:j + bs]), F.one_hot(y[j:j + bs], n_classes))
