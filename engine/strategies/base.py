@@ -64,6 +64,7 @@ class Strategy:
     settings: ClassVar[tuple[str, ...]] = SETTINGS
     models: ClassVar[tuple[str, ...] | None] = None  # the models it can train (None: any)
     hparams: ClassVar[dict[str, HParam]] = {}
+    paper: ClassVar[str] = ""  # the source paper: authors, year, title
 
     def __init__(self, seed: int = 0, **hparams: Any):
         self.seed = seed
