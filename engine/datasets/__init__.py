@@ -19,7 +19,8 @@ def dataset_status(root=None) -> list[dict]:
     where to put them): for ``python -m engine datasets`` and the launch form."""
     rows = []
     for name, info in DATASET_INFO.items():
-        ok, message = info.ready(root)
+        # a generic dataset's root is its folder or file: here it is looked for under the data directory
+        ok, message = info.ready(data_dir(root) / info.path_name if info.path_name else root)
         rows.append({"name": name, "title": info.title, "ready": ok, "message": message})
     return rows
 

@@ -21,10 +21,11 @@ FOLDER = "cifar-10-batches-py"
 TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST = ("test_batch",)
 
-# what a CIFAR pickle may name: NumPy's array reconstruction (old and new module paths), nothing else
+# what a CIFAR pickle may name: NumPy's array reconstruction (old and new module paths), and the
+# codec call protocol 2 uses for bytes when written from Python 3; nothing else
 _ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
                              "numpy._core.numeric", "numpy") for n in ("_reconstruct", "scalar", "ndarray", "dtype",
-                                                                       "_frombuffer")}
+                                                                       "_frombuffer")} | {("_codecs", "encode")}
 
 
 class _ArraysOnly(pickle.Unpickler):
