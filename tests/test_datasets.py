@@ -4,9 +4,6 @@ training run from CIFAR-format files."""
 
 import gzip
 import pickle
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +11,6 @@ import torch
 from engine.augment import augment, random_crop, random_flip
 from engine.config import ConfigError, parse_config
 from engine.datasets import DATASET_INFO, DATASETS, DatasetError, dataset_status
-from tests.conftest import ROOT
 
 RNG = np.random.default_rng(0)
 
@@ -265,20 +261,18 @@ def test_a_missing_file_is_one_config_line_naming_the_file_where_and_the_layout(
     assert err.value.problems == ["scenario.domain = 'rotated': needs an image dataset (digits has rows of 64 values)"]
 
 
-def test_the_cli_refuses_a_missing_dataset_with_exit_2_and_lists_the_datasets(tmp_path):
+def test_the_cli_refuses_a_missing_dataset_with_exit_2_and_lists_the_datasets(tmp_path, monkeypatch, capsys):
+    from engine.__main__ import main
+
+    monkeypatch.setenv("CL_LAB_DATA", str(tmp_path))
     config = tmp_path / "c.yaml"
     config.write_text(f"scenario: {{dataset: svhn, root: {tmp_path}}}\n")
     db = tmp_path / "lab.duckdb"
-    env = {"PATH": "/usr/bin:/bin", "CL_LAB_DATA": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(db)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 2 and not db.exists()
-    assert f"scenario.dataset = 'svhn': {tmp_path}/svhn/train_32x32.mat not found" in proc.stderr
+    assert main(["run", str(config), "--db", str(db)]) == 2 and not db.exists()
+    assert f"scenario.dataset = 'svhn': {tmp_path}/svhn/train_32x32.mat not found" in capsys.readouterr().err
     write_mnist(tmp_path)
-    listing = subprocess.run([sys.executable, "-m", "engine", "datasets"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=120, env=env)
-    assert listing.returncode == 0
-    lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert main(["datasets"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(lines) == set(DATASET_INFO)
     assert lines["mnist"].split()[1] == "ready" and lines["digits"].split()[1] == "ready"
     assert lines["kmnist"].split()[1] == "missing" and f"{tmp_path}/KMNIST/raw/train-images-idx3-ubyte not found" in lines["kmnist"]
