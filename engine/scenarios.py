@@ -49,11 +49,13 @@ class DomainShift:
         if self.kind is None:
             return x
         if self.kind == "permuted":
-            perm = self.perms.to(x.device)[domain.to(x.device)]                     # (B, D)
-            if x.dim() == 2:
-                return x.gather(1, perm)
-            b, c, h, w = x.shape
-            return x.flatten(2).gather(2, perm[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
+            flat = x if x.dim() == 2 else x.flatten(2)  # (B, D) rows or (B, C, H*W) pixels
+            if len(domain) and bool((domain == domain[0]).all()):  # one task (the usual batch): one index
+                out = flat[..., self.perms[int(domain[0])].to(x.device)]
+            else:
+                perm = self.perms.to(x.device)[domain.to(x.device)]  # (B, D)
+                out = flat.gather(-1, perm if x.dim() == 2 else perm[:, None, :].expand_as(flat))
+            return out.view(x.shape)
         theta = self.angles[domain.cpu()] * (math.pi / 180)
         cos, sin = theta.cos(), theta.sin()
         # affine_grid maps output to input coordinates (x right, y down): the inverse rotation

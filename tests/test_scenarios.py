@@ -151,3 +151,6 @@ def test_joint_training_joins_tasks_without_copying_their_images(tmp_path):
     assert len(everything) == 100 and everything.samples.pool is s.tasks[0].train.pool
     assert sorted(everything.t.unique().tolist()) == [0, 1, 2, 3, 4] and everything.task == 5
     assert torch.equal(everything.x[:20], s.tasks[0].train_x)
+    permuted = cifar_scenario(tmp_path, setting="domain", n_tasks=3)  # a batch mixes the tasks' permutations
+    (mixed,) = STRATEGIES["joint"]().experiences(permuted)
+    assert torch.equal(mixed.x, torch.cat([t.train_x for t in permuted.tasks]))
