@@ -81,14 +81,14 @@ class Pool:
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Raw samples -> the network's input: pixels to [0, 1], the task's domain shift, augmentation,
         then normalisation (images); rows are already standardised."""
-        x = raw.float()
+        x = raw.to(torch.float32, copy=True)  # a copy of its own: the in-place steps below never touch the pool
         if raw.dtype == torch.uint8:
-            x = x / 255.0
+            x.mul_(1 / 255.0)
         x = self.shift(x, domain)
         if augment and x.dim() == 4:
             x = apply_augment(x, augment, generator)
         if self.mean is not None:
-            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+            x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
         return x
 
 
