@@ -253,6 +253,10 @@ def test_a_missing_file_is_one_config_line_naming_the_file_where_and_the_layout(
         parse_config({"scenario": {"dataset": "npz", "root": str(tmp_path / "nothing.npz")}})
     assert err.value.problems == [f"scenario.dataset = 'npz': {tmp_path}/nothing.npz not found; give scenario.root = "
                                   "a .npz file with arrays x and y (optionally x_test and y_test)"]
+    with pytest.raises(ConfigError) as err:  # a name too long to stat is a missing file, not a traceback
+        parse_config({"scenario": {"dataset": "cifar10", "root": "x" * 300}})
+    assert err.value.problems[0].startswith(f"scenario.dataset = 'cifar10': {'x' * 300}/cifar-10-batches-py/data_batch_1 "
+                                            "not found")
     with pytest.raises(ConfigError) as err:
         parse_config({"scenario": {"dataset": "cifar10", "n_tasks": 11}})
     assert err.value.problems == ["scenario.n_tasks = 11: must be at most 10: cifar10 has 10 classes to share out"]

@@ -154,3 +154,14 @@ def test_joint_training_joins_tasks_without_copying_their_images(tmp_path):
     permuted = cifar_scenario(tmp_path, setting="domain", n_tasks=3)  # a batch mixes the tasks' permutations
     (mixed,) = STRATEGIES["joint"]().experiences(permuted)
     assert torch.equal(mixed.x, torch.cat([t.train_x for t in permuted.tasks]))
+
+
+def test_a_scenario_moves_to_a_device_once_and_its_experiences_follow(tmp_path):
+    from engine.strategies import STRATEGIES
+
+    s = cifar_scenario(tmp_path, n_tasks=2)
+    experience = STRATEGIES["naive"]().experiences(s)[1]
+    s.to("meta")  # a device with no data: only where tensors live is checked
+    assert s.tasks[0].train.pool.x.device.type == "meta" and s.tasks[1].test_x.device.type == "meta"
+    x, y, t = next(iter(experience.batches(8, torch.Generator().manual_seed(0), "meta", ("crop", "flip"))))
+    assert x.device.type == y.device.type == t.device.type == "meta" and x.shape == (8, 3, 32, 32)

@@ -64,15 +64,21 @@ class DatasetInfo:
             return True, "embedded (no files needed)"
         where = self.location(root)
         if self.path_name:  # a trailing "/": the data is a folder, else a file
-            kind_ok = where.is_dir() if self.path_name.endswith("/") else where.is_file()
-            if not kind_ok:
+            if not _stat(where, Path.is_dir if self.path_name.endswith("/") else Path.is_file):
                 return False, f"{where} not found; {self.layout}"
             return True, f"found: {where}"
         for rel in self.files:
             path = where / rel
-            if not (path.exists() or (self.gzip_ok and path.with_name(path.name + ".gz").exists())):
+            if not (_stat(path, Path.exists) or (self.gzip_ok and _stat(path.with_name(path.name + ".gz"), Path.exists))):
                 return False, f"{path} not found; put {self.layout} there or set scenario.root / CL_LAB_DATA"
         return True, f"found in {where}"
+
+
+def _stat(path: Path, test) -> bool:
+    try:
+        return test(path)
+    except (OSError, ValueError):  # a name too long, no permission, a NUL byte: not usable either
+        return False
 
 
 @dataclass
