@@ -1,5 +1,5 @@
 """The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``,
-``python -m engine metrics RUN_ID [--json]``.
+``python -m engine metrics RUN_ID [--json]``, ``python -m engine datasets [--root DIR]``.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
 arguments, a --db that is not a DuckDB database; nothing written), 3 the database is held by another process.
@@ -159,6 +159,18 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_datasets(args) -> int:
+    """Every dataset, whether its files are there, and where to put them if not."""
+    from engine.datasets import data_dir, dataset_status
+
+    print(f"data directory: {data_dir(args.root)} (--root, else $CL_LAB_DATA, else data/ beside the app)")
+    rows = dataset_status(args.root)
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"  {r['name']:{width}s}  {'ready  ' if r['ready'] else 'missing'}  {r['message']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="CL Lab's engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="one JSON object; unavailable metrics are null, "
                                                             "with the reason under 'unavailable'")
     metrics.set_defaults(func=cmd_metrics)
+    datasets = sub.add_parser("datasets", help="list the datasets and whether each one's files are there")
+    datasets.add_argument("--root", help="the data directory to look in (default: $CL_LAB_DATA, else data/)")
+    datasets.set_defaults(func=cmd_datasets)
     for p in (run, runs, metrics):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     from engine.frontier_cli import add_frontier_commands  # frontier, tradeoff

@@ -8,12 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
-from engine.datasets import DATASET_INFO, DATASETS
+from engine.datasets import DATASET_INFO
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
 from engine.strategies import STRATEGIES, HParam
 
-CLASS_COUNTS = {name: info.n_classes for name, info in DATASET_INFO.items()}  # n_tasks checks without loading the data
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
 MAX_LR = 10.0         # no optimizer here learns above it; a sweep that wants to see divergence still can
 # Every section is strict (true is not 1, 1 is not true, "5" is not 5; an int is still a float) and
@@ -26,8 +25,15 @@ class _Section(BaseModel):
 
 
 class ScenarioConfig(_Section):
+    # root comes before dataset: the dataset's check looks for its files there
+    root: str | None = Field(None, min_length=1, max_length=4096,
+                             description="the data directory (else $CL_LAB_DATA, else data/ beside the app); for "
+                                         "image_folder and npz the folder or file itself")
     dataset: str = Field("digits", description="the dataset the tasks are cut from")
     setting: Literal["class", "task", "domain"] = Field("class", description="class-, task- or domain-incremental")
+    domain: Literal["permuted", "rotated"] = Field(
+        "permuted", description="domain-incremental: each task's inputs under a fixed pixel permutation, or rotated "
+                                "by k x 180 / n_tasks degrees")
     n_tasks: int = Field(5, ge=1, le=100, description="number of tasks")
     class_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="shuffles the class order; null keeps 0, 1, 2, ...")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes the train/test split and the permutations")
@@ -50,16 +56,34 @@ class ScenarioConfig(_Section):
 
     @field_validator("dataset")
     @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"must be one of {', '.join(sorted(DATASETS))}")
+    def _known_dataset(cls, value: str, info: ValidationInfo) -> str:
+        if value not in DATASET_INFO:
+            raise ValueError(f"must be one of {', '.join(sorted(DATASET_INFO))}")
+        ok, message = DATASET_INFO[value].ready(info.data.get("root"))  # files are only looked for, not read
+        if not ok:
+            raise ValueError(message)
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must be a path (no NUL character)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _rotate_images(cls, value: str, info: ValidationInfo) -> str:
+        dataset = DATASET_INFO.get(info.data.get("dataset"))
+        if info.data.get("setting") == "domain" and value == "rotated" and dataset and not dataset.is_image:
+            raise ValueError(f"needs an image dataset ({dataset.name} has rows of {dataset.input_shape[0]} values)")
         return value
 
     @field_validator("n_tasks")
     @classmethod
     def _tasks_fit_classes(cls, value: int, info: ValidationInfo) -> int:
         dataset, setting = info.data.get("dataset"), info.data.get("setting")
-        n_classes = CLASS_COUNTS.get(dataset)
+        n_classes = DATASET_INFO[dataset].n_classes if dataset in DATASET_INFO else None  # None: known once read
         if setting != "domain" and n_classes and value > n_classes:
             raise ValueError(f"must be at most {n_classes}: {dataset} has {n_classes} classes to share out")
         return value
@@ -85,6 +109,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
     epochs_per_task: int = Field(5, ge=1, le=10000)
+    augment: Literal["none", "default"] = Field(
+        "default", description="training augmentation: default is the dataset's suggested one (random crop with "
+                            "4-pixel padding and horizontal flip for CIFAR and Tiny-ImageNet, crop for SVHN; none "
+                            "for MNIST and rows), on the training device")
     save_weights: bool = Field(True, description="keep the weights after each task (for trade-off curves)")
 
 

@@ -129,7 +129,7 @@ def compute_tradeoffs(store, run_id: int, task: int | None = None, alphas: Seque
     scenario = build_scenario(config.scenario)
     evaluation = ContinualEvaluation([(t.test_x, t.test_y) for t in scenario.tasks], _Collect(), every=1,
                                      subset=None, class_mask=scenario.class_mask)
-    net = build_model(config.model, scenario.input_dim, scenario.n_classes)
+    net = build_model(config.model, scenario.input_shape, scenario.n_classes)
     d = store.artifacts_dir(run_id)
     weights = {j: torch.load(_weights_file(d, j), map_location="cpu", weights_only=True)
                for j in sorted({j for k in switches for j in (k - 1, k)})}

@@ -21,6 +21,7 @@ from typing import Callable
 import lightning as L
 import torch
 
+from engine.augment import augmentations
 from engine.config import RunConfig
 from engine.evaluation import ContinualEvaluation, MetricSink
 from engine.models import build_model
@@ -40,27 +41,8 @@ class RunResult:
     error: str | None = None
 
 
-class TensorBatches:
-    """Shuffled mini-batches straight from tensors (a DataLoader's per-sample collate would cost more
-    than the step itself at this size). One pass is one epoch; ``len`` is the batches per epoch."""
-
-    def __init__(self, x, y, t, batch_size: int, generator: torch.Generator):
-        self.x, self.y, self.t = x, y, t
-        self.batch_size = batch_size
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.y), generator=self.generator).to(self.x.device)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
-            yield self.x[idx], self.y[idx], self.t[idx]
-
-
 def total_steps(config: RunConfig, experiences) -> int:
-    return sum(config.train.epochs_per_task * math.ceil(len(e.y) / config.train.batch_size) for e in experiences)
+    return sum(config.train.epochs_per_task * math.ceil(len(e) / config.train.batch_size) for e in experiences)
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
@@ -72,7 +54,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     L.seed_everything(config.seed, verbose=False)
     scenario = build_scenario(config.scenario)
     strategy = STRATEGIES[config.strategy["name"]](seed=config.seed, **config.strategy_hparams)
-    net = build_model(config.model, scenario.input_dim, scenario.n_classes)
+    net = build_model(config.model, scenario.input_shape, scenario.n_classes)
     module = ContinualModule(net, strategy, config.train, scenario.class_mask, scenario.n_classes)
     evaluation = ContinualEvaluation(
         [(task.test_x, task.test_y) for task in scenario.tasks], sink, every=config.eval.every,
@@ -104,7 +86,7 @@ def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> 
         strategy.before_task(module, experience)
         evaluation.start_task(module, experience.task)
         optimizer = fabric.setup_optimizers(module.configure_optimizers())  # fresh a task, as the Trainer's
-        data = TensorBatches(experience.x, experience.y, experience.t, config.train.batch_size, batches)
+        data = experience.batches(config.train.batch_size, batches, fabric.device, augmentations(config))
         running = True
         for _epoch in range(config.train.epochs_per_task):
             for batch in data:

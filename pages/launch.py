@@ -1,8 +1,8 @@
 import streamlit as st
 import yaml
 
-from engine.config import CLASS_COUNTS, ConfigError, parse_config
-from engine.datasets import DATASETS
+from engine.config import ConfigError, parse_config
+from engine.datasets import DATASET_INFO, dataset_status
 from engine.inputs import load_yaml
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
@@ -46,9 +46,14 @@ with left:
     name = st.text_input("Run name", value="run", key="name")
     field_error("name")
     setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
-    dataset = st.selectbox("Dataset", sorted(DATASETS), key="scenario.dataset")
+    data_status = {row["name"]: row for row in dataset_status()}
+    dataset = st.selectbox("Dataset", list(DATASET_INFO), key="scenario.dataset",
+                           format_func=lambda n: DATASET_INFO[n].title + ("" if data_status[n]["ready"] else " (files missing)"))
+    (st.caption if data_status[dataset]["ready"] else st.warning)(data_status[dataset]["message"])
+    field_error("scenario.dataset")
     n_tasks = st.number_input("Tasks", value=5, step=1, min_value=1, key="scenario.n_tasks",
-                              help=f"classes are shared out over the tasks ({dataset}: {CLASS_COUNTS.get(dataset, '?')} classes)")
+                              help=f"classes are shared out over the tasks ({dataset}: "
+                                   f"{DATASET_INFO[dataset].n_classes or 'as in the files'} classes)")
     field_error("scenario.n_tasks")
     shuffle = st.checkbox("Shuffle the class order", key="shuffle_classes")
     class_seed = st.number_input("Class-order seed", value=0, step=1, key="scenario.class_seed", disabled=not shuffle)

@@ -5,6 +5,7 @@ import pytest
 
 from engine.config import ConfigError, load_config, parse_config
 from tests.conftest import ROOT
+from engine.strategies import STRATEGIES
 
 EXAMPLE = """
 name: replay-demo
@@ -35,11 +36,12 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
         ({"strategy": {"name": "replay", "buffer_size": 0}},
          ["strategy.buffer_size = 0: must be greater than or equal to 1"]),
         ({"strategy": {"name": "ewc", "mode": "sometimes"}}, ["strategy.mode = 'sometimes': must be 'separate' or 'online'"]),
-        ({"strategy": {"name": "sgd-magic"}}, ["strategy.name = 'sgd-magic': must be one of naive, joint, replay, ewc, lwf"]),
+        ({"strategy": {"name": "sgd-magic"}}, ["strategy.name = 'sgd-magic': must be one of " + ", ".join(STRATEGIES)]),
         ({"strategy": {"name": "lwf", "beta": 1}}, ["strategy.beta: is not a known field"]),
         ({"scenario": {"n_tasks": 11}}, ["scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out"]),
         ({"scenario": {"setting": "online"}}, ["scenario.setting = 'online': must be 'class', 'task' or 'domain'"]),
-        ({"scenario": {"dataset": "imagenet"}}, ["scenario.dataset = 'imagenet': must be one of digits, mnist1d"]),
+        ({"scenario": {"dataset": "imagenet"}}, ["scenario.dataset = 'imagenet': must be one of cifar10, cifar100, cifar100_coarse, digits, "
+                                              "fashion_mnist, image_folder, kmnist, mnist, mnist1d, npz, svhn, tiny_imagenet"]),
         ({"eval": {"every": 0}}, ["eval.every = 0: must be greater than or equal to 1"]),
         ({"model": {"hidden": [64, -3]}}, ["model.hidden = [64, -3]: every width must be from 1 to 16384 (got -3)"]),
     ],

@@ -6,8 +6,8 @@ import socket
 import numpy as np
 import pytest
 
-from engine.config import CLASS_COUNTS, parse_config
-from engine.datasets import DATASETS, mnist1d
+from engine.config import parse_config
+from engine.datasets import DATASET_INFO, DATASETS, mnist1d
 
 
 def test_mnist1d_is_generated_offline_with_ten_classes_of_40_values(monkeypatch):
@@ -27,7 +27,7 @@ def test_mnist1d_is_generated_offline_with_ten_classes_of_40_values(monkeypatch)
     random.seed(123)
     data = DATASETS["mnist1d"](seed=0, test_size=0.25)
     assert (np.random.random(), random.random()) == before  # the global generators are left as they were
-    assert data.name == "mnist1d" and data.n_classes == 10 == CLASS_COUNTS["mnist1d"]
+    assert data.name == "mnist1d" and data.n_classes == 10 == DATASET_INFO["mnist1d"].n_classes
     assert data.train_x.shape == (3750, 40) and data.test_x.shape == (1250, 40)
     assert data.train_x.dtype == np.float32 and data.train_y.dtype == np.int64
     assert np.bincount(data.train_y).tolist() == [375] * 10 and np.bincount(data.test_y).tolist() == [125] * 10

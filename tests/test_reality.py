@@ -6,6 +6,7 @@ from engine.config import ConfigError
 from engine.manager import RunManager
 from engine.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
 from engine.sweep import expand, parse_sweep, sweep_progress
+from engine.strategies import STRATEGIES
 
 BASE = {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}}
 SPEC = {"name": "rc", "base": BASE, "reality_check": {
@@ -56,7 +57,7 @@ def test_bad_reality_checks_are_rejected_line_by_line():
     lines = err.value.problems
     assert lines[0].startswith("reality_check.metric = 'nope': must be a metric key with a direction: acc, bwt")
     assert lines[1:] == [
-        "reality_check.strategies = 'foo': must be one of naive, joint, replay, ewc, lwf",
+        "reality_check.strategies = 'foo': must be one of " + ", ".join(STRATEGIES),
         "reality_check.test.seeds = [1]: must be new seeds, none of the tune seeds (reused: [1])",
         "reality_check.test.scenario.setting = 'task': must be the tune phase's setting ('class'): the check moves "
         "to other data, not another setting",

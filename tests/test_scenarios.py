@@ -74,3 +74,94 @@ def test_tasks_outside_the_sequence_are_refused():
     with pytest.raises(ConfigError) as err:
         parse_config({"scenario": {"n_tasks": 5, "tasks": [6]}})
     assert err.value.problems == ["scenario.tasks = [6]: every task must be from 1 to n_tasks = 5 (got 6)"]
+
+
+# ---- scenarios over images (files in CIFAR-10's format, written by tests/test_datasets.py's writer) ----
+def cifar_scenario(tmp_path, **cfg):
+    from tests.test_datasets import write_cifar10
+
+    if not (tmp_path / "cifar-10-batches-py").exists():
+        write_cifar10(tmp_path)
+    return build_scenario(ScenarioConfig(dataset="cifar10", root=str(tmp_path), **cfg))
+
+
+def test_split_cifar_tasks_are_index_views_of_one_uint8_tensor_normalised_per_batch(tmp_path):
+    from engine.scenarios import load_dataset
+
+    s = cifar_scenario(tmp_path, setting="task", n_tasks=5)
+    assert s.input_shape == (3, 32, 32) and [t.classes for t in s.tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    data = load_dataset("cifar10", 0, 0.0, str(tmp_path))
+    stored = data.train_x.__array_interface__["data"][0]
+    # no per-task copies: every task's training samples are the one uint8 array the reader made
+    assert {t.train.pool.x.data_ptr() for t in s.tasks} == {stored}
+    assert all(t.train.pool.x.dtype == torch.uint8 for t in s.tasks)
+    task = s.tasks[2]
+    assert set(task.train_y.tolist()) == {4, 5} and set(task.test_y.tolist()) == {4, 5}
+    raw = torch.from_numpy(data.test_x)[task.test.index].float() / 255
+    mean, std = torch.tensor(data.mean).view(3, 1, 1), torch.tensor(data.std).view(3, 1, 1)
+    assert torch.allclose(task.test_x, (raw - mean) / std, atol=1e-6)
+    assert s.class_mask.shape == (5, 10) and s.augment == ("crop", "flip")
+
+
+def test_permuted_images_share_one_pixel_permutation_across_channels_first_task_unpermuted(tmp_path):
+    s = cifar_scenario(tmp_path, setting="domain", domain="permuted", n_tasks=3)
+    first, second = s.tasks[0].test_x, s.tasks[1].test_x
+    assert s.tasks[0].classes == list(range(10)) and torch.equal(s.tasks[0].test_y, s.tasks[1].test_y)
+    assert not torch.equal(first, second)
+    perm = s.tasks[0].test.pool.shift.perms[1]
+    assert torch.equal(second.flatten(2), first.flatten(2)[:, :, perm])
+    unpermuted = build_scenario(ScenarioConfig(dataset="cifar10", root=str(tmp_path), setting="class", n_tasks=1))
+    assert torch.equal(first, unpermuted.tasks[0].test_x)
+    assert s.tasks[2].train.pool is s.tasks[0].train.pool  # domains share the storage too
+
+
+def test_rotated_tasks_turn_each_image_by_their_angle(tmp_path):
+    s = cifar_scenario(tmp_path, setting="domain", domain="rotated", n_tasks=2)  # task 2: 90 degrees
+    upright, turned = s.tasks[0].test_x, s.tasks[1].test_x
+    assert torch.allclose(turned, torch.rot90(upright, 1, dims=(2, 3)), atol=1e-4)  # counter-clockwise
+    assert not torch.allclose(turned, upright, atol=1e-2)
+    four = cifar_scenario(tmp_path, setting="domain", domain="rotated", n_tasks=4)  # 0, 45, 90, 135
+    assert torch.allclose(four.tasks[2].test_x, turned, atol=1e-4)
+
+
+def test_batches_keep_the_order_of_the_old_tensor_batches_and_move_and_augment_per_batch(tmp_path):
+    from engine.strategies import STRATEGIES
+
+    digits = build_scenario(ScenarioConfig(setting="domain", n_tasks=2))
+    experience = STRATEGIES["naive"]().experiences(digits)[1]
+    x, y, t = experience.x, experience.y, experience.t
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(3))
+    got = list(experience.batches(32, torch.Generator().manual_seed(3)))
+    assert len(got) == len(experience.batches(32, torch.Generator())) == -(-len(y) // 32)
+    for i, (bx, by, bt) in enumerate(got):
+        idx = order[i * 32:(i + 1) * 32]
+        assert torch.equal(bx, x[idx]) and torch.equal(by, y[idx]) and torch.equal(bt, t[idx])
+    assert (t == 1).all()
+    images = STRATEGIES["naive"]().experiences(cifar_scenario(tmp_path, n_tasks=2))[0]
+    plain = next(iter(images.batches(16, torch.Generator().manual_seed(0))))[0]
+    augmented = next(iter(images.batches(16, torch.Generator().manual_seed(0), "cpu", ("crop", "flip"))))[0]
+    assert plain.shape == augmented.shape == (16, 3, 32, 32) and not torch.equal(plain, augmented)
+
+
+def test_joint_training_joins_tasks_without_copying_their_images(tmp_path):
+    from engine.strategies import STRATEGIES
+
+    s = cifar_scenario(tmp_path, n_tasks=5)
+    (everything,) = STRATEGIES["joint"]().experiences(s)
+    assert len(everything) == 100 and everything.samples.pool is s.tasks[0].train.pool
+    assert sorted(everything.t.unique().tolist()) == [0, 1, 2, 3, 4] and everything.task == 5
+    assert torch.equal(everything.x[:20], s.tasks[0].train_x)
+    permuted = cifar_scenario(tmp_path, setting="domain", n_tasks=3)  # a batch mixes the tasks' permutations
+    (mixed,) = STRATEGIES["joint"]().experiences(permuted)
+    assert torch.equal(mixed.x, torch.cat([t.train_x for t in permuted.tasks]))
+
+
+def test_a_scenario_moves_to_a_device_once_and_its_experiences_follow(tmp_path):
+    from engine.strategies import STRATEGIES
+
+    s = cifar_scenario(tmp_path, n_tasks=2)
+    experience = STRATEGIES["naive"]().experiences(s)[1]
+    s.to("meta")  # a device with no data: only where tensors live is checked
+    assert s.tasks[0].train.pool.x.device.type == "meta" and s.tasks[1].test_x.device.type == "meta"
+    x, y, t = next(iter(experience.batches(8, torch.Generator().manual_seed(0), "meta", ("crop", "flip"))))
+    assert x.device.type == y.device.type == t.device.type == "meta" and x.shape == (8, 3, 32, 32)

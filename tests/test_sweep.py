@@ -8,6 +8,7 @@ import pytest
 from engine.config import ConfigError
 from engine.sweep import expand, labels, load_sweep, parse_sweep
 from tests.conftest import ROOT
+from engine.strategies import STRATEGIES
 
 BASE = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 2}, "model": {"name": "mlp", "hidden": [32]},
         "strategy": {"name": "naive"}, "train": {"optimizer": "sgd", "lr": 0.05, "epochs_per_task": 1},
@@ -100,7 +101,7 @@ def test_bad_sweeps_get_one_line_per_problem_naming_field_value_and_what_is_allo
         "seeds = [0, 0]: every seed may appear once",
         "grid.eval.every = 3: must be a non-empty list of values, e.g. [0.01, 0.05]",
         "grid.train.lrr: train has no field lrr (fields: optimizer, lr, momentum, weight_decay, batch_size, "
-        "epochs_per_task, save_weights)",
+        "epochs_per_task, augment, save_weights)",
         "grid.strategy.buffer_size: no strategy of this sweep declares buffer_size (naive: none)",
         "grid.seed: cannot be swept (the run seed comes from seeds: [...])",
         "grid.scenario.n_tasks = 20: must be at most 10: digits has 10 classes to share out",
@@ -108,7 +109,7 @@ def test_bad_sweeps_get_one_line_per_problem_naming_field_value_and_what_is_allo
     ]
     assert problems({"name": "b", "base": {**BASE, "train": {"lr": -1}}}) == ["base.train.lr = -1: must be greater than 0"]
     assert problems({"name": "b", "base": BASE, "grid": {"strategy.name": ["replay", "foo"]}}) == [
-        "grid.strategy.name = 'foo': must be one of naive, joint, replay, ewc, lwf"]
+        "grid.strategy.name = 'foo': must be one of " + ", ".join(STRATEGIES)]
     assert problems({"name": "b", "base": BASE, "grid": {"train.lr": [0.1]}, "random": {"samples": 1}})[0] == \
         "grid, random: give one of grid, random, search, reality_check, not several"
 

@@ -1,27 +1,91 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # data/ beside the app
+
+
+class DatasetError(ValueError):
+    """A dataset's files are missing, truncated or not in the expected format: one line saying which
+    file and what is wrong."""
+
+
+def data_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where the data files are looked for: ``scenario.root``, else ``$CL_LAB_DATA``, else ``data/``
+    beside the app."""
+    chosen = root if root not in (None, "") else os.environ.get("CL_LAB_DATA") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser()
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the rest of the code needs to know of a dataset without loading it (config checks, cost
-    estimates, the launch form): no table elsewhere repeats it."""
+    estimates, the launch form, the model's input): no table elsewhere repeats it."""
 
     name: str
     title: str
-    input_shape: tuple[int, ...]   # one sample: (features,) for rows, (C, H, W) for images
-    n_classes: int
-    n_samples: int                 # train and test together, as the lab splits them (an estimate is fine)
-    embedded: bool = True          # ships with a package (no data directory needed)
+    input_shape: tuple[int, ...] | None  # one sample: (features,) for rows, (C, H, W) for images; None: from the files
+    n_classes: int | None                # None: from the files (the generic datasets)
+    n_samples: int                       # train and test together (an estimate is fine; 0: unknown)
+    embedded: bool = True                # ships with a package (no data directory needed)
+    load: Callable[..., "Dataset"] | None = field(default=None, repr=False)  # load(seed=, test_size=, root=)
+    # per-channel mean and std of the pixels scaled to [0, 1] (the values the literature uses); None:
+    # rows standardised when loaded, or statistics of the training part (the generic datasets)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: tuple[str, ...] = ()        # suggested training augmentations (engine/augment.py)
+    files: tuple[str, ...] = ()          # the files it needs, relative to the data directory
+    gzip_ok: bool = False                # a file may also be there as FILE.gz
+    layout: str = ""                     # what to put where, for the message when a file is missing
+    path_name: str = ""                  # generic datasets: scenario.root is the data itself; this is its default name
+    own_split: bool = True               # comes with a train/test split (else the lab splits it by scenario.seed)
+
+    @property
+    def is_image(self) -> bool:
+        return self.input_shape is None or len(self.input_shape) == 3
+
+    def location(self, root: str | os.PathLike | None = None) -> Path:
+        """The data directory, or for a generic dataset the folder or file itself."""
+        if self.path_name:
+            return Path(root).expanduser() if root not in (None, "") else data_dir() / self.path_name
+        return data_dir(root)
+
+    def ready(self, root: str | os.PathLike | None = None) -> tuple[bool, str]:
+        """Whether its files are there (only ``stat``: nothing is read), and a one-line message: where
+        they were found, or which file is missing, where it was looked for and what to put there."""
+        if self.embedded:
+            return True, "embedded (no files needed)"
+        where = self.location(root)
+        if self.path_name:  # a trailing "/": the data is a folder, else a file
+            if not _stat(where, Path.is_dir if self.path_name.endswith("/") else Path.is_file):
+                return False, f"{where} not found; {self.layout}"
+            return True, f"found: {where}"
+        for rel in self.files:
+            path = where / rel
+            if not (_stat(path, Path.exists) or (self.gzip_ok and _stat(path.with_name(path.name + ".gz"), Path.exists))):
+                return False, f"{path} not found; put {self.layout} there or set scenario.root / CL_LAB_DATA"
+        return True, f"found in {where}"
+
+
+def _stat(path: Path, test) -> bool:
+    try:
+        return test(path)
+    except (OSError, ValueError):  # a name too long, no permission, a NUL byte: not usable either
+        return False
 
 
 @dataclass
 class Dataset:
-    """A classification dataset already split: features as float32 rows, labels 0..n_classes-1."""
+    """A classification dataset already split, labels 0..n_classes-1. Rows: float32 features,
+    standardised. Images: (N, C, H, W), uint8 (or float32), normalised per batch with ``mean`` and
+    ``std`` (per channel, of the pixels scaled to [0, 1] for uint8)."""
 
     name: str
     train_x: np.ndarray
@@ -29,6 +93,8 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     n_classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 def split_and_standardize(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_size: float) -> Dataset:
@@ -37,6 +103,11 @@ def split_and_standardize(name: str, x: np.ndarray, y: np.ndarray, seed: int, te
     train_x, test_x, train_y, test_y = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y
     )
+    return standardize(name, train_x, train_y, test_x, test_y, int(y.max()) + 1)
+
+
+def standardize(name, train_x, train_y, test_x, test_y, n_classes) -> Dataset:
+    """Rows scaled by the training part's per-feature mean and standard deviation."""
     mean = train_x.mean(0)
     std = train_x.std(0)
     std[std == 0] = 1.0  # constant pixels (the digits' borders) stay 0 instead of dividing by 0
@@ -46,5 +117,58 @@ def split_and_standardize(name: str, x: np.ndarray, y: np.ndarray, seed: int, te
         train_y=train_y.astype(np.int64),
         test_x=((test_x - mean) / std).astype(np.float32),
         test_y=test_y.astype(np.int64),
-        n_classes=int(y.max()) + 1,
+        n_classes=n_classes,
     )
+
+
+def image_dataset(info: DatasetInfo, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                  where: Path) -> Dataset:
+    """A file dataset's own split, checked against what ``info`` declares (shape, labels, dtype)."""
+    for part, (x, y) in (("train", train), ("test", test)):
+        if x.dtype != np.uint8 or x.shape[1:] != info.input_shape:
+            raise DatasetError(f"{where}: {part} images are {x.dtype} {tuple(x.shape[1:])}, expected uint8 "
+                               f"{info.input_shape}")
+        if len(x) != len(y) or len(y) == 0:
+            raise DatasetError(f"{where}: {part} part has {len(x)} images and {len(y)} labels")
+        check_labels(y, info.n_classes, where, part)
+    return Dataset(info.name, train[0], train[1].astype(np.int64), test[0], test[1].astype(np.int64),
+                   info.n_classes, info.mean, info.std)
+
+
+def check_labels(y: np.ndarray, n_classes: int, where, part: str = "") -> None:
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{where}: {part} labels must be one integer a sample (got {y.dtype} {y.shape})".replace(":  ", ": "))
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise DatasetError(f"{where}: {part} labels must be from 0 to {n_classes - 1} (found {y.min()} to {y.max()})"
+                           .replace(":  ", ": "))
+
+
+def split_images(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_size: float,
+                 test: tuple[np.ndarray, np.ndarray] | None, where) -> Dataset:
+    """A generic image set (N, C, H, W): its given test part, else a stratified split fixed by ``seed``;
+    the normalisation is the training part's per-channel mean and std."""
+    if test is None:
+        try:
+            x, test_x, y, test_y = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+        except ValueError as err:  # too few samples of a class to hold some out
+            raise DatasetError(f"{where}: cannot hold out {test_size:g} of each class ({err})") from None
+    else:
+        test_x, test_y = test
+    n_classes = int(max(y.max(), test_y.max())) + 1
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    mean = tuple(float(m) / scale for m in x.mean((0, 2, 3), dtype=np.float64))
+    std = tuple(max(float(s) / scale, 1e-6) for s in x.std((0, 2, 3), dtype=np.float64))
+    return Dataset(name, x, y.astype(np.int64), test_x, test_y.astype(np.int64), n_classes, mean, std)
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str):
+    """Turn any failure to read or decode ``path`` into one ``DatasetError`` line."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise DatasetError(f"{path} not found") from None
+    except Exception as err:  # corrupt or truncated files fail in many ways (zlib, pickle, EOF, PIL)
+        raise DatasetError(f"{path}: cannot be read as {what} ({type(err).__name__}: {err})".rstrip()) from None

@@ -5,9 +5,9 @@ from sklearn.datasets import load_digits
 
 from engine.datasets.base import Dataset, DatasetInfo, split_and_standardize
 
-INFO = DatasetInfo("digits", "Digits (scikit-learn, 8x8)", (64,), 10, 1797)
-
-
-def load(seed: int = 0, test_size: float = 0.25) -> Dataset:
+def load(seed: int = 0, test_size: float = 0.25, root=None) -> Dataset:
     x, y = load_digits(return_X_y=True)
     return split_and_standardize("digits", x, y, seed, test_size)
+
+
+INFO = DatasetInfo("digits", "Digits (scikit-learn, 8x8)", (64,), 10, 1797, load=load, own_split=False)

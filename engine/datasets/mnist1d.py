@@ -19,9 +19,6 @@ import numpy as np
 
 from engine.datasets.base import Dataset, DatasetInfo, split_and_standardize
 
-INFO = DatasetInfo("mnist1d", "MNIST-1D (generated, 40 values)", (40,), 10, 5000)
-
-
 @functools.lru_cache(maxsize=1)
 def generate() -> tuple[np.ndarray, np.ndarray]:
     """All 5,000 signals (float64, 40 values) and labels, as the package's generator makes them."""
@@ -41,8 +38,11 @@ def generate() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load(seed: int = 0, test_size: float = 0.25) -> Dataset:
+def load(seed: int = 0, test_size: float = 0.25, root=None) -> Dataset:
     # make_dataset centres and scales the whole set by one scalar; the per-feature standardization on
     # the training part below makes that irrelevant (nothing of the test part leaks into the scaling).
     x, y = generate()
     return split_and_standardize("mnist1d", x, y, seed, test_size)
+
+
+INFO = DatasetInfo("mnist1d", "MNIST-1D (generated, 40 values)", (40,), 10, 5000, load=load, own_split=False)

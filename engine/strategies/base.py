@@ -6,7 +6,7 @@ validator and the launch form are both built from that declaration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
@@ -44,17 +44,50 @@ class HParam:
         return kind
 
 
-@dataclass
 class Experience:
-    """What is trained between two task boundaries: ``task`` is the newest task it includes
-    (task ids start at 1), and the tensors are its training data."""
+    """What is trained between two task boundaries: ``task`` is the newest task it includes (task ids
+    start at 1). Its data are either tensors (``x``, ``y``, ``t``) or, as the scenario builds them,
+    ``samples`` of the dataset's one stored copy (``engine.scenarios.Samples``); then ``x`` is
+    materialised (normalised, a new tensor) on each access: a strategy that needs the whole task
+    (EWC's Fisher, a buffer filled at the task's end) takes it once. Training iterates ``batches``."""
 
-    task: int
-    x: torch.Tensor
-    y: torch.Tensor
-    t: torch.Tensor  # the task id (0-based) of every sample, for task-incremental masking
-    label: str = ""
-    extra: dict = field(default_factory=dict)
+    def __init__(self, task: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                 t: torch.Tensor | None = None, label: str = "", extra: dict | None = None, samples=None):
+        if samples is None and (x is None or y is None):
+            raise ValueError("an experience needs tensors x and y, or samples")
+        self.task, self.label, self.extra, self.samples = task, label, extra if extra is not None else {}, samples
+        self._x, self._y = x, y
+        # the task id (0-based) of every sample, for task-incremental masking
+        self.t = t if t is not None else torch.full((len(self),), task - 1, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples) if self.samples is not None else len(self._y)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self._x if self._x is not None else self.samples.x()
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self._y if self._y is not None else self.samples.y
+
+    def batches(self, batch_size: int, generator: torch.Generator, device=None, augment: tuple[str, ...] = ()):
+        """Shuffled mini-batches (x, y, t) for one epoch, prepared on ``device`` (see engine.scenarios.Batches)."""
+        from engine.scenarios import Batches
+
+        return Batches(self, batch_size, generator, device, augment)
+
+    @classmethod
+    def join(cls, experiences: list["Experience"], label: str = "") -> "Experience":
+        """One experience of several (joint training): their samples together, nothing copied when
+        they come from the scenario; ``task`` is the last one's."""
+        from engine.scenarios import Samples
+
+        t = torch.cat([e.t for e in experiences])
+        if all(e.samples is not None for e in experiences):
+            return cls(experiences[-1].task, t=t, label=label, samples=Samples.cat([e.samples for e in experiences]))
+        return cls(experiences[-1].task, torch.cat([e.x for e in experiences]), torch.cat([e.y for e in experiences]),
+                   t, label)
 
 
 class Strategy:
@@ -73,10 +106,7 @@ class Strategy:
 
     # The schedule: by default one experience a task. Joint overrides it.
     def experiences(self, scenario: "Scenario") -> list[Experience]:
-        return [
-            Experience(task=k + 1, x=task.train_x, y=task.train_y, t=torch.full_like(task.train_y, k))
-            for k, task in enumerate(scenario.tasks)
-        ]
+        return [Experience(task=k + 1, samples=task.train) for k, task in enumerate(scenario.tasks)]
 
     def setup(self, module: "ContinualModule", scenario: "Scenario") -> None:
         """Called once before the first experience."""

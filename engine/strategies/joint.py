@@ -1,5 +1,3 @@
-import torch
-
 from engine.strategies.base import Experience, HParam, Strategy
 
 
@@ -22,13 +20,4 @@ class Joint(Strategy):
             groups = [per_task]
         else:
             groups = [per_task[: k + 1] for k in range(len(per_task))]
-        return [
-            Experience(
-                task=group[-1].task,
-                x=torch.cat([e.x for e in group]),
-                y=torch.cat([e.y for e in group]),
-                t=torch.cat([e.t for e in group]),
-                label=f"tasks 1-{group[-1].task}" if len(group) > 1 else "",
-            )
-            for group in groups
-        ]
+        return [Experience.join(group, label=f"tasks 1-{group[-1].task}" if len(group) > 1 else "") for group in groups]

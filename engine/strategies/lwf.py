@@ -41,4 +41,4 @@ class LwF(Strategy):
         self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
         seen = range(module.n_classes) if self.all_classes else sorted(
             c for classes in self.task_classes[: experience.task] for c in classes)
-        self.old_classes = torch.tensor(list(seen), device=experience.x.device)
+        self.old_classes = torch.tensor(list(seen), device=experience.t.device)  # t: x would be materialised
