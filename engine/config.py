@@ -94,7 +94,21 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
     epochs_per_task: int = Field(5, ge=1, le=10000)
-    save_weights: bool = Field(True, description="keep the weights after each task (for trade-off curves)")
+    weights: Literal["none", "last", "every"] = Field(
+        "last", description="weights kept on disk: every (after-task-0.pt .. after-task-T.pt, which trade-off "
+                            "curves need), last (the final weights only) or none. Default last: one file a run, so "
+                            "a sweep of thousands of runs cannot fill a disk (every keeps T + 1 files a run)")
+    save_weights: bool | None = Field(None, exclude=True, description="the old name: true = weights every, "
+                                                                      "false = none (configs of earlier runs)")
+
+    @model_validator(mode="after")
+    def _old_save_weights(self):
+        if self.save_weights is not None:
+            if "weights" in self.model_fields_set:
+                raise ValueError("save_weights is the old name of weights: give weights alone")
+            self.weights = "every" if self.save_weights else "none"
+            self.save_weights = None
+        return self
 
 
 class EvalConfig(_Section):

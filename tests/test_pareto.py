@@ -82,7 +82,8 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("pareto") / "lab.duckdb"
     store = Store(path)
     ids = [run_in_process(store, small_config("naive")),
-           run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50})),
+           run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50},
+                                              train={"weights": "every"})),  # its trade-off curves are drawn
            run_in_process(store, small_config("replay", seed=1, strategy={"name": "replay", "buffer_size": 50})),
            run_in_process(store, small_config("ewc"))]
     yield store, ids
