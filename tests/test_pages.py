@@ -16,6 +16,9 @@ APP = str(ROOT / "app.py")
 def lab(tmp_path_factory):
     path = tmp_path_factory.mktemp("pages") / "lab.duckdb"
     os.environ["CL_LAB_DB"] = str(path)
+    orphan = path.with_name(path.name + ".artifacts") / "run-77"  # weights of a run no longer in the database
+    orphan.mkdir(parents=True)
+    (orphan / "after-task-1.pt").write_bytes(b"x" * 100)
     from pages.ui.lab import _open
     the_lab = _open(str(path.resolve()))  # the same object the pages get
     yield the_lab
@@ -70,6 +73,11 @@ def next_to(at, key: str) -> list[str]:
             break
         errors.append(node.value)
     return errors
+
+
+def test_the_lab_removes_the_weights_of_runs_that_no_longer_exist_when_it_opens(lab):
+    root = lab.store.path.with_name(lab.store.path.name + ".artifacts")
+    assert root.is_dir() and not (root / "run-77").exists()
 
 
 def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab):
