@@ -27,7 +27,8 @@ from store import Store  # noqa: E402
 from store.metrics import summaries, summary  # noqa: E402
 
 DEFAULT = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}, "model": {"name": "mlp", "hidden": [256, 256]},
-           "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5}, "eval": {"every": 10}}
+           "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5, "weights": "every"},
+           "eval": {"every": 10}}  # weights every: bench/pareto.py interpolates them
 
 
 def fill(store: Store, n_runs: int) -> list[int]:

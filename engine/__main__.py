@@ -33,9 +33,21 @@ def cmd_run(args) -> int:
     except ConfigError as err:
         err.report(args.config)
         return 2
+    from engine.cost import check_budget, check_runs
     from engine.manager import RunManager
 
+    try:
+        costs = check_runs([config])  # what it would cost, before the database is opened
+    except ConfigError as err:
+        err.report(args.config)
+        return 2
     store = _open_store(args.db)
+    try:
+        check_budget(store, costs)
+    except ConfigError as err:
+        store.close()
+        err.report(args.config)
+        return 2
     manager = RunManager(store, max_parallel=1)
     interrupted = False
     try:
@@ -195,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(sub, _open_store)
     from engine.export import add_export_commands  # export
     add_export_commands(sub, _open_store)
+    from engine.weights import add_gc_command  # gc
+    add_gc_command(sub, _open_store)
     return parser
 
 

@@ -113,7 +113,21 @@ class TrainConfig(_Section):
         "default", description="training augmentation: default is the dataset's suggested one (random crop with "
                             "4-pixel padding and horizontal flip for CIFAR and Tiny-ImageNet, crop for SVHN; none "
                             "for MNIST and rows), on the training device")
-    save_weights: bool = Field(True, description="keep the weights after each task (for trade-off curves)")
+    weights: Literal["none", "last", "every"] = Field(
+        "last", description="weights kept on disk: every (after-task-0.pt .. after-task-T.pt, which trade-off "
+                            "curves need), last (the final weights only) or none. Default last: one file a run, so "
+                            "a sweep of thousands of runs cannot fill a disk (every keeps T + 1 files a run)")
+    save_weights: bool | None = Field(None, exclude=True, description="the old name: true = weights every, "
+                                                                      "false = none (configs of earlier runs)")
+
+    @model_validator(mode="after")
+    def _old_save_weights(self):
+        if self.save_weights is not None:
+            if "weights" in self.model_fields_set:
+                raise ValueError("save_weights is the old name of weights: give weights alone")
+            self.weights = "every" if self.save_weights else "none"
+            self.save_weights = None
+        return self
 
 
 class EvalConfig(_Section):

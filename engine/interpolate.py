@@ -3,7 +3,7 @@ boundaries and evaluate every task on each interpolated model.
 
 After IBCL (Lu et al., "Zero-shot model generation for task trade-offs"): for a task switch k
 (task k - 1 ended, task k learned next), theta(alpha) = (1 - alpha) theta_{k-1} + alpha theta_k,
-with theta_j the network's weights saved by training after task j (``train.save_weights``,
+with theta_j the network's weights saved by training after task j (``train.weights: every``,
 ``<db>.artifacts/run-<id>/after-task-<j>.pt``). alpha 0 is the model at the end of task k - 1,
 alpha 1 the model at the end of task k; in between lie models that trade the new task's accuracy
 (plasticity) for the earlier tasks' (stability) at no training cost.
@@ -79,9 +79,9 @@ def _switches(store, run_id: int, config, task: int | None) -> list[int]:
         wanted = list(range(2, n + 1))
         if n < 2:
             raise ValueError(f"run {run_id} has {n} task: no task switch to interpolate across")
-    if not config.train.save_weights:
-        raise MissingWeights(f"run {run_id} was trained with train.save_weights false: no weights after each task "
-                             f"in {d}; train it again with save_weights true to interpolate")
+    if config.train.weights != "every":
+        raise MissingWeights(f"run {run_id} was trained with train.weights {config.train.weights}: trade-off curves "
+                             f"need the weights after every task; train it again with train.weights every")
     if not d.is_dir():
         raise MissingWeights(f"run {run_id} has no saved weights: the folder {d} is missing")
     missing = [_weights_file(d, j) for k in wanted for j in (k - 1, k) if not _weights_file(d, j).is_file()]

@@ -143,10 +143,17 @@ class RunManager:
 
     # ---- the public API --------------------------------------------------------------------------
     def submit(self, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
-               sweep_phase: str | None = None) -> int:
-        """Queue a validated run config; returns the new run's id."""
-        run_id = self.store.create_run(config.model_dump(mode="json"), name=config.name,
-                                       owner=owner or default_owner(), sweep_id=sweep_id, sweep_phase=sweep_phase)
+               sweep_phase: str | None = None, check_cost: bool = True) -> int:
+        """Queue a validated run config; returns the new run's id. Its cost is checked first
+        (``engine.cost.check_queue``: ``ConfigError`` with the figures, nothing written) unless the
+        caller checked it already (``launch_sweep``, for the whole sweep)."""
+        from engine.cost import QUEUE_LOCK, check_queue
+
+        with QUEUE_LOCK:
+            if check_cost:
+                check_queue(self.store, [config])
+            run_id = self.store.create_run(config.model_dump(mode="json"), name=config.name,
+                                           owner=owner or default_owner(), sweep_id=sweep_id, sweep_phase=sweep_phase)
         with self._cv:
             self._done[run_id] = threading.Event()
             self._queue.append(run_id)

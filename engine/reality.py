@@ -207,16 +207,20 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
 def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None) -> int:
     """Create the sweep (kind 'reality-check') and queue its tune phase (a search: start one driver a
     strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later."""
-    r = spec.reality
-    sweep_id = manager.store.create_sweep(spec.name, "reality-check", spec.raw, owner=owner)
-    if r.tune_mode == "search":
-        from engine.search import start_driver
+    from engine.cost import QUEUE_LOCK, check_queue
 
-        for s in r.strategies:
-            start_driver(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
-    else:
-        for config in expand(spec):
-            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TUNE)
+    r = spec.reality
+    configs = [] if r.tune_mode == "search" else expand(spec)
+    with QUEUE_LOCK:  # the tune phase's cost, before any row is written (search trials: each as it comes)
+        check_queue(manager.store, configs)
+        sweep_id = manager.store.create_sweep(spec.name, "reality-check", spec.raw, owner=owner)
+        if r.tune_mode == "search":
+            from engine.search import start_driver
+
+            for s in r.strategies:
+                start_driver(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
+        for config in configs:
+            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TUNE, check_cost=False)
     return sweep_id
 
 

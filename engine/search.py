@@ -167,12 +167,13 @@ class SearchDriver(threading.Thread):
                                        f"trial={trial.number}")
                 try:
                     config = parse_config(cfg)
-                except ConfigError as err:
+                    run_id = self.manager.submit(config, owner=self.owner, sweep_id=self.sweep_id,
+                                                 sweep_phase=self.phase)
+                except ConfigError as err:  # a bad point, or one that costs more than the limits allow
                     trial.set_user_attr("error", "; ".join(err.problems))
                     study.tell(trial, state=TrialState.FAIL)
                     ended += 1
                     continue
-                run_id = self.manager.submit(config, owner=self.owner, sweep_id=self.sweep_id, sweep_phase=self.phase)
                 trial.set_user_attr("run_id", run_id)
                 inflight[run_id] = trial.number
             if not inflight:

@@ -670,9 +670,13 @@ def launch_sweep(manager, spec: SweepSpec | Mapping, owner: str | None = None) -
 
         return launch_reality_check(manager, spec, owner=owner)
     configs = expand(spec)
-    sweep_id = manager.store.create_sweep(spec.name, spec.kind, spec.raw, owner=owner)
-    for config in configs:
-        manager.submit(config, owner=owner, sweep_id=sweep_id)
+    from engine.cost import QUEUE_LOCK, check_queue
+
+    with QUEUE_LOCK:  # every run's cost and the weights budget, before any row is written
+        check_queue(manager.store, configs)
+        sweep_id = manager.store.create_sweep(spec.name, spec.kind, spec.raw, owner=owner)
+        for config in configs:
+            manager.submit(config, owner=owner, sweep_id=sweep_id, check_cost=False)
     return sweep_id
 
 
@@ -940,6 +944,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         try:
             try:
                 sweep_id = launch_sweep(manager, spec)
+            except ConfigError as err:  # what it would cost: nothing was written
+                err.report(args.spec, what="sweep")
+                return 2
             finally:
                 signal.signal(signal.SIGINT, previous)
             print(f"sweep {sweep_id} queued: {spec.name} ({spec.kind}, {spec.planned_runs} runs, up to "

@@ -48,9 +48,9 @@ def total_steps(config: RunConfig, experiences) -> int:
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
               on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None) -> RunResult:
     """Train ``config`` and report every metric to ``sink``. ``on_start(total_steps)`` is called once
-    the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir`` (and
-    ``train.save_weights``), the network's weights are saved there before training and after each
-    task: ``after-task-0.pt``, ``after-task-1.pt``, ..."""
+    the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir``, the
+    network's weights are saved there as ``train.weights`` says: every (``after-task-0.pt`` before
+    training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none."""
     L.seed_everything(config.seed, verbose=False)
     scenario = build_scenario(config.scenario)
     strategy = STRATEGIES[config.strategy["name"]](seed=config.seed, **config.strategy_hparams)
@@ -65,11 +65,10 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         on_start(total_steps(config, experiences))
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
-    if weights_dir is not None and config.train.save_weights:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        save = lambda task: torch.save(net.state_dict(), weights_dir / f"after-task-{task}.pt")  # noqa: E731
-        save(0)
-        evaluation.on_task_end = save
+    if weights_dir is not None and config.train.weights != "none":
+        evaluation.on_task_end = _weights_saver(net, weights_dir, config.train.weights)
+        if config.train.weights == "every":
+            evaluation.on_task_end(0)
     _fabric_loop(config, module, strategy, evaluation, experiences, batches)
     sink.flush()
     if evaluation.stop_reason == "diverged":
@@ -77,6 +76,24 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     if evaluation.stop_reason == "cancelled":
         return RunResult("cancelled", evaluation.step, f"cancelled at step {evaluation.step}")
     return RunResult("finished", evaluation.step)
+
+
+def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]:
+    """Saves ``after-task-<task>.pt`` (written then renamed: a crash leaves no half file); with policy
+    last, the previous task's file goes once the new one is in place."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    previous: list[Path] = []
+
+    def save(task: int) -> None:
+        path = weights_dir / f"after-task-{task}.pt"
+        torch.save(net.state_dict(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        if policy == "last":
+            for old in previous:
+                old.unlink(missing_ok=True)
+            previous[:] = [path]
+
+    return save
 
 
 def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> None:

@@ -1,9 +1,17 @@
-import streamlit as st
-import yaml
+"""Launch a run or a sweep. The values shown are the values launched: no input clamps or reverts a
+value; every value is checked through ``parse_config`` as it changes and each problem is shown under
+its own field, with the run's cost estimate (``engine.cost``) above the Launch button. A sweep is
+parsed and expanded in a child process with limits (``engine.check_sweep``), never on this thread."""
 
-from engine.config import ConfigError, parse_config
+import json
+import typing
+
+import streamlit as st
+
+from engine.config import ConfigError, TrainConfig, parse_config
 from engine.datasets import DATASET_INFO, dataset_status
 from engine.inputs import load_yaml
+from engine.limits import limits
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
 
@@ -13,58 +21,146 @@ grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}
 seeds: [0, 1, 2]"""
 
 SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental (permuted)"}
+OPTIMIZERS = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
+WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
+SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process
 
 the_lab = lab()
 st.title("Launch a run")
-problems: dict[str, list[str]] = st.session_state.get("launch_problems", {})
+shown: set[str] = set()  # the fields drawn, whose problems are shown under them
 
 
-def field_error(key: str) -> None:
-    """A problem with this field, shown right under it."""
-    for line in problems.get(key, []):
-        st.error(line, icon=":material/error:")
+def parse_widths(text: str) -> list[int]:
+    """'256, 256' -> [256, 256]; '' -> [] (a linear model). ValueError if an item is not a whole number."""
+    return [int(w) for w in text.replace(" ", "").split(",") if w]
 
 
-def hparam_input(key: str, spec):
+def form_config(v) -> dict:
+    """The run config from the widgets' values (the session state holds them before the widgets are
+    drawn again, and in a button's callback)."""
+    name = v.get("strategy.name") or "naive"
+    strategy = STRATEGIES.get(name) or STRATEGIES["naive"]
+    return {
+        "name": str(v.get("name", "run")).strip(), "seed": v.get("seed", 0),
+        "scenario": {"dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
+                     "n_tasks": v.get("scenario.n_tasks", 5),
+                     "class_seed": v.get("scenario.class_seed", 0) if v.get("shuffle_classes") else None},
+        "model": {"name": "mlp", "hidden": v.get("model.hidden", "256, 256")},
+        "strategy": {"name": strategy.name, **{k: v.get(f"strategy.{strategy.name}.{k}", spec.default)
+                                              for k, spec in strategy.hparams.items()}},
+        "train": {"optimizer": v.get("train.optimizer", "sgd"), "lr": v.get("train.lr", 0.05),
+                  "momentum": v.get("train.momentum", 0.0), "weight_decay": v.get("train.weight_decay", 0.0),
+                  "batch_size": v.get("train.batch_size", 32), "epochs_per_task": v.get("train.epochs_per_task", 5),
+                  "weights": v.get("train.weights", "last")},
+        "eval": {"every": v.get("eval.every", 10), "subset": v.get("eval.subset", 0) or None},
+    }
+
+
+def field_of(line: str) -> str:
+    """The field a problem line is about: 'train.lr = -0.1: ...' -> 'train.lr'; 'model: ...' -> 'model'."""
+    return line.split(" = ")[0].split(":")[0].strip()
+
+
+def check(v) -> tuple[object | None, dict[str, list[str]]]:
+    """The validated config (None if it has problems) and its problems by field, cost included."""
+    from engine.cost import estimate, run_problems
+
+    data = form_config(v)
+    found: dict[str, list[str]] = {}
+    try:
+        data["model"]["hidden"] = parse_widths(data["model"]["hidden"])
+    except ValueError:
+        found["model.hidden"] = [f"model.hidden = {data['model']['hidden']!r}: must be whole numbers separated by "
+                                 "commas (empty: a linear model)"]
+    try:
+        config = parse_config(data)
+    except ConfigError as err:
+        for line in err.problems:
+            if not (field_of(line) == "model.hidden" and "model.hidden" in found):
+                found.setdefault(field_of(line), []).append(line)
+        return None, found
+    if found:
+        return None, found
+    for line in run_problems(config, estimate(config)):
+        found.setdefault(field_of(line), []).append(line)
+    return (None if found else config), found
+
+
+config, problems = check(st.session_state)
+refused = st.session_state.get("launch_problems", {})
+if config is not None and refused.get("config") == config.model_dump_json():  # the budget, checked at launch
+    for key, lines in refused["lines"].items():
+        problems.setdefault(key, []).extend(lines)
+
+
+def field_error(*keys: str) -> None:
+    """The problems of these fields, right under the field just drawn."""
+    for key in keys:
+        shown.add(key)
+        for line in problems.get(key, []):
+            st.error(line, icon=":material/error:")
+
+
+def number(label: str, key: str, value, *, where=None, **kw):
+    """A number input that keeps the value typed (no min or max: Streamlit would put back the previous
+    value), with its problems under it."""
+    with where or st.container():
+        out = st.number_input(label, value=value, key=key, **kw)
+        field_error(key)
+    return out
+
+
+def hparam_input(key: str, problem_key: str, spec):
     label = key.rsplit(".", 1)[-1].replace("_", " ")
+    help = f"{spec.help} ({spec.describe()})"
     if spec.choices:
-        return st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=spec.help, key=key)
-    if spec.type is bool:
-        return st.checkbox(label, value=spec.default, help=spec.help, key=key)
-    if spec.type is int:
-        return st.number_input(label, value=spec.default, step=1, help=spec.help, key=key,
-                               min_value=int(spec.low) if spec.low is not None else None,
-                               max_value=int(spec.high) if spec.high is not None else None)
-    return st.number_input(label, value=float(spec.default), help=spec.help, key=key, format="%g",
-                           min_value=float(spec.low) if spec.low is not None else None,
-                           max_value=float(spec.high) if spec.high is not None else None)
+        st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=help, key=key)
+    elif spec.type is bool:
+        st.checkbox(label, value=spec.default, help=help, key=key)
+    elif spec.type is int:
+        st.number_input(label, value=spec.default, step=1, help=help, key=key)
+    else:
+        st.number_input(label, value=float(spec.default), help=help, key=key, format="%g")
+    field_error(problem_key)
 
 
 left, right = st.columns(2, gap="large")
 with left:
+    # ---- Scenario -----------------------------------------------------------------------------------
     st.subheader("Scenario")
-    name = st.text_input("Run name", value="run", key="name")
+    st.text_input("Run name", value="run", key="name", max_chars=SHORT_TEXT)
     field_error("name")
     setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
     data_status = {row["name"]: row for row in dataset_status()}
     dataset = st.selectbox("Dataset", list(DATASET_INFO), key="scenario.dataset",
                            format_func=lambda n: DATASET_INFO[n].title + ("" if data_status[n]["ready"] else " (files missing)"))
     (st.caption if data_status[dataset]["ready"] else st.warning)(data_status[dataset]["message"])
-    field_error("scenario.dataset")
-    n_tasks = st.number_input("Tasks", value=5, step=1, min_value=1, key="scenario.n_tasks",
-                              help=f"classes are shared out over the tasks ({dataset}: "
-                                   f"{DATASET_INFO[dataset].n_classes or 'as in the files'} classes)")
-    field_error("scenario.n_tasks")
+    field_error("scenario.dataset", "scenario.setting")
+    number("Tasks", "scenario.n_tasks", 5, step=1,
+           help=f"classes are shared out over the tasks ({dataset}: "
+                f"{DATASET_INFO[dataset].n_classes or 'as in the files'} classes)")
     shuffle = st.checkbox("Shuffle the class order", key="shuffle_classes")
-    class_seed = st.number_input("Class-order seed", value=0, step=1, key="scenario.class_seed", disabled=not shuffle)
-    seed = st.number_input("Seed", value=0, step=1, key="seed", help="model initialisation and batch order")
+    number("Class-order seed", "scenario.class_seed", 0, step=1, disabled=not shuffle,
+           help="used only with the box above ticked; otherwise the classes come in order 0, 1, 2, ...")
+    number("Seed", "seed", 0, step=1, help="model initialisation and batch order")
+    field_error("scenario")
 
+    # ---- Model --------------------------------------------------------------------------------------
     st.subheader("Model")
-    hidden = st.text_input("Hidden layers", value="256, 256", key="model.hidden",
-                           help="widths of the MLP's hidden layers, comma-separated")
-    field_error("model.hidden")
+    hidden = st.text_input("Hidden layers", value="256, 256", key="model.hidden", max_chars=SHORT_TEXT,
+                           help="widths of the MLP's hidden layers, comma-separated; empty: a linear model")
+    try:
+        widths = parse_widths(hidden)
+        n_in = "x".join(map(str, DATASET_INFO[dataset].input_shape))
+        layers = " → ".join([n_in, *map(str, widths), str(DATASET_INFO[dataset].n_classes or "?")])
+        st.caption(f"{len(widths)} hidden layer{'s' * (len(widths) != 1)}: {layers}" if widths else
+                   f"Empty: a linear model, no hidden layer ({layers})")
+    except ValueError:
+        pass
+    field_error("model.hidden", "model.name", "model")
 
 with right:
+    # ---- Strategy -----------------------------------------------------------------------------------
     st.subheader("Strategy")
     supported = [n for n, cls in STRATEGIES.items() if setting in cls.settings]
     strategy_name = st.selectbox("Strategy", supported, format_func=lambda n: STRATEGIES[n].title, key="strategy.name")
@@ -74,63 +170,48 @@ with right:
         st.info("In class-incremental learning with one head, EWC and LwF end close to Naive (about 1/T "
                 "accuracy): the known result, not a bug.", icon=":material/info:")
     for key, spec in strategy.hparams.items():
-        hparam_input(f"strategy.{strategy_name}.{key}", spec)  # keyed per strategy: choices differ
-        field_error(f"strategy.{key}")
+        hparam_input(f"strategy.{strategy_name}.{key}", f"strategy.{key}", spec)  # keyed per strategy: choices differ
+    field_error("strategy", "strategy.name")
 
+    # ---- Training -----------------------------------------------------------------------------------
     st.subheader("Training")
     c1, c2 = st.columns(2)
-    optimizer = c1.selectbox("Optimizer", ["sgd", "adam"], format_func=str.upper, key="train.optimizer")
-    lr = c2.number_input("Learning rate", value=0.05, min_value=0.0, format="%g", key="train.lr")
-    field_error("train.lr")
-    momentum = c1.number_input("Momentum", value=0.0, min_value=0.0, max_value=0.999, format="%g", key="train.momentum",
-                               disabled=optimizer != "sgd")
-    weight_decay = c2.number_input("Weight decay", value=0.0, min_value=0.0, format="%g", key="train.weight_decay")
-    batch_size = c1.number_input("Batch size", value=32, min_value=1, step=1, key="train.batch_size")
-    epochs = c2.number_input("Epochs per task", value=5, min_value=1, step=1, key="train.epochs_per_task")
+    with c1:
+        optimizer = st.selectbox("Optimizer", OPTIMIZERS, format_func=str.upper, key="train.optimizer")
+        field_error("train.optimizer")
+    number("Learning rate", "train.lr", 0.05, format="%g", where=c2)
+    number("Momentum", "train.momentum", 0.0, format="%g", where=c1, disabled=optimizer != "sgd",
+           help="SGD only: from 0 up to, not including, 1")
+    number("Weight decay", "train.weight_decay", 0.0, format="%g", where=c2)
+    number("Batch size", "train.batch_size", 32, step=1, where=c1)
+    number("Epochs per task", "train.epochs_per_task", 5, step=1, where=c2)
+    st.selectbox("Weights kept", WEIGHTS, index=WEIGHTS.index("last"), key="train.weights",
+                 help=TrainConfig.model_fields["weights"].description)
+    field_error("train.weights", "train")
 
+    # ---- Continual evaluation -----------------------------------------------------------------------
     st.subheader("Continual evaluation")
     c1, c2 = st.columns(2)
-    every = c1.number_input("Evaluate every (steps)", value=10, min_value=1, step=1, key="eval.every")
-    subset = c2.number_input("Samples per task (0: all)", value=0, min_value=0, step=1, key="eval.subset",
-                             help="a fixed random subset of each task's held-out set for the periodic evaluations")
-
-
-def build_config() -> dict:
-    """The config from the widgets' current values (read from the session state: a button's callback
-    runs before the script, so the variables above may still hold the previous run's values)."""
-    v = st.session_state
-    name = v["strategy.name"]
-    return {
-        "name": v["name"].strip(), "seed": int(v["seed"]),
-        "scenario": {"dataset": v["scenario.dataset"], "setting": v["scenario.setting"],
-                     "n_tasks": int(v["scenario.n_tasks"]),
-                     "class_seed": int(v["scenario.class_seed"]) if v["shuffle_classes"] else None},
-        "model": {"name": "mlp", "hidden": v["model.hidden"]},
-        "strategy": {"name": name, **{k: v[f"strategy.{name}.{k}"] for k in STRATEGIES[name].hparams}},
-        "train": {"optimizer": v["train.optimizer"], "lr": v["train.lr"], "momentum": v["train.momentum"],
-                  "weight_decay": v["train.weight_decay"], "batch_size": int(v["train.batch_size"]),
-                  "epochs_per_task": int(v["train.epochs_per_task"])},
-        "eval": {"every": int(v["eval.every"]), "subset": int(v["eval.subset"]) or None},
-    }
+    number("Evaluate every (steps)", "eval.every", 10, step=1, where=c1)
+    number("Samples per task (0: all)", "eval.subset", 0, step=1, where=c2,
+           help="a fixed random subset of each task's held-out set for the periodic evaluations; 0: all of it")
+    field_error("eval")
 
 
 def launch() -> None:
-    data = build_config()
-    found: dict[str, list[str]] = {}
+    """Queue the run shown, or keep the problems (the manager checks the cost and the weights budget
+    again, against the database)."""
+    config, found = check(st.session_state)
+    st.session_state["launch_problems"] = {}
+    if config is None:
+        st.session_state["refused"] = sum(map(len, found.values()))
+        return
     try:
-        data["model"]["hidden"] = [int(w) for w in data["model"]["hidden"].replace(" ", "").split(",") if w]
-    except ValueError:
-        found["model.hidden"] = [f"model.hidden = {data['model']['hidden']!r}: must be whole numbers separated by commas"]
-    if not found:
-        try:
-            config = parse_config(data)
-        except ConfigError as err:
-            for line in err.problems:
-                field = line.split(" = ")[0].split(":")[0]
-                found.setdefault(field, []).append(line)
-    st.session_state["launch_problems"] = found
-    if not found:
         st.session_state["launched"] = the_lab.manager.submit(config)
+    except ConfigError as err:  # the weights budget, known only against the database
+        st.session_state["launch_problems"] = {"config": config.model_dump_json(),
+                                               "lines": {field_of(line): [line] for line in err.problems}}
+        st.session_state["refused"] = len(err.problems)
 
 
 st.divider()
@@ -144,65 +225,85 @@ if mode == "A sweep":
     c1, c2 = st.columns(2)
     c1.multiselect("Strategies", supported, default=[strategy_name], format_func=lambda n: STRATEGIES[n].title,
                    key="sweep.strategy.name")
-    c2.text_input("Seeds", value="0, 1, 2", key="sweep.seeds")
-    c1.text_input("Learning rates", value="", placeholder="e.g. 0.01, 0.05", key="sweep.train.lr")
-    c2.text_input("Batch sizes", value="", placeholder="e.g. 16, 32", key="sweep.train.batch_size")
+    c2.text_input("Seeds", value="0, 1, 2", key="sweep.seeds", max_chars=SHORT_TEXT)
+    c1.text_input("Learning rates", value="", placeholder="e.g. 0.01, 0.05", key="sweep.train.lr", max_chars=SHORT_TEXT)
+    c2.text_input("Batch sizes", value="", placeholder="e.g. 16, 32", key="sweep.train.batch_size", max_chars=SHORT_TEXT)
     chosen = st.session_state.get("sweep.strategy.name") or [strategy_name]
     declared = {k: spec for n in chosen for k, spec in STRATEGIES[n].hparams.items()}
     for i, (key, spec) in enumerate(declared.items()):
         (c1 if i % 2 == 0 else c2).text_input(key.replace("_", " "), value="", help=f"{spec.help} ({spec.describe()})",
                                               placeholder=", ".join(map(str, spec.choices)) if spec.choices else "",
-                                              key=f"sweep.strategy.{key}")
+                                              key=f"sweep.strategy.{key}", max_chars=SHORT_TEXT)
     with st.expander("Or a whole sweep file (YAML): random samples, an Optuna search, a reality check"):
         st.text_area("Sweep file", key="sweep.yaml", height=220, placeholder=SWEEP_EXAMPLE,
+                     max_chars=limits().max_input_bytes,
                      help="the shape of `python -m engine sweep SWEEP.yaml`; it replaces the form when given")
 
 
-def sweep_spec() -> dict:
-    """The sweep from the form: the config above as the base, a grid of the values given, the seeds."""
+def sweep_text() -> str:
+    """The sweep as text for the check: the pasted file, or the form's grid as JSON (the config above as
+    the base, a grid of the values given, the seeds). Each form item is short (``SHORT_TEXT``)."""
     v = st.session_state
     if v.get("sweep.yaml", "").strip():
-        return load_yaml(v["sweep.yaml"], "the sweep file")
-    base = build_config()
-    base["model"]["hidden"] = [int(w) for w in str(base["model"]["hidden"]).replace(" ", "").split(",") if w]
+        return v["sweep.yaml"]
+    base = form_config(v)
+    try:
+        base["model"]["hidden"] = parse_widths(str(base["model"]["hidden"]))
+    except ValueError:
+        pass  # the check says what is wrong with it
     grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
-    for key in ["train.lr", "train.batch_size"] + [k for k in v.keys() if k.startswith("sweep.strategy.") and
-                                                    k != "sweep.strategy.name"]:
-        text = str(v.get(key if key.startswith("sweep.") else f"sweep.{key}", "") or "").strip()
+    for key in ["train.lr", "train.batch_size"] + [k.removeprefix("sweep.") for k in v.keys()
+                                                    if k.startswith("sweep.strategy.") and k != "sweep.strategy.name"]:
+        text = str(v.get(f"sweep.{key}", "") or "").strip()
         if text:
-            grid[key.removeprefix("sweep.")] = [load_yaml(item, key.removeprefix("sweep.")) for item in text.split(",")
-                                                if item.strip()]
+            grid[key] = [load_yaml(item, key) for item in text.split(",") if item.strip()]
     grid = {k: vals for k, vals in grid.items()
             if not k.startswith("strategy.") or k == "strategy.name"
             or any(k.split(".", 1)[1] in STRATEGIES[n].hparams for n in grid["strategy.name"])}
     base["strategy"] = {"name": grid["strategy.name"][0]}
     seeds = [load_yaml(x, "seeds") for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
-    return {"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}
+    return json.dumps({"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}, default=str)
 
 
 def launch_sweep() -> None:
-    from engine.sweep import parse_sweep
+    from engine.check_sweep import check_sweep_text
+
     try:
-        spec = parse_sweep(sweep_spec())
-    except (ConfigError, ValueError, yaml.YAMLError) as err:
-        st.session_state["sweep_problems"] = getattr(err, "problems", None) or [str(err)]
+        text = sweep_text()
+    except ConfigError as err:  # a value of the form that is not valid YAML
+        st.session_state["sweep_problems"] = err.problems
         return
-    st.session_state["sweep_problems"] = []
-    st.session_state["launched_sweep"] = the_lab.launch_sweep(spec)
+    with st.spinner("Checking the sweep in a separate process..."):
+        result = check_sweep_text(text)
+    if not result.ok:
+        st.session_state["sweep_problems"] = result.problems
+        return
+    try:
+        st.session_state["launched_sweep"] = the_lab.launch_sweep(result.sweep)
+        st.session_state["sweep_problems"] = []
+    except ConfigError as err:  # a run's cost or the weights budget: nothing was queued
+        st.session_state["sweep_problems"] = err.problems
 
 
+# ---- Cost and launch --------------------------------------------------------------------------------------
 if mode == "One run":
+    if config is not None:
+        from engine.cost import estimate
+
+        st.info(f"Cost: {estimate(config).summary()}.", icon=":material/calculate:")
+    unplaced = [line for key, lines in problems.items() if key not in shown for line in lines]
+    for line in unplaced:  # the memory estimate, and anything not drawn above
+        st.error(line, icon=":material/error:")
     st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch")
+    where = "each under its field" + (" or above" if unplaced else "")
+    if st.session_state.pop("refused", 0) and problems:
+        st.error(f"Nothing was queued: {sum(map(len, problems.values()))} problem(s), {where}.")
+    elif problems:
+        st.warning(f"{sum(map(len, problems.values()))} problem(s) to fix before launching, {where}.")
 else:
-    st.button("Launch the sweep", type="primary", icon=":material/rocket_launch:", on_click=launch_sweep,
-              key="launch_sweep")
+    if st.button("Launch the sweep", type="primary", icon=":material/rocket_launch:", key="launch_sweep"):
+        launch_sweep()
     for line in st.session_state.get("sweep_problems", []):
-        st.error(line)
-if problems and mode == "One run":
-    st.error(f"Nothing was queued: {sum(map(len, problems.values()))} problem(s) above.")
-    unplaced = [line for key, lines in problems.items() for line in lines
-                if key not in ("name", "scenario.n_tasks", "model.hidden", "train.lr") and not key.startswith("strategy.")]
-    for line in unplaced:
         st.error(line)
 if "launched" in st.session_state:
     run_id = st.session_state.pop("launched")

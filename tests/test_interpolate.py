@@ -25,7 +25,7 @@ def _boundary_rows(store, run_id):
 
 @pytest.mark.parametrize("setting", ["class", "task"])
 def test_end_points_equal_the_runs_own_boundary_evaluations_exactly(store, setting):
-    run_id = run_in_process(store, small_config("naive", n_tasks=3, scenario={"setting": setting}))
+    run_id = run_in_process(store, small_config("naive", n_tasks=3, scenario={"setting": setting}, train={"weights": "every"}))
     assert available_switches(store, run_id) == [2, 3]
     long = compute_tradeoffs(store, run_id)
     assert len(long) == 2 * len(ALPHAS) * 3                         # 2 switches x 11 alphas x 3 tasks
@@ -48,7 +48,7 @@ def test_end_points_equal_the_runs_own_boundary_evaluations_exactly(store, setti
 
 
 def test_one_switch_replaces_its_own_rows_and_keeps_the_others(store):
-    run_id = run_in_process(store, small_config("naive", n_tasks=3))
+    run_id = run_in_process(store, small_config("naive", n_tasks=3, train={"weights": "every"}))
     compute_tradeoffs(store, run_id)
     before = store.sql("SELECT from_task, count(*) FROM tradeoffs WHERE run_id = ? GROUP BY ALL ORDER BY 1", [run_id])
     curve = tradeoff_curve(store, run_id, task=3, alphas=(0.0, 0.5, 1.0))
@@ -69,10 +69,11 @@ def test_interpolation_is_linear_in_the_weights_and_exact_at_the_ends():
 
 
 def test_a_run_without_weights_gets_an_error_naming_what_is_missing(store):
-    unsaved = run_in_process(store, small_config("naive", train={"save_weights": False}))
-    with pytest.raises(MissingWeights, match="save_weights false"):
-        compute_tradeoffs(store, unsaved)
-    saved = run_in_process(store, small_config("naive"))
+    for policy in ("none", "last"):
+        unsaved = run_in_process(store, small_config("naive", train={"weights": policy}))
+        with pytest.raises(MissingWeights, match=f"train.weights {policy}: .* need the weights after every task"):
+            compute_tradeoffs(store, unsaved)
+    saved = run_in_process(store, small_config("naive", train={"weights": "every"}))
     (store.artifacts_dir(saved) / "after-task-1.pt").unlink()
     with pytest.raises(MissingWeights, match=r"task switch 2 are missing: .*run-%d/after-task-1\.pt" % saved):
         compute_tradeoffs(store, saved, task=2)
@@ -89,8 +90,9 @@ def test_a_run_without_weights_gets_an_error_naming_what_is_missing(store):
 def test_tradeoff_cli_computes_stores_and_prints(store, capsys):
     from engine.__main__ import main
 
-    run_id = run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50}))
-    unsaved = run_in_process(store, small_config("naive", train={"save_weights": False}))
+    run_id = run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50},
+                                                train={"weights": "every"}))
+    unsaved = run_in_process(store, small_config("naive", train={"save_weights": False}))  # the old name: none
     db = store.path
     store.close()
     assert main(["tradeoff", str(run_id), "--db", str(db), "--json"]) == 0
@@ -101,4 +103,4 @@ def test_tradeoff_cli_computes_stores_and_prints(store, capsys):
     assert "plasticity" in out and "1→2    1.00" in out
     assert main(["tradeoff", str(unsaved), "--db", str(db)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: run {unsaved} was trained with train.save_weights false") and err.count("\n") == 1
+    assert err.startswith(f"error: run {unsaved} was trained with train.weights none") and err.count("\n") == 1

@@ -17,6 +17,9 @@ APP = str(ROOT / "app.py")
 def lab(tmp_path_factory):
     path = tmp_path_factory.mktemp("pages") / "lab.duckdb"
     os.environ["CL_LAB_DB"] = str(path)
+    orphan = path.with_name(path.name + ".artifacts") / "run-77"  # weights of a run no longer in the database
+    orphan.mkdir(parents=True)
+    (orphan / "after-task-1.pt").write_bytes(b"x" * 100)
     from pages.ui.lab import _open
     the_lab = _open(str(path.resolve()))  # the same object the pages get
     yield the_lab
@@ -53,6 +56,31 @@ def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_
     lab.manager.cancel(run_id)
 
 
+def next_to(at, key: str) -> list[str]:
+    """The error messages drawn right after the widget ``key``, in the same container."""
+    def after(block):
+        items = list(block.children.values())
+        for i, node in enumerate(items):
+            if getattr(node, "key", None) == key:
+                return items[i + 1:]
+            found = after(node) if isinstance(getattr(node, "children", None), dict) else None
+            if found is not None:
+                return found
+        return None
+
+    errors = []
+    for node in after(at.main) or []:  # the run of error boxes that follows the widget
+        if getattr(node, "type", None) != "error":
+            break
+        errors.append(node.value)
+    return errors
+
+
+def test_the_lab_removes_the_weights_of_runs_that_no_longer_exist_when_it_opens(lab):
+    root = lab.store.path.with_name(lab.store.path.name + ".artifacts")
+    assert root.is_dir() and not (root / "run-77").exists()
+
+
 def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab):
     at = app()
     at.switch_page("pages/launch.py").run()
@@ -61,15 +89,76 @@ def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab)
     at.number_input(key="train.lr").set_value(0.0)
     at.text_input(key="model.hidden").set_value("256, wide")
     at.button(key="launch").click().run()
-    errors = [e.value for e in at.error]
-    assert "model.hidden = '256, wide': must be whole numbers separated by commas" in errors
+    assert next_to(at, "model.hidden") == [
+        "model.hidden = '256, wide': must be whole numbers separated by commas (empty: a linear model)"]
     at.text_input(key="model.hidden").set_value("64")
     at.button(key="launch").click().run()
-    errors = [e.value for e in at.error]
-    assert "scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out" in errors
-    assert "train.lr = 0.0: must be greater than 0" in errors
-    assert "Nothing was queued: 2 problem(s) above." in errors
+    assert next_to(at, "scenario.n_tasks") == ["scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out"]
+    assert next_to(at, "train.lr") == ["train.lr = 0.0: must be greater than 0"]
+    assert "Nothing was queued: 2 problem(s), each under its field." in [e.value for e in at.error]
     assert n_runs(lab) == before
+
+
+def test_out_of_range_values_stay_shown_with_an_error_under_each_field_and_queue_nothing(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    before = n_runs(lab)
+    at.number_input(key="train.lr").set_value(-0.1)
+    at.number_input(key="scenario.n_tasks").set_value(0)
+    at.number_input(key="train.momentum").set_value(2.0)
+    at.number_input(key="train.batch_size").set_value(10 ** 9)
+    at.run()
+    # the values typed are kept (no silent return to the last valid value), each problem under its field
+    assert at.number_input(key="train.lr").value == -0.1 and at.number_input(key="scenario.n_tasks").value == 0
+    assert next_to(at, "train.lr") == ["train.lr = -0.1: must be greater than 0"]
+    assert next_to(at, "scenario.n_tasks") == ["scenario.n_tasks = 0: must be greater than or equal to 1"]
+    assert next_to(at, "train.momentum") == ["train.momentum = 2.0: must be less than 1"]
+    assert next_to(at, "train.batch_size") == ["train.batch_size = 1000000000: must be less than or equal to 65536"]
+    assert not at.info  # no cost estimate for an invalid config
+    at.button(key="launch").click().run()
+    assert "Nothing was queued: 4 problem(s), each under its field." in [e.value for e in at.error]
+    assert n_runs(lab) == before
+
+
+def test_the_run_launched_is_the_run_shown_with_its_cost_and_an_empty_field_explained(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.text_input(key="model.hidden").set_value("").run()
+    assert "Empty: a linear model, no hidden layer (64 → 10)" in [c.value for c in at.caption]
+    at.text_input(key="model.hidden").set_value("48, 24")
+    at.number_input(key="train.lr").set_value(0.0123)
+    at.selectbox(key="train.optimizer").set_value("adam")
+    at.number_input(key="train.momentum").set_value(0.5)  # shown, sent, and unused by Adam
+    at.number_input(key="train.batch_size").set_value(16)
+    at.number_input(key="train.epochs_per_task").set_value(1)
+    at.number_input(key="scenario.n_tasks").set_value(2)
+    at.number_input(key="seed").set_value(7)
+    at.number_input(key="eval.every").set_value(3)
+    at.number_input(key="eval.subset").set_value(20)
+    at.selectbox(key="train.weights").set_value("none")
+    at.text_input(key="name").set_value("as-shown")
+    at.run()
+    from engine.config import parse_config
+    from engine.cost import estimate
+    assert "2 hidden layers: 64 → 48 → 24 → 10" in [c.value for c in at.caption]
+    shown = {
+        "name": at.text_input(key="name").value, "seed": at.number_input(key="seed").value,
+        "scenario": {"dataset": at.selectbox(key="scenario.dataset").value, "setting": at.radio(key="scenario.setting").value,
+                     "n_tasks": at.number_input(key="scenario.n_tasks").value},
+        "model": {"name": "mlp", "hidden": [48, 24]},
+        "strategy": {"name": at.selectbox(key="strategy.name").value},
+        "train": {k: (at.selectbox if k in ("optimizer", "weights") else at.number_input)(key=f"train.{k}").value
+                  for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights")},
+        "eval": {"every": at.number_input(key="eval.every").value, "subset": at.number_input(key="eval.subset").value},
+    }
+    expected = parse_config(shown)
+    assert at.info[0].value == f"Cost: {estimate(expected).summary()}."
+    at.button(key="launch").click().run()
+    assert not at.exception
+    run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
+    assert json.loads(config) == expected.model_dump(mode="json")
+    assert at.query_params["run"] == str(run_id)
+    assert lab.manager.wait(run_id, timeout=120) == "finished"
 
 
 def test_launch_builds_strategy_inputs_from_declared_hparams_and_queues_the_run(lab):
@@ -77,7 +166,7 @@ def test_launch_builds_strategy_inputs_from_declared_hparams_and_queues_the_run(
     at.switch_page("pages/launch.py").run()
     at.selectbox(key="strategy.name").set_value("ewc").run()
     lam = at.number_input(key="strategy.ewc.ewc_lambda")
-    assert lam.value == 1000.0 and lam.min == 0.0 and lam.max == 1e7 and "penalty" in lam.help
+    assert lam.value == 1000.0 and "penalty" in lam.help and "from 0 to 1e+07" in lam.help
     assert at.selectbox(key="strategy.ewc.mode").options == ["separate", "online"]
     at.selectbox(key="strategy.name").set_value("replay").run()
     assert at.number_input(key="strategy.replay.buffer_size").value == 200

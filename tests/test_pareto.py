@@ -81,10 +81,12 @@ def trained(tmp_path_factory):
     """Four small real runs: naive, replay (two seeds) and EWC, finished, in one store."""
     path = tmp_path_factory.mktemp("pareto") / "lab.duckdb"
     store = Store(path)
-    ids = [run_in_process(store, small_config("naive")),
-           run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50})),
-           run_in_process(store, small_config("replay", seed=1, strategy={"name": "replay", "buffer_size": 50})),
-           run_in_process(store, small_config("ewc"))]
+    every = {"weights": "every"}  # the weights after each task: trade-off curves are drawn from them
+    ids = [run_in_process(store, small_config("naive", train=every)),
+           run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50}, train=every)),
+           run_in_process(store, small_config("replay", seed=1, strategy={"name": "replay", "buffer_size": 50},
+                                              train=every)),
+           run_in_process(store, small_config("ewc", train=every))]
     yield store, ids
     store.close()
 

@@ -104,6 +104,13 @@ class Strategy:
         for key, spec in self.hparams.items():
             setattr(self, key, hparams.get(key, spec.default))
 
+    @classmethod
+    def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int) -> int:
+        """Memory the strategy holds beside the model at its peak, for the cost estimate made before a
+        run is queued (``engine.cost``): ``weights`` is the model's size in bytes, ``sample`` one
+        training sample's. Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
+        return int(hparams.get("buffer_size", 0)) * sample
+
     # The schedule: by default one experience a task. Joint overrides it.
     def experiences(self, scenario: "Scenario") -> list[Experience]:
         return [Experience(task=k + 1, samples=task.train) for k, task in enumerate(scenario.tasks)]

@@ -22,6 +22,12 @@ class EWC(Strategy):
         "fisher_batch": HParam(int, 32, "samples per vectorised Fisher chunk (memory against speed)", low=1, high=8192),
     }
 
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks):
+        kept = n_tasks if hparams.get("mode", "separate") == "separate" else 1
+        # a Fisher and an optimum per penalty, and the per-sample gradients of one Fisher chunk
+        return 2 * kept * weights + int(hparams.get("fisher_batch", 32)) * weights
+
     def __init__(self, **hparams):
         super().__init__(**hparams)
         self.penalties: list[tuple[dict, dict]] = []  # (fisher, optimal weights) per task or one online

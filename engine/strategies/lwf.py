@@ -19,6 +19,10 @@ class LwF(Strategy):
         "temperature": HParam(float, 2.0, "softmax temperature of the distillation", low=0.1, high=20.0),
     }
 
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks):
+        return weights  # the frozen teacher
+
     def setup(self, module, scenario):
         self.task_classes = [task.classes for task in scenario.tasks]
         self.all_classes = scenario.setting == "domain"

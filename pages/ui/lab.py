@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -65,12 +66,24 @@ def db_path() -> Path:
     return Path(args.db or os.environ.get("CL_LAB_DB") or DEFAULT_DB).resolve()
 
 
+def _warm_cost_estimate() -> None:
+    """The first estimate imports torch's meta kernels (seconds): pay for it before the Launch page asks."""
+    from engine.config import parse_config
+    from engine.cost import estimate
+
+    estimate(parse_config({}))
+
+
 class Lab:
     def __init__(self, path: Path):
         from engine.manager import RunManager  # starts warm workers: the first launch need not wait
         from engine.sweep import SweepKeeper
 
         self.store = Store(path)
+        from engine.weights import remove_orphans
+
+        remove_orphans(self.store)  # the weights of runs deleted while the lab was closed
+        threading.Thread(target=_warm_cost_estimate, daemon=True, name="cost-warm-up").start()
         self.manager = RunManager(self.store)
         self.sweeps = SweepKeeper(self.manager)  # phases and search trials go on without a page open
         self.sweeps.start()

@@ -1,0 +1,361 @@
+"""What a run will cost, estimated before it is queued, and the checks that refuse what cannot fit.
+
+``estimate(config)`` is a plain function: no data is loaded and no memory is taken. The model is built
+on torch's ``meta`` device (shapes only) and one forward pass there gives its activation sizes; the
+tasks' sample counts come from ``DATASET_INFO``, and the strategy's schedule (``experiences``) runs on
+meta tensors of those sizes, so Joint's merged tasks count as they train. The figures are estimates of
+the peak (float32 weights, gradients, optimizer state, the strategy's state, a batch's activations
+and their gradients, the dataset and its tasks, the evaluation tensors and one evaluation pass).
+
+``check_queue(store, configs)`` is what every way into the queue calls (``RunManager.submit``, the
+CLI, ``launch_sweep``): each run against ``limits()`` (parameters, memory, steps, metric rows), then
+all of them together against the lab's weights budget. A refusal is a ``ConfigError`` whose lines
+carry the figures; nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.config import ConfigError, RunConfig
+from engine.datasets import DATASET_INFO
+from engine.limits import limits
+from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData
+from engine.strategies import STRATEGIES, Strategy
+
+# Optimizer state per trainable parameter, in copies of the weights: SGD's momentum buffer, Adam's two moments.
+OPTIMIZER_STATE = {"sgd": lambda cfg: 1 if cfg.momentum > 0 else 0, "adam": lambda cfg: 2, "adamw": lambda cfg: 2}
+FILE_OVERHEAD = 4096  # bytes a torch.save file adds to its tensors (names, pickle, zip), about
+QUEUE_LOCK = threading.RLock()  # a budget check and the rows it allows are one step: two launches cannot both pass
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    memory: dict[str, int]     # bytes at the run's peak, by part
+    steps: int
+    metric_rows: int
+    weight_files: int          # files train.weights keeps
+    weights_disk: int          # bytes those files take
+    checkpoint_disk: int       # a resume checkpoint while the run is unfinished (weights, optimizer, strategy)
+
+    @property
+    def memory_total(self) -> int:
+        return sum(self.memory.values())
+
+    def summary(self) -> str:
+        """One line for the Launch form: about 85 k parameters, 3.4 MB; 1,400 steps; ..."""
+        disk = f"{human_bytes(self.weights_disk)} of weights ({self.weight_files} file{'s' * (self.weight_files != 1)})" \
+            if self.weight_files else "no weights kept"
+        return (f"about {human_count(self.params)} parameters, {human_bytes(self.memory_total)} of memory; "
+                f"{self.steps:,} steps; {self.metric_rows:,} metric rows; {disk}")
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:,.0f}"
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+# ---- the model, on the meta device ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Profile:
+    params: int
+    trainable: int
+    weight_bytes: int          # parameters and buffers, as a state_dict saves them
+    element: int               # bytes of one parameter
+    outputs: tuple[int, ...]   # elements each leaf module outputs for one sample, in call order
+
+
+_profiles: dict[tuple, _Profile] = {}
+_profiles_lock = threading.Lock()
+
+
+def model_profile(model_cfg, input_shape: tuple[int, ...], n_classes: int) -> _Profile:
+    """The model's parameter count and per-sample activation sizes, from a build on the meta device
+    (cached: a sweep's runs share a handful of models)."""
+    from engine.models import build_model
+
+    key = (model_cfg.model_dump_json(), tuple(input_shape), n_classes)
+    with _profiles_lock:
+        if key in _profiles:
+            return _profiles[key]
+    with torch.device("meta"):
+        net = build_model(model_cfg, tuple(input_shape), n_classes)
+    params = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    weight_bytes = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    element = next((p.element_size() for p in net.parameters()), 4)
+    outputs: list[int] = []
+
+    def record(_module, _inputs, out):
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                outputs.append(t.numel() // 2)
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.empty((2, *input_shape), device="meta"))  # 2: batch norm refuses one sample
+    except Exception:  # an op without a meta kernel: activations are then not counted
+        outputs.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    profile = _Profile(params, trainable, weight_bytes, element, tuple(outputs))
+    with _profiles_lock:
+        if len(_profiles) > 1024:
+            _profiles.clear()
+        _profiles[key] = profile
+    return profile
+
+
+def describe_model(model_cfg) -> str:
+    """'mlp hidden [16384 x 16]': the model and its settings, a repeated list shortened."""
+    parts = [model_cfg.name]
+    for key, value in model_cfg.model_dump().items():
+        if key == "name":
+            continue
+        if isinstance(value, list) and len(value) > 3 and len(set(map(repr, value))) == 1:
+            value = f"[{value[0]} x {len(value)}]"
+        parts.append(f"{key} {value}")
+    return " ".join(parts)
+
+
+# ---- the tasks, as shapes ---------------------------------------------------------------------------------
+
+def shadow_scenario(sc) -> Scenario:
+    """The scenario ``build_scenario`` would make, over one pool of meta tensors of the sizes it would
+    have (tasks are index views of it, as in the real one)."""
+    info = DATASET_INFO[sc.dataset]
+    per_class = info.n_samples / info.n_classes
+    shape = tuple(info.input_shape)
+    storage = torch.uint8 if len(shape) == 3 else torch.float32  # images stay uint8 until a batch needs them
+    meta = lambda *size, dtype=torch.long: torch.empty(size, dtype=dtype, device="meta")  # noqa: E731
+    pool = Pool(meta(info.n_samples, *shape, dtype=storage), meta(info.n_samples), None, None,
+                DomainShift(None, shape, 1, 0))
+
+    def task(classes: list[int], n_classes: int) -> TaskData:
+        n_train = round(n_classes * per_class * (1 - sc.test_size))
+        n_test = round(n_classes * per_class * sc.test_size)
+        return TaskData(classes, Samples(pool, meta(n_train), meta(n_train)), Samples(pool, meta(n_test), meta(n_test)))
+
+    if sc.setting == "domain":
+        tasks = [task(list(range(info.n_classes)), info.n_classes) for _ in range(sc.n_tasks)]
+    else:
+        order = list(range(info.n_classes))
+        size, extra = divmod(info.n_classes, sc.n_tasks)  # as np.array_split shares the classes out
+        tasks, start = [], 0
+        for k in range(sc.n_tasks):
+            n = size + (k < extra)
+            tasks.append(task(order[start:start + n], n))
+            start += n
+    if sc.tasks is not None:
+        tasks = [tasks[t - 1] for t in sc.tasks]
+    return Scenario(sc.dataset, sc.setting, info.n_classes, shape, tasks, None)
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+# ---- the estimate -----------------------------------------------------------------------------------------
+
+_estimates: dict[str, Cost] = {}
+
+
+def estimate(config: RunConfig) -> Cost:
+    """What ``config`` will cost: parameters, memory by part, training steps, metric rows, disk.
+    Cached by everything but the name and the seed, which cost nothing (a sweep's seeds share one)."""
+    key = config.model_dump_json(exclude={"name", "seed"})
+    cost = _estimates.get(key)
+    if cost is None:
+        cost = _estimate(config)
+        if len(_estimates) > 4096:
+            _estimates.clear()
+        _estimates[key] = cost
+    return cost
+
+
+def _estimate(config: RunConfig) -> Cost:
+    info = DATASET_INFO[config.scenario.dataset]
+    shape = tuple(info.input_shape)
+    profile = model_profile(config.model, shape, info.n_classes)
+    scenario = shadow_scenario(config.scenario)
+    cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
+    hparams = config.strategy_hparams
+    experiences = cls(seed=0, **hparams).experiences(scenario)
+    train = config.train
+    steps = sum(train.epochs_per_task * math.ceil(len(e.y) / train.batch_size) for e in experiences)
+    n_eval = len(scenario.tasks)
+    rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * 2 * n_eval
+
+    sample = math.prod(shape) * 4 + 16  # float32 features, a label and a task id
+    el = profile.element
+    per_sample = sum(profile.outputs) * el
+    batch = train.batch_size + int(hparams.get("replay_batch_size", 0))
+    test = sum(len(t.test_y) for t in scenario.tasks)
+    held = min(test, config.eval.subset * n_eval) if config.eval.subset else 0
+    pairs = [a + b for a, b in zip(profile.outputs, profile.outputs[1:])] or list(profile.outputs) or [0]
+    optimizer_copies = OPTIMIZER_STATE[train.optimizer](train)
+    strategy_state = cls.state_bytes(hparams, profile.weight_bytes, sample, len(experiences))
+    memory = {
+        "weights": profile.weight_bytes,
+        "gradients": profile.trainable * el,
+        "optimizer": optimizer_copies * profile.trainable * el,
+        "strategy": strategy_state,
+        "activations": 2 * batch * per_sample,  # the forward's outputs and their gradients
+        # the dataset's one stored copy (tasks are index views of it), and the largest experience taken
+        # whole at once (EWC's Fisher, a buffer filled at a task's end)
+        "data": _bytes(scenario.tasks[0].train.pool.x) + max(len(e) for e in experiences) * sample,
+        "evaluation": (test + held) * sample + test * max(pairs) * el,  # stacked held-out sets, one pass
+    }
+    files = {"none": 0, "last": 1, "every": len(experiences) + 1}[train.weights]
+    return Cost(
+        params=profile.params, memory=memory, steps=steps, metric_rows=rows, weight_files=files,
+        weights_disk=files * (profile.weight_bytes + FILE_OVERHEAD),
+        checkpoint_disk=profile.weight_bytes + memory["optimizer"] + strategy_state + FILE_OVERHEAD,
+    )
+
+
+# ---- the machine ------------------------------------------------------------------------------------------
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's (/proc/meminfo), or its container's limit
+    (cgroup v2 memory.max) where that is lower."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 8 * 1024 ** 3  # unknown: a small machine's
+    try:
+        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cap.isdigit():
+            total = min(total, int(cap))
+    except OSError:
+        pass
+    return total
+
+
+# ---- the checks -------------------------------------------------------------------------------------------
+
+def run_problems(config: RunConfig, cost: Cost | None = None) -> list[str]:
+    """The lines refusing ``config`` for what it would cost (empty: it fits)."""
+    cost = cost or estimate(config)
+    lim = limits()
+    problems = []
+    model = describe_model(config.model)
+    machine = machine_memory()
+    allowed = lim.max_memory_fraction * machine
+    allows = f"this machine allows {human_bytes(allowed)} ({lim.max_memory_fraction:.0%} of {human_bytes(machine)})"
+    if cost.params > lim.max_model_params:
+        problems.append(f"model: {model} has {cost.params:,} parameters: at most {lim.max_model_params:,} "
+                        "(limits.max_model_params)")
+    if cost.memory["weights"] > allowed:
+        problems.append(f"model: {model} needs about {human_bytes(cost.memory['weights'])} for the weights alone; "
+                        f"{allows}")
+    elif cost.memory_total > allowed:
+        parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(cost.memory.items(), key=lambda kv: -kv[1]) if v)
+        problems.append(f"memory: the run needs about {human_bytes(cost.memory_total)} at its peak ({parts}); {allows}")
+    train = config.train
+    if cost.steps > lim.max_steps_per_run:
+        problems.append(f"train.epochs_per_task = {train.epochs_per_task}: the run would train about {cost.steps:,} "
+                        f"steps (batch_size {train.batch_size}); at most {lim.max_steps_per_run:,} "
+                        "(limits.max_steps_per_run)")
+    if cost.metric_rows > lim.max_metric_rows_per_run:
+        problems.append(f"eval.every = {config.eval.every}: the run would write about {cost.metric_rows:,} metric "
+                        f"rows over {cost.steps:,} steps; at most {lim.max_metric_rows_per_run:,} "
+                        "(limits.max_metric_rows_per_run)")
+    return problems
+
+
+def check_runs(configs: list[RunConfig]) -> list[Cost]:
+    """Each config's cost; ``ConfigError`` if any cannot be run (a sweep: each line once, with how many
+    of its runs it concerns and one run's name)."""
+    costs, seen, problems = [], {}, []
+    for config in configs:
+        cost = estimate(config)
+        costs.append(cost)
+        for line in run_problems(config, cost):
+            if line not in seen:
+                seen[line] = [config.name, 0]
+                problems.append(line)
+            seen[line][1] += 1
+    if problems:
+        if len(configs) > 1:
+            problems = [f"{line} ({seen[line][1]} of the {len(configs)} runs, e.g. {seen[line][0]!r})" for line in problems]
+        raise ConfigError(problems)
+    return costs
+
+
+def pending_weights(store) -> int:
+    """Bytes the queued and running runs will still write: their weights not yet on disk, and one resume
+    checkpoint each."""
+    from engine.weights import disk_usage
+
+    on_disk = disk_usage(store.path)["runs"]
+    total = 0
+    for run_id, text in store.sql("SELECT id, config FROM runs WHERE status IN ('queued', 'running')"):
+        try:
+            cost = estimate(RunConfig.model_validate_json(text) if isinstance(text, str) else RunConfig.model_validate(text))
+        except Exception:  # a user's own run config the engine cannot read: it writes nothing of ours
+            continue
+        total += max(0, cost.weights_disk + cost.checkpoint_disk - on_disk.get(run_id, 0))
+    return total
+
+
+def check_budget(store, costs: list[Cost]) -> None:
+    """``ConfigError`` unless the weights on disk beside the database, what queued and running runs will
+    write, and the new runs' weights (and a resume checkpoint each) fit ``limits().weights_budget_gb``."""
+    from engine.weights import disk_usage
+
+    budget = limits().weights_budget_gb * 1e9
+    new = sum(c.weights_disk + c.checkpoint_disk for c in costs)
+    if not new:
+        return
+    on_disk = disk_usage(store.path)["total"]
+    pending = pending_weights(store)
+    if on_disk + pending + new > budget:
+        runs = f"these {len(costs)} runs" if len(costs) > 1 else "this run"
+        raise ConfigError([
+            f"train.weights: {runs} would keep about {human_bytes(new)} of weights and checkpoints; with "
+            f"{human_bytes(on_disk)} already beside the database and {human_bytes(pending)} to come from queued "
+            f"and running runs that is {human_bytes(on_disk + pending + new)}, over the weights budget of "
+            f"{human_bytes(budget)} (limits.weights_budget_gb). Choose train.weights last or none, delete runs, "
+            "or run `python -m engine gc`"])
+
+
+def check_queue(store, configs: list[RunConfig]) -> list[Cost]:
+    """Every check made before runs are queued: each run's cost, then the weights budget. Call it
+    holding ``QUEUE_LOCK`` up to the rows' creation, so that two launches cannot both pass."""
+    costs = check_runs(configs)
+    check_budget(store, costs)
+    return costs
+
+
+__all__ = ["Cost", "QUEUE_LOCK", "check_budget", "check_queue", "check_runs", "estimate", "human_bytes",
+           "human_count", "machine_memory", "run_problems"]

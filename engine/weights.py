@@ -1,0 +1,94 @@
+"""The saved weights beside a database: how much disk they take, and the clean-up of the folders of
+runs that no longer exist (``python -m engine gc``; the lab does it when it opens).
+
+Each run's files live in ``<db>.artifacts/run-<id>/``: the weights ``train.weights`` keeps
+(``after-task-<k>.pt``) and, while a run is unfinished, its resume checkpoint. Deleting a run
+(``Store.delete_run``) removes its folder; a folder whose run is gone (deleted by an older version, or
+by hand) is an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from store.schema import artifacts_dir
+
+_RUN_DIR = re.compile(r"^run-(\d+)$")
+
+
+def artifacts_root(db_path) -> Path:
+    return artifacts_dir(db_path, 0).parent
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass  # removed meanwhile
+    return total
+
+
+def disk_usage(db_path) -> dict:
+    """``{"total": bytes under <db>.artifacts, "runs": {run id: bytes}}``."""
+    root = artifacts_root(db_path)
+    runs: dict[int, int] = {}
+    total = 0
+    if root.is_dir():
+        for entry in os.scandir(root):
+            size = _size(Path(entry.path)) if entry.is_dir(follow_symlinks=False) else entry.stat(follow_symlinks=False).st_size
+            total += size
+            m = _RUN_DIR.match(entry.name)
+            if m:
+                runs[int(m.group(1))] = size
+    return {"total": total, "runs": runs}
+
+
+def remove_orphans(store) -> tuple[list[Path], int]:
+    """Remove the artifact folders of runs that are not in the store; returns them and the bytes freed."""
+    root = artifacts_root(store.path)
+    if not root.is_dir():
+        return [], 0
+    known = {r[0] for r in store.sql("SELECT id FROM runs")}
+    removed, freed = [], 0
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        m = _RUN_DIR.match(entry.name)
+        if m and int(m.group(1)) not in known and entry.is_dir(follow_symlinks=False):
+            size = _size(Path(entry.path))
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+            freed += size
+    return removed, freed
+
+
+def add_gc_command(subparsers, open_store) -> None:
+    from store import DEFAULT_DB
+
+    p = subparsers.add_parser("gc", help="remove the saved weights of runs that no longer exist and print what "
+                                         "it freed")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
+    p.set_defaults(func=cmd_gc, open_store=open_store)
+
+
+def cmd_gc(args) -> int:
+    from engine.cost import human_bytes
+    from engine.limits import limits
+
+    store = args.open_store(args.db)  # exits 3 while the lab holds the file: the lab cleans up as it opens
+    try:
+        removed, freed = remove_orphans(store)
+        left = disk_usage(store.path)["total"]
+    finally:
+        store.close()
+    names = ", ".join(p.name for p in removed[:10]) + (f" and {len(removed) - 10} more" if len(removed) > 10 else "")
+    print(f"freed {human_bytes(freed)} in {len(removed)} folder(s) of runs that no longer exist"
+          + (f": {names}" if removed else ""))
+    print(f"weights beside {args.db}: {human_bytes(left)} of the {human_bytes(limits().weights_budget_gb * 1e9)} "
+          "budget (limits.weights_budget_gb)", file=sys.stdout)
+    return 0
