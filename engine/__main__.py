@@ -16,10 +16,17 @@ from engine.config import ConfigError, load_config
 from store import DEFAULT_DB, DatabaseLocked, Store
 
 
-def _open_store(path: Path) -> Store:
+def _open_store(path: Path, read_only: bool = False) -> Store:
+    """The store at ``path``; exit 3 with the lock's message if another process holds it. A
+    ``read_only`` command then reads a snapshot that the holding process serves (store/snapshot.py)."""
     try:
-        return Store(path)
+        return Store(path, serve=not read_only)
     except DatabaseLocked as err:
+        if read_only:
+            from store.snapshot import open_snapshot
+
+            if (snapshot := open_snapshot(path)) is not None:
+                return snapshot
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
 
@@ -30,9 +37,10 @@ def cmd_run(args) -> int:
     except ConfigError as err:
         err.report(args.config)
         return 2
-    from engine.manager import RunManager
+    from engine.manager import RunManager, flush_on_signals
 
     store = _open_store(args.db)
+    flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
     manager = RunManager(store, max_parallel=1)
     interrupted = False
     try:
@@ -78,7 +86,7 @@ def _follow(store: Store, manager, run_id: int) -> str:
 
 
 def cmd_runs(args) -> int:
-    store = _open_store(args.db)
+    store = _open_store(args.db, read_only=True)
     try:
         rows = store.sql(
             """SELECT id, name, config->>'$.strategy.name', status, last_step, total_steps,
@@ -103,7 +111,7 @@ def cmd_metrics(args) -> int:
 
     from store.metrics import METRICS, summary
 
-    store = _open_store(args.db)
+    store = _open_store(args.db, read_only=True)
     try:
         if not store.sql("SELECT 1 FROM runs WHERE id = ?", [args.run_id]):
             print(f"error: there is no run {args.run_id} in {args.db}", file=sys.stderr)

@@ -37,7 +37,7 @@ def default_owner() -> str:
 class _Worker:
     def __init__(self, manager: "RunManager"):
         self.manager = manager
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LAB_OWNER_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.worker"], cwd=PROJECT_ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -48,7 +48,8 @@ class _Worker:
         self.last_step = 0
         self.stderr_tail: deque[str] = deque(maxlen=40)
         threading.Thread(target=self._read_stderr, daemon=True, name="worker-stderr").start()
-        threading.Thread(target=self._read, daemon=True, name="worker-reader").start()
+        self.reader = threading.Thread(target=self._read, daemon=True, name="worker-reader")
+        self.reader.start()
 
     def assign(self, run_id: int, config: str) -> None:
         self.run_id, self.ready, self.last_step = run_id, False, 0
@@ -216,6 +217,8 @@ class RunManager:
                 w.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
+        for w in workers:  # every message a worker sent is handed to the store before it closes
+            w.reader.join(timeout)
         self._scheduler.join(timeout)
 
     # ---- internals -----------------------------------------------------------------------------
@@ -258,6 +261,39 @@ class RunManager:
                         idle[0].assign(run_id, rows[0][0])
                     continue
                 self._cv.wait(timeout=1.0)
+
+
+def flush_on_signals(store: Store, signals=(signal.SIGTERM, signal.SIGINT)) -> bool:
+    """In the process that owns ``store``: on SIGTERM or SIGINT, commit every metric batch received
+    so far, then hand the signal to the handler that was there before (Streamlit's, Python's
+    KeyboardInterrupt). Where that handler is the default (the process ends at once), the store
+    first stops taking batches, so what it received is exactly what is committed, and it prints
+    per run the rows received and committed on stderr. Signal handlers can only be set from the main
+    thread: elsewhere (a Streamlit script thread) this returns False and the caller closes the
+    store at exit instead."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in signals:
+        previous = signal.getsignal(sig)
+        if previous == signal.SIG_IGN:
+            continue
+
+        def handler(signum, frame, previous=previous):
+            if previous in (signal.SIG_DFL, None):  # the process ends now: the last commit
+                complete = store.final_flush()
+                for line in store.row_report():
+                    print(f"{signal.Signals(signum).name}: {line}", file=sys.stderr, flush=True)
+                if not complete:
+                    print("the last metric batches did not commit in time", file=sys.stderr, flush=True)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            store.flush(timeout=10.0)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+    return True
 
 
 def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,

@@ -4,6 +4,7 @@ file) and one run manager, created once per server process."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -72,6 +73,9 @@ class Lab:
         self.manager = RunManager(self.store)
         self.sweeps = SweepKeeper(self.manager)  # phases and search trials go on without a page open
         self.sweeps.start()
+        # Streamlit's SIGTERM/SIGINT handler stops the server and Python exits normally: commit what
+        # the workers sent then (signal handlers can only be set from the main thread, not here)
+        atexit.register(self.close)
 
     def launch_sweep(self, spec) -> int:
         from engine.sweep import launch_sweep

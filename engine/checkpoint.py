@@ -1,0 +1,172 @@
+"""Resume a run from its last completed task.
+
+At the end of each task but the last, the run saves ``resume.pt`` in its artifacts directory
+(``store.artifacts_dir(run_id)``), atomically (a temp file, then ``os.replace``). It holds what the
+rest of the run depends on:
+
+- the network's weights;
+- the strategy's state (``Strategy.state_dict``: by default every attribute, such as a replay buffer,
+  EWC's Fisher and optimal weights, LwF's teacher network, and its random generators). It is pickled
+  as one graph, so objects shared between attributes stay shared (Replay's generator and its buffer's),
+  and references to the run's own module, network, parameters or buffers are saved as references and
+  point at the resumed ones. An attribute that cannot be pickled (a lambda, a lock, an open file) is
+  named in the checkpoint, and resuming refuses with that list: never a silent wrong resume;
+- every random state: the training batches' generator, torch's global generator (CUDA's too where
+  used), NumPy's and Python's global ones;
+- where continual evaluation stands (the global step and task), and how many experiences are done.
+
+The optimizer is not saved: every task starts a fresh one (engine/train.py), so at a task's end it
+holds nothing the next task uses. The file is a pickle: a small header (plain values, readable
+without torch) then the body; it is the lab's own file, written beside its database. It is deleted
+when the run finishes. The weights kept after each task (``after-task-k.pt``) are a separate matter.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESUME_FILE = "resume.pt"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message is one line for the user."""
+
+
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / RESUME_FILE
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The checkpoint's header (task, step, experiences done, config, what it could not save)."""
+    try:
+        with open(path, "rb") as f:
+            header = pickle.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"there is no checkpoint at {path}") from None
+    except Exception as err:
+        raise CheckpointError(f"the checkpoint {path} cannot be read: {err}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"the checkpoint {path} is not one this CL Lab wrote (format {FORMAT})")
+    return header
+
+
+def discard(path: str | os.PathLike) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+# ---- the strategy's state: one pickled graph, with references to the live module kept as references --
+def _live(module: torch.nn.Module) -> dict[int, str]:
+    live = {id(module): "module", id(module.net): "net"}
+    live.update({id(p): "param:" + n for n, p in module.named_parameters()})
+    live.update({id(b): "buffer:" + n for n, b in module.named_buffers()})
+    return live
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file, live: dict[int, str]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.live = live
+
+    def persistent_id(self, obj):
+        return self.live.get(id(obj))  # the live objects are alive while pickling: an id is theirs
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, module: torch.nn.Module):
+        super().__init__(file)
+        self.objects = {"module": module, "net": module.net,
+                        **{"param:" + n: p for n, p in module.named_parameters()},
+                        **{"buffer:" + n: b for n, b in module.named_buffers()}}
+
+    def persistent_load(self, pid):
+        if pid not in self.objects:
+            raise CheckpointError(f"the checkpoint refers to {pid!r}, which the resumed model does not have")
+        return self.objects[pid]
+
+
+def _dumps(value: Any, live: dict[int, str]) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, live).dump(value)
+    return buf.getvalue()
+
+
+def strategy_blob(strategy, module) -> tuple[bytes, list[str]]:
+    """The strategy's state pickled, and one line for each attribute that could not be."""
+    live = _live(module)
+    state = strategy.state_dict()
+    try:
+        return _dumps(state, live), []
+    except Exception:
+        kept, missing = {}, []
+        for key, value in state.items():
+            try:
+                _dumps(value, live)
+                kept[key] = value
+            except Exception as err:
+                missing.append(f"{type(strategy).__name__}.{key} ({type(value).__name__}): {err}")
+        return _dumps(kept, live), missing
+
+
+# ---- save and restore ------------------------------------------------------------------------------
+def save(path: str | os.PathLike, config, module, strategy, batches: torch.Generator, evaluation,
+         experiences_done: int) -> None:
+    """Save what resuming after ``experiences_done`` experiences needs (call after ``after_task``)."""
+    path = Path(path)
+    blob, missing = strategy_blob(strategy, module)
+    header = {"format": FORMAT, "config": config.model_dump(mode="json"), "task": evaluation.task,
+              "step": evaluation.step, "experiences_done": experiences_done, "unsupported": missing,
+              "torch_version": torch.__version__}
+    body = {
+        "net": module.net.state_dict(),
+        "strategy": blob,
+        "batches": batches.get_state(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(body, f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check(header: dict, config) -> None:
+    """Refuse, with the reason, a checkpoint that cannot continue ``config``."""
+    if header["config"] != config.model_dump(mode="json"):
+        raise CheckpointError("the checkpoint was saved by a run with another config: it cannot continue this one")
+    if header["unsupported"]:
+        raise CheckpointError("the checkpoint could not save this strategy's state, so resuming would not "
+                              "continue the same run: " + "; ".join(header["unsupported"]))
+
+
+def restore(path: str | os.PathLike, config, module, strategy, batches: torch.Generator, evaluation) -> int:
+    """Load the checkpoint into a freshly built run (after ``strategy.setup``); returns how many
+    experiences are done (train from the next)."""
+    header = read_header(path)
+    check(header, config)
+    with open(path, "rb") as f:
+        pickle.load(f)  # the header
+        body = pickle.load(f)  # the lab's own file, written beside its database
+    module.net.load_state_dict(body["net"])
+    strategy.load_state_dict(_Unpickler(io.BytesIO(body["strategy"]), module).load())
+    batches.set_state(body["batches"])
+    rng = body["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    evaluation.resume_at(header["step"], header["task"])
+    return header["experiences_done"]
