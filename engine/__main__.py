@@ -1,5 +1,6 @@
-"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``,
-``python -m engine metrics RUN_ID [--json]``.
+"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine resume RUN_ID``,
+``python -m engine runs``, ``python -m engine metrics RUN_ID [--json]``. ``runs``, ``metrics`` and
+``frontier`` also work while a lab holds the database: they read a snapshot it serves.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
 arguments; nothing written), 3 the database is held by another process.
@@ -37,25 +38,56 @@ def cmd_run(args) -> int:
     except ConfigError as err:
         err.report(args.config)
         return 2
+
+    def submit(manager) -> int:
+        run_id = manager.submit(config)
+        print(f"run {run_id} queued: {config.name} ({config.strategy['name']} on {config.scenario.dataset}, "
+              f"{config.scenario.setting}-incremental, {config.scenario.n_tasks} tasks) in {args.db}", flush=True)
+        return run_id
+
+    return _train(args, submit)
+
+
+def cmd_resume(args) -> int:
+    from engine.checkpoint import CheckpointError
+
+    def submit(manager) -> int | None:
+        try:
+            header = manager.resume_run(args.run_id)
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return None
+        print(f"run {args.run_id} queued to resume from task {header['task'] + 1} at step {header['step']} "
+              f"in {args.db}", flush=True)
+        return args.run_id
+
+    return _train(args, submit)
+
+
+def _train(args, submit) -> int:
+    """Own the store, queue a run with ``submit(manager)`` (None: refused, exit 2), follow it until it
+    ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
     from engine.manager import RunManager, flush_on_signals
 
     store = _open_store(args.db)
     flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
     manager = RunManager(store, max_parallel=1)
-    interrupted = False
+    interrupted, run_id = False, None
     try:
-        run_id = manager.submit(config)
-        print(f"run {run_id} queued: {config.name} ({config.strategy['name']} on {config.scenario.dataset}, "
-              f"{config.scenario.setting}-incremental, {config.scenario.n_tasks} tasks) in {args.db}", flush=True)
+        run_id = submit(manager)
+        if run_id is None:
+            return 2
         status = _follow(store, manager, run_id)
     except KeyboardInterrupt:
         interrupted = True
+        if run_id is None:
+            return 130
         manager.cancel(run_id)
         status = manager.wait(run_id, timeout=30)
     finally:
         manager.shutdown()
         store.close()
-    row_store = Store(args.db)
+    row_store = Store(args.db, serve=False)
     try:
         (status, error, last_step, total) = row_store.sql(
             "SELECT status, error, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
@@ -145,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train one run from a YAML config and print its id")
     run.add_argument("config", type=Path)
     run.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="resume a failed or cancelled run from its last completed task "
+                                           "(same run id and step numbering) and follow it")
+    resume.add_argument("run_id", type=int)
+    resume.set_defaults(func=cmd_resume)
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.set_defaults(func=cmd_runs)
     metrics = sub.add_parser("metrics", help="print every summary metric of a run")
@@ -152,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="one JSON object; unavailable metrics are null, "
                                                             "with the reason under 'unavailable'")
     metrics.set_defaults(func=cmd_metrics)
-    for p in (run, runs, metrics):
+    for p in (run, resume, runs, metrics):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     from engine.frontier_cli import add_frontier_commands  # frontier, tradeoff
     add_frontier_commands(sub, _open_store)

@@ -30,9 +30,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 RESUME_FILE = "resume.pt"
 FORMAT = 1
 
@@ -41,8 +38,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message is one line for the user."""
 
 
+RESUMABLE = ("failed", "cancelled")  # a diverged run would diverge again; the others are not stopped
+
+
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / RESUME_FILE
+
+
+def resume_point(store, run_id: int) -> dict | None:
+    """The header of the run's checkpoint if the run is stopped and has one it can resume from."""
+    rows = store.sql("SELECT status FROM runs WHERE id = ?", [run_id])
+    path = checkpoint_path(store.artifacts_dir(run_id))
+    if not rows or rows[0][0] not in RESUMABLE or not path.exists():
+        return None
+    try:
+        return read_header(path)
+    except CheckpointError:
+        return None
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -64,7 +76,7 @@ def discard(path: str | os.PathLike) -> None:
 
 
 # ---- the strategy's state: one pickled graph, with references to the live module kept as references --
-def _live(module: torch.nn.Module) -> dict[int, str]:
+def _live(module) -> dict[int, str]:
     live = {id(module): "module", id(module.net): "net"}
     live.update({id(p): "param:" + n for n, p in module.named_parameters()})
     live.update({id(b): "buffer:" + n for n, b in module.named_buffers()})
@@ -81,7 +93,7 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, module: torch.nn.Module):
+    def __init__(self, file, module):
         super().__init__(file)
         self.objects = {"module": module, "net": module.net,
                         **{"param:" + n: p for n, p in module.named_parameters()},
@@ -117,9 +129,11 @@ def strategy_blob(strategy, module) -> tuple[bytes, list[str]]:
 
 
 # ---- save and restore ------------------------------------------------------------------------------
-def save(path: str | os.PathLike, config, module, strategy, batches: torch.Generator, evaluation,
-         experiences_done: int) -> None:
+def save(path: str | os.PathLike, config, module, strategy, batches, evaluation, experiences_done: int) -> None:
     """Save what resuming after ``experiences_done`` experiences needs (call after ``after_task``)."""
+    import numpy as np
+    import torch
+
     path = Path(path)
     blob, missing = strategy_blob(strategy, module)
     header = {"format": FORMAT, "config": config.model_dump(mode="json"), "task": evaluation.task,
@@ -142,20 +156,23 @@ def save(path: str | os.PathLike, config, module, strategy, batches: torch.Gener
     os.replace(tmp, path)
 
 
-def check(header: dict, config) -> None:
-    """Refuse, with the reason, a checkpoint that cannot continue ``config``."""
-    if header["config"] != config.model_dump(mode="json"):
+def check(header: dict, config: dict) -> None:
+    """Refuse, with the reason, a checkpoint that cannot continue ``config`` (as JSON)."""
+    if header["config"] != config:
         raise CheckpointError("the checkpoint was saved by a run with another config: it cannot continue this one")
     if header["unsupported"]:
         raise CheckpointError("the checkpoint could not save this strategy's state, so resuming would not "
                               "continue the same run: " + "; ".join(header["unsupported"]))
 
 
-def restore(path: str | os.PathLike, config, module, strategy, batches: torch.Generator, evaluation) -> int:
+def restore(path: str | os.PathLike, config, module, strategy, batches, evaluation) -> int:
     """Load the checkpoint into a freshly built run (after ``strategy.setup``); returns how many
     experiences are done (train from the next)."""
+    import numpy as np
+    import torch
+
     header = read_header(path)
-    check(header, config)
+    check(header, config.model_dump(mode="json"))
     with open(path, "rb") as f:
         pickle.load(f)  # the header
         body = pickle.load(f)  # the lab's own file, written beside its database

@@ -91,6 +91,8 @@ def main() -> None:
                 config, sink, should_stop=cancel.is_set,
                 on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, **versions),
                 weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
+                checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
+                resume=Path(job["resume"]) if job.get("resume") else None,
             )
             protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step)
         except Exception as err:  # the run fails; the worker stays for the next one

@@ -87,6 +87,8 @@ class Lab:
     def close(self) -> None:
         from engine.search import stop_drivers
 
+        if self.store._closed:  # released by Streamlit, then again at exit
+            return
         self.sweeps.stop()
         stop_drivers(None, join=True)
         self.manager.shutdown()
