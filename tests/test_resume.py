@@ -1,5 +1,6 @@
 """Resume a stopped run from its last completed task: real training, real workers, a real DuckDB file."""
 
+import os
 import threading
 import time
 
@@ -10,11 +11,9 @@ from streamlit.testing.v1 import AppTest
 from engine import checkpoint as checkpoints
 from engine.checkpoint import CheckpointError
 from engine.evaluation import BufferedSink
-from engine.manager import RunManager
 from engine.strategies import STRATEGIES
 from engine.strategies.naive import Naive
 from engine.train import train_run
-from store import Store
 from tests.conftest import ROOT, small_config
 
 
@@ -56,7 +55,7 @@ def assert_same_rows(resumed, uninterrupted):
 @pytest.mark.parametrize("name, hparams", [("replay", {"buffer_size": 50}), ("lwf", {})])
 def test_a_run_stopped_in_task_3_and_resumed_matches_an_uninterrupted_run(tmp_path, name, hparams):
     # replay: a buffer and a generator shared with it; lwf: a teacher network made at each task's end
-    config = small_config(name, n_tasks=3, strategy={"name": name, **hparams}, train={"epochs_per_task": 2})
+    config = small_config(name, n_tasks=3, strategy={"name": name, **hparams})
     whole = ListSink()
     assert train_run(config, whole).status == "finished"
     path = tmp_path / "resume.pt"
@@ -95,12 +94,22 @@ def test_a_strategy_state_that_cannot_be_saved_is_named_and_resuming_refuses(tmp
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("resume") / "lab.duckdb")
-    manager = RunManager(store, max_parallel=2, warm_workers=2)
-    yield store, manager
-    manager.shutdown()
-    store.close()
+def the_lab(tmp_path_factory):
+    """The lab the pages get (pages/ui/lab.py), with its store, run manager and warm workers."""
+    path = tmp_path_factory.mktemp("resume") / "lab.duckdb"
+    os.environ["CL_LAB_DB"] = str(path)
+    from pages.ui.lab import _open
+
+    the_lab = _open(str(path.resolve()))
+    the_lab.manager.warm_workers = 2
+    yield the_lab
+    _open.clear()
+    del os.environ["CL_LAB_DB"]
+
+
+@pytest.fixture
+def lab(the_lab):
+    return the_lab.store, the_lab.manager
 
 
 def rows(store, run_id):
@@ -121,7 +130,7 @@ def cancel_when(manager, store, run_id, done: int) -> None:
 
 def test_a_cancelled_worker_run_resumes_under_its_id_and_matches_an_uninterrupted_one(lab):
     store, manager = lab
-    config = small_config("replay", n_tasks=3, train={"epochs_per_task": 20})
+    config = small_config("replay", n_tasks=3, train={"epochs_per_task": 10})
     whole = manager.submit(config)
     stopped = manager.submit(config)
     cancel_when(manager, store, stopped, done=1)
@@ -154,29 +163,20 @@ def test_a_run_cancelled_before_its_first_task_ended_has_nothing_to_resume(lab):
         manager.resume_run(999)
 
 
-def test_the_run_page_offers_resume_from_the_next_task_and_queues_it(tmp_path, monkeypatch):
-    path = tmp_path / "lab.duckdb"
-    monkeypatch.setenv("CL_LAB_DB", str(path))
-    from pages.ui.lab import _open
-
-    the_lab = _open(str(path.resolve()))
-    try:
-        store = the_lab.store
-        config = small_config("naive", n_tasks=3, train={"epochs_per_task": 20})
-        run_id = the_lab.manager.submit(config)
-        cancel_when(the_lab.manager, store, run_id, done=2)
-        assert the_lab.manager.wait(run_id, timeout=180) == "cancelled"
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        at.query_params["run"] = str(run_id)
-        at.switch_page("pages/run.py").run()
-        button = at.button(key="resume")
-        assert button.label == "Resume from task 3"
-        button.click().run()
-        assert not at.exception
-        assert the_lab.manager.wait(run_id, timeout=180) == "finished"
-        assert store.sql("SELECT count(DISTINCT step) FROM metrics WHERE run_id = ? AND metric = 'train_loss'",
-                         [run_id])[0][0] == store.sql("SELECT total_steps FROM runs WHERE id = ?", [run_id])[0][0]
-        at.run()
-        assert not [b for b in at.button if b.key == "resume"]  # finished: nothing to resume
-    finally:
-        _open.clear()
+def test_the_run_page_offers_resume_from_the_next_task_and_queues_it(the_lab):
+    store, manager = the_lab.store, the_lab.manager
+    run_id = manager.submit(small_config("naive", n_tasks=3, train={"epochs_per_task": 10}))
+    cancel_when(manager, store, run_id, done=2)
+    assert manager.wait(run_id, timeout=180) == "cancelled", "the run ended before the cancel reached it"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.switch_page("pages/run.py").run()
+    button = at.button(key="resume")
+    assert button.label == "Resume from task 3"
+    button.click().run()
+    assert not at.exception
+    assert manager.wait(run_id, timeout=180) == "finished"
+    assert store.sql("SELECT count(DISTINCT step) FROM metrics WHERE run_id = ? AND metric = 'train_loss'",
+                     [run_id])[0][0] == store.sql("SELECT total_steps FROM runs WHERE id = ?", [run_id])[0][0]
+    at.run()
+    assert not [b for b in at.button if b.key == "resume"]  # finished: nothing to resume
