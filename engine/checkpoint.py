@@ -8,8 +8,8 @@ rest of the run depends on:
 - the strategy's state (``Strategy.state_dict``: by default every attribute, such as a replay buffer,
   EWC's Fisher and optimal weights, LwF's teacher network, and its random generators). It is pickled
   as one graph, so objects shared between attributes stay shared (Replay's generator and its buffer's),
-  and references to the run's own module, network, parameters or buffers are saved as references and
-  point at the resumed ones. An attribute that cannot be pickled (a lambda, a lock, an open file) is
+  and references to what the resumed run rebuilds itself (its module, network, parameters, the
+  scenario's data) are saved as references and point at the resumed ones. An attribute that cannot be pickled (a lambda, a lock, an open file) is
   named in the checkpoint, and resuming refuses with that list: never a silent wrong resume;
 - every random state: the training batches' generator, torch's global generator (CUDA's too where
   used), NumPy's and Python's global ones;
@@ -75,34 +75,54 @@ def discard(path: str | os.PathLike) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-# ---- the strategy's state: one pickled graph, with references to the live module kept as references --
-def _live(module) -> dict[int, str]:
-    live = {id(module): "module", id(module.net): "net"}
-    live.update({id(p): "param:" + n for n, p in module.named_parameters()})
-    live.update({id(b): "buffer:" + n for n, b in module.named_buffers()})
+# ---- the strategy's state: one pickled graph, with references to the live run kept as references ----
+def live_objects(module, scenario=None, experiences=None) -> dict[str, Any]:
+    """What a resumed run rebuilds itself, by name: the module, its network, parameters and buffers,
+    and the data (the scenario, its tasks, the experiences and their tensors). A strategy's reference
+    to one of them is saved as a reference, not a copy (a copy of the network would be a wrong
+    resume; a copy of the data, a large file)."""
+    live = {"module": module, "net": module.net}
+    live.update({"param:" + n: p for n, p in module.named_parameters()})
+    live.update({"buffer:" + n: b for n, b in module.named_buffers()})
+    _name("scenario", scenario, live)
+    _name("experiences", experiences, live)
     return live
 
 
+def _name(prefix: str, obj: Any, into: dict[str, Any], depth: int = 3) -> None:
+    """``obj`` and the lists, objects and tensors under it (a few levels), under dotted names."""
+    import torch
+
+    if obj is None or isinstance(obj, torch.nn.Module):
+        return
+    into[prefix] = obj
+    if depth and isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _name(f"{prefix}[{i}]", value, into, depth - 1)
+    elif depth and hasattr(obj, "__dict__"):
+        for key, value in vars(obj).items():
+            if isinstance(value, (torch.Tensor, list, tuple)) or hasattr(value, "__dict__"):
+                _name(f"{prefix}.{key}", value, into, depth - 1)
+
+
 class _Pickler(pickle.Pickler):
-    def __init__(self, file, live: dict[int, str]):
+    def __init__(self, file, live: dict[str, Any]):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.live = live
+        self.ids = {id(obj): name for name, obj in live.items()}  # all alive while pickling: an id is theirs
 
     def persistent_id(self, obj):
-        return self.live.get(id(obj))  # the live objects are alive while pickling: an id is theirs
+        return self.ids.get(id(obj))
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, module):
+    def __init__(self, file, live: dict[str, Any]):
         super().__init__(file)
-        self.objects = {"module": module, "net": module.net,
-                        **{"param:" + n: p for n, p in module.named_parameters()},
-                        **{"buffer:" + n: b for n, b in module.named_buffers()}}
+        self.live = live
 
     def persistent_load(self, pid):
-        if pid not in self.objects:
-            raise CheckpointError(f"the checkpoint refers to {pid!r}, which the resumed model does not have")
-        return self.objects[pid]
+        if pid not in self.live:
+            raise CheckpointError(f"the checkpoint refers to {pid!r}, which the resumed run does not have")
+        return self.live[pid]
 
 
 def _dumps(value: Any, live: dict[int, str]) -> bytes:
@@ -111,9 +131,8 @@ def _dumps(value: Any, live: dict[int, str]) -> bytes:
     return buf.getvalue()
 
 
-def strategy_blob(strategy, module) -> tuple[bytes, list[str]]:
+def strategy_blob(strategy, live: dict[str, Any]) -> tuple[bytes, list[str]]:
     """The strategy's state pickled, and one line for each attribute that could not be."""
-    live = _live(module)
     state = strategy.state_dict()
     try:
         return _dumps(state, live), []
@@ -128,14 +147,21 @@ def strategy_blob(strategy, module) -> tuple[bytes, list[str]]:
         return _dumps(kept, live), missing
 
 
+def strategy_state(blob: bytes, live: dict[str, Any]) -> dict[str, Any]:
+    """The state ``strategy_blob`` pickled, its references resolved to the ``live`` objects."""
+    return _Unpickler(io.BytesIO(blob), live).load()
+
+
 # ---- save and restore ------------------------------------------------------------------------------
-def save(path: str | os.PathLike, config, module, strategy, batches, evaluation, experiences_done: int) -> None:
-    """Save what resuming after ``experiences_done`` experiences needs (call after ``after_task``)."""
+def save(path: str | os.PathLike, config, module, strategy, batches, evaluation, experiences_done: int,
+         data: dict[str, Any] | None = None) -> None:
+    """Save what resuming after ``experiences_done`` experiences needs (call after ``after_task``).
+    ``data``: ``scenario`` and ``experiences``, for ``live_objects``."""
     import numpy as np
     import torch
 
     path = Path(path)
-    blob, missing = strategy_blob(strategy, module)
+    blob, missing = strategy_blob(strategy, live_objects(module, **(data or {})))
     header = {"format": FORMAT, "config": config.model_dump(mode="json"), "task": evaluation.task,
               "step": evaluation.step, "experiences_done": experiences_done, "unsupported": missing,
               "torch_version": torch.__version__}
@@ -165,7 +191,8 @@ def check(header: dict, config: dict) -> None:
                               "continue the same run: " + "; ".join(header["unsupported"]))
 
 
-def restore(path: str | os.PathLike, config, module, strategy, batches, evaluation) -> int:
+def restore(path: str | os.PathLike, config, module, strategy, batches, evaluation,
+            data: dict[str, Any] | None = None) -> int:
     """Load the checkpoint into a freshly built run (after ``strategy.setup``); returns how many
     experiences are done (train from the next)."""
     import numpy as np
@@ -177,7 +204,7 @@ def restore(path: str | os.PathLike, config, module, strategy, batches, evaluati
         pickle.load(f)  # the header
         body = pickle.load(f)  # the lab's own file, written beside its database
     module.net.load_state_dict(body["net"])
-    strategy.load_state_dict(_Unpickler(io.BytesIO(body["strategy"]), module).load())
+    strategy.load_state_dict(strategy_state(body["strategy"], live_objects(module, **(data or {}))))
     batches.set_state(body["batches"])
     rng = body["rng"]
     torch.set_rng_state(rng["torch"])

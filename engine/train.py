@@ -87,7 +87,8 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         on_start(total_steps(config, experiences))
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
-    done = 0 if resume is None else checkpoints.restore(resume, config, module, strategy, batches, evaluation)
+    data = {"scenario": scenario, "experiences": experiences}  # rebuilt alike: referred to, not saved
+    done = 0 if resume is None else checkpoints.restore(resume, config, module, strategy, batches, evaluation, data)
     if weights_dir is not None and config.train.save_weights:
         weights_dir.mkdir(parents=True, exist_ok=True)
         save = lambda task: torch.save(net.state_dict(), weights_dir / f"after-task-{task}.pt")  # noqa: E731
@@ -98,7 +99,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     if checkpoint is not None:
         def after_experience(k: int) -> None:  # k experiences are done
             if done + k < len(experiences):
-                checkpoints.save(checkpoint, config, module, strategy, batches, evaluation, done + k)
+                checkpoints.save(checkpoint, config, module, strategy, batches, evaluation, done + k, data)
     _fabric_loop(config, module, strategy, evaluation, experiences[done:], batches, after_experience)
     sink.flush()
     if evaluation.stop_reason == "diverged":

@@ -11,11 +11,12 @@ import time
 from engine import checkpoint as checkpoints
 from store import Store
 from store.snapshot import socket_path
-from tests.conftest import ROOT
+from engine.manager import run_in_process
+from tests.conftest import ROOT, small_config
 
 # 3 tasks, long enough to be stopped in task 2 or 3 once task 1's checkpoint is written
 LONG = ("name: long\nscenario: {n_tasks: 3}\nmodel: {hidden: [32]}\nstrategy: {name: replay, buffer_size: 50}\n"
-        "train: {epochs_per_task: 60}\neval: {every: 10}\n")
+        "train: {epochs_per_task: 30}\neval: {every: 10}\n")
 
 
 def start_owner(tmp_path) -> tuple[subprocess.Popen, os.PathLike]:
@@ -112,11 +113,8 @@ def test_sigkill_on_the_owner_ends_its_workers_within_a_second_and_the_run_resum
 
 HOLD = """
 import sys
-from engine.manager import run_in_process
 from store import Store
-from tests.conftest import small_config
 store = Store(sys.argv[1])
-run_in_process(store, small_config("replay", eval={"every": 2}))
 print("held", flush=True)
 sys.stdin.readline()
 store.close()
@@ -130,6 +128,8 @@ def cli(*args):
 
 def test_read_only_commands_read_a_snapshot_while_another_process_holds_the_database(tmp_path):
     db = tmp_path / "lab.duckdb"
+    with Store(db) as store:
+        run_in_process(store, small_config("replay", eval={"every": 2}))
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -1,5 +1,6 @@
 """Resume a stopped run from its last completed task: real training, real workers, a real DuckDB file."""
 
+import copy
 import os
 import threading
 import time
@@ -91,6 +92,36 @@ def test_a_strategy_state_that_cannot_be_saved_is_named_and_resuming_refuses(tmp
         train_run(config, ListSink(), resume=path)
     with pytest.raises(CheckpointError, match="another config"):
         train_run(small_config("naive", n_tasks=2), ListSink(), resume=path)
+
+
+def test_strategy_state_keeps_shared_objects_shared_and_refers_to_the_run_it_resumes_in():
+    from engine.models import build_model
+    from engine.module import ContinualModule
+    from engine.scenarios import build_scenario
+
+    def build():
+        config = small_config("naive")
+        scenario = build_scenario(config.scenario)
+        strategy = Naive()
+        net = build_model(config.model, scenario.input_dim, scenario.n_classes)
+        return ContinualModule(net, strategy, config.train, scenario.class_mask, scenario.n_classes), strategy, scenario
+
+    module, strategy, scenario = build()
+    generator = torch.Generator().manual_seed(3)
+    strategy.module, strategy.first_task_x = module, scenario.tasks[0].train_x  # references to the run
+    strategy.generators = {"a": generator, "b": generator}  # one object, twice
+    strategy.teacher = copy.deepcopy(module.net)  # a copy: saved as one
+    strategy.importance = {n: p.detach() * 2 for n, p in module.net.named_parameters()}
+    blob, missing = checkpoints.strategy_blob(strategy, checkpoints.live_objects(module, scenario))
+    assert missing == [] and len(blob) < scenario.tasks[0].train_x.numel() * 4  # the data is not in it
+    module2, strategy2, scenario2 = build()
+    state = checkpoints.strategy_state(blob, checkpoints.live_objects(module2, scenario2))
+    assert state["module"] is module2 and state["first_task_x"] is scenario2.tasks[0].train_x
+    assert state["generators"]["a"] is state["generators"]["b"]
+    assert torch.rand(1, generator=state["generators"]["a"]) == torch.rand(1, generator=generator)
+    assert state["teacher"] is not module2.net
+    assert all(torch.equal(a, b) for a, b in zip(state["teacher"].parameters(), module.net.parameters()))
+    assert all(torch.equal(state["importance"][n], v) for n, v in strategy.importance.items())
 
 
 @pytest.fixture(scope="module")

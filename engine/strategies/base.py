@@ -135,7 +135,7 @@ class Strategy:
         """What a run resumed after a task needs of this strategy. By default every attribute
         (tensors, networks such as a teacher, buffers, dicts and lists of them, random generators,
         plain values): the checkpoint pickles them as one graph, so shared objects stay shared and
-        references to the run's module, network or parameters point at the resumed ones. An
+        references to the run's module, network, parameters or data point at the resumed ones. An
         attribute that cannot be pickled is named in the checkpoint, and resuming refuses. Override
         both methods only for state that its attributes do not hold."""
         return dict(vars(self))
