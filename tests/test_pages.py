@@ -6,6 +6,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.config import load_config
 from engine.manager import run_in_process
 from tests.conftest import ROOT, small_config
 
@@ -47,7 +48,7 @@ def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_
     at.button[0].click().run()
     assert n_runs(lab) == before + 1
     run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
-    assert json.loads(config)["strategy"] == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32}
+    assert json.loads(config) == load_config(ROOT / "configs" / "replay-demo.yaml").model_dump(mode="json")
     assert at.query_params["run"] == str(run_id)
     lab.manager.cancel(run_id)
 

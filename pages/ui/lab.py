@@ -13,6 +13,8 @@ import streamlit as st
 
 from store import DEFAULT_DB, DatabaseLocked, Store
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
 PAGES = {  # page files, for links between pages
     "home": "pages/home.py",
     "launch": "pages/launch.py",
