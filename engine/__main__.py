@@ -1,5 +1,7 @@
-"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine runs``,
-``python -m engine metrics RUN_ID [--json]``, ``python -m engine datasets [--root DIR]``.
+"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine resume RUN_ID``,
+``python -m engine runs``, ``python -m engine metrics RUN_ID [--json]``, ``python -m engine datasets
+[--root DIR]``. ``runs``, ``metrics``, ``frontier`` and ``export`` also work while a lab holds the
+database: they read a snapshot it serves.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
 arguments, a --db that is not a DuckDB database; nothing written), 3 the database is held by another process.
@@ -16,10 +18,17 @@ from engine.config import ConfigError, load_config
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 
-def _open_store(path: Path) -> Store:
+def _open_store(path: Path, read_only: bool = False) -> Store:
+    """The store at ``path``; exit 3 with the lock's message if another process holds it. A
+    ``read_only`` command then reads a snapshot that the holding process serves (store/snapshot.py)."""
     try:
-        return Store(path)
+        return Store(path, serve=not read_only)
     except DatabaseLocked as err:
+        if read_only:
+            from store.snapshot import open_snapshot
+
+            if (snapshot := open_snapshot(path)) is not None:
+                return snapshot
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
     except NotADatabase as err:
@@ -33,36 +42,68 @@ def cmd_run(args) -> int:
     except ConfigError as err:
         err.report(args.config)
         return 2
-    from engine.cost import check_budget, check_runs
-    from engine.manager import RunManager
+    from engine.cost import check_runs
 
     try:
-        costs = check_runs([config])  # what it would cost, before the database is opened
+        check_runs([config])  # what it would cost, before the database is opened
     except ConfigError as err:
         err.report(args.config)
         return 2
-    store = _open_store(args.db)
-    try:
-        check_budget(store, costs)
-    except ConfigError as err:
-        store.close()
-        err.report(args.config)
-        return 2
-    manager = RunManager(store, max_parallel=1)
-    interrupted = False
-    try:
+
+    def submit(manager) -> int | None:
+        try:
+            run_id = manager.submit(config)  # checks the weights budget of the lab's disk
+        except ConfigError as err:
+            err.report(args.config)
+            return None
         run_id = manager.submit(config)
         print(f"run {run_id} queued: {config.name} ({config.strategy['name']} on {config.scenario.dataset}, "
               f"{config.scenario.setting}-incremental, {config.scenario.n_tasks} tasks) in {args.db}", flush=True)
+        return run_id
+
+    return _train(args, submit)
+
+
+def cmd_resume(args) -> int:
+    from engine.checkpoint import CheckpointError
+
+    def submit(manager) -> int | None:
+        try:
+            header = manager.resume_run(args.run_id)
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return None
+        print(f"run {args.run_id} queued to resume from task {header['task'] + 1} at step {header['step']} "
+              f"in {args.db}", flush=True)
+        return args.run_id
+
+    return _train(args, submit)
+
+
+def _train(args, submit) -> int:
+    """Own the store, queue a run with ``submit(manager)`` (None: refused, exit 2), follow it until it
+    ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
+    from engine.manager import RunManager, flush_on_signals
+
+    store = _open_store(args.db)
+    flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
+    manager = RunManager(store, max_parallel=1)
+    interrupted, run_id = False, None
+    try:
+        run_id = submit(manager)
+        if run_id is None:
+            return 2
         status = _follow(store, manager, run_id)
     except KeyboardInterrupt:
         interrupted = True
+        if run_id is None:
+            return 130
         manager.cancel(run_id)
         status = manager.wait(run_id, timeout=30)
     finally:
         manager.shutdown()
         store.close()
-    row_store = Store(args.db)
+    row_store = Store(args.db, serve=False)
     try:
         (status, error, last_step, total) = row_store.sql(
             "SELECT status, error, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
@@ -118,7 +159,7 @@ def _follow(store: Store, manager, run_id: int) -> str:
 
 
 def cmd_runs(args) -> int:
-    store = _open_store(args.db)
+    store = _open_store(args.db, read_only=True)
     try:
         rows = store.sql(
             """SELECT id, name, config->>'$.strategy.name', status, last_step, total_steps,
@@ -143,7 +184,7 @@ def cmd_metrics(args) -> int:
 
     from store.metrics import METRICS, summary
 
-    store = _open_store(args.db)
+    store = _open_store(args.db, read_only=True)
     try:
         if not store.sql("SELECT 1 FROM runs WHERE id = ?", [args.run_id]):
             print(f"error: there is no run {args.run_id} in {args.db}", file=sys.stderr)
@@ -189,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train one run from a YAML config and print its id")
     run.add_argument("config", type=Path)
     run.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="resume a failed or cancelled run from its last completed task "
+                                           "(same run id and step numbering) and follow it")
+    resume.add_argument("run_id", type=int)
+    resume.set_defaults(func=cmd_resume)
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.set_defaults(func=cmd_runs)
     metrics = sub.add_parser("metrics", help="print every summary metric of a run")
@@ -199,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list the datasets and whether each one's files are there")
     datasets.add_argument("--root", help="the data directory to look in (default: $CL_LAB_DATA, else data/)")
     datasets.set_defaults(func=cmd_datasets)
-    for p in (run, runs, metrics):
+    for p in (run, resume, runs, metrics):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     from engine.frontier_cli import add_frontier_commands  # frontier, tradeoff
     add_frontier_commands(sub, _open_store)

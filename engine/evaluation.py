@@ -172,6 +172,10 @@ class ContinualEvaluation(L.Callback):
         self.task = task if task is not None else self.task + 1
         self.sink.task_start(self.task, self.step)
 
+    def resume_at(self, step: int, task: int) -> None:
+        """Continue a run resumed after ``task`` ended at ``step`` (engine/checkpoint.py)."""
+        self.step, self.task, self._initial_done = step, task, True
+
     def end_batch(self, model: torch.nn.Module, loss: float) -> bool:
         """Record one training step; returns False when the run must stop (diverged or cancelled)."""
         self.step += 1

@@ -65,7 +65,7 @@ def run_files(store, run_id: int, fmt: str = "parquet") -> dict[str, bytes]:
 
 
 def cmd_export(args, open_store: Callable[[Path], object]) -> int:
-    store = open_store(args.db)
+    store = open_store(args.db, read_only=True)  # a snapshot while the lab holds the file
     try:
         known = {r[0] for r in store.sql("SELECT id FROM runs WHERE id IN (SELECT unnest(?::INTEGER[]))",
                                          [list(args.run_ids)])}

@@ -40,7 +40,7 @@ def cmd_frontier(args, open_store) -> int:
     if args.x == args.y:
         print("error: --x and --y must be different metrics", file=sys.stderr)
         return 2
-    store = open_store(args.db)
+    store = open_store(args.db, read_only=True)  # a snapshot while the lab holds the file
     try:
         sweep_id = None
         if args.sweep is not None:

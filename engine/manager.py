@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from engine import protocol
+from engine import checkpoint as checkpoints, protocol
 from engine.config import RunConfig
 from store import Store
 from store.schema import FINAL_STATUSES
@@ -37,7 +37,7 @@ def default_owner() -> str:
 class _Worker:
     def __init__(self, manager: "RunManager"):
         self.manager = manager
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LAB_OWNER_PID": str(os.getpid())}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.worker"], cwd=PROJECT_ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -48,12 +48,17 @@ class _Worker:
         self.last_step = 0
         self.stderr_tail: deque[str] = deque(maxlen=40)
         threading.Thread(target=self._read_stderr, daemon=True, name="worker-stderr").start()
-        threading.Thread(target=self._read, daemon=True, name="worker-reader").start()
+        self.reader = threading.Thread(target=self._read, daemon=True, name="worker-reader")
+        self.reader.start()
 
-    def assign(self, run_id: int, config: str) -> None:
-        self.run_id, self.ready, self.last_step = run_id, False, 0
-        job = {"run_id": run_id, "config": json.loads(config),
-               "weights_dir": str(self.manager.store.artifacts_dir(run_id))}
+    def assign(self, run_id: int, config: str, last_step: int) -> None:
+        self.run_id, self.ready, self.last_step = run_id, False, last_step
+        run_dir = self.manager.store.artifacts_dir(run_id)
+        checkpoint = checkpoints.checkpoint_path(run_dir)
+        # a queued run with steps and a checkpoint was rewound by RunManager.resume_run
+        resume = str(checkpoint) if last_step and checkpoint.exists() else None
+        job = {"run_id": run_id, "config": json.loads(config), "weights_dir": str(run_dir),
+               "checkpoint": str(checkpoint), "resume": resume}
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
             self.proc.stdin.flush()
@@ -97,6 +102,8 @@ class _Worker:
             elif kind == "end":
                 error_step = None if p["status"] == "finished" else p["step"]
                 store.set_status(p["run_id"], p["status"], error=p["error"], error_step=error_step)
+                if p["status"] in ("finished", "diverged"):  # nothing left to resume
+                    checkpoints.discard(checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"])))
                 manager._finished(self, p["run_id"])
             elif kind == "ready":
                 with manager._cv:
@@ -184,6 +191,39 @@ class RunManager:
             "SELECT id FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') ORDER BY id DESC", [sweep_id])]
         return sum(self.cancel(run_id) for run_id in ids)
 
+    def resume_run(self, run_id: int) -> dict:
+        """Queue a failed or cancelled run again, to go on from its last completed task under the same
+        id and step numbering: its metrics after the checkpoint's step, and the boundaries of the
+        tasks after it, are dropped (one transaction). Returns the checkpoint's header; raises
+        ``CheckpointError`` with the reason when the run cannot be resumed. (``resume()`` releases a
+        held queue.)"""
+        rows = self.store.sql("SELECT status, config FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            raise checkpoints.CheckpointError(f"there is no run {run_id}")
+        status, config = rows[0]
+        if status not in checkpoints.RESUMABLE:
+            raise checkpoints.CheckpointError(
+                f"run {run_id} is {status}: only a failed or cancelled run can be resumed"
+                + (" (a diverged run would diverge again)" if status == "diverged" else ""))
+        path = checkpoints.checkpoint_path(self.store.artifacts_dir(run_id))
+        if not path.exists():
+            raise checkpoints.CheckpointError(
+                f"run {run_id} has no checkpoint: it stopped before its first task ended (or it was saved "
+                "by a CL Lab without resume); launch it again instead")
+        header = checkpoints.read_header(path)
+        checkpoints.check(header, json.loads(config))
+        with self._cv:
+            if run_id in self._queue or any(w.run_id == run_id for w in self._workers):
+                raise checkpoints.CheckpointError(f"run {run_id} is already queued or running")
+            try:
+                self.store.rewind_run(run_id, header["step"], task=header["task"])
+            except ValueError as err:
+                raise checkpoints.CheckpointError(str(err)) from None
+            self._done[run_id] = threading.Event()
+            self._queue.append(run_id)
+            self._cv.notify_all()
+        return header
+
     def wait(self, run_id: int, timeout: float | None = None) -> str | None:
         """Wait for a run to end; returns its status (None if it is unknown)."""
         rows = self.store.sql("SELECT status FROM runs WHERE id = ?", [run_id])
@@ -223,6 +263,8 @@ class RunManager:
                 w.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
+        for w in workers:  # every message a worker sent is handed to the store before it closes
+            w.reader.join(timeout)
         self._scheduler.join(timeout)
 
     # ---- internals -----------------------------------------------------------------------------
@@ -260,11 +302,45 @@ class RunManager:
                 idle = [w for w in self._workers if w.ready and w.run_id is None]
                 if waiting and idle and busy < self.max_parallel:
                     run_id = self._queue.popleft()
-                    rows = self.store.sql("SELECT config FROM runs WHERE id = ? AND status = 'queued'", [run_id])
+                    rows = self.store.sql("SELECT config, coalesce(last_step, 0) FROM runs WHERE id = ? AND status = 'queued'",
+                                          [run_id])
                     if rows:
-                        idle[0].assign(run_id, rows[0][0])
+                        idle[0].assign(run_id, *rows[0])
                     continue
                 self._cv.wait(timeout=1.0)
+
+
+def flush_on_signals(store: Store, signals=(signal.SIGTERM, signal.SIGINT)) -> bool:
+    """In the process that owns ``store``: on SIGTERM or SIGINT, commit every metric batch received
+    so far, then hand the signal to the handler that was there before (Streamlit's, Python's
+    KeyboardInterrupt). Where that handler is the default (the process ends at once), the store
+    first stops taking batches, so what it received is exactly what is committed, and it prints
+    per run the rows received and committed on stderr. Signal handlers can only be set from the main
+    thread: elsewhere (a Streamlit script thread) this returns False and the caller closes the
+    store at exit instead."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in signals:
+        previous = signal.getsignal(sig)
+        if previous == signal.SIG_IGN:
+            continue
+
+        def handler(signum, frame, previous=previous):
+            if previous in (signal.SIG_DFL, None):  # the process ends now: the last commit
+                complete = store.final_flush()
+                for line in store.row_report():
+                    print(f"{signal.Signals(signum).name}: {line}", file=sys.stderr, flush=True)
+                if not complete:
+                    print("the last metric batches did not commit in time", file=sys.stderr, flush=True)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            store.flush(timeout=10.0)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+    return True
 
 
 def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
@@ -290,13 +366,17 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
                          lab_version=__version__)
         store.set_status(run_id, "running")
 
+    checkpoint = checkpoints.checkpoint_path(store.artifacts_dir(run_id))
     try:
-        result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id))
+        result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id),
+                           checkpoint=checkpoint)
     except Exception as err:
         sink.flush()
         store.set_status(run_id, "failed", error=str(err))
         raise
     store.set_status(run_id, result.status, error=result.error,
                      error_step=None if result.status == "finished" else result.step)
+    if result.status in ("finished", "diverged"):
+        checkpoints.discard(checkpoint)
     store.flush()
     return run_id

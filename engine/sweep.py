@@ -915,9 +915,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
         return 2
-    from engine.manager import RunManager
+    from engine.manager import RunManager, flush_on_signals
 
     store = args.open_store(args.db)  # exits 3 with its message while another process holds the file
+    flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
     # Ctrl-C reaches the whole foreground process group, workers included: they would die and fail
     # their runs. Workers started while SIGINT is ignored inherit that (Python keeps an ignored SIGINT
     # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the

@@ -21,6 +21,7 @@ from typing import Callable
 import lightning as L
 import torch
 
+from engine import checkpoint as checkpoints
 from engine.augment import augmentations
 from engine.config import RunConfig
 from engine.evaluation import ContinualEvaluation, MetricSink
@@ -46,11 +47,14 @@ def total_steps(config: RunConfig, experiences) -> int:
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
-              on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None) -> RunResult:
+              on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None,
+              checkpoint: Path | None = None, resume: Path | None = None) -> RunResult:
     """Train ``config`` and report every metric to ``sink``. ``on_start(total_steps)`` is called once
     the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir``, the
     network's weights are saved there as ``train.weights`` says: every (``after-task-0.pt`` before
-    training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none."""
+    training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none. With
+    ``checkpoint`` (a path), what resuming needs is saved there after each task but the last; ``resume``
+    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py)."""
     L.seed_everything(config.seed, verbose=False)
     scenario = build_scenario(config.scenario)
     strategy = STRATEGIES[config.strategy["name"]](seed=config.seed, **config.strategy_hparams)
@@ -65,11 +69,18 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         on_start(total_steps(config, experiences))
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
+    data = {"scenario": scenario, "experiences": experiences}  # rebuilt alike: referred to, not saved
+    done = 0 if resume is None else checkpoints.restore(resume, config, module, strategy, batches, evaluation, data)
     if weights_dir is not None and config.train.weights != "none":
         evaluation.on_task_end = _weights_saver(net, weights_dir, config.train.weights)
-        if config.train.weights == "every":
+        if config.train.weights == "every" and not done:
             evaluation.on_task_end(0)
-    _fabric_loop(config, module, strategy, evaluation, experiences, batches)
+    after_experience = None
+    if checkpoint is not None:
+        def after_experience(k: int) -> None:  # k experiences are done
+            if done + k < len(experiences):
+                checkpoints.save(checkpoint, config, module, strategy, batches, evaluation, done + k, data)
+    _fabric_loop(config, module, strategy, evaluation, experiences[done:], batches, after_experience)
     sink.flush()
     if evaluation.stop_reason == "diverged":
         return RunResult("diverged", evaluation.step, f"the training loss became non-finite at step {evaluation.step}")
@@ -96,10 +107,10 @@ def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]
     return save
 
 
-def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> None:
+def _fabric_loop(config, module, strategy, evaluation, experiences, batches, after_experience=None) -> None:
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
     fabric.setup_module(module)  # moves it to the device; the steps call the module itself
-    for experience in experiences:
+    for k, experience in enumerate(experiences, 1):
         strategy.before_task(module, experience)
         evaluation.start_task(module, experience.task)
         optimizer = fabric.setup_optimizers(module.configure_optimizers())  # fresh a task, as the Trainer's
@@ -117,3 +128,5 @@ def _fabric_loop(config, module, strategy, evaluation, experiences, batches) -> 
         if not running:
             return
         strategy.after_task(module, experience)
+        if after_experience:
+            after_experience(k)

@@ -3,7 +3,8 @@
 Started ahead of need by the run manager, it imports torch and Lightning and warms up the optimizer
 machinery before any run is launched (5-8 s here), then takes runs one at a time from stdin (one JSON
 line each) and reports metric batches, task boundaries and the outcome over stdout. SIGUSR1 cancels
-the current run after its current step. A worker serves runs until stdin closes.
+the current run after its current step. A worker serves runs until stdin closes, and ends within a
+fraction of a second of its owner's death, even mid-run (``watch_owner``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -30,7 +32,21 @@ def _warm_up() -> None:
     opt.step()
 
 
+def watch_owner(owner_pid: int, every: float = 0.1) -> None:
+    """Exit at once when the owner dies (SIGKILL included), so no orphan trains on: a thread polls
+    the parent pid, which changes when the parent dies. Not PR_SET_PDEATHSIG, which fires when the
+    parent *thread* that started the worker ends, not the process."""
+
+    def watch() -> None:
+        while os.getppid() == owner_pid:
+            time.sleep(every)
+        os._exit(1)  # no clean-up to do: the owner that would take our messages is gone
+
+    threading.Thread(target=watch, daemon=True, name="owner-watch").start()
+
+
 def main() -> None:
+    watch_owner(int(os.environ.get("CL_LAB_OWNER_PID") or os.getppid()))
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the message stream
     cancel = threading.Event()
@@ -75,6 +91,8 @@ def main() -> None:
                 config, sink, should_stop=cancel.is_set,
                 on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, **versions),
                 weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
+                checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
+                resume=Path(job["resume"]) if job.get("resume") else None,
             )
             protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step)
         except Exception as err:  # the run fails; the worker stays for the next one

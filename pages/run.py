@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine.checkpoint import CheckpointError, resume_point
 from pages.ui.charts import accuracy_matrix_heatmap, run_panels
 from pages.ui.lab import PAGES, lab
 from store.metrics import METRICS, summary
@@ -61,6 +62,16 @@ def run_view() -> None:
     if run["error"] and status != "finished":
         (st.warning if status == "cancelled" else st.error)(
             f"{status.capitalize()}: {run['error']}", icon=":material/error:")
+    if (point := resume_point(store, run_id)) is not None:
+        if action.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:", key="resume",
+                         help=f"Go on from step {point['step']}: the weights, strategy state and random "
+                              "states saved at that task's end; later metrics are replaced."):
+            try:
+                the_lab.manager.resume_run(run_id)
+            except CheckpointError as err:
+                st.error(str(err), icon=":material/error:")
+            else:
+                st.rerun()
 
     metrics = summary(store, run_id)
     series = run_series(store, run_id)

@@ -1,6 +1,7 @@
 import pandas as pd
 import streamlit as st
 
+from engine.checkpoint import CheckpointError, resume_point
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
 from store.queries import runs_table
@@ -44,6 +45,15 @@ def table() -> None:
     if status in ("queued", "running") and b2.button("Cancel", icon=":material/stop:", key="cancel_run"):
         the_lab.manager.cancel(run_id)
         st.rerun(scope="fragment")
+    point = resume_point(the_lab.store, run_id)
+    if point is not None and b2.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
+                                       key="resume_run"):
+        try:
+            the_lab.manager.resume_run(run_id)
+        except CheckpointError as err:
+            st.error(str(err), icon=":material/error:")
+        else:
+            st.rerun(scope="fragment")
     sweep = run["sweep"]
     if pd.notna(sweep) and b4.button(f"Cancel sweep {int(sweep)}", icon=":material/cancel:",
                                                            key="cancel_sweep"):

@@ -71,6 +71,12 @@ def _lock_message(path: Path, err: Exception) -> str:
     )
 
 
+def _count(table: pa.Table, into: dict[int, int]) -> None:
+    runs, counts = np.unique(table.column("run_id").to_numpy(), return_counts=True)
+    for run_id, n in zip(runs.tolist(), counts.tolist()):
+        into[run_id] = into.get(run_id, 0) + n
+
+
 def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
     """A metrics batch (an Arrow table, or a mapping of equal-length columns) as an Arrow table."""
     if isinstance(batch, pa.Table):
@@ -79,7 +85,7 @@ def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000):
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True):
         self.path = Path(path)
         try:
             self._con = duckdb.connect(str(self.path))
@@ -93,9 +99,21 @@ class Store:
         self._queue: queue.Queue = queue.Queue()
         self._flush_rows = flush_rows
         self.writer_error: BaseException | None = None
+        # metric rows per run: handed to the store, and committed to the file (the shutdown report)
+        self.rows_received: dict[int, int] = {}
+        self.rows_committed: dict[int, int] = {}
+        self._count_lock = threading.Lock()
+        self._accepting = threading.Event()
+        self._accepting.set()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
         self._closed = False
+        self.remove_on_close: Path | None = None  # a snapshot's own directory (store/snapshot.py)
+        self._server = None
+        if serve:  # read-only CLI commands get a snapshot through it while this process holds the file
+            from store.snapshot import SnapshotServer
+
+            self._server = SnapshotServer.start(self)
 
     # ---- reading -------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -144,11 +162,34 @@ class Store:
         """Queue a batch of metric rows; the writer inserts batches together as Arrow tables."""
         table = as_metric_table(batch)
         if table.num_rows:
+            self._accepting.wait()  # after ``final_flush`` began, never: the process is about to exit
+            with self._count_lock:  # reader threads of several workers
+                _count(table, self.rows_received)
             self._queue.put(("metrics", table, None))
 
-    def flush(self) -> None:
-        """Wait until everything queued so far is in the file."""
-        self.call(lambda cur: None).result()
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is in the file. With a ``timeout`` (from a signal
+        handler), the wait runs in a thread of its own, so a main thread stopped by the signal inside
+        a queue operation cannot deadlock it; True if all was committed in time."""
+        if timeout is None:
+            self.call(lambda cur: None).result()
+            return True
+        if self._closed:
+            return True
+        done = threading.Thread(target=self.flush, name="store-flush", daemon=True)
+        done.start()
+        done.join(timeout)
+        return not done.is_alive()
+
+    def final_flush(self, timeout: float = 10.0) -> bool:
+        """Stop taking metric batches and commit every one taken so far: the process is about to end."""
+        self._accepting.clear()
+        return self.flush(timeout)
+
+    def row_report(self) -> list[str]:
+        """One line a run: the metric rows this process took and those committed."""
+        return [f"run {run_id}: {n} metric rows received, {self.rows_committed.get(run_id, 0)} committed"
+                for run_id, n in sorted(self.rows_received.items())]
 
     def create_run(self, config: Mapping[str, Any], *, name: str, owner: str | None = None,
                    status: str = "queued", total_steps: int | None = None, sweep_id: int | None = None,
@@ -212,13 +253,39 @@ class Store:
         return self.write("INSERT INTO sweeps (name, kind, spec, owner) VALUES (?, ?, ?, ?) RETURNING id",
                           [name, kind, json.dumps(spec), owner])[0][0]
 
+    def rewind_run(self, run_id: int, step: int, *, task: int) -> None:
+        """Take a run back to the end of ``task`` at ``step`` and queue it (resuming from a checkpoint):
+        one transaction drops its metrics after ``step`` and the boundaries of the tasks started at
+        or after it. Refused (ValueError) unless every step up to ``step`` is in the file and ``task``
+        ended there: a checkpoint ahead of the committed metrics would leave a hole."""
+
+        def rewind(cur):
+            have = cur.execute("SELECT count(DISTINCT step) FROM metrics WHERE run_id = ? AND metric = 'train_loss'"
+                               " AND step BETWEEN 1 AND ?", [run_id, step]).fetchone()[0]
+            ended = cur.execute("SELECT end_step FROM task_boundaries WHERE run_id = ? AND task = ?",
+                                [run_id, task]).fetchone()
+            if have != step or ended is None or ended[0] != step:
+                raise ValueError(f"run {run_id}: the file has {have} of the {step} training steps before the "
+                                 f"checkpoint (task {task} ended at step {ended[0] if ended else None}): the metrics "
+                                 "the checkpoint follows were not all committed, so it cannot be resumed")
+            cur.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [run_id, step])
+            cur.execute("DELETE FROM task_boundaries WHERE run_id = ? AND start_step >= ?", [run_id, step])
+            cur.execute("UPDATE runs SET status = 'queued', error = NULL, error_step = NULL, finished_at = NULL,"
+                        " last_step = ? WHERE id = ?", [step, run_id])
+
+        self.call(rewind).result()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._server is not None:
+            self._server.stop()
         self._queue.put(("stop", None, None))
         self._writer.join()
         self._con.close()
+        if self.remove_on_close is not None:
+            shutil.rmtree(self.remove_on_close, ignore_errors=True)
 
     def __enter__(self) -> "Store":
         return self
@@ -277,6 +344,9 @@ class Store:
             if pending:
                 self._insert(cur, pending)
             cur.execute("COMMIT")
+            for kind, payload, _ in items:
+                if kind == "metrics":
+                    _count(payload, self.rows_committed)
         except BaseException as err:
             try:
                 cur.execute("ROLLBACK")

@@ -126,7 +126,9 @@ def test_a_new_lab_fails_runs_left_running_and_runs_those_left_queued(tmp_path):
         store.close()
 
 
-HOLD = "import sys, time; from store import Store; s = Store(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+# a holder that serves no snapshots (an older lab): read-only commands cannot read the file either
+HOLD = ("import sys, time; from store import Store; s = Store(sys.argv[1], serve=False); print('held', flush=True);"
+        " time.sleep(60)")
 
 
 def test_a_database_held_by_another_process_gets_a_clear_message(tmp_path):

@@ -167,3 +167,17 @@ class Strategy:
 
     def after_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called after training an experience (consolidate, fill a buffer, keep a teacher)."""
+
+    # ---- resume (engine/checkpoint.py) ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a run resumed after a task needs of this strategy. By default every attribute
+        (tensors, networks such as a teacher, buffers, dicts and lists of them, random generators,
+        plain values): the checkpoint pickles them as one graph, so shared objects stay shared and
+        references to the run's module, network, parameters or data point at the resumed ones. An
+        attribute that cannot be pickled is named in the checkpoint, and resuming refuses. Override
+        both methods only for state that its attributes do not hold."""
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -4,6 +4,7 @@ file) and one run manager, created once per server process."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import threading
@@ -87,6 +88,9 @@ class Lab:
         self.manager = RunManager(self.store)
         self.sweeps = SweepKeeper(self.manager)  # phases and search trials go on without a page open
         self.sweeps.start()
+        # Streamlit's SIGTERM/SIGINT handler stops the server and Python exits normally: commit what
+        # the workers sent then (signal handlers can only be set from the main thread, not here)
+        atexit.register(self.close)
 
     def launch_sweep(self, spec) -> int:
         from engine.sweep import launch_sweep
@@ -98,6 +102,8 @@ class Lab:
     def close(self) -> None:
         from engine.search import stop_drivers
 
+        if self.store._closed:  # released by Streamlit, then again at exit
+            return
         self.sweeps.stop()
         stop_drivers(None, join=True)
         self.manager.shutdown()
