@@ -344,6 +344,7 @@ def test_icarl_is_class_incremental_only_and_says_so():
 def test_ema_weights_equal_the_hand_computed_average():
     scenario, (first, _) = experiences(2)
     ema, module = make("ema", scenario, decay=0.9, distill_weight=0.0)
+    ema.before_task(module, first)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     expected = None
     for n, batch in enumerate(batches(first, 25)):
@@ -359,6 +360,7 @@ def test_ema_weights_equal_the_hand_computed_average():
 def test_ema_distillation_pulls_towards_the_slow_weights():
     scenario, (first, _) = experiences(2)
     ema, module = make("ema", scenario, distill_weight=3.0)
+    ema.before_task(module, first)
     x, y, t = next(batches(first, 1))
     assert torch.isclose(ema.training_loss(module, x, y, t), module.loss(x, y, t))  # the EMA equals the model
     with torch.no_grad():

@@ -1,15 +1,13 @@
-import torch
-
-from engine.strategies.base import HParam, Strategy
-from engine.strategies.buffers import BalancedBuffer
-from engine.strategies.gem import current_gradient, loss_gradient, set_gradient, trainable
+from engine.strategies.base import HParam
+from engine.strategies.gem import GEM, current_gradient, loss_gradient, set_gradient, trainable
 
 
-class AGEM(Strategy):
+class AGEM(GEM):
     """Averaged GEM (Chaudhry et al., 2019, "Efficient Lifelong Learning with A-GEM"): after backward,
     the gradient g is compared with the gradient g_ref of a batch drawn from the episodic memory of all
     past tasks; if g . g_ref < 0 it is projected to g - (g . g_ref / g_ref . g_ref) g_ref, so the update
-    never increases the memory loss to first order. Every parameter's gradient is one flat vector."""
+    never increases the memory loss to first order. Every parameter's gradient is one flat vector.
+    The memory is GEM's (a share per task, filled at its end); only the step differs."""
 
     name = "agem"
     title = "A-GEM"
@@ -22,14 +20,6 @@ class AGEM(Strategy):
                                     low=1, high=4096),
     }
 
-    def __init__(self, **hparams):
-        super().__init__(**hparams)
-        self.generator = torch.Generator().manual_seed(self.seed)
-
-    def setup(self, module, scenario):
-        per_task = max(1, self.buffer_size // scenario.n_tasks)
-        self.memory = BalancedBuffer(self.buffer_size, "experience", self.generator, per_group=per_task)
-
     def after_backward(self, module, batch):
         if not len(self.memory):
             return
@@ -39,6 +29,3 @@ class AGEM(Strategy):
         # project only when the dot product is negative; a clamp, not an if, so no device sync
         g = g - (g @ ref).clamp(max=0) / (ref @ ref).clamp(min=1e-12) * ref
         set_gradient(params, g)
-
-    def after_task(self, module, experience):
-        self.memory.update(experience.x, experience.y, experience.t)

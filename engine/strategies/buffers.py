@@ -48,23 +48,21 @@ class ReservoirBuffer(Memory):
 
     def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **extra: torch.Tensor) -> None:
         fields = {"x": x, "y": y, "t": t, **extra}
-        if not self.data:  # allocated once, on the data's device
-            self.data = {k: torch.empty((self.size, *v.shape[1:]), dtype=v.dtype, device=v.device)
+        if not self.data:  # allocated once, on the data's device, with one spare row (below)
+            self.data = {k: torch.empty((self.size + 1, *v.shape[1:]), dtype=v.dtype, device=v.device)
                          for k, v in fields.items()}
         n = len(y)
         free = min(max(self.size - self.seen, 0), n)  # the first samples fill the empty slots
         if free:
             for k, v in fields.items():
                 self.data[k][self.seen:self.seen + free] = v[:free]
-        if free < n:  # the rest replace a uniform slot of [0, seen) when it falls inside the memory
+        if free < n:  # the rest replace a uniform slot of [0, seen) when it falls inside the memory;
+            # the others are written to the spare row, never read: no nonzero(), no sync, few small ops
             seen = torch.arange(self.seen + free + 1, self.seen + n + 1, dtype=torch.float64)
             draw = (torch.rand(n - free, generator=self.generator, dtype=torch.float64) * seen).long()
-            keep = (draw < self.size).nonzero().squeeze(1)
-            if len(keep):
-                device = self.data["y"].device
-                slot, src = draw[keep].to(device, non_blocking=True), (keep + free).to(device, non_blocking=True)
-                for k, v in fields.items():
-                    self.data[k][slot] = v[src]
+            slot = draw.clamp_(max=self.size).to(self.data["y"].device, non_blocking=True)
+            for k, v in fields.items():
+                self.data[k][slot] = v[free:]
         self.seen += n
         self.filled = min(self.seen, self.size)
 

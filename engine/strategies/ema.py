@@ -34,8 +34,9 @@ class EMA(Strategy):
         self.buffer = ReservoirBuffer(self.buffer_size, self.generator) if self.buffer_size else None
         self.updates = 0
 
-    def setup(self, module, scenario):
-        self.ema = copy.deepcopy(module.net).requires_grad_(False)
+    def before_task(self, module, experience):
+        if not hasattr(self, "ema"):  # here, not in setup: the module is on its device by now
+            self.ema = copy.deepcopy(module.net).requires_grad_(False)
 
     def training_loss(self, module, x, y, t):
         batch = (x, y, t)
