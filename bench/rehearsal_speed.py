@@ -218,7 +218,8 @@ def main(argv=None) -> int:
             continue
         p, e = r["steps"] / r["plain_s"]["median"], r["steps"] / r["engine_s"]["median"]
         verdict = "ok" if r["ratio"] >= TARGET_RATIO else "MISS"
-        print(f"{label:17} {r['steps']:>5} | {p:10.0f} | {e:11.0f} | {r['ratio']:4.2f}x ({r['ratio_best']:4.2f}x) {verdict} | "
+        print(f"{label:17} {r['steps']:>5} | {p:10.0f} | {e:11.0f} | "
+              f"{r['ratio']:4.2f}x ({r['ratio_best']:4.2f}x) {verdict} | "
               f"{r['ratio_cpu']:13.2f}x | {r['final_avg_acc']['plain']:.2f} / {r['final_avg_acc']['engine']:.2f}")
     print("(ratios: plain time / engine time, medians; >= 0.8 is the target. The CPU-time ratio uses this "
           "process's CPU seconds, steadier than wall time when other processes share the cores)")

@@ -70,7 +70,8 @@ def test_reservoir_keeps_every_sample_with_equal_chance_and_extra_fields_follow(
             for ids in (torch.arange(start, start + 5), torch.arange(start + 5, start + 20)):
                 buffer.add(ids.float().unsqueeze(1), ids, ids, logits=-ids.float().unsqueeze(1))
         assert len(buffer) == 12 and len(set(buffer.y.tolist())) == 12
-        assert torch.equal(buffer.x.squeeze(1).long(), buffer.y) and torch.equal(-buffer.logits.squeeze(1), buffer.x.squeeze(1))
+        assert torch.equal(buffer.x.squeeze(1).long(), buffer.y)  # the fields of a sample stay together
+        assert torch.equal(-buffer.logits.squeeze(1), buffer.x.squeeze(1))
         counts[buffer.y] += 1
     # each sample kept with probability 12/120: 40 of 400 trials; sd of a block mean of 30 samples ~1.1
     for block in counts.split(30):

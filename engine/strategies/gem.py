@@ -39,9 +39,11 @@ class GEM(Strategy):
     paper = "Lopez-Paz & Ranzato, 2017. Gradient Episodic Memory for Continual Learning"
     hparams = {
         "buffer_size": HParam(int, 200, "memory in all; each task keeps buffer_size / tasks samples, filled at "
-                              "its end (Mammoth's convention; GEM's paper keeps 256 a task)", low=1, high=100_000, log=True),
-        "margin": HParam(float, 0.5, "the QP's margin: a lower bound on the dual variables, which moves the "
-                         "update further along the past tasks' gradients (0.5: GEM's memory_strength in its experiments)", low=0.0, high=10.0),
+                              "its end (Mammoth's convention; GEM's paper keeps 256 a task)",
+                              low=1, high=100_000, log=True),
+        "margin": HParam(float, 0.5, "the QP's margin: a lower bound on the dual variables, which moves the update "
+                         "further along the past tasks' gradients (0.5: GEM's memory_strength in its experiments)",
+                         low=0.0, high=10.0),
     }
 
     def __init__(self, **hparams):
