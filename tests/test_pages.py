@@ -47,7 +47,8 @@ def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_
     at.button[0].click().run()
     assert n_runs(lab) == before + 1
     run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
-    assert json.loads(config)["strategy"] == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32}
+    assert json.loads(config)["strategy"] == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32,
+                                              "policy": "reservoir"}
     assert at.query_params["run"] == str(run_id)
     lab.manager.cancel(run_id)
 

@@ -6,6 +6,7 @@ from engine.config import ConfigError
 from engine.manager import RunManager
 from engine.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
 from engine.sweep import expand, parse_sweep, sweep_progress
+from engine.strategies import STRATEGIES
 
 BASE = {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}}
 SPEC = {"name": "rc", "base": BASE, "reality_check": {
@@ -56,15 +57,15 @@ def test_bad_reality_checks_are_rejected_line_by_line():
     lines = err.value.problems
     assert lines[0].startswith("reality_check.metric = 'nope': must be a metric key with a direction: acc, bwt")
     assert lines[1:] == [
-        "reality_check.strategies = 'foo': must be one of naive, joint, replay, ewc, lwf",
+        "reality_check.strategies = 'foo': must be one of " + ", ".join(STRATEGIES),
         "reality_check.test.seeds = [1]: must be new seeds, none of the tune seeds (reused: [1])",
         "reality_check.test.scenario.setting = 'task': must be the tune phase's setting ('class'): the check moves "
         "to other data, not another setting",
         "reality_check.tune.grid.strategy.name: the strategies come from reality_check.strategies",
         "reality_check.tune.grid.strategy.alpha: no strategy of this sweep declares alpha (naive: none; "
-        "replay: buffer_size, replay_batch_size)",
+        "replay: " + ", ".join(STRATEGIES["replay"].hparams) + ")",
         "reality_check.tune.grid.strategy.ewc_lambda: no strategy of this sweep declares ewc_lambda (naive: none; "
-        "replay: buffer_size, replay_batch_size)",
+        "replay: " + ", ".join(STRATEGIES["replay"].hparams) + ")",
     ]
     same = {**SPEC, "reality_check": {**SPEC["reality_check"], "test": {"scenario": {"dataset": "digits"},
                                                                          "seeds": [5]}}}
@@ -118,7 +119,7 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     assert set(best) == {"naive", "replay"}
     assert best["naive"]["hparams"] == {"train.lr": 0.05} and best["naive"]["mean"] == pytest.approx(0.45)
     assert best["replay"]["hparams"] == {"strategy.buffer_size": 100, "strategy.replay_batch_size": 32,
-                                         "train.lr": 0.01}
+                                         "strategy.policy": "reservoir", "train.lr": 0.01}
     assert best["replay"]["mean"] == pytest.approx(0.75) and best["replay"]["std"] == pytest.approx(0.0707, abs=1e-3)
 
     assert advance_reality_check(manager, sweep_id) == "testing"

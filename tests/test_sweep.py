@@ -7,6 +7,7 @@ import pytest
 
 from engine.config import ConfigError
 from engine.sweep import expand, labels, load_sweep, parse_sweep
+from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
 
 BASE = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 2}, "model": {"name": "mlp", "hidden": [32]},
@@ -108,7 +109,7 @@ def test_bad_sweeps_get_one_line_per_problem_naming_field_value_and_what_is_allo
     ]
     assert problems({"name": "b", "base": {**BASE, "train": {"lr": -1}}}) == ["base.train.lr = -1: must be greater than 0"]
     assert problems({"name": "b", "base": BASE, "grid": {"strategy.name": ["replay", "foo"]}}) == [
-        "grid.strategy.name = 'foo': must be one of naive, joint, replay, ewc, lwf"]
+        "grid.strategy.name = 'foo': must be one of " + ", ".join(STRATEGIES)]
     assert problems({"name": "b", "base": BASE, "grid": {"train.lr": [0.1]}, "random": {"samples": 1}})[0] == \
         "grid, random: give one of grid, random, search, reality_check, not several"
 
