@@ -61,10 +61,10 @@ class Strategy:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    paper: ClassVar[str] = ""  # the source paper: "Author et al., year. Title"
     settings: ClassVar[tuple[str, ...]] = SETTINGS
     models: ClassVar[tuple[str, ...] | None] = None  # the models it can train (None: any)
     hparams: ClassVar[dict[str, HParam]] = {}
+    paper: ClassVar[str] = ""  # the source paper: authors, year, title
 
     def __init__(self, seed: int = 0, **hparams: Any):
         self.seed = seed
