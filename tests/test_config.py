@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError, load_config, parse_config
+from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
 from engine.strategies import STRATEGIES
 
@@ -23,7 +24,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
     path.write_text(EXAMPLE)
     cfg = load_config(path)
     assert cfg.name == "replay-demo"
-    assert cfg.strategy == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32}
+    assert cfg.strategy == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32, "policy": "reservoir"}
     assert cfg.scenario.n_tasks == 5 and cfg.model.hidden == [256, 256]
     assert cfg.eval.every == 10 and cfg.eval.subset is None
 

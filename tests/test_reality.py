@@ -63,9 +63,9 @@ def test_bad_reality_checks_are_rejected_line_by_line():
         "to other data, not another setting",
         "reality_check.tune.grid.strategy.name: the strategies come from reality_check.strategies",
         "reality_check.tune.grid.strategy.alpha: no strategy of this sweep declares alpha (naive: none; "
-        "replay: buffer_size, replay_batch_size)",
+        "replay: " + ", ".join(STRATEGIES["replay"].hparams) + ")",
         "reality_check.tune.grid.strategy.ewc_lambda: no strategy of this sweep declares ewc_lambda (naive: none; "
-        "replay: buffer_size, replay_batch_size)",
+        "replay: " + ", ".join(STRATEGIES["replay"].hparams) + ")",
     ]
     same = {**SPEC, "reality_check": {**SPEC["reality_check"], "test": {"scenario": {"dataset": "digits"},
                                                                          "seeds": [5]}}}
@@ -119,7 +119,7 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     assert set(best) == {"naive", "replay"}
     assert best["naive"]["hparams"] == {"train.lr": 0.05} and best["naive"]["mean"] == pytest.approx(0.45)
     assert best["replay"]["hparams"] == {"strategy.buffer_size": 100, "strategy.replay_batch_size": 32,
-                                         "train.lr": 0.01}
+                                         "strategy.policy": "reservoir", "train.lr": 0.01}
     assert best["replay"]["mean"] == pytest.approx(0.75) and best["replay"]["std"] == pytest.approx(0.0707, abs=1e-3)
 
     assert advance_reality_check(manager, sweep_id) == "testing"

@@ -7,6 +7,7 @@ import pytest
 
 from engine.config import ConfigError
 from engine.sweep import expand, labels, load_sweep, parse_sweep
+from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
 from engine.strategies import STRATEGIES
 

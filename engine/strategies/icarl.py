@@ -1,0 +1,124 @@
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from engine.strategies.base import HParam, Strategy
+
+
+def herding(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL's exemplar selection: the indices, in order, of the ``m`` samples whose running feature mean
+    stays closest to the class mean (each pick minimises the distance of the mean so far)."""
+    mean = features.mean(0)
+    total = torch.zeros_like(mean)
+    free = torch.ones(len(features), dtype=torch.bool, device=features.device)
+    chosen = []
+    for k in range(1, min(m, len(features)) + 1):
+        distance = (mean - (total + features) / k).norm(dim=1).masked_fill(~free, float("inf"))
+        i = int(distance.argmin())
+        chosen.append(i)
+        free[i] = False
+        total += features[i]
+    return torch.tensor(chosen, dtype=torch.long, device=features.device)
+
+
+class NearestMeanOfExemplars(torch.nn.Module):
+    """iCaRL's classifier: the score of class c is minus the squared distance between the normalised
+    feature of x and c's normalised mean feature; classes with no mean yet score the lowest number."""
+
+    def __init__(self, strategy: "ICaRL", module):
+        super().__init__()
+        self.strategy, self.module = strategy, module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        means, known = self.strategy.class_means(self.module)
+        scores = -torch.cdist(F.normalize(self.module.features(x), dim=1), means).pow(2)
+        return scores.masked_fill(~known, torch.finfo(scores.dtype).min)
+
+
+class ICaRL(Strategy):
+    """iCaRL (Rebuffi et al., 2017), class-incremental: each step trains on the batch joined with a batch
+    of exemplars, with a sigmoid binary cross-entropy over the classes seen so far whose targets for the
+    old classes are the previous model's sigmoid outputs (distillation; mean over outputs, as Avalanche).
+    After each task, ``memory_size / classes seen`` exemplars a class are kept: old classes' sets are cut
+    to their first ones, new classes' chosen by herding on normalised features. Evaluation classifies by
+    the nearest mean of exemplars, with the current features (a class of the task being trained, with no
+    exemplars yet, uses the mean of its training samples)."""
+
+    name = "icarl"
+    title = "iCaRL"
+    description = "Herding exemplars, sigmoid distillation and a nearest-mean-of-exemplars classifier."
+    paper = "Rebuffi et al., 2017. iCaRL: Incremental Classifier and Representation Learning"
+    settings = ("class",)
+    hparams = {
+        "memory_size": HParam(int, 200, "exemplars in all, split equally among the classes seen (the paper "
+                              "keeps 2000 for CIFAR-100; 200 matches Replay's default)", low=1, high=100_000, log=True),
+        "replay_batch_size": HParam(int, 32, "exemplars added to each training batch", low=1, high=4096),
+    }
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.exemplars: dict[int, torch.Tensor] = {}  # class -> its exemplars, in herding order
+        self.teacher = None
+
+    def setup(self, module, scenario):
+        self.task_classes = [task.classes for task in scenario.tasks]
+        self.n_classes = scenario.n_classes
+        self.classifier = NearestMeanOfExemplars(self, module)
+
+    def before_task(self, module, experience):
+        self.current = experience
+        device = experience.x.device
+        old = list(self.exemplars)
+        new = sorted(c for classes in self.task_classes[:experience.task] for c in classes if c not in self.exemplars)
+        self.order = torch.tensor(old + new, dtype=torch.long, device=device)  # the classes seen, old ones first
+        self.n_old = len(old)
+        self.position = torch.full((self.n_classes,), -1, dtype=torch.long, device=device)
+        self.position[self.order] = torch.arange(len(self.order), device=device)
+
+    def training_loss(self, module, x, y, t):
+        if self.exemplars:
+            idx = torch.randint(len(self.memory_y), (self.replay_batch_size,), generator=self.generator)
+            idx = idx.to(x.device)
+            x, y = torch.cat([x, self.memory_x[idx]]), torch.cat([y, self.memory_y[idx]])
+        logits = module(x)[:, self.order]
+        target = F.one_hot(self.position[y], len(self.order)).to(logits.dtype)
+        if self.teacher is not None:  # distillation: the old classes' targets are the old model's outputs
+            with torch.no_grad():
+                target[:, :self.n_old] = torch.sigmoid(self.teacher(x)[:, self.order[:self.n_old]])
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    def after_task(self, module, experience):
+        per_class = self.memory_size // len(self.order)
+        for c in self.exemplars:
+            self.exemplars[c] = self.exemplars[c][:per_class]
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            for c in experience.y.unique().tolist():
+                x = experience.x[experience.y == c]
+                self.exemplars[c] = x[herding(F.normalize(module.features(x), dim=1), per_class)]
+        module.train(was_training)
+        self.memory_x = torch.cat(list(self.exemplars.values()))
+        self.memory_y = torch.cat([torch.full((len(v),), c, device=v.device) for c, v in self.exemplars.items()])
+        self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
+
+    def class_means(self, module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every class's normalised mean feature (n_classes x d) and which classes have one."""
+        x = [self.current.x] + ([self.memory_x] if self.exemplars else [])
+        y = [self.current.y] + ([self.memory_y] if self.exemplars else [])
+        x, y = torch.cat(x), torch.cat(y)
+        from_memory = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        from_memory[len(self.current.y):] = True
+        has_exemplars = torch.zeros(self.n_classes, dtype=torch.bool, device=y.device)
+        has_exemplars[list(self.exemplars)] = True
+        use = from_memory | ~has_exemplars[y]  # exemplars where a class has them, its training data otherwise
+        features = F.normalize(module.features(x[use]), dim=1)
+        y = y[use]
+        sums = torch.zeros(self.n_classes, features.shape[1], device=y.device).index_add_(0, y, features)
+        counts = torch.bincount(y, minlength=self.n_classes)
+        return F.normalize(sums / counts.clamp(min=1).unsqueeze(1), dim=1), counts > 0
+
+    def eval_model(self, module):
+        return self.classifier

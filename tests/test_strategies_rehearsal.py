@@ -1,0 +1,394 @@
+"""The rehearsal strategies: each one's mechanism, then each trained end to end into a real DuckDB file."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
+from engine.manager import run_in_process
+from engine.models.mlp import MLP
+from engine.module import ContinualModule
+from engine.scenarios import build_scenario
+from engine.strategies import STRATEGIES
+from engine.strategies.base import Experience
+from engine.strategies.buffers import BalancedBuffer, GreedyClassBalancedBuffer, ReservoirBuffer
+from engine.strategies.icarl import herding
+from store.queries import accuracy_matrix
+from tests.conftest import small_config
+
+
+def experiences(n_tasks=2):
+    scenario = build_scenario(ScenarioConfig(n_tasks=n_tasks))
+    return scenario, [Experience(k + 1, task.train_x, task.train_y, torch.full_like(task.train_y, k))
+                      for k, task in enumerate(scenario.tasks)]
+
+
+def make(name, scenario, hidden=16, **hparams):
+    torch.manual_seed(0)
+    net = MLP((64,), 10, hidden=[hidden])
+    strategy = STRATEGIES[name](seed=0, **hparams)
+    module = ContinualModule(net, strategy, TrainConfig(), scenario.class_mask, scenario.n_classes)
+    strategy.setup(module, scenario)
+    return strategy, module
+
+
+def batches(experience, n, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        idx = torch.randint(len(experience.y), (size,), generator=g)
+        yield experience.x[idx], experience.y[idx], experience.t[idx]
+
+
+def train(strategy, module, experience, steps, lr=0.05):
+    strategy.before_task(module, experience)
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    for batch in batches(experience, steps):
+        strategy.observe(module, batch, optimizer, lambda loss: loss.backward())
+    strategy.after_task(module, experience)
+
+
+def flat_grad(module):
+    return torch.cat([p.grad.reshape(-1) for p in module.parameters()])
+
+
+def memory_gradient(module, x, y, t):
+    module.zero_grad()
+    module.loss(x, y, t).backward()
+    return flat_grad(module)
+
+
+# ---- memories -----------------------------------------------------------------------------------------
+def test_reservoir_keeps_every_sample_with_equal_chance_and_extra_fields_follow():
+    counts = torch.zeros(120)
+    trials = 400
+    for trial in range(trials):
+        buffer = ReservoirBuffer(12, torch.Generator().manual_seed(1000 + trial))
+        for start in range(0, 120, 20):  # batches of 5 and 15, one straddling the filling point
+            for ids in (torch.arange(start, start + 5), torch.arange(start + 5, start + 20)):
+                buffer.add(ids.float().unsqueeze(1), ids, ids, logits=-ids.float().unsqueeze(1))
+        assert len(buffer) == 12 and len(set(buffer.y.tolist())) == 12
+        assert torch.equal(buffer.x.squeeze(1).long(), buffer.y)  # the fields of a sample stay together
+        assert torch.equal(-buffer.logits.squeeze(1), buffer.x.squeeze(1))
+        counts[buffer.y] += 1
+    # each sample kept with probability 12/120: 40 of 400 trials; sd of a block mean of 30 samples ~1.1
+    for block in counts.split(30):
+        assert abs(block.mean() - 40) < 4.5, counts
+    # and a chi-square over the 120 samples stays near its 119 degrees of freedom
+    chi2 = ((counts - 40) ** 2 / 40).sum()
+    assert 70 < chi2 < 180
+
+
+def test_class_balanced_memory_holds_equal_counts_per_class():
+    scenario, (first, second) = experiences(2)
+    buffer = BalancedBuffer(200, "class", torch.Generator().manual_seed(0))
+    buffer.update(first.x, first.y, first.t)
+    assert torch.bincount(buffer.y, minlength=10)[:5].tolist() == [40] * 5
+    buffer.update(second.x, second.y, second.t)
+    assert torch.bincount(buffer.y, minlength=10).tolist() == [20] * 10
+    # old samples kept are a subset of the old ones, each row with its own label
+    rows = {tuple(r.tolist()): int(c) for r, c in zip(first.x, first.y)}
+    assert all(rows[tuple(r.tolist())] == int(c) for r, c in zip(buffer.x, buffer.y) if int(c) < 5)
+    odd = BalancedBuffer(203, "class", torch.Generator().manual_seed(0))
+    odd.update(first.x, first.y, first.t)
+    assert torch.bincount(odd.y).tolist() == [41, 41, 41, 40, 40]  # the remainder goes to the first groups
+
+
+def test_experience_balanced_memory_and_a_fixed_memory_per_task():
+    scenario, exps = experiences(3)
+    buffer = BalancedBuffer(100, "experience", torch.Generator().manual_seed(0))
+    fixed = BalancedBuffer(100, "experience", torch.Generator().manual_seed(0), per_group=20)
+    for k, e in enumerate(exps):
+        buffer.update(e.x, e.y, e.t)
+        fixed.update(e.x, e.y, e.t)
+        assert torch.bincount(buffer.t).tolist() == {0: [100], 1: [50, 50], 2: [34, 33, 33]}[k]
+        assert torch.bincount(fixed.t).tolist() == [20] * (k + 1)
+    assert [len(g[0]) for g in fixed.groups()] == [20, 20, 20]
+    assert [set(g[2].tolist()) for g in fixed.groups()] == [{0}, {1}, {2}]
+
+
+def test_greedy_class_balanced_sampler_of_gdumb():
+    scenario, (first, second) = experiences(2)
+    buffer = GreedyClassBalancedBuffer(200, torch.Generator().manual_seed(0))
+    buffer.update(first.x, first.y, first.t)
+    assert torch.bincount(buffer.y).tolist() == [40] * 5
+    buffer.update(second.x, second.y, second.t)
+    assert torch.bincount(buffer.y).tolist() == [20] * 10
+    assert sorted(s for slots in buffer.slots.values() for s in slots) == list(range(200))
+
+
+@pytest.mark.parametrize("policy", ["class_balanced", "experience_balanced"])
+def test_balanced_replay_fills_at_task_end_only(policy):
+    scenario, (first, second) = experiences(2)
+    replay, module = make("replay", scenario, policy=policy, buffer_size=50)
+    replay.before_task(module, first)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+    for batch in batches(first, 3):
+        replay.observe(module, batch, optimizer, lambda loss: loss.backward())
+    assert len(replay.replay_buffer) == 0  # nothing during the task
+    replay.after_task(module, first)
+    assert len(replay.replay_buffer) == 50 and set(replay.replay_buffer.y.tolist()) <= set(first.y.tolist())
+
+
+# ---- DER, DER++, ER-ACE -------------------------------------------------------------------------------
+def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
+    scenario, (first, second) = experiences(2)
+    der, module = make("der", scenario, buffer_size=10_000, alpha=0.5)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    seen = []
+    for batch in batches(first, 6):
+        with torch.no_grad():
+            seen.append(module(batch[0]))  # the logits at this step, before its update
+        der.observe(module, batch, optimizer, lambda loss: loss.backward())
+    assert len(der.buffer) == 6 * 32
+    assert torch.allclose(der.buffer.logits, torch.cat(seen), atol=1e-6)
+    assert not torch.allclose(der.buffer.logits[:32], module(der.buffer.x[:32]), atol=1e-3)  # the model moved on
+
+    state = der.generator.get_state()
+    replayed = der.replay_loss(module)
+    der.generator.set_state(state)
+    idx = torch.randint(len(der.buffer), (der.replay_batch_size,), generator=der.generator)
+    expected = 0.5 * F.mse_loss(module(der.buffer.x[idx]), der.buffer.logits[idx])
+    assert torch.isclose(replayed, expected)
+
+    derpp, module = make("derpp", scenario, buffer_size=10_000, alpha=0.5, beta=2.0)
+    train(derpp, module, first, 3)
+    state = derpp.generator.get_state()
+    replayed = derpp.replay_loss(module)
+    derpp.generator.set_state(state)
+    b = derpp.buffer
+    ce_idx = torch.randint(len(b), (32,), generator=derpp.generator)
+    mse_idx = torch.randint(len(b), (32,), generator=derpp.generator)
+    expected = (0.5 * F.mse_loss(module(b.x[mse_idx]), b.logits[mse_idx])
+                + 2.0 * F.cross_entropy(module(b.x[ce_idx]), b.y[ce_idx]))
+    assert torch.isclose(replayed, expected)
+
+
+def test_er_ace_masks_the_classes_absent_from_the_incoming_batch():
+    scenario, (first, second) = experiences(2)
+    ace, module = make("er_ace", scenario)
+    train(ace, module, first, 5)
+    x, y, t = second.x[second.y < 7][:32], second.y[second.y < 7][:32], second.t[second.y < 7][:32]
+    assert set(y.tolist()) == {5, 6}
+    state = ace.generator.get_state()
+    bx, by, bt = ace.buffer.sample(32)  # the replay batch the step will draw (before it adds its own)
+    ace.generator.set_state(state)
+    module.zero_grad()
+    ace.training_loss(module, x, y, t).backward()
+    total = module.head.bias.grad.clone()
+    module.zero_grad()
+    module.loss(bx, by, bt).backward()
+    incoming = total - module.head.bias.grad  # the incoming loss's gradient on each class's bias
+    absent = [c for c in range(10) if c not in (5, 6)]
+    assert torch.all(incoming[absent].abs() < 1e-7) and torch.all(incoming[[5, 6]] != 0)
+    # with an empty buffer (the first task) the incoming loss is plain cross-entropy
+    fresh, module = make("er_ace", scenario)
+    assert torch.isclose(fresh.training_loss(module, x, y, t), module.loss(x, y, t))
+
+
+# ---- A-GEM, GEM ---------------------------------------------------------------------------------------
+def test_agem_update_never_points_against_the_memory_gradient():
+    scenario, (first, second) = experiences(2)
+    agem, module = make("agem", scenario, replay_batch_size=64)
+    train(agem, module, first, 20)
+    assert len(agem.memory) == 100  # 200 / 2 tasks
+    projected = 0
+    for x, y, t in batches(second, 15, seed=1):
+        module.zero_grad()
+        module.loss(x, y, t).backward()
+        g = flat_grad(module).clone()
+        state = agem.generator.get_state()
+        agem.after_backward(module, (x, y, t))
+        final = flat_grad(module).clone()
+        agem.generator.set_state(state)
+        ref = memory_gradient(module, *agem.memory.sample(64))
+        if g @ ref < 0:
+            projected += 1
+            assert abs(float(final @ ref)) < 1e-4 * float(ref @ ref)  # projected onto the boundary
+        else:
+            assert torch.equal(final, g)
+        assert final @ ref >= -1e-5
+        torch.optim.SGD(module.parameters(), lr=0.05).step()  # apply the (projected) update
+    assert projected > 0  # the case that matters happened
+
+
+@pytest.mark.parametrize("setting", ["class", "task"])
+def test_gem_update_has_non_negative_dot_products_with_every_past_task(setting):
+    scenario = build_scenario(ScenarioConfig(n_tasks=3, setting=setting))
+    exps = [Experience(k + 1, task.train_x, task.train_y, torch.full_like(task.train_y, k))
+            for k, task in enumerate(scenario.tasks)]
+    gem, module = make("gem", scenario, buffer_size=90, margin=0.0)
+    train(gem, module, exps[0], 15)
+    train(gem, module, exps[1], 15)
+    assert [len(g[0]) for g in gem.memory.groups()] == [30, 30]
+    projected = 0
+    for x, y, t in batches(exps[2], 10, seed=2):
+        module.zero_grad()
+        module.loss(x, y, t).backward()
+        g = flat_grad(module).clone()
+        gem.after_backward(module, (x, y, t))
+        final = flat_grad(module).clone()
+        refs = torch.stack([memory_gradient(module, *task) for task in gem.memory.groups()])
+        if (refs @ g < 0).any():
+            projected += 1
+            # the QP's answer: the closest vector to g (up to the solver's eps) with every dot product >= 0
+            assert (refs @ final >= -1e-3 * refs.norm(dim=1) * final.norm()).all()
+            assert (final - g).norm() < g.norm() * 1.5
+        else:
+            assert torch.equal(final, g)
+        for p, v in zip(module.parameters(), final.split([p.numel() for p in module.parameters()])):
+            p.grad = v.view_as(p).clone()
+        torch.optim.SGD(module.parameters(), lr=0.05).step()
+    assert projected > 0
+
+
+def test_gem_margin_pushes_past_the_constraint():
+    scenario, _ = experiences(2)
+    gem, _ = make("gem", scenario, margin=0.5)
+    G = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    g = torch.tensor([-1.0, 2.0])
+    # the violated constraint is met with equality; the margin (a lower bound on the dual variables)
+    # adds half of the satisfied constraint's gradient: [0, 2] + 0.5 [0, 1]
+    assert torch.allclose(gem.project(g, G), torch.tensor([0.0, 2.5]), atol=1e-2)
+    gem.margin = 0.0
+    assert torch.allclose(gem.project(g, G), torch.tensor([0.0, 2.0]), atol=1e-2)  # the plain projection
+
+
+# ---- GDumb, iCaRL, EMA --------------------------------------------------------------------------------
+def test_gdumb_model_after_a_task_depends_only_on_the_memory():
+    scenario, (first, second) = experiences(2)
+    weights = []
+    for noise in (False, True):
+        gdumb, module = make("gdumb", scenario, buffer_size=100)
+        initial = copy.deepcopy(module.net.state_dict())
+        train(gdumb, module, first, 5)
+        gdumb.before_task(module, second)
+        assert all(torch.equal(v, initial[k]) for k, v in module.net.state_dict().items())  # from scratch
+        assert torch.bincount(gdumb.memory.y).tolist() == [10] * 10
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+        for x, y, t in batches(second, 10):
+            if noise:  # a different stream batch: the result must not change
+                x, y = torch.randn_like(x) * 10, torch.randint(0, 10, y.shape)
+            gdumb.observe(module, (x, y, t), optimizer, lambda loss: loss.backward())
+        weights.append(torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], torch.cat([v.reshape(-1) for v in initial.values()]))
+
+
+def test_icarl_herding_approaches_the_class_mean():
+    torch.manual_seed(0)
+    features = F.normalize(torch.randn(60, 8) + torch.tensor([2.0] + [0.0] * 7), dim=1)
+    mean = features.mean(0)
+    picked = herding(features, 10)
+    assert len(set(picked.tolist())) == 10
+    assert picked[0] == (features - mean).norm(dim=1).argmin()  # the first pick: the closest to the mean
+    for k in range(1, 11):  # each running mean is the best among all one-sample extensions of the last
+        prev, best = features[picked[:k - 1]].sum(0), features[picked[:k]].mean(0)
+        others = [i for i in range(60) if i not in picked[:k - 1].tolist()]
+        assert (mean - best).norm() <= min((mean - (prev + features[i]) / k).norm() for i in others) + 1e-6
+    random_error = torch.stack([(features[torch.randperm(60)[:10]].mean(0) - mean).norm() for _ in range(200)])
+    assert (features[picked].mean(0) - mean).norm() < random_error.quantile(0.05)
+    assert sorted(herding(features, 100).tolist()) == list(range(60))  # m beyond the class: all of it
+
+
+def test_icarl_keeps_balanced_exemplars_and_predicts_the_nearest_class_mean():
+    scenario, (first, second) = experiences(2)
+    icarl, module = make("icarl", scenario, memory_size=50)
+    train(icarl, module, first, 10)
+    assert {c: len(v) for c, v in icarl.exemplars.items()} == {c: 10 for c in range(5)}
+    icarl.before_task(module, second)
+    nme = icarl.eval_model(module)
+    x = torch.cat([first.x[:40], second.x[:40]])
+    with torch.no_grad():
+        scores = nme(x)
+        f = F.normalize(module.features(x), dim=1)
+        means = {}
+        for c in range(10):  # old classes: exemplars; new classes (no exemplars yet): their training data
+            data = icarl.exemplars[c] if c < 5 else second.x[second.y == c]
+            means[c] = F.normalize(F.normalize(module.features(data), dim=1).mean(0), dim=0)
+        distance = torch.stack([(f - means[c]).pow(2).sum(1) for c in range(10)], 1)
+    assert torch.equal(scores.argmax(1), distance.argmin(1))
+    assert torch.allclose(scores, -distance, atol=1e-5)
+    train_more = list(batches(second, 5))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+    for batch in train_more:
+        icarl.observe(module, batch, optimizer, lambda loss: loss.backward())
+    icarl.after_task(module, second)
+    assert {c: len(v) for c, v in icarl.exemplars.items()} == {c: 5 for c in range(10)}
+
+
+def test_icarl_distils_the_old_model_on_old_classes():
+    scenario, (first, second) = experiences(2)
+    icarl, module = make("icarl", scenario)
+    train(icarl, module, first, 5)
+    icarl.before_task(module, second)
+    x, y, t = next(batches(second, 1))
+    state = icarl.generator.get_state()
+    loss = icarl.training_loss(module, x, y, t)
+    icarl.generator.set_state(state)
+    idx = torch.randint(len(icarl.memory_y), (32,), generator=icarl.generator)
+    xs, ys = torch.cat([x, icarl.memory_x[idx]]), torch.cat([y, icarl.memory_y[idx]])
+    logits = module(xs)
+    target = F.one_hot(ys, 10).float()
+    target[:, :5] = torch.sigmoid(logits[:, :5]).detach()  # the teacher equals the model at the task's start
+    assert torch.isclose(loss, F.binary_cross_entropy_with_logits(logits, target))
+
+
+def test_icarl_is_class_incremental_only_and_says_so():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"strategy": {"name": "icarl"}, "scenario": {"setting": "task"}})
+    assert "icarl" in str(err.value) and "class" in str(err.value)
+
+
+def test_ema_weights_equal_the_hand_computed_average():
+    scenario, (first, _) = experiences(2)
+    ema, module = make("ema", scenario, decay=0.9, distill_weight=0.0)
+    ema.before_task(module, first)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    expected = None
+    for n, batch in enumerate(batches(first, 25)):
+        ema.observe(module, batch, optimizer, lambda loss: loss.backward())
+        w = [p.detach().clone() for p in module.net.parameters()]
+        decay = min(0.9, 1 - 1 / (n + 1))
+        expected = w if expected is None else [decay * e + (1 - decay) * wi for e, wi in zip(expected, w)]
+    assert all(torch.allclose(e, p, atol=1e-6) for e, p in zip(expected, ema.ema.parameters()))
+    assert ema.eval_model(module) is ema.ema
+    assert not all(torch.allclose(e, p) for e, p in zip(expected, module.net.parameters()))
+
+
+def test_ema_distillation_pulls_towards_the_slow_weights():
+    scenario, (first, _) = experiences(2)
+    ema, module = make("ema", scenario, distill_weight=3.0)
+    ema.before_task(module, first)
+    x, y, t = next(batches(first, 1))
+    assert torch.isclose(ema.training_loss(module, x, y, t), module.loss(x, y, t))  # the EMA equals the model
+    with torch.no_grad():
+        module.head.bias += 1.0
+    assert torch.isclose(ema.training_loss(module, x, y, t), module.loss(x, y, t) + 3.0)  # MSE of a shift of 1
+
+
+# ---- end to end -----------------------------------------------------------------------------------------
+CASES = [("replay", {"policy": "class_balanced"}), ("replay", {"policy": "experience_balanced"}),
+         ("der", {}), ("derpp", {}), ("er_ace", {}), ("agem", {}), ("gem", {}), ("gdumb", {}),
+         ("icarl", {}), ("ema", {"decay": 0.9}), ("ema", {"decay": 0.9, "buffer_size": 100})]
+
+
+@pytest.mark.parametrize("name, hparams", CASES, ids=[f"{n}-{'-'.join(map(str, h.values()))}" for n, h in CASES])
+def test_trains_end_to_end_into_the_store_and_repeats_exactly(store, name, hparams):
+    config = small_config(name, strategy={"name": name, **hparams})
+    run_id = run_in_process(store, config)
+    status, total, last = store.sql("SELECT status, total_steps, last_step FROM runs WHERE id = ?", [run_id])[0]
+    assert status == "finished" and last == total > 0
+    R = accuracy_matrix(store, run_id)
+    assert R.shape == (3, 2) and not np.isnan(R).any()
+    assert R[1, 0] > 0.6 and R[2].mean() > 0.45  # learned the first task; both within reach at the end
+    rows = "SELECT step, task, metric, value FROM metrics WHERE run_id = ? ORDER BY ALL"
+    again = run_in_process(store, config)
+    assert store.sql(rows, [again]) == store.sql(rows, [run_id])
+
+
+def test_every_rehearsal_strategy_names_its_paper():
+    for name in ("replay", "der", "derpp", "er_ace", "agem", "gem", "gdumb", "icarl", "ema"):
+        assert STRATEGIES[name].paper and STRATEGIES[name].hparams, name
