@@ -44,6 +44,18 @@ class HParam:
         return kind
 
 
+@dataclass(frozen=True)
+class Paper:
+    """A method's source paper, for the strategy table (docs/strategies.md) and the form."""
+
+    authors: str
+    year: int
+    title: str
+
+    def __str__(self) -> str:
+        return f"{self.authors} ({self.year}), {self.title}"
+
+
 @dataclass
 class Experience:
     """What is trained between two task boundaries: ``task`` is the newest task it includes
@@ -64,6 +76,7 @@ class Strategy:
     settings: ClassVar[tuple[str, ...]] = SETTINGS
     models: ClassVar[tuple[str, ...] | None] = None  # the models it can train (None: any)
     hparams: ClassVar[dict[str, HParam]] = {}
+    paper: ClassVar[Paper | None] = None  # the source paper (None: a reference baseline)
 
     def __init__(self, seed: int = 0, **hparams: Any):
         self.seed = seed
@@ -78,7 +91,12 @@ class Strategy:
         ]
 
     def setup(self, module: "ContinualModule", scenario: "Scenario") -> None:
-        """Called once before the first experience."""
+        """Called once before the first experience. Subclasses that override it call super()."""
+        self.n_tasks = len(scenario.tasks)
+
+    def is_last(self, experience: Experience) -> bool:
+        """Whether ``experience`` is the run's last (what is consolidated after it is never used)."""
+        return getattr(self, "n_tasks", None) is not None and experience.task >= self.n_tasks
 
     def before_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called before training an experience."""
