@@ -97,6 +97,21 @@ def test_ewc_both_fisher_estimates_match_a_hand_computation_and_their_lambda_con
     assert any(not torch.allclose(per_sample[n], minibatch[n]) for n in per_sample)
 
 
+def test_per_sample_fisher_closed_form_equals_vmap_and_the_fallback_is_exact_too():
+    net, x, y, t = _tiny()
+    normed = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))  # not all Linear
+    for model in (net, normed):
+        expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        for i in range(10):
+            model.zero_grad()
+            F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+            for n, p in model.named_parameters():
+                expected[n] += p.grad ** 2 / 10
+        ewc = STRATEGIES["ewc"](fisher_batch=4)
+        fisher = ewc.diagonal_fisher(_module(model, ewc), x, y, t)
+        assert all(torch.allclose(fisher[n], expected[n], atol=1e-7) for n in expected)
+
+
 def _state(strategy) -> dict:
     """What a strategy holds, in short: each attribute's length, or whether it is set."""
     return {k: len(v) if isinstance(v, (list, dict)) else v is not None for k, v in vars(strategy).items()

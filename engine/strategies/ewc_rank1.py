@@ -51,7 +51,7 @@ class EWCRank1(Strategy):
 
     def rank1_direction(self, module, x, y, t) -> dict[str, torch.Tensor]:
         """u with u u^T the chosen rank-one approximation of the empirical Fisher of (x, y)."""
-        loss = lambda logits, yi, ti: F.cross_entropy(module.mask(logits, ti), yi)  # noqa: E731
+        loss = lambda logits, yi, ti: F.cross_entropy(module.mask(logits, ti), yi, reduction="sum")  # noqa: E731
         names = [n for n, _ in module.net.named_parameters()]
         # G: one row of flattened per-sample gradients a sample (N x P; F = G^T G / N)
         G = torch.cat([torch.cat([g[n].flatten(1) for n in names], 1)
