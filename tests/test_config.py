@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError, load_config, parse_config
+from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
 
 EXAMPLE = """
@@ -35,7 +36,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
         ({"strategy": {"name": "replay", "buffer_size": 0}},
          ["strategy.buffer_size = 0: must be greater than or equal to 1"]),
         ({"strategy": {"name": "ewc", "mode": "sometimes"}}, ["strategy.mode = 'sometimes': must be 'separate' or 'online'"]),
-        ({"strategy": {"name": "sgd-magic"}}, ["strategy.name = 'sgd-magic': must be one of naive, joint, replay, ewc, lwf"]),
+        ({"strategy": {"name": "sgd-magic"}}, ["strategy.name = 'sgd-magic': must be one of " + ", ".join(STRATEGIES)]),
         ({"strategy": {"name": "lwf", "beta": 1}}, ["strategy.beta: is not a known field"]),
         ({"scenario": {"n_tasks": 11}}, ["scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out"]),
         ({"scenario": {"setting": "online"}}, ["scenario.setting = 'online': must be 'class', 'task' or 'domain'"]),

@@ -22,8 +22,9 @@ class EWC(Strategy):
     description = "Penalises changes to weights that the Fisher information marks as important for old tasks."
     paper = Paper("Kirkpatrick et al.", 2017, "Overcoming catastrophic forgetting in neural networks")
     hparams = {
-        "ewc_lambda": HParam(float, 1000.0, "strength of the penalty (per_sample: x 0.5, Kirkpatrick; minibatch: "
-                             "x 1, Avalanche)", low=0.0, high=1e7, log=True),
+        "ewc_lambda": HParam(float, 100.0, "strength of the penalty (per_sample: x 0.5, Kirkpatrick; minibatch: "
+                             "x 1, Avalanche); 100 trains on the default scenario at lr 0.05, 1000 diverges there",
+                             low=0.0, high=1e7, log=True),
         "mode": HParam(str, "separate", "separate: a penalty per task; online: one running Fisher",
                        choices=("separate", "online")),
         "decay": HParam(float, 1.0, "online mode: the old Fisher's weight at each new task", low=0.0, high=1.0),

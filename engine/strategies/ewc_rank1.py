@@ -20,7 +20,7 @@ class EWCRank1(Strategy):
     paper = Paper("Wang, Gupta, Dong & MacLellan", 2025,
                   "Avoid Catastrophic Forgetting with Rank-1 Fisher from Diffusion Models")
     hparams = {
-        "ewc_lambda": HParam(float, 10.0, "strength of the penalty (x 0.5, EWC's per_sample convention); the "
+        "ewc_lambda": HParam(float, 1.0, "strength of the penalty (x 0.5, EWC's per_sample convention); the "
                              "curvature along u is lambda x the Fisher's top eigenvalue, so keep it below about "
                              "2 / (lr x that eigenvalue)", low=0.0, high=1e7, log=True),
         "direction": HParam(str, "leading", "leading: the Fisher's top eigenvector x sqrt(eigenvalue) (default); "
