@@ -14,15 +14,12 @@ from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
 from store.queries import accuracy_matrix
 from tests.conftest import small_config
+from tests.test_strategies import metric_rows
 
 CASES = [("cumulative", {}), ("ewc", {"ewc_lambda": 100.0, "fisher": "minibatch"}),
          ("ewc", {"ewc_lambda": 100.0, "fisher": "per_sample", "mode": "online"}), ("si", {}), ("mas", {}),
          ("l2", {}), ("ewc_rank1", {}), ("ewc_rank1", {"direction": "mean_gradient"}), ("feature_distill", {}),
          ("classp", {})]
-
-
-def metric_rows(store, run_id):
-    return store.sql("SELECT step, task, metric, value FROM metrics WHERE run_id = ? ORDER BY ALL", [run_id])
 
 
 @pytest.mark.parametrize("name, hparams", CASES, ids=[f"{n}-{'-'.join(map(str, h.values()))}" for n, h in CASES])
