@@ -115,7 +115,7 @@ def markdown(results: dict, strategies: list[str], scenarios: list[str], seeds: 
         for name in strategies:
             cls = STRATEGIES[name]
             cell = results[(name, dataset)]
-            paper = str(cls.paper) if cls.paper else "reference baseline"
+            paper = cls.paper or "reference baseline"
             values = " | ".join(fmt(cell["metrics"][k]) for k in METRICS)
             note = cell["note"].replace("|", "/")
             lines.append(f"| {cls.title} (`{name}`) | {paper} | {values} | {REPORTED.get(name, '-')} | {note} |")

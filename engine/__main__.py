@@ -2,7 +2,7 @@
 ``python -m engine metrics RUN_ID [--json]``.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
-arguments; nothing written), 3 the database is held by another process.
+arguments, a --db that is not a DuckDB database; nothing written), 3 the database is held by another process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from engine.config import ConfigError, load_config
-from store import DEFAULT_DB, DatabaseLocked, Store
+from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 
 def _open_store(path: Path) -> Store:
@@ -22,6 +22,9 @@ def _open_store(path: Path) -> Store:
     except DatabaseLocked as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
+    except NotADatabase as err:
+        print(f"error: --db {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cmd_run(args) -> int:
@@ -59,19 +62,44 @@ def cmd_run(args) -> int:
     return 0 if status == "finished" else 1
 
 
+def progress_line(store: Store, run_id: int, elapsed: float) -> tuple[str, str]:
+    """(status, a progress line): the step, the task being trained (k/T), the mean accuracy so far on the
+    tasks trained up to now (at the latest evaluation) and the time left at the pace so far."""
+    status, step, total, n_tasks = store.sql(
+        "SELECT status, coalesce(last_step, 0), total_steps, config->'scenario'->>'n_tasks' FROM runs WHERE id = ?",
+        [run_id])[0]
+    task = store.sql("SELECT max(task) FROM task_boundaries WHERE run_id = ?", [run_id])[0][0]
+    seen_acc = store.sql(
+        """SELECT avg(value) FROM metrics WHERE run_id = $run AND metric = 'acc' AND task <= $task
+           AND step = (SELECT max(step) FROM metrics WHERE run_id = $run AND metric = 'acc')""",
+        {"run": run_id, "task": task or 0})[0][0]
+    pct = f"{100 * step / total:5.1f}%" if total else "  ?  "
+    parts = [f"run {run_id} {status:9s} step {step}/{total or '?'} {pct}"]
+    if task:
+        parts.append(f"task {task}/{n_tasks}")
+    if seen_acc is not None:
+        parts.append(f"acc {seen_acc:.3f}")
+    if status == "running" and total and 0 < step < total:
+        left = elapsed / step * (total - step)
+        parts.append(f"about {left:.0f} s left" if left < 120 else f"about {left / 60:.0f} min left")
+    return status, " · ".join(parts)
+
+
 def _follow(store: Store, manager, run_id: int) -> str:
     """Print a progress line until the run ends."""
     tty = sys.stdout.isatty()
     last_print = 0.0
+    started = None
     while True:
-        status = manager.wait(run_id, timeout=0.5)
-        status, step, total = store.sql("SELECT status, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
-        done = status in ("finished", "failed", "cancelled", "diverged")
+        manager.wait(run_id, timeout=0.5)
         now = time.monotonic()
+        running = store.sql("SELECT status = 'running' FROM runs WHERE id = ?", [run_id])[0][0]
+        if running and started is None:
+            started = now
+        status, line = progress_line(store, run_id, now - (started or now))
+        done = status in ("finished", "failed", "cancelled", "diverged")
         if tty or done or now - last_print > 5:
-            pct = f"{100 * (step or 0) / total:5.1f}%" if total else "  ?  "
-            line = f"run {run_id} {status:9s} step {step or 0}/{total or '?'} {pct}"
-            print(("\r" + line) if tty else line, end="" if tty and not done else "\n", flush=True)
+            print(("\r" + line.ljust(100)) if tty else line, end="" if tty and not done else "\n", flush=True)
             last_print = now
         if done:
             return status
@@ -150,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_frontier_commands(sub, _open_store)
     from engine.sweep import add_sweep_commands  # sweep
     add_sweep_commands(sub, _open_store)
+    from engine.export import add_export_commands  # export
+    add_export_commands(sub, _open_store)
     return parser
 
 

@@ -3,43 +3,34 @@ is reported as one line naming the field, the value and what is allowed, before 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from engine.datasets import DATASET_INFO, DATASETS
+from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
+from engine.limits import limits
 from engine.strategies import STRATEGIES, HParam
 
 CLASS_COUNTS = {name: info.n_classes for name, info in DATASET_INFO.items()}  # n_tasks checks without loading the data
-
-
-class ConfigError(ValueError):
-    """A config with problems; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-    def report(self, source, what: str = "config") -> None:
-        """Print the problems for a command line: a header naming the file, then one line each."""
-        print(f"{source}: the {what} has {len(self.problems)} problem(s):", file=sys.stderr)
-        for line in self.problems:
-            print(f"  {line}", file=sys.stderr)
+MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
+MAX_LR = 10.0         # no optimizer here learns above it; a sweep that wants to see divergence still can
+# Every section is strict (true is not 1, 1 is not true, "5" is not 5; an int is still a float) and
+# refuses inf and nan: what is accepted is what the engine runs.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class ScenarioConfig(_Section):
     dataset: str = Field("digits", description="the dataset the tasks are cut from")
     setting: Literal["class", "task", "domain"] = Field("class", description="class-, task- or domain-incremental")
     n_tasks: int = Field(5, ge=1, le=100, description="number of tasks")
-    class_seed: int | None = Field(None, description="shuffles the class order; null keeps 0, 1, 2, ...")
-    seed: int = Field(0, description="fixes the train/test split and the permutations")
+    class_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="shuffles the class order; null keeps 0, 1, 2, ...")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes the train/test split and the permutations")
     test_size: float = Field(0.25, gt=0.0, lt=1.0, description="held-out share of each class")
     tasks: list[int] | None = Field(
         None, min_length=1, description="train only these tasks of the sequence (from 1), e.g. [3]: a single-task "
@@ -89,7 +80,7 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0.0, description="learning rate")
+    lr: float = Field(0.05, gt=0.0, le=MAX_LR, description="learning rate")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
@@ -112,7 +103,7 @@ def _strategy_model(name: str, hparams: dict[str, HParam]) -> type[BaseModel]:
         if spec.high is not None:
             limits["le"] = spec.high
         fields[key] = (kind, Field(spec.default, description=spec.help, **limits))
-    return create_model(f"{name}_hparams", __config__=ConfigDict(extra="forbid", strict=False), **fields)
+    return create_model(f"{name}_hparams", __config__=STRICT, **fields)
 
 
 STRATEGY_MODELS = {name: _strategy_model(name, cls.hparams) for name, cls in STRATEGIES.items()}
@@ -120,7 +111,7 @@ STRATEGY_MODELS = {name: _strategy_model(name, cls.hparams) for name, cls in STR
 
 class RunConfig(_Section):
     name: str = Field("run", min_length=1, max_length=200)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "naive"})
@@ -133,8 +124,8 @@ class RunConfig(_Section):
         if not isinstance(value, dict):
             raise ValueError("must be a mapping with a name and the strategy's hyperparameters")
         name = value.get("name")
-        if name not in STRATEGY_MODELS:
-            raise ValueError(f"name = {name!r}: must be one of {', '.join(STRATEGY_MODELS)}")
+        if not isinstance(name, str) or name not in STRATEGY_MODELS:
+            raise ValueError(f"name = {cut(name)}: must be one of {', '.join(STRATEGY_MODELS)}")
         try:
             return STRATEGY_MODELS[name].model_validate(value).model_dump()
         except ValidationError as err:
@@ -160,8 +151,14 @@ class RunConfig(_Section):
 
 def _lines(err: ValidationError, prefix: str) -> list[str]:
     lines = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after[_supported(), RunConfig]",))
+    most = limits().max_problems  # a list of 50,000 wrong items is 50,000 errors: say how many, not each
+    errors = err.errors(include_url=False, include_context=False)
+    if len(errors) > most:
+        errors, more = errors[:most - 1], len(errors) - (most - 1)
+    else:
+        more = 0
+    for e in errors:
+        loc = ".".join(cut_text(p) for p in e["loc"] if p not in ("function-after[_supported(), RunConfig]",))
         field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
         msg = e["msg"].replace("Value error, ", "").replace("Input should be", "must be")
         if e["type"] == "extra_forbidden":
@@ -171,7 +168,9 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
         if e["type"] in ("extra_forbidden", "missing"):
             lines.append(f"{field}: {msg}")
         else:
-            lines.append(f"{field} = {e['input']!r}: {msg}")
+            lines.append(f"{field} = {cut(e['input'])}: {msg}")
+    if more:
+        lines.append(f"{prefix.rstrip('.') or 'config'}: ... and {more} more problem(s)")
     return lines
 
 
@@ -179,12 +178,13 @@ def parse_config(data: Any) -> RunConfig:
     """Validate a config mapping; raise ``ConfigError`` with one line per problem."""
     if not isinstance(data, dict):
         raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
+    check_document(data, "config")
     problems: list[str] = []
     strategy = data.get("strategy")
     if isinstance(strategy, dict):  # its own lines, field by field, before the rest
         name = strategy.get("name")
-        if name not in STRATEGY_MODELS:
-            problems.append(f"strategy.name = {name!r}: must be one of {', '.join(STRATEGY_MODELS)}")
+        if not isinstance(name, str) or name not in STRATEGY_MODELS:
+            problems.append(f"strategy.name = {cut(name)}: must be one of {', '.join(STRATEGY_MODELS)}")
         else:
             try:
                 STRATEGY_MODELS[name].model_validate(strategy)
@@ -200,23 +200,6 @@ def parse_config(data: Any) -> RunConfig:
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file's content; ``ConfigError`` (one line: the file, the line and column, the problem)
-    if it cannot be read or parsed. Config and sweep files both come in through here."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot be read ({err.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})"]) from None
-    return data
 
 
 def load_config(path: str | Path) -> RunConfig:

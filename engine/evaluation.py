@@ -149,7 +149,8 @@ class ContinualEvaluation(L.Callback):
         was_training = model.training
         model.eval()
         with torch.inference_mode():
-            logits = model(x)
+            # a network that depends on the task (PackNet, HAT, CLR) is given each sample's task id
+            logits = model(x, t) if getattr(model, "takes_task_ids", False) else model(x)
             if mask is not None:
                 logits = logits + mask
             loss = F.cross_entropy(logits, y, reduction="none").double()

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.config import ConfigError, parse_config
+from engine.inputs import cut
 from engine.strategies import STRATEGIES
-from engine.sweep import (SweepSpec, _fmt, _sweep_row, check_spec,
+from engine.sweep import (SweepSpec, _fmt, _sweep_row, check_runs, check_spec, count_runs, known_strategy,
                           config_results, expand, labels, parse_grid, parse_random, parse_search, parse_seeds,
                           parse_sweep, run_name, sweep_progress, unknown_fields)
 
@@ -103,32 +104,32 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     usable = [k for k, m in METRICS.items() if m.higher_is_better is not None]
     empty = RealitySpec(name, "acc", (), base, {}, (0,), {}, (1,))
     if not isinstance(body, dict):
-        problems.append(f"{where} = {body!r}: must be a mapping with metric, strategies, tune and test")
+        problems.append(f"{where} = {cut(body)}: must be a mapping with metric, strategies, tune and test")
         return empty
     unknown_fields(body, ("metric", "strategies", "tune", "test"), where, problems)
     metric = body.get("metric", "acc")
-    if metric not in METRICS or METRICS[metric].higher_is_better is None:
-        problems.append(f"{where}.metric = {metric!r}: must be a metric key with a direction: {', '.join(usable)}")
+    if not isinstance(metric, str) or metric not in METRICS or METRICS[metric].higher_is_better is None:
+        problems.append(f"{where}.metric = {cut(metric)}: must be a metric key with a direction: {', '.join(usable)}")
         metric = "acc"
     strategies = body.get("strategies")
     if not isinstance(strategies, list) or not strategies or len(set(map(str, strategies))) != len(strategies):
-        problems.append(f"{where}.strategies = {strategies!r}: must be a list of different strategy names, "
+        problems.append(f"{where}.strategies = {cut(strategies)}: must be a list of different strategy names, "
                         f"e.g. [naive, replay, ewc] (known: {', '.join(STRATEGIES)})")
         strategies = []
     for s in strategies:
-        if s not in STRATEGIES:
-            problems.append(f"{where}.strategies = {s!r}: must be one of {', '.join(STRATEGIES)}")
-    strategies = tuple(s for s in strategies if s in STRATEGIES)
+        if not known_strategy(s):
+            problems.append(f"{where}.strategies = {cut(s)}: must be one of {', '.join(STRATEGIES)}")
+    strategies = tuple(s for s in strategies if known_strategy(s))
     if isinstance(base.get("strategy"), dict) and "name" in base["strategy"]:
-        problems.append(f"base.strategy.name = {base['strategy']['name']!r}: the strategies come from "
+        problems.append(f"base.strategy.name = {cut(base['strategy']['name'])}: the strategies come from "
                         f"{where}.strategies")
     tune, test = body.get("tune"), body.get("test")
     if not isinstance(tune, dict):
-        problems.append(f"{where}.tune = {tune!r}: must be a mapping with scenario, one of grid / random / search, "
+        problems.append(f"{where}.tune = {cut(tune)}: must be a mapping with scenario, one of grid / random / search, "
                         "and seeds")
         tune = {}
     if not isinstance(test, dict):
-        problems.append(f"{where}.test = {test!r}: must be a mapping with scenario and seeds")
+        problems.append(f"{where}.test = {cut(test)}: must be a mapping with scenario and seeds")
         test = {}
     unknown_fields(tune, ("scenario", "grid", "random", "search", "seeds"), f"{where}.tune", problems)
     unknown_fields(test, ("scenario", "seeds"), f"{where}.test", problems)
@@ -137,7 +138,7 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     for phase, section in (("tune", tune), ("test", test)):
         sc = section.get("scenario")
         if not isinstance(sc, dict) or not sc:
-            problems.append(f"{where}.{phase}.scenario = {sc!r}: is required, a scenario mapping, e.g. "
+            problems.append(f"{where}.{phase}.scenario = {cut(sc)}: is required, a scenario mapping, e.g. "
                             "{dataset: digits, setting: class, n_tasks: 5}")
             sc = {}
         scenarios[phase] = sc
@@ -149,15 +150,15 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     test_seeds = parse_seeds(test.get("seeds", [1]), f"{where}.test.seeds", problems)
     reused = sorted(set(tune_seeds) & set(test_seeds))
     if reused:
-        problems.append(f"{where}.test.seeds = {list(test_seeds)!r}: must be new seeds, none of the tune seeds "
-                        f"(reused: {reused})")
+        problems.append(f"{where}.test.seeds = {cut(list(test_seeds))}: must be new seeds, none of the tune seeds "
+                        f"(reused: {cut(reused)})")
     setting = lambda sc: sc.get("setting", "class")  # noqa: E731 - the ScenarioConfig default
     if scenarios["tune"] and scenarios["test"]:
         if setting(test_scenario) != setting(tune_scenario):
-            problems.append(f"{where}.test.scenario.setting = {setting(test_scenario)!r}: must be the tune phase's "
-                            f"setting ({setting(tune_scenario)!r}): the check moves to other data, not another setting")
+            problems.append(f"{where}.test.scenario.setting = {cut(setting(test_scenario))}: must be the tune phase's "
+                            f"setting ({cut(setting(tune_scenario))}): the check moves to other data, not another setting")
         elif test_scenario == tune_scenario:
-            problems.append(f"{where}.test.scenario = {scenarios['test']!r}: must differ from the tune scenario "
+            problems.append(f"{where}.test.scenario = {cut(scenarios['test'])}: must differ from the tune scenario "
                             "(other data: another dataset, split seed or class order)")
     modes = [m for m in ("grid", "random", "search") if m in tune]
     if len(modes) > 1:
@@ -171,13 +172,18 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
     else:
         body_ = parse_search(tune["search"], mwhere, problems)
         if len(tune_seeds) > 1:
-            problems.append(f"{where}.tune.seeds = {list(tune_seeds)!r}: a search runs each trial once: give one seed")
+            problems.append(f"{where}.tune.seeds = {cut(list(tune_seeds))}: a search runs each trial once: give one seed")
     spec = RealitySpec(name, metric, strategies, base, tune_scenario, tune_seeds, test_scenario, test_seeds,
                        mode, body_)
     if not strategies or body_ is None:
         return spec
     # every strategy's tune configs (a strategy.X key must apply to at least one of the strategies),
     # then the test scenario with each strategy's defaults
+    tune_runs, how = count_runs(spec.tune_spec(strategies[0]))
+    n = len(strategies)
+    if not check_runs((tune_runs * n + n * len(test_seeds), f"tune ({how}) x {n} strategies + test {n} strategies "
+                       f"x {len(test_seeds)} seeds"), problems, where):
+        return spec
     kwhere = mwhere if mode == "grid" else f"{mwhere}.space"
     lines: list[str] = []
     for s in strategies:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, parse_config
+from engine.inputs import cut
 from engine.sweep import SearchSpec, SweepSpec, _sweep_row, apply_point, declared, labels, parse_sweep, run_name
 from store.schema import FINAL_STATUSES
 
@@ -261,7 +262,7 @@ def ensure_drivers(manager, sweep_id: int, spec: SweepSpec, *, owner=None, phase
     if any(d.is_alive() for d in live):
         return "running"
     if any(d.error for d in live):
-        raise RuntimeError(f"the search driver of sweep {sweep_id} failed: {live[-1].error!r}") from live[-1].error
+        raise RuntimeError(f"the search driver of sweep {sweep_id} failed: {cut(live[-1].error)}") from live[-1].error
     if any(d.cancelled for d in live):
         return "cancelled"
     ended, cancelled = study_state(manager.store.path, sweep_id, spec.search, strategy)

@@ -31,7 +31,10 @@ rounded to 6 significant digits). ``search: {...}`` is an Optuna study (``engine
 
 Every expanded config is validated with ``parse_config`` and each bound of a space (or each choice) is
 checked on its own; a bad sweep raises ``ConfigError`` with one line per problem, before anything is
-written. ``expand`` is pure and deterministic: grid points in the order of the keys (the last key
+written. The runs a sweep asks for (grid points x seeds, samples x seeds, trials; a reality check's
+both phases) are counted from the sizes alone, before anything is expanded, and may not exceed
+``limits().max_runs`` (lab.toml ``[limits] max_runs``); no list of seeds, values or choices may be
+longer either. ``expand`` is pure and deterministic: grid points in the order of the keys (the last key
 varies fastest), seeds innermost.
 """
 
@@ -54,8 +57,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.config import (ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
+from engine.config import (MAX_SEED, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
                            parse_config, read_yaml)
+from engine.inputs import check_document, cut, cut_text
+from engine.limits import limits
 from engine.strategies import STRATEGIES
 from store.schema import FINAL_STATUSES, RUN_STATUSES
 
@@ -71,8 +76,6 @@ SPACE_KINDS = {
     "int": "[low, high], integers with low <= high",
     "log_int": "[low, high], integers with 1 <= low <= high",
 }
-MAX_RUNS = 10_000
-MAX_PROBLEMS = 30
 DEFAULT_STRATEGY = "naive"
 
 
@@ -173,6 +176,11 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def known_strategy(name: Any) -> bool:
+    """A strategy's name (a value of any type, from a file)."""
+    return isinstance(name, str) and name in STRATEGIES
+
+
 def declared(strategy: str | None) -> set[str]:
     """The hyperparameters a strategy declares (empty for an unknown one)."""
     cls = STRATEGIES.get(strategy) if isinstance(strategy, str) else None
@@ -183,19 +191,21 @@ def unknown_fields(body: Mapping, known: Iterable[str], where: str, problems: li
     """One line for each key of ``body`` that is not one of ``known``."""
     known = tuple(known)
     prefix = f"{where}." if where else ""
-    problems += [f"{prefix}{k}: is not a known field (allowed: {', '.join(known)})" for k in body if k not in known]
+    problems += [f"{prefix}{cut_text(k)}: is not a known field (allowed: {', '.join(known)})" for k in body if k not in known]
 
 
 def parse_dim(key: str, value: Any, where: str, problems: list[str]) -> Dim | None:
     """One space entry ``{kind: args}``; appends a problem line and returns None if it is bad."""
     allowed = "; ".join(f"{{{k}: {v}}}" for k, v in SPACE_KINDS.items())
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in SPACE_KINDS:
-        problems.append(f"{where}.{key} = {value!r}: must be one of {allowed}")
+        problems.append(f"{where}.{cut_text(key)} = {cut(value)}: must be one of {allowed}")
         return None
     kind, args = next(iter(value.items()))
     if kind == "choice":
         if not isinstance(args, list) or not args:
-            problems.append(f"{where}.{key} = {value!r}: choice must be {SPACE_KINDS['choice']}")
+            problems.append(f"{where}.{cut_text(key)} = {cut(value)}: choice must be {SPACE_KINDS['choice']}")
+            return None
+        if not _within_runs(args, f"{where}.{cut_text(key)}.choice", "choices", problems):
             return None
         return Dim(key, kind, tuple(args))
     ok = isinstance(args, list) and len(args) == 2
@@ -204,7 +214,7 @@ def parse_dim(key: str, value: Any, where: str, problems: list[str]) -> Dim | No
     elif ok:
         ok = all(_is_num(a) for a in args) and args[0] < args[1] and (kind == "uniform" or args[0] > 0)
     if not ok:
-        problems.append(f"{where}.{key} = {value!r}: {kind} must be {SPACE_KINDS[kind]}")
+        problems.append(f"{where}.{cut_text(key)} = {cut(value)}: {kind} must be {SPACE_KINDS[kind]}")
         return None
     low, high = args
     if kind in ("uniform", "log_uniform"):
@@ -214,7 +224,7 @@ def parse_dim(key: str, value: Any, where: str, problems: list[str]) -> Dim | No
 
 def parse_space(space: Any, where: str, problems: list[str]) -> tuple[Dim, ...]:
     if not isinstance(space, dict) or not space:
-        problems.append(f"{where} = {space!r}: must be a non-empty mapping of dotted keys to "
+        problems.append(f"{where} = {cut(space)}: must be a non-empty mapping of dotted keys to "
                         "{choice: [...]}, {uniform: [low, high]}, {log_uniform: ...}, {int: ...} or {log_int: ...}")
         return ()
     dims = [parse_dim(str(k), v, where, problems) for k, v in space.items()]
@@ -224,30 +234,50 @@ def parse_space(space: Any, where: str, problems: list[str]) -> tuple[Dim, ...]:
 def _check_int(value: Any, where: str, problems: list[str], low: int = 1, high: int | None = None) -> bool:
     if not _is_int(value) or value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        problems.append(f"{where} = {value!r}: must be an integer {bound}")
+        problems.append(f"{where} = {cut(value)}: must be an integer {bound}")
         return False
     return True
 
 
+def _within_runs(values: list, where: str, what: str, problems: list[str]) -> bool:
+    """A list a sweep multiplies its runs by holds at most ``max_runs`` items."""
+    most = limits().max_runs
+    if len(values) > most:
+        problems.append(f"{where}: {len(values):,} {what}: at most {most:,}, the runs one sweep may queue "
+                        "(lab.toml [limits] max_runs)")
+        return False
+    return True
+
+
+def _check_seed(value: Any, where: str, problems: list[str]) -> bool:
+    return _check_int(value, where, problems, 0, MAX_SEED)
+
+
 def parse_seeds(value: Any, where: str, problems: list[str]) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(_is_int(s) for s in value):
-        problems.append(f"{where} = {value!r}: must be a non-empty list of integers, e.g. [0, 1, 2]")
+        problems.append(f"{where} = {cut(value)}: must be a non-empty list of integers, e.g. [0, 1, 2]")
+        return (0,)
+    if not _within_runs(value, where, "seeds", problems):
+        return (0,)
+    bad = [s for s in value if not 0 <= s <= MAX_SEED]
+    if bad:
+        problems.append(f"{where} = {cut(bad[0])}: every seed must be from 0 to {MAX_SEED}")
         return (0,)
     if len(set(value)) != len(value):
-        problems.append(f"{where} = {value!r}: every seed may appear once")
+        problems.append(f"{where} = {cut(value)}: every seed may appear once")
     return tuple(value)
 
 
 def parse_grid(grid: Any, where: str, problems: list[str]) -> dict[str, tuple]:
     if not isinstance(grid, dict) or not grid:
-        problems.append(f"{where} = {grid!r}: must be a non-empty mapping of dotted keys to lists of values, "
+        problems.append(f"{where} = {cut(grid)}: must be a non-empty mapping of dotted keys to lists of values, "
                         "e.g. {{train.lr: [0.01, 0.05]}}")
         return {}
     out = {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            problems.append(f"{where}.{key} = {values!r}: must be a non-empty list of values, e.g. [0.01, 0.05]")
-        else:
+            problems.append(f"{where}.{cut_text(key)} = {cut(values)}: must be a non-empty list of values, e.g. [0.01, 0.05]")
+        elif _within_runs(values, f"{where}.{cut_text(key)}", "values", problems):
             out[str(key)] = tuple(values)
     return out
 
@@ -256,61 +286,59 @@ def parse_search(body: Any, where: str, problems: list[str]) -> SearchSpec | Non
     from store.metrics import METRICS
 
     if not isinstance(body, dict):
-        problems.append(f"{where} = {body!r}: must be a mapping with trials, objectives, sampler and space")
+        problems.append(f"{where} = {cut(body)}: must be a mapping with trials, objectives, sampler and space")
         return None
     unknown_fields(body, ("trials", "objectives", "sampler", "seed", "space", "population_size"), where, problems)
     trials = body.get("trials")
     if trials is None:
         problems.append(f"{where}.trials: is required (the number of trials, e.g. 12)")
     else:
-        _check_int(trials, f"{where}.trials", problems, 1, MAX_RUNS)
+        _check_int(trials, f"{where}.trials", problems, 1, limits().max_runs)
     objectives = body.get("objectives", ["acc"])
     if isinstance(objectives, str):
         objectives = [objectives]
     usable = [k for k, m in METRICS.items() if m.higher_is_better is not None]
     if not isinstance(objectives, list) or not 1 <= len(objectives) <= 2 or len(set(map(str, objectives))) != len(objectives):
-        problems.append(f"{where}.objectives = {objectives!r}: must be one or two different metric keys, e.g. [acc, min_acc]")
+        problems.append(f"{where}.objectives = {cut(objectives)}: must be one or two different metric keys, e.g. [acc, min_acc]")
         objectives = []
     for key in objectives:
-        if key not in METRICS:
-            problems.append(f"{where}.objectives = {key!r}: must be a metric key of store.metrics: {', '.join(usable)}")
+        if not isinstance(key, str) or key not in METRICS:
+            problems.append(f"{where}.objectives = {cut(key)}: must be a metric key of store.metrics: {', '.join(usable)}")
         elif METRICS[key].higher_is_better is None:
-            problems.append(f"{where}.objectives = {key!r}: has no better direction; use one of {', '.join(usable)}")
+            problems.append(f"{where}.objectives = {cut(key)}: has no better direction; use one of {', '.join(usable)}")
     sampler = body.get("sampler", "tpe")
     if sampler not in ("tpe", "nsga2", "random"):
-        problems.append(f"{where}.sampler = {sampler!r}: must be tpe (default), nsga2 or random")
+        problems.append(f"{where}.sampler = {cut(sampler)}: must be tpe (default), nsga2 or random")
     seed = body.get("seed", 0)
-    if not _is_int(seed):
-        problems.append(f"{where}.seed = {seed!r}: must be an integer (the sampler's seed)")
+    seed = seed if _check_seed(seed, f"{where}.seed", problems) else 0
     population = body.get("population_size")
     if population is not None:
         if sampler != "nsga2":
-            problems.append(f"{where}.population_size = {population!r}: only for sampler nsga2")
+            problems.append(f"{where}.population_size = {cut(population)}: only for sampler nsga2")
         else:
             _check_int(population, f"{where}.population_size", problems, 2)
     space = parse_space(body.get("space"), f"{where}.space", problems)
     if not _is_int(trials) or not objectives:
         return None
-    return SearchSpec(trials, tuple(objectives), str(sampler), seed if _is_int(seed) else 0, space, population)
+    return SearchSpec(trials, tuple(objectives), str(sampler), seed, space, population)
 
 
 def parse_random(body: Any, where: str, problems: list[str]) -> RandomSpec | None:
     if not isinstance(body, dict):
-        problems.append(f"{where} = {body!r}: must be a mapping {{samples: N, seed: S, space: {{...}}}}")
+        problems.append(f"{where} = {cut(body)}: must be a mapping {{samples: N, seed: S, space: {{...}}}}")
         return None
     unknown_fields(body, ("samples", "seed", "space"), where, problems)
     samples = body.get("samples")
     if samples is None:
         problems.append(f"{where}.samples: is required (how many points to draw, e.g. 8)")
     else:
-        _check_int(samples, f"{where}.samples", problems, 1, MAX_RUNS)
+        _check_int(samples, f"{where}.samples", problems, 1, limits().max_runs)
     seed = body.get("seed", 0)
-    if not _is_int(seed):
-        problems.append(f"{where}.seed = {seed!r}: must be an integer (fixes the points drawn)")
+    seed = seed if _check_seed(seed, f"{where}.seed", problems) else 0
     space = parse_space(body.get("space"), f"{where}.space", problems)
     if not _is_int(samples):
         return None
-    return RandomSpec(samples, seed if _is_int(seed) else 0, space)
+    return RandomSpec(samples, seed, space)
 
 
 def strategies_in_play(base: Mapping, values_of_name: Iterable[Any] | None) -> list[str]:
@@ -327,28 +355,29 @@ def check_key(key: str, where: str, in_play: list[str], problems: list[str], *, 
     """A dotted key must name a field of a run-config section; ``strategy.X`` a hyperparameter of one of
     the strategies in play."""
     section, _, fname = key.partition(".")
+    shown = cut_text(key)
     if section in ("seed", "name") and not fname:
         what = "the run seed comes from seeds: [...]" if section == "seed" else "run names are made by the sweep"
-        problems.append(f"{where}.{key}: cannot be swept ({what})")
+        problems.append(f"{where}.{shown}: cannot be swept ({what})")
         return False
     if section not in SECTIONS or not fname or "." in fname:
-        problems.append(f"{where}.{key}: must be a dotted key section.field with section one of "
+        problems.append(f"{where}.{shown}: must be a dotted key section.field with section one of "
                         f"{', '.join(SECTIONS)}, e.g. train.lr")
         return False
     if section == "strategy":
         if fname == "name":
             if not allow_name:
-                problems.append(f"{where}.{key}: the strategies come from reality_check.strategies")
+                problems.append(f"{where}.{shown}: the strategies come from reality_check.strategies")
                 return False
             return True
         if not any(fname in declared(s) for s in in_play):
             have = "; ".join(f"{s}: {', '.join(STRATEGIES[s].hparams) or 'none'}" for s in in_play)
-            problems.append(f"{where}.{key}: no strategy of this sweep declares {fname} ({have})")
+            problems.append(f"{where}.{shown}: no strategy of this sweep declares {cut_text(fname)} ({have})")
             return False
         return True
     fields = SECTIONS[section].model_fields
     if fname not in fields:
-        problems.append(f"{where}.{key}: {section} has no field {fname} (fields: {', '.join(fields)})")
+        problems.append(f"{where}.{shown}: {cut_text(section)} has no field {cut_text(fname)} (fields: {', '.join(fields)})")
         return False
     return True
 
@@ -370,15 +399,16 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
     if not isinstance(data, dict):
         raise ConfigError(["sweep: must be a mapping with name, base, seeds and one of grid, random, search, "
                            "reality_check"])
+    check_document(data, "sweep")
     problems: list[str] = []
     unknown_fields(data, TOP_KEYS, "", problems)
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.strip() or len(name) > 100 or "/" in name:
-        problems.append(f"name = {name!r}: must be a non-empty text of at most 100 characters without '/'")
+        problems.append(f"name = {cut(name)}: must be a non-empty text of at most 100 characters without '/'")
         name = default_name
     base = data.get("base", {})
     if not isinstance(base, dict):
-        problems.append(f"base = {base!r}: must be a run config mapping (scenario, model, strategy, train, eval)")
+        problems.append(f"base = {cut(base)}: must be a run config mapping (scenario, model, strategy, train, eval)")
         base = {}
     base = copy.deepcopy(base)
     base.pop("name", None)
@@ -408,9 +438,10 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
     else:
         spec.search = parse_search(data["search"], "search", problems)
         if len(seeds) > 1:
-            problems.append(f"seeds = {list(seeds)!r}: a search runs each trial once: give one seed")
+            problems.append(f"seeds = {cut(list(seeds))}: a search runs each trial once: give one seed")
     if spec.grid is not None or spec.random is not None or spec.search is not None:
-        check_spec(spec, problems)
+        if check_runs(count_runs(spec), problems):
+            check_spec(spec, problems)
     _raise(problems)
     return spec
 
@@ -428,8 +459,8 @@ def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
             if d.key == "strategy.name":
                 name_values = d.values
         for v in name_values or ():
-            if v not in STRATEGIES:
-                problems.append(f"{where}.strategy.name = {v!r}: must be one of {', '.join(STRATEGIES)}")
+            if not known_strategy(v):
+                problems.append(f"{where}.strategy.name = {cut(v)}: must be one of {', '.join(STRATEGIES)}")
     if in_play is None:
         in_play = [spec.fixed_strategy] if spec.fixed_strategy else strategies_in_play(spec.base, name_values)
     bad = {key for key in spec.keys if not check_key(key, where, in_play, problems,
@@ -444,13 +475,7 @@ def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
                                    search=dataclasses.replace(spec.search, space=tuple(d for d in spec.search.space
                                                                                        if d.key not in bad))
                                    if spec.search is not None else None)
-    if spec.grid is not None:
-        size = math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)
-        if size > MAX_RUNS:
-            problems.append(f"grid: {' x '.join(str(len(v)) for v in spec.grid.values())} points x "
-                            f"{len(spec.seeds)} seeds = {size} runs: at most {MAX_RUNS}")
-            return
-    else:  # each bound and each choice on its own, with a strategy that has the key
+    if spec.grid is None:  # each bound and each choice on its own, with a strategy that has the key
         n = len(problems)
         for d in (spec.random or spec.search).space:
             for value in d.probes():
@@ -466,10 +491,31 @@ def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
         problems += [e for e in errs if e not in problems]
 
 
+def count_runs(spec: SweepSpec) -> tuple[int, str]:
+    """The runs a grid, random or search spec asks for, and how (``4 x 3 points x 2 seeds``), from the
+    sizes alone: nothing is expanded. A grid counts every point (points that differ only in keys
+    left out of a strategy are one run later, so this is an upper bound)."""
+    if spec.grid is not None:
+        sizes = [len(v) for v in spec.grid.values()]
+        return math.prod(sizes) * len(spec.seeds), f"{' x '.join(map(str, sizes)) or 1} points x {len(spec.seeds)} seeds"
+    if spec.random is not None:
+        return spec.random.samples * len(spec.seeds), f"{spec.random.samples} samples x {len(spec.seeds)} seeds"
+    return spec.search.trials, f"{spec.search.trials} trials"
+
+
+def check_runs(counted: tuple[int, str], problems: list[str], where: str = "sweep") -> bool:
+    """One line if a sweep asks for more than ``max_runs`` runs (checked before anything is expanded)."""
+    runs, how = counted
+    most = limits().max_runs
+    if runs > most:
+        problems.append(f"{where}: {how} = {runs:,} runs: at most {most:,} runs a sweep "
+                        "(lab.toml [limits] max_runs)")
+        return False
+    return True
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
-        if len(problems) > MAX_PROBLEMS:
-            problems[MAX_PROBLEMS:] = [f"... and {len(problems) - MAX_PROBLEMS} more problem(s)"]
         raise ConfigError(problems)
 
 
@@ -494,7 +540,7 @@ def apply_point(base: Mapping, point: Mapping[str, Any], strategy: str | None = 
             strat["name"] = point["strategy.name"]
             applied["strategy.name"] = point["strategy.name"]
         have = declared(strat.get("name"))
-        if have or strat.get("name") in STRATEGIES:
+        if have or known_strategy(strat.get("name")):
             strat = {k: v for k, v in strat.items() if k == "name" or k in have}
     for key, value in point.items():
         section, _, fname = key.partition(".")
@@ -531,7 +577,9 @@ def labels(keys: Iterable[str]) -> dict[str, str]:
 
 def run_name(prefix: str, config: Mapping, applied: Mapping[str, Any], label: Mapping[str, str], seed: int,
              extra: str = "") -> str:
-    strategy = (config.get("strategy") or {}).get("name", DEFAULT_STRATEGY)
+    strat = config.get("strategy")
+    strategy = strat.get("name", DEFAULT_STRATEGY) if isinstance(strat, dict) else DEFAULT_STRATEGY
+    strategy = strategy if isinstance(strategy, str) else "?"  # parse_config says what is wrong
     parts = [f"{prefix}/{strategy}"] + [f"{label[k]}={_fmt(v)}" for k, v in applied.items() if k in label]
     parts.append(f"seed={seed}")
     if extra:

@@ -1,8 +1,10 @@
 import streamlit as st
 
-from engine.config import parse_config
-from pages.ui.lab import PAGES, lab
+from engine.config import load_config
+from pages.ui.lab import PAGES, PROJECT_ROOT, lab
 from store.queries import status_counts
+
+DEMO = PROJECT_ROOT / "configs" / "replay-demo.yaml"  # the Home button launches exactly this file
 
 the_lab = lab()
 st.title("CL Lab")
@@ -18,12 +20,16 @@ queued.metric("Queued", counts.get("queued", 0))
 done.metric("Done", sum(counts.get(s, 0) for s in ("finished", "failed", "cancelled", "diverged")))
 st.caption(f"Database: `{the_lab.store.path}`")
 
-DEMO = {"name": "replay-demo", "scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5},
-        "model": {"name": "mlp", "hidden": [256, 256]}, "strategy": {"name": "replay", "buffer_size": 200},
-        "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5}, "eval": {"every": 10}}
-
-st.subheader("Try it")
-st.write("Experience Replay with a 200-sample buffer on 5-task class-incremental Split-Digits (about a second).")
+st.subheader("Try it: the stability gap")
+st.write("Experience Replay on 5-task class-incremental Split-Digits, every task evaluated at every step "
+         "(a few seconds).")
+st.markdown(
+    "**What to look at:** on the run's *accuracy on every task* panel, right after each task switch "
+    "(the dashed lines), the earlier tasks' accuracy drops sharply for a few steps and then climbs back "
+    "while the new task is learned: the **stability gap** (De Lange et al., ICLR 2023). Each dip's lowest "
+    "point is marked with a red ▼; the table under the charts gives its depth and recovery time. Final "
+    "accuracy hides the dip; *min-ACC* and *WC-ACC* show it."
+)
 if st.button("Launch the demo run", type="primary", icon=":material/play_arrow:"):
-    run_id = the_lab.manager.submit(parse_config(DEMO))
+    run_id = the_lab.manager.submit(load_config(DEMO))
     st.switch_page(PAGES["run"], query_params={"run": run_id})

@@ -3,6 +3,7 @@ import yaml
 
 from engine.config import CLASS_COUNTS, ConfigError, parse_config
 from engine.datasets import DATASETS
+from engine.inputs import load_yaml
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
 
@@ -156,7 +157,7 @@ def sweep_spec() -> dict:
     """The sweep from the form: the config above as the base, a grid of the values given, the seeds."""
     v = st.session_state
     if v.get("sweep.yaml", "").strip():
-        return yaml.safe_load(v["sweep.yaml"])
+        return load_yaml(v["sweep.yaml"], "the sweep file")
     base = build_config()
     base["model"]["hidden"] = [int(w) for w in str(base["model"]["hidden"]).replace(" ", "").split(",") if w]
     grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
@@ -164,12 +165,13 @@ def sweep_spec() -> dict:
                                                     k != "sweep.strategy.name"]:
         text = str(v.get(key if key.startswith("sweep.") else f"sweep.{key}", "") or "").strip()
         if text:
-            grid[key.removeprefix("sweep.")] = [yaml.safe_load(item) for item in text.split(",") if item.strip()]
+            grid[key.removeprefix("sweep.")] = [load_yaml(item, key.removeprefix("sweep.")) for item in text.split(",")
+                                                if item.strip()]
     grid = {k: vals for k, vals in grid.items()
             if not k.startswith("strategy.") or k == "strategy.name"
             or any(k.split(".", 1)[1] in STRATEGIES[n].hparams for n in grid["strategy.name"])}
     base["strategy"] = {"name": grid["strategy.name"][0]}
-    seeds = [yaml.safe_load(x) for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
+    seeds = [load_yaml(x, "seeds") for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
     return {"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}
 
 

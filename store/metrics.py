@@ -165,7 +165,8 @@ _M: list[MetricInfo] = [
                "single-task expert runs"),
     MetricInfo("sample_efficiency", "Sample efficiency (L2M)",
                r"\mathrm{SE}_j = \frac{s_j}{s^{\mathrm{STE}}_j}\cdot\frac{e^{\mathrm{STE}}_j}{e_j}",
-               "New et al., L2M (2023); l2metrics", True,
+               "New et al., L2M (2023); l2metrics 3.1 (s: max of the centred moving average; e: 0-based index "
+               "of the evaluation where it is first reached; tasks with e = 0 left out)", True,
                "Plasticity: how high and how fast each task saturates against its expert.", "l2m",
                "single-task expert runs"),
 ]
@@ -633,6 +634,32 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
     return records
 
 
+def switch_dips(steps, A, spans: Spans, early: float = 0.25) -> list[dict]:
+    """The stability gap of the earlier tasks taken together, one record a task switch (to task k >= 2):
+    ``before``, the mean accuracy of tasks 1..k-1 at the switch; ``lowest``, its minimum over the first
+    ``early`` share of task k's steps; ``end``, its value when task k ends; ``fall`` = before - lowest;
+    ``recovered`` = (end - lowest) / fall, the share of the fall won back (None without a fall).
+    The demo's workload is chosen so that the falls average at least 0.10 and half is recovered."""
+    curves = continual_curves(steps, A, spans)
+    st, old = curves["step"], curves["stability"]
+    out = []
+    for k in sorted(spans):
+        s, e = spans[k]
+        if k < 2 or e is None:
+            continue
+        at_or_before = np.flatnonzero((st <= s) & np.isfinite(A[:, :k - 1]).all(1))
+        window = (st > s) & (st <= s + max(1, math.ceil(early * (e - s))))
+        at_end = np.flatnonzero(st == e)
+        if not at_or_before.size or not window.any() or not at_end.size:
+            continue
+        before = float(np.nanmean(A[at_or_before[-1], :k - 1]))
+        lowest, end = float(np.nanmin(old[window])), float(old[at_end[0]])
+        fall = before - lowest
+        out.append({"to_task": k, "switch_step": int(s), "before": before, "lowest": lowest, "end": end,
+                    "fall": fall, "recovered": (end - lowest) / fall if fall > 0 else None})
+    return out
+
+
 def stability_gap(records: Sequence[dict]) -> Value:
     """Mean gap depth over every (switch, earlier task) pair of ``stability_gaps``."""
     depths = [x["depth"] for r in records for x in r["tasks"] if x["depth"] is not None]
@@ -696,12 +723,36 @@ def relative_performance(curve, expert) -> Value:
     return float(num / den), None
 
 
-def saturation(curve, window: int | None = None) -> tuple[float, int]:
-    """(saturation value, steps to saturation): the maximum of the smoothed curve and the first step
-    at which it is reached. Smoothing is a trailing moving average over ``window`` points; by default
-    l2metrics' length min(int(0.2 n), 100), none if under 3. (l2metrics uses a centred window with
-    reflected ends; a trailing one keeps steps-to-saturation causal.)"""
+SATURATION_CONVENTIONS = ("l2metrics", "steps")
+
+
+def l2m_smooth(y, window: int | None = None) -> np.ndarray:
+    """l2metrics' moving average: a flat centred window of ``window`` points (by default, or when
+    the curve is shorter, min(int(0.2 n), 100)) over the curve with reflected ends, the output as
+    long as the input; no smoothing under 3 points."""
+    y = np.asarray(y, dtype=float)
+    n = y.size
+    w = int(window) if window is not None and n >= window else min(int(0.2 * n), 100)
+    if w < 3:
+        return y
+    padded = np.r_[y[w - 1:0:-1], y, y[-2:-w - 1:-1]]
+    out = np.convolve(np.ones(w) / w, padded, mode="valid")
+    return out[int(np.floor(w / 2 - 1)): -int(np.ceil(w / 2))]
+
+
+def saturation(curve, window: int | None = None, convention: str = "l2metrics") -> tuple[float, int]:
+    """(saturation value, experiences to saturation) of a learning curve (steps since task start, acc).
+
+    ``l2metrics`` (the default, as l2metrics 3.1's ``get_block_saturation_perf``): the maximum of
+    ``l2m_smooth(acc)``, and the 0-based index of the first evaluation that reaches it (an experience
+    is one evaluation of the curve). ``steps`` (CL Lab's earlier convention, departing from l2metrics):
+    a trailing moving average over ``window`` points (default as above), and the training steps since
+    the task began at the first maximum, which keeps it causal and in the unit of the x axis."""
     x, y = np.asarray(curve[0]), np.asarray(curve[1], dtype=float)
+    if convention == "l2metrics":
+        smoothed = l2m_smooth(y, window)
+        a = int(np.argmax(smoothed))                    # ties: the first
+        return float(smoothed[a]), a
     n = y.size
     w = min(int(0.2 * n), 100) if window is None else int(window)
     if w >= 2:
@@ -709,19 +760,24 @@ def saturation(curve, window: int | None = None) -> tuple[float, int]:
         idx = np.arange(n)
         lo = np.maximum(0, idx - w + 1)
         y = (c[idx + 1] - c[lo]) / (idx + 1 - lo)
-    a = int(np.argmax(y))                               # ties: the first
+    a = int(np.argmax(y))
     return float(y[a]), int(x[a])
 
 
-def sample_efficiency(curve, expert, window: int | None = None) -> Value:
-    """L2M sample efficiency: (s / s_STE) x (e_STE / e), s the saturation value and e the steps
-    to saturation of the learner's and the expert's learning curves (``saturation``)."""
+def sample_efficiency(curve, expert, window: int | None = None, convention: str = "l2metrics") -> Value:
+    """L2M sample efficiency: (s / s_STE) x (e_STE / e), s the saturation value and e the experiences
+    to saturation of the learner's and the expert's learning curves (``saturation``). As l2metrics,
+    a task whose learner or expert saturates at its first point (e = 0) has no value and is left out
+    of the mean."""
     if len(curve[1]) == 0 or len(expert[1]) == 0:
         return None, "no learning curve" if len(curve[1]) == 0 else "the expert has no learning curve"
-    s, e = saturation(curve, window)
-    se, ee = saturation(expert, window)
-    if se == 0 or e == 0:
-        return None, "saturation not reached (zero saturation value or zero steps)"
+    s, e = saturation(curve, window, convention)
+    se, ee = saturation(expert, window, convention)
+    if e == 0 or ee == 0:
+        return None, ("saturation at the first evaluation " + ("of the expert" if ee == 0 else "of the learner")
+                      + " (l2metrics leaves such a task out)")
+    if se == 0:
+        return None, "the expert's saturation value is 0"
     return float(s / se * (ee / e)), None
 
 

@@ -43,6 +43,22 @@ class DatabaseLocked(RuntimeError):
     """The file is open read-write in another process (a running lab, or a CLI run)."""
 
 
+class NotADatabase(ValueError):
+    """The path is not a DuckDB database the lab can open (another kind of file, a directory, a path
+    that cannot be opened); the message is one line: the path, what it is, what is expected."""
+
+
+def _not_a_database(path: Path, err: Exception) -> str:
+    text = str(err)
+    if path.is_dir():
+        what = "is a directory"
+    elif "not a valid DuckDB database" in text:
+        what = "is not a DuckDB database"
+    else:
+        what = "cannot be opened (" + text.rsplit(": ", 1)[-1].strip()[:120] + ")"
+    return f"{path}: {what}; expected the lab's DuckDB database file, or the name of a new one"
+
+
 def _lock_message(path: Path, err: Exception) -> str:
     holder = ""
     text = str(err)
@@ -70,7 +86,9 @@ class Store:
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
                 raise DatabaseLocked(_lock_message(self.path, err)) from None
-            raise
+            raise NotADatabase(_not_a_database(self.path, err)) from None
+        except duckdb.Error as err:
+            raise NotADatabase(_not_a_database(self.path, err)) from None
         self.migrated_from, _ = migrate(self._con.cursor())
         self._queue: queue.Queue = queue.Queue()
         self._flush_rows = flush_rows

@@ -341,14 +341,36 @@ def test_relative_performance():
     assert value is None and "expert" in why
 
 
-def test_sample_efficiency_and_saturation_ties():
-    # no smoothing: learner saturates at 0.6, first reached at step 6 (tie with step 8: the first)
-    assert M.saturation(LEARNER, window=1) == (approx(0.6), 6)
-    # expert 0.8 first at step 4 -> SE = (0.6 / 0.8) * (4 / 6) = 0.5
-    assert M.sample_efficiency(LEARNER, EXPERT, window=1) == (approx(0.5), None)
+def test_sample_efficiency_follows_l2metrics():
+    # under 3 points of window: no smoothing. Learner max 0.6 first at index 2 (tie with 3: the first);
+    # expert 0.8 first at index 1 -> SE = (0.6 / 0.8) * (1 / 2) = 0.375
+    assert M.saturation(LEARNER, window=1) == (approx(0.6), 2)
+    assert M.sample_efficiency(LEARNER, EXPERT, window=1) == (approx(0.375), None)
+    # a flat window of 3 over reflected ends, cut as l2metrics' smooth() cuts it:
+    # y = [1, 0, 0, 3, 0] padded [y2, y1 | y | y3, y2] = [0, 0, 1, 0, 0, 3, 0, 3, 0]; the valid means of 3
+    # are [1/3, 1/3, 1/3, 1, 1, 2, 1], of which l2metrics keeps [floor(3/2 - 1) : -ceil(3/2)] = [0:-2]
+    y = np.array([1.0, 0, 0, 3, 0])
+    assert M.l2m_smooth(y, 3) == approx([1 / 3, 1 / 3, 1 / 3, 1, 1])
+    assert M.saturation((np.arange(5), y), window=3) == (approx(1.0), 3)
+    # the default window is min(int(0.2 n), 100): 20 points -> 4; padded [3, 2, 1 | y | 18, 17, 16],
+    # kept from 1: output k is the mean of padded[k+1 .. k+4] = y[k-2 .. k+1]
+    z = np.arange(20.0)
+    sm = M.l2m_smooth(z)
+    assert len(sm) == 20 and sm[5] == approx((3 + 4 + 5 + 6) / 4)
+    # a task saturating at its first point (learner or expert) has no value, as l2metrics leaves it out
+    flat = (np.array([1, 2, 3]), np.array([0.9, 0.5, 0.4]))
+    value, why = M.sample_efficiency(flat, EXPERT, window=1)
+    assert value is None and "first evaluation of the learner" in why
+    value, why = M.sample_efficiency(LEARNER, flat, window=1)
+    assert value is None and "of the expert" in why
+
+
+def test_sample_efficiency_steps_convention():
+    # CL Lab's earlier convention: a trailing mean and steps since the task began
+    assert M.saturation(LEARNER, window=1, convention="steps") == (approx(0.6), 6)
+    assert M.sample_efficiency(LEARNER, EXPERT, window=1, convention="steps") == (approx(0.5), None)
     # trailing mean over 2 points: learner [.2, .3, .5, .6] -> 0.6 at 8 ; expert [.4, .6, .8] -> 0.8 at 6
-    # SE = 0.75 * 6 / 8 = 0.5625
-    assert M.sample_efficiency(LEARNER, EXPERT, window=2) == (approx(0.5625), None)
+    assert M.sample_efficiency(LEARNER, EXPERT, window=2, convention="steps") == (approx(0.5625), None)
 
 
 def test_terminal_performance():

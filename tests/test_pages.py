@@ -6,6 +6,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.config import load_config
 from engine.manager import run_in_process
 from tests.conftest import ROOT, small_config
 
@@ -47,7 +48,7 @@ def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_
     at.button[0].click().run()
     assert n_runs(lab) == before + 1
     run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
-    assert json.loads(config)["strategy"] == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32}
+    assert json.loads(config) == load_config(ROOT / "configs" / "replay-demo.yaml").model_dump(mode="json")
     assert at.query_params["run"] == str(run_id)
     lab.manager.cancel(run_id)
 
@@ -218,6 +219,23 @@ def test_a_bad_sweep_file_is_rejected_line_by_line_and_queues_nothing(lab):
     at.button(key="launch_sweep").click().run()
     errors = [e.value for e in at.error]
     assert any("train.lr = -1" in e and "greater than 0" in e for e in errors), errors
+    assert n_runs(lab) == before
+
+
+@pytest.mark.parametrize("paste, expected", [
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n", "aliases (&/*) are not allowed"),
+    ("[" * 5000, "nested deeper than 32 levels"),
+    ("seeds: [" + "9" * 5000 + "]", "an integer of 5,000 characters"),
+])
+def test_a_hostile_paste_is_one_line_on_the_page_and_queues_nothing(lab, paste, expected):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    at.text_area(key="sweep.yaml").set_value(paste)
+    before = n_runs(lab)
+    at.button(key="launch_sweep").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and expected in errors[0] and not at.exception, errors
     assert n_runs(lab) == before
 
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from engine.strategies.base import Experience, HParam, Paper, Strategy
+from engine.strategies.acil import ACIL
+from engine.strategies.base import Experience, HParam, Strategy
 from engine.strategies.classp import CLASSP
+from engine.strategies.clr import CLR
 from engine.strategies.cumulative import Cumulative
 from engine.strategies.ewc import EWC
 from engine.strategies.ewc_rank1 import EWCRank1
 from engine.strategies.feature_distill import FeatureDistill
+from engine.strategies.fetril import FeTrIL
+from engine.strategies.hat import HAT
 from engine.strategies.joint import Joint
 from engine.strategies.l2 import L2
 from engine.strategies.lwf import LwF
 from engine.strategies.mas import MAS
 from engine.strategies.naive import Naive
+from engine.strategies.packnet import PackNet
 from engine.strategies.replay import Replay
 from engine.strategies.si import SI
+from engine.strategies.slca import SLCA
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Naive, Joint, Replay, EWC, LwF)}
-STRATEGIES |= {s.name: s for s in (Cumulative, SI, MAS, L2, EWCRank1, FeatureDistill, CLASSP)}
+STRATEGIES.update({s.name: s for s in (FeTrIL, ACIL, SLCA, CLR, PackNet, HAT)})
+STRATEGIES.update({s.name: s for s in (Cumulative, SI, MAS, L2, EWCRank1, FeatureDistill, CLASSP)})
 
-__all__ = ["STRATEGIES", "Experience", "HParam", "Paper", "Strategy"]
+__all__ = ["STRATEGIES", "Experience", "HParam", "Strategy"]

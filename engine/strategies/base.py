@@ -44,18 +44,6 @@ class HParam:
         return kind
 
 
-@dataclass(frozen=True)
-class Paper:
-    """A method's source paper, for the strategy table (docs/strategies.md) and the form."""
-
-    authors: str
-    year: int
-    title: str
-
-    def __str__(self) -> str:
-        return f"{self.authors} ({self.year}), {self.title}"
-
-
 @dataclass
 class Experience:
     """What is trained between two task boundaries: ``task`` is the newest task it includes
@@ -76,7 +64,7 @@ class Strategy:
     settings: ClassVar[tuple[str, ...]] = SETTINGS
     models: ClassVar[tuple[str, ...] | None] = None  # the models it can train (None: any)
     hparams: ClassVar[dict[str, HParam]] = {}
-    paper: ClassVar[Paper | None] = None  # the source paper (None: a reference baseline)
+    paper: ClassVar[str] = ""  # the source paper: authors, year, title
 
     def __init__(self, seed: int = 0, **hparams: Any):
         self.seed = seed

@@ -1,6 +1,6 @@
 import torch
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 
 
 class CLASSP(Strategy):
@@ -16,8 +16,8 @@ class CLASSP(Strategy):
     name = "classp"
     title = "CLASSP"
     description = "Per-weight AdaGrad-like decay of the step, and only weights with a large enough gradient move."
-    paper = Paper("Ludwig", 2024, "CLASSP: a Biologically-Inspired Approach to Continual Learning through "
-                  "Adjustment Suppression and Sparsity Promotion")
+    paper = ("Ludwig, 2024: CLASSP: a Biologically-Inspired Approach to Continual Learning through "
+             "Adjustment Suppression and Sparsity Promotion")
     hparams = {
         "threshold": HParam(float, 1e-8, "a weight is updated only if its squared gradient exceeds this (the "
                             "authors' code defaults to 0.5 at lr 0.2 on its own models)", low=0.0, high=1e3),

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 from engine.strategies.regularization import quadratic_penalty, snapshot, sum_per_sample_grads
 
 
@@ -20,7 +20,7 @@ class EWC(Strategy):
     name = "ewc"
     title = "EWC"
     description = "Penalises changes to weights that the Fisher information marks as important for old tasks."
-    paper = Paper("Kirkpatrick et al.", 2017, "Overcoming catastrophic forgetting in neural networks")
+    paper = "Kirkpatrick et al., 2017: Overcoming catastrophic forgetting in neural networks"
     hparams = {
         "ewc_lambda": HParam(float, 100.0, "strength of the penalty (per_sample: x 0.5, Kirkpatrick; minibatch: "
                              "x 1, Avalanche); 100 trains on the default scenario at lr 0.05, 1000 diverges there",

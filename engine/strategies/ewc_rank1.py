@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 from engine.strategies.regularization import per_sample_grads, snapshot
 
 
@@ -17,8 +17,7 @@ class EWCRank1(Strategy):
     name = "ewc_rank1"
     title = "Rank-1 EWC"
     description = "EWC with the Fisher approximated by its leading rank-one part: a penalty along one direction a task."
-    paper = Paper("Wang, Gupta, Dong & MacLellan", 2025,
-                  "Avoid Catastrophic Forgetting with Rank-1 Fisher from Diffusion Models")
+    paper = "Wang, Gupta, Dong & MacLellan, 2025: Avoid Catastrophic Forgetting with Rank-1 Fisher from Diffusion Models"
     hparams = {
         "ewc_lambda": HParam(float, 1.0, "strength of the penalty (x 0.5, EWC's per_sample convention); the "
                              "curvature along u is lambda x the Fisher's top eigenvalue, so keep it below about "

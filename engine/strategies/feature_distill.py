@@ -2,7 +2,7 @@ import copy
 
 import torch
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 
 
 class FeatureDistill(Strategy):
@@ -14,7 +14,7 @@ class FeatureDistill(Strategy):
     name = "feature_distill"
     title = "Feature distillation"
     description = "Keeps the features of the current data close to the previous model's (an L2 penalty); no stored data."
-    paper = Paper("Smith et al.", 2023, "A Closer Look at Rehearsal-Free Continual Learning")
+    paper = "Smith et al., 2023: A Closer Look at Rehearsal-Free Continual Learning"
     hparams = {
         "fd_lambda": HParam(float, 1.0, "weight of the penalty (loss + lambda mean_batch ||f(x) - f_old(x)||^2, the "
                             "squared distance summed over feature dimensions)", low=0.0, high=1e4, log=True),

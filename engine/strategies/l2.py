@@ -1,4 +1,4 @@
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 from engine.strategies.regularization import quadratic_penalty, snapshot
 
 
@@ -10,7 +10,7 @@ class L2(Strategy):
     name = "l2"
     title = "L2 to the previous weights"
     description = "Pulls every weight toward its value after the previous task, all alike."
-    paper = Paper("Kirkpatrick et al.", 2017, "Overcoming catastrophic forgetting in neural networks (its L2 baseline)")
+    paper = "Kirkpatrick et al., 2017: Overcoming catastrophic forgetting in neural networks (its L2 baseline)"
     hparams = {
         "l2_lambda": HParam(float, 1.0, "strength of the penalty (loss + 0.5 lambda ||theta - theta*||^2, "
                             "EWC's per_sample convention)", low=0.0, high=1e6, log=True),

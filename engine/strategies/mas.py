@@ -1,6 +1,6 @@
 import torch
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 from engine.strategies.regularization import quadratic_penalty, snapshot, sum_per_sample_grads
 
 
@@ -13,7 +13,7 @@ class MAS(Strategy):
     name = "mas"
     title = "MAS"
     description = "Weighs a quadratic penalty by how sensitive the outputs are to each weight (unsupervised)."
-    paper = Paper("Aljundi et al.", 2018, "Memory Aware Synapses: Learning what (not) to forget")
+    paper = "Aljundi et al., 2018: Memory Aware Synapses: Learning what (not) to forget"
     hparams = {
         "mas_lambda": HParam(float, 1.0, "strength of the penalty (the paper's lambda; loss + lambda sum Omega d^2)",
                              low=0.0, high=1e6, log=True),

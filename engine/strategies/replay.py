@@ -1,6 +1,6 @@
 import torch
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 
 
 class ReservoirBuffer:
@@ -43,7 +43,7 @@ class Replay(Strategy):
     name = "replay"
     title = "Experience Replay"
     description = "Keeps a reservoir buffer of past samples and mixes a batch of them into every step."
-    paper = Paper("Chaudhry et al.", 2019, "On Tiny Episodic Memories in Continual Learning")
+    paper = "Chaudhry et al., 2019: On Tiny Episodic Memories in Continual Learning"
     hparams = {
         "buffer_size": HParam(int, 200, "samples kept in the reservoir buffer", low=1, high=100_000, log=True),
         "replay_batch_size": HParam(int, 32, "buffer samples added to each training batch", low=1, high=4096),

@@ -1,6 +1,6 @@
 import torch
 
-from engine.strategies.base import HParam, Paper, Strategy
+from engine.strategies.base import HParam, Strategy
 from engine.strategies.regularization import quadratic_penalty, snapshot
 
 
@@ -14,7 +14,7 @@ class SI(Strategy):
     name = "si"
     title = "SI"
     description = "Weighs a quadratic penalty by each weight's path-integral contribution to past losses."
-    paper = Paper("Zenke, Poole & Ganguli", 2017, "Continual learning through synaptic intelligence")
+    paper = "Zenke, Poole & Ganguli, 2017: Continual learning through synaptic intelligence"
     hparams = {
         "c": HParam(float, 1.0, "strength of the penalty (the paper's c; loss + c sum Omega d^2)",
                     low=0.0, high=1e6, log=True),

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from store import DEFAULT_DB, DatabaseLocked, Store
+from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PAGES = {  # page files, for links between pages
     "home": "pages/home.py",
@@ -99,6 +101,6 @@ def lab() -> Lab:
     path = db_path()
     try:
         return _open(str(path))
-    except DatabaseLocked as err:
+    except (DatabaseLocked, NotADatabase) as err:
         st.error(str(err))
         st.stop()
