@@ -116,7 +116,12 @@ class Strategy:
         return [Experience(task=k + 1, samples=task.train) for k, task in enumerate(scenario.tasks)]
 
     def setup(self, module: "ContinualModule", scenario: "Scenario") -> None:
-        """Called once before the first experience."""
+        """Called once before the first experience. Subclasses that override it call super()."""
+        self.n_tasks = len(scenario.tasks)
+
+    def is_last(self, experience: Experience) -> bool:
+        """Whether ``experience`` is the run's last (what is consolidated after it is never used)."""
+        return getattr(self, "n_tasks", None) is not None and experience.task >= self.n_tasks
 
     def before_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called before training an experience."""

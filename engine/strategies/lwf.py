@@ -14,6 +14,7 @@ class LwF(Strategy):
     name = "lwf"
     title = "LwF"
     description = "Distils the previous model's outputs on old classes into the new one; no stored data."
+    paper = "Li & Hoiem, 2017: Learning without Forgetting"
     hparams = {
         "alpha": HParam(float, 1.0, "weight of the distillation loss", low=0.0, high=100.0),
         "temperature": HParam(float, 2.0, "softmax temperature of the distillation", low=0.1, high=20.0),

@@ -18,7 +18,7 @@ class Replay(Strategy):
     name = "replay"
     title = "Experience Replay"
     description = "Keeps a memory of past samples and mixes a batch of them into every step."
-    paper = "Chaudhry et al., 2019. On Tiny Episodic Memories in Continual Learning"
+    paper = "Chaudhry et al., 2019: On Tiny Episodic Memories in Continual Learning"
     hparams = {
         "buffer_size": HParam(int, 200, "samples kept in memory (200: Avalanche's Replay default)",
                               low=1, high=100_000, log=True),

@@ -1,0 +1,64 @@
+import torch
+
+from engine.strategies.base import HParam, Strategy
+from engine.strategies.regularization import quadratic_penalty, snapshot
+
+
+class SI(Strategy):
+    """Synaptic Intelligence (Zenke, Poole & Ganguli, 2017): while a task trains, each weight's
+    contribution to the fall of the loss is integrated along its path, omega += -g x delta-theta at
+    every step (g the gradient the optimizer used, the penalty's included, as Zenke's and Avalanche's
+    code); at the task's end it becomes importance Omega += omega / ((theta_end - theta_start)^2 + xi),
+    and the loss gets c x sum Omega (theta - theta*)^2 (no 0.5, as the paper)."""
+
+    name = "si"
+    title = "SI"
+    description = "Weighs a quadratic penalty by each weight's path-integral contribution to past losses."
+    paper = "Zenke, Poole & Ganguli, 2017: Continual learning through synaptic intelligence"
+    hparams = {
+        "c": HParam(float, 1.0, "strength of the penalty (the paper's c; loss + c sum Omega d^2)",
+                    low=0.0, high=1e6, log=True),
+        "xi": HParam(float, 0.1, "damping of the normalisation (theta_end - theta_start)^2 + xi (the paper's xi)",
+                     low=1e-8, high=10.0, log=True),
+    }
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        self.importance: dict[str, torch.Tensor] | None = None
+        self.optimum: dict[str, torch.Tensor] | None = None
+        self.tracking = False
+
+    def before_task(self, module, experience):
+        self.tracking = not self.is_last(experience)  # the last task's path integral is never used
+        if self.tracking:
+            self.start = snapshot(module.net)
+            self.previous = snapshot(module.net)
+            self.omega = {n: torch.zeros_like(p) for n, p in self.start.items()}
+
+    def training_loss(self, module, x, y, t):
+        loss = module.loss(x, y, t)
+        if self.importance is not None:
+            loss = loss + self.c * quadratic_penalty(module.net, [(self.importance, self.optimum)])
+        return loss
+
+    def after_backward(self, module, batch):
+        if self.tracking:
+            self.grads = {n: p.grad.detach().clone() for n, p in module.net.named_parameters() if p.grad is not None}
+
+    @torch.no_grad()
+    def after_step(self, module, batch):
+        if not self.tracking:
+            return
+        for n, p in module.net.named_parameters():
+            if n in self.grads:
+                self.omega[n] -= self.grads[n] * (p - self.previous[n])
+            self.previous[n].copy_(p)
+
+    def after_task(self, module, experience):
+        if not self.tracking:
+            return
+        end = snapshot(module.net)
+        new = {n: self.omega[n] / ((end[n] - self.start[n]).pow(2) + self.xi) for n in end}
+        self.importance = new if self.importance is None else {n: self.importance[n] + new[n] for n in new}
+        self.optimum = end
+        self.tracking = False
