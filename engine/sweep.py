@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.config import (ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
+from engine.config import (MODEL_CONFIGS, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
                            parse_config, read_yaml)
 from engine.strategies import STRATEGIES
 from store.schema import FINAL_STATUSES, RUN_STATUSES
@@ -347,6 +347,8 @@ def check_key(key: str, where: str, in_play: list[str], problems: list[str], *, 
             return False
         return True
     fields = SECTIONS[section].model_fields
+    if section == "model":  # any model's hyperparameter; the run configs check it against their model
+        fields = {"name": None, **{k: None for m in MODEL_CONFIGS.values() for k in m.model_fields}}
     if fname not in fields:
         problems.append(f"{where}.{key}: {section} has no field {fname} (fields: {', '.join(fields)})")
         return False

@@ -41,7 +41,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
         ({"scenario": {"setting": "online"}}, ["scenario.setting = 'online': must be 'class', 'task' or 'domain'"]),
         ({"scenario": {"dataset": "imagenet"}}, ["scenario.dataset = 'imagenet': must be one of digits, mnist1d"]),
         ({"eval": {"every": 0}}, ["eval.every = 0: must be greater than or equal to 1"]),
-        ({"model": {"hidden": [64, -3]}}, ["model.hidden = [64, -3]: every width must be from 1 to 16384 (got -3)"]),
+        ({"model": {"hidden": [64, -3]}}, ["model.hidden = [64, -3]: every entry must be from 1 to 16384 (got -3)"]),
     ],
 )
 def test_a_bad_config_names_field_value_and_what_is_allowed(data, expected):
