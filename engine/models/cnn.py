@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from engine.models.base import Backbone
+from engine.models.base import Backbone, GlobalAvgPool
 from engine.strategies.base import HParam
 
 
@@ -29,5 +29,5 @@ class CNN(Backbone):
             layers += [nn.BatchNorm2d(c)] if batch_norm else []
             layers += [nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]  # ceil: a 1x1 map stays 1x1
             width = c
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers, GlobalAvgPool())
         self.head = nn.Linear(width, n_classes)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.base import Backbone
+from engine.models.base import Backbone, GlobalAvgPool
 from engine.strategies.base import HParam
 
 
@@ -46,5 +46,5 @@ class ResNet18(Backbone):
             planes = nf * 2 ** k
             layers += [BasicBlock(width, planes, stride), BasicBlock(planes, planes, 1)]
             width = planes
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers, GlobalAvgPool())
         self.head = nn.Linear(width, n_classes)
