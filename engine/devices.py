@@ -95,3 +95,9 @@ def fabric_device(device: str) -> tuple[str, list[int] | int]:
     if device == "cpu":
         return "cpu", 1
     return "cuda", [int(device.split(":")[1]) if ":" in device else 0]
+
+
+def device_label(device: str) -> str:
+    """The device a run with this ``train.device`` trains on in this process: cpu or cuda:N."""
+    accelerator, devices = fabric_device(device)
+    return "cpu" if accelerator == "cpu" else f"cuda:{devices[0]}"

@@ -18,21 +18,21 @@ class ReservoirBuffer:
 
     def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
         if self.x is None:
-            self.x = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype)
-            self.y = torch.empty(self.size, dtype=y.dtype)
-            self.t = torch.empty(self.size, dtype=t.dtype)
+            self.x = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype, device=x.device)  # on the run's device
+            self.y = torch.empty(self.size, dtype=y.dtype, device=y.device)
+            self.t = torch.empty(self.size, dtype=t.dtype, device=t.device)
         n = x.shape[0]
         seen = self.seen + torch.arange(1, n + 1)  # how many samples seen counting each one
         draw = (torch.rand(n, generator=self.generator) * seen).long()  # uniform in [0, seen)
         fill = seen <= self.size
         slot = torch.where(fill, seen - 1, draw)
         keep = fill | (draw < self.size)
-        slot, src = slot[keep], keep.nonzero().squeeze(1)
+        slot, src = slot[keep].to(x.device), keep.nonzero().squeeze(1).to(x.device)  # the draws stay on the CPU
         self.x[slot], self.y[slot], self.t[slot] = x[src], y[src], t[src]
         self.seen += n
 
     def sample(self, n: int):
-        idx = torch.randint(len(self), (min(n, len(self)),), generator=self.generator)
+        idx = torch.randint(len(self), (min(n, len(self)),), generator=self.generator).to(self.x.device)
         return self.x[idx], self.y[idx], self.t[idx]
 
 
