@@ -5,6 +5,7 @@ from engine.config import CLASS_COUNTS, ConfigError, parse_config
 from engine.datasets import DATASETS
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
+from pages.ui.model_form import model_config, model_inputs
 
 SWEEP_EXAMPLE = """name: lr-by-strategy
 base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name: naive}}
@@ -54,9 +55,7 @@ with left:
     seed = st.number_input("Seed", value=0, step=1, key="seed", help="model initialisation and batch order")
 
     st.subheader("Model")
-    hidden = st.text_input("Hidden layers", value="256, 256", key="model.hidden",
-                           help="widths of the MLP's hidden layers, comma-separated")
-    field_error("model.hidden")
+    model_inputs(dataset, hparam_input, field_error)
 
 with right:
     st.subheader("Strategy")
@@ -99,22 +98,19 @@ def build_config() -> dict:
         "scenario": {"dataset": v["scenario.dataset"], "setting": v["scenario.setting"],
                      "n_tasks": int(v["scenario.n_tasks"]),
                      "class_seed": int(v["scenario.class_seed"]) if v["shuffle_classes"] else None},
-        "model": {"name": "mlp", "hidden": v["model.hidden"]},
+        "model": model_config(v)[0],
         "strategy": {"name": name, **{k: v[f"strategy.{name}.{k}"] for k in STRATEGIES[name].hparams}},
         "train": {"optimizer": v["train.optimizer"], "lr": v["train.lr"], "momentum": v["train.momentum"],
                   "weight_decay": v["train.weight_decay"], "batch_size": int(v["train.batch_size"]),
-                  "epochs_per_task": int(v["train.epochs_per_task"])},
+                  "epochs_per_task": int(v["train.epochs_per_task"]), "device": v["train.device"],
+                  "precision": v["train.precision"]},
         "eval": {"every": int(v["eval.every"]), "subset": int(v["eval.subset"]) or None},
     }
 
 
 def launch() -> None:
     data = build_config()
-    found: dict[str, list[str]] = {}
-    try:
-        data["model"]["hidden"] = [int(w) for w in data["model"]["hidden"].replace(" ", "").split(",") if w]
-    except ValueError:
-        found["model.hidden"] = [f"model.hidden = {data['model']['hidden']!r}: must be whole numbers separated by commas"]
+    found: dict[str, list[str]] = model_config(st.session_state)[1]
     if not found:
         try:
             config = parse_config(data)
@@ -158,7 +154,6 @@ def sweep_spec() -> dict:
     if v.get("sweep.yaml", "").strip():
         return yaml.safe_load(v["sweep.yaml"])
     base = build_config()
-    base["model"]["hidden"] = [int(w) for w in str(base["model"]["hidden"]).replace(" ", "").split(",") if w]
     grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
     for key in ["train.lr", "train.batch_size"] + [k for k in v.keys() if k.startswith("sweep.strategy.") and
                                                     k != "sweep.strategy.name"]:
@@ -194,7 +189,8 @@ else:
 if problems and mode == "One run":
     st.error(f"Nothing was queued: {sum(map(len, problems.values()))} problem(s) above.")
     unplaced = [line for key, lines in problems.items() for line in lines
-                if key not in ("name", "scenario.n_tasks", "model.hidden", "train.lr") and not key.startswith("strategy.")]
+                if key not in ("name", "scenario.n_tasks", "train.lr") and not key.startswith(("strategy.", "model.",
+                                                                                             "train.device", "train.precision"))]
     for line in unplaced:
         st.error(line)
 if "launched" in st.session_state:

@@ -58,11 +58,11 @@ def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab)
     before = n_runs(lab)
     at.number_input(key="scenario.n_tasks").set_value(11)
     at.number_input(key="train.lr").set_value(0.0)
-    at.text_input(key="model.hidden").set_value("256, wide")
+    at.text_input(key="model.mlp.hidden").set_value("256, wide")
     at.button(key="launch").click().run()
     errors = [e.value for e in at.error]
     assert "model.hidden = '256, wide': must be whole numbers separated by commas" in errors
-    at.text_input(key="model.hidden").set_value("64")
+    at.text_input(key="model.mlp.hidden").set_value("64")
     at.button(key="launch").click().run()
     errors = [e.value for e in at.error]
     assert "scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out" in errors
@@ -183,7 +183,7 @@ def test_launch_a_sweep_from_the_form_and_follow_it_on_the_compare_page(lab):
     at.switch_page("pages/launch.py").run()
     at.number_input(key="scenario.n_tasks").set_value(2)
     at.number_input(key="train.epochs_per_task").set_value(1)
-    at.text_input(key="model.hidden").set_value("32")
+    at.text_input(key="model.mlp.hidden").set_value("32")
     at.text_input(key="name").set_value("form-sweep")
     at.radio(key="launch_mode").set_value("A sweep").run()
     at.multiselect(key="sweep.strategy.name").set_value(["naive", "replay"]).run()
