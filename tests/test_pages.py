@@ -93,6 +93,25 @@ def test_launch_builds_strategy_inputs_from_declared_hparams_and_queues_the_run(
     assert lab.manager.wait(run_id, timeout=120) == "finished"
 
 
+def test_launch_builds_model_inputs_from_declared_hparams_and_refuses_an_image_model_on_rows(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    assert at.selectbox(key="model.name").options[:1] == ["MLP"]
+    at.selectbox(key="model.name").set_value("resnet18_reduced").run()
+    assert at.number_input(key="model.resnet18_reduced.nf").value == 20
+    assert any("needs images" in w.value for w in at.warning)
+    at.selectbox(key="model.name").set_value("cnn").run()
+    assert at.text_input(key="model.cnn.channels").value == "32, 64"
+    assert at.checkbox(key="model.cnn.batch_norm").value is False
+    assert at.selectbox(key="train.device").options[:2] == ["auto", "cpu"]
+    before = n_runs(lab)
+    at.button(key="launch").click().run()
+    errors = [e.value for e in at.error]
+    assert ("model.name = 'cnn': needs image input (channels, height, width), and dataset digits gives flat rows "
+            "of 64 values (use mlp, or an image dataset)") in errors
+    assert n_runs(lab) == before
+
+
 def test_runs_page_lists_and_filters_runs(lab, finished_run):
     at = app()
     at.switch_page("pages/runs.py").run()
