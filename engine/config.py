@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 from engine.datasets import DATASET_INFO
+from engine.devices import device_problem, wants_gpu
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
+from engine.models import MODELS
 from engine.strategies import STRATEGIES, HParam
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
@@ -90,16 +93,10 @@ class ScenarioConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], max_length=16, description="hidden layer widths")
+    """The model section: ``name`` and that model's hyperparameters (its ``hparams``); each model gets
+    its own subclass (``MODEL_CONFIGS``), as each strategy does."""
 
-    @field_validator("hidden")
-    @classmethod
-    def _widths(cls, value: list[int]) -> list[int]:
-        bad = [w for w in value if not 1 <= w <= 16384]
-        if bad:
-            raise ValueError(f"every width must be from 1 to 16384 (got {bad[0]})")
-        return value
+    name: str = "mlp"
 
 
 class TrainConfig(_Section):
@@ -113,6 +110,15 @@ class TrainConfig(_Section):
         "default", description="training augmentation: default is the dataset's suggested one (random crop with "
                             "4-pixel padding and horizontal flip for CIFAR and Tiny-ImageNet, crop for SVHN; none "
                             "for MNIST and rows), on the training device")
+    schedule: Literal["constant", "step", "cosine"] = Field(
+        "constant", description="learning-rate schedule within each task (it restarts at each task, as the optimizer)")
+    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="linear warm-up over this many steps of each task")
+    lr_step_every: int = Field(1, ge=1, le=10000, description="step schedule: multiply the lr by lr_gamma every this many epochs")
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: the factor")
+    device: str = Field("auto", max_length=16, description="auto (a GPU when there is one), cpu, cuda or cuda:N")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="32-bit, or mixed precision (autocast)")
+    deterministic: bool = Field(False, description="deterministic algorithms only (torch.use_deterministic_algorithms, "
+                                                   "cuDNN deterministic, no cuDNN benchmark): reproducible on a GPU, slower")
     weights: Literal["none", "last", "every"] = Field(
         "last", description="weights kept on disk: every (after-task-0.pt .. after-task-T.pt, which trade-off "
                             "curves need), last (the final weights only) or none. Default last: one file a run, so "
@@ -129,33 +135,82 @@ class TrainConfig(_Section):
             self.save_weights = None
         return self
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return "32" if value in (32, "32-true") else value  # YAML reads 32 as a number
+
+    @field_validator("device")
+    @classmethod
+    def _device_here(cls, value: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("device_checked"):  # a worker, behind CUDA_VISIBLE_DEVICES: checked by the lab
+            return value
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self, info: ValidationInfo):
+        if self.precision == "16-mixed" and not (info.context or {}).get("device_checked") and not wants_gpu(self.device):
+            raise ValueError(f"train.precision = '16-mixed': needs a GPU (train.device = {self.device!r} trains on the "
+                             "CPU here, where fp16 autocast is not supported); use bf16-mixed or 32")
+        return self
+
 
 class EvalConfig(_Section):
     every: int = Field(10, ge=1, description="evaluate every task every this many training steps")
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="samples per forward pass of an evaluation (memory, not results)")
     subset: int | None = Field(None, ge=1, description="a fixed random subset of this many samples per task; null: all")
 
 
-def _strategy_model(name: str, hparams: dict[str, HParam]) -> type[BaseModel]:
+def _hparams_model(name: str, hparams: dict[str, HParam], base: type[BaseModel] | None = None) -> type[BaseModel]:
+    """A pydantic model for a strategy's or a model's section, from its declared hyperparameters. A list
+    hyperparameter holds integers, each within its low and high (e.g. an MLP's widths)."""
     fields: dict[str, Any] = {"name": (Literal[name], name)}
+    validators = {}
     for key, spec in hparams.items():
         kind: Any = Literal[spec.choices] if spec.choices else spec.type  # type: ignore[valid-type]
         limits = {}
-        if spec.low is not None:
-            limits["ge"] = spec.low
-        if spec.high is not None:
-            limits["le"] = spec.high
+        if spec.type is list:
+            kind, limits["max_length"] = list[int], MAX_LIST_ITEMS
+            validators[f"_{key}_items"] = field_validator(key)(_items_within(spec.low, spec.high))
+        else:
+            if spec.low is not None:
+                limits["ge"] = spec.low
+            if spec.high is not None:
+                limits["le"] = spec.high
         fields[key] = (kind, Field(spec.default, description=spec.help, **limits))
-    return create_model(f"{name}_hparams", __config__=STRICT, **fields)
+    if base is None:
+        return create_model(f"{name}_hparams", __config__=STRICT, __validators__=validators, **fields)
+    return create_model(f"{name}_hparams", __base__=base, __validators__=validators, **fields)
 
 
-STRATEGY_MODELS = {name: _strategy_model(name, cls.hparams) for name, cls in STRATEGIES.items()}
+MAX_LIST_ITEMS = 16
+
+
+def _items_within(low, high):
+    def check(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if (low is not None and v < low) or (high is not None and v > high)]
+        if bad:
+            raise ValueError(f"every entry must be from {low:g} to {high:g} (got {bad[0]})")
+        return value
+    return classmethod(check)
+
+
+STRATEGY_MODELS = {name: _hparams_model(name, cls.hparams) for name, cls in STRATEGIES.items()}
+MODEL_CONFIGS = {name: _hparams_model(name, cls.hparams, ModelConfig) for name, cls in MODELS.items()}
+
+
+def _mlp_default() -> ModelConfig:
+    return MODEL_CONFIGS["mlp"]()
 
 
 class RunConfig(_Section):
     name: str = Field("run", min_length=1, max_length=200)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=_mlp_default)
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "naive"})
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -173,8 +228,23 @@ class RunConfig(_Section):
         except ValidationError as err:
             raise ValueError("; ".join(_lines(err, prefix=""))) from None
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> ModelConfig:
+        if isinstance(value, ModelConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping with a name and the model's hyperparameters")
+        name = value.get("name", "mlp")
+        if name not in MODEL_CONFIGS:
+            raise ValueError(f"name = {name!r}: must be one of {', '.join(MODEL_CONFIGS)}")
+        try:
+            return MODEL_CONFIGS[name].model_validate({**value, "name": name})
+        except ValidationError as err:
+            raise ValueError("; ".join(_lines(err, prefix=""))) from None
+
     @model_validator(mode="after")
-    def _supported(self):
+    def _supported(self, info: ValidationInfo):
         strategy = STRATEGIES[self.strategy["name"]]
         if self.scenario.setting not in strategy.settings:
             raise ValueError(
@@ -184,6 +254,12 @@ class RunConfig(_Section):
         if strategy.models is not None and self.model.name not in strategy.models:
             raise ValueError(f"strategy {strategy.name} does not work with model {self.model.name} "
                              f"(it works with: {', '.join(strategy.models)})")
+        # an in-memory scenario (train_run's ``scenario``) gives its own input shape in the context
+        shape = (info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
+        if MODELS[self.model.name].kind == "image" and len(shape) != 3:
+            raise ValueError(f"model.name = {self.model.name!r}: needs image input (channels, height, width), and "
+                             f"dataset {self.scenario.dataset} gives flat rows of {shape[0]} values (use mlp, or an "
+                             "image dataset)")
         return self
 
     @property
@@ -209,6 +285,8 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
             msg = "is required"
         if e["type"] in ("extra_forbidden", "missing"):
             lines.append(f"{field}: {msg}")
+        elif e["type"] == "value_error" and (not loc or msg.startswith(f"{loc}.")):  # a check across fields names its own
+            lines.append(msg)
         else:
             lines.append(f"{field} = {cut(e['input'])}: {msg}")
     if more:
@@ -216,28 +294,31 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
     return lines
 
 
-def parse_config(data: Any) -> RunConfig:
-    """Validate a config mapping; raise ``ConfigError`` with one line per problem."""
+def parse_config(data: Any, input_shape: tuple[int, ...] | None = None) -> RunConfig:
+    """Validate a config mapping; raise ``ConfigError`` with one line per problem. ``input_shape``: the
+    sample shape of a scenario given in memory (train_run's ``scenario``), checked instead of the dataset's."""
     if not isinstance(data, dict):
         raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
     check_document(data, "config")
     problems: list[str] = []
-    strategy = data.get("strategy")
-    if isinstance(strategy, dict):  # its own lines, field by field, before the rest
-        name = strategy.get("name")
-        if not isinstance(name, str) or name not in STRATEGY_MODELS:
-            problems.append(f"strategy.name = {cut(name)}: must be one of {', '.join(STRATEGY_MODELS)}")
-        else:
-            try:
-                STRATEGY_MODELS[name].model_validate(strategy)
-            except ValidationError as err:
-                problems += _lines(err, prefix="strategy.")
+    sections = {"strategy": (STRATEGY_MODELS, None), "model": (MODEL_CONFIGS, "mlp")}
+    for section, (registry, default) in sections.items():
+        value = data.get(section)
+        if isinstance(value, dict):  # its own lines, field by field, before the rest
+            name = value.get("name", default)
+            if not isinstance(name, str) or name not in registry:
+                problems.append(f"{section}.name = {cut(name)}: must be one of {', '.join(registry)}")
+            else:
+                try:
+                    registry[name].model_validate({**value, "name": name})
+                except ValidationError as err:
+                    problems += _lines(err, prefix=f"{section}.")
     try:
-        config = RunConfig.model_validate(data)
+        config = RunConfig.model_validate(data, context={"input_shape": input_shape})
     except ValidationError as err:
         lines = _lines(err, prefix="")
         if problems:
-            lines = [line for line in lines if not line.startswith("strategy")]
+            lines = [line for line in lines if not line.startswith(("strategy", "model"))]
         raise ConfigError(problems + lines) from None
     if problems:
         raise ConfigError(problems)

@@ -9,6 +9,7 @@ the engine's Fabric loop calls the same methods directly.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, Protocol, Sequence
@@ -104,13 +105,23 @@ class ContinualEvaluation(L.Callback):
         (drawn once with ``seed``); the evaluations before training and at task ends use all samples.
     class_mask: (n_tasks, n_classes) additive logit mask for task-incremental evaluation, or None.
     should_stop: polled every step; when it returns True the run stops after this step (cancelled).
+    batch_size: samples per forward pass of an evaluation (None: all at once); changes memory, not results.
+
+    On an accelerator the training losses stay on the device and are read back every ``every`` steps
+    (and at each task's end), so a step never waits for the GPU; a non-finite loss still stops the run
+    and is reported at the step where it happened.
     """
+
+    LOSS_READ_EVERY = 64  # at most this many losses wait on the device
 
     def __init__(self, eval_sets: Sequence[tuple[torch.Tensor, torch.Tensor]], sink: MetricSink, every: int = 10,
                  subset: int | None = None, seed: int = 0, class_mask: torch.Tensor | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, batch_size: int | None = None):
         self.sink = sink
         self.every = every
+        self.batch_size = batch_size
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # mixed precision
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read from the device
         self.should_stop = should_stop or (lambda: False)
         self.n_tasks = len(eval_sets)
         self.task_ids = list(range(1, self.n_tasks + 1))
@@ -144,20 +155,25 @@ class ContinualEvaluation(L.Callback):
 
     # ---- the core, shared by the Trainer hooks and the engine's Fabric loop ----------------------
     def evaluate(self, model: torch.nn.Module, full: bool = False) -> tuple[list[float], list[float]]:
-        """Accuracy and mean loss on every task, in one forward pass over all tasks' samples."""
+        """Accuracy and mean loss on every task: all tasks' samples together, ``batch_size`` at a time,
+        summed per task on the device and read back once."""
         x, y, t, mask, counts = self.full if full else self.periodic
         was_training = model.training
         model.eval()
-        with torch.inference_mode():
-            # a network that depends on the task (PackNet, HAT, CLR) is given each sample's task id
-            logits = model(x, t) if getattr(model, "takes_task_ids", False) else model(x)
-            if mask is not None:
-                logits = logits + mask
-            loss = F.cross_entropy(logits, y, reduction="none").double()
-            correct = (logits.argmax(1) == y).double()
-            zeros = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
-            acc = (zeros.index_add(0, t, correct) / counts).tolist()
-            mean_loss = (zeros.index_add(0, t, loss) / counts).tolist()
+        step = self.batch_size or len(y) or 1
+        correct = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
+        loss_sum = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
+        takes_task_ids = getattr(model, "takes_task_ids", False)  # a network that depends on the task
+        with torch.inference_mode(), self.autocast():                # (PackNet, HAT, CLR) gets each sample's
+            for i in range(0, len(y), step):                         # task id
+                xi, yi, ti = x[i:i + step], y[i:i + step], t[i:i + step]
+                logits = (model(xi, ti) if takes_task_ids else model(xi)).float()
+                if mask is not None:
+                    logits = logits + mask[i:i + step]
+                loss_sum.index_add_(0, ti, F.cross_entropy(logits, yi, reduction="none").double())
+                correct.index_add_(0, ti, (logits.argmax(1) == yi).double())
+        acc = (correct / counts).tolist()
+        mean_loss = (loss_sum / counts).tolist()
         model.train(was_training)
         prefix = "boundary_" if full else ""
         self.sink.add(self.step, self.task_ids, prefix + "acc", acc)
@@ -176,13 +192,20 @@ class ContinualEvaluation(L.Callback):
         """Continue a run resumed after ``task`` ended at ``step`` (engine/checkpoint.py)."""
         self.step, self.task, self._initial_done = step, task, True
 
-    def end_batch(self, model: torch.nn.Module, loss: float) -> bool:
+    def end_batch(self, model: torch.nn.Module, loss: float | torch.Tensor) -> bool:
         """Record one training step; returns False when the run must stop (diverged or cancelled)."""
         self.step += 1
-        self.sink.add(self.step, (self.task,), "train_loss", (loss,))
-        if not math.isfinite(loss):
-            self.stop_reason, self.stop_step = "diverged", self.step
-            return False
+        if isinstance(loss, torch.Tensor) and loss.device.type != "cpu":
+            self._pending.append((self.step, loss.detach()))
+            due = self.step % self.every == 0 or len(self._pending) >= self.LOSS_READ_EVERY
+            if due and not self.read_losses():
+                return False
+        else:
+            loss = float(loss)
+            self.sink.add(self.step, (self.task,), "train_loss", (loss,))
+            if not math.isfinite(loss):
+                self.stop_reason, self.stop_step = "diverged", self.step
+                return False
         if self.step % self.every == 0:
             self.evaluate(model)
         if self.should_stop():
@@ -190,7 +213,23 @@ class ContinualEvaluation(L.Callback):
             return False
         return True
 
+    def read_losses(self) -> bool:
+        """Record the losses waiting on the device (one transfer); False if one was not finite."""
+        if not self._pending:
+            return True
+        steps = [step for step, _ in self._pending]
+        values = torch.stack([loss.float() for _, loss in self._pending]).tolist()
+        self._pending = []
+        for step, value in zip(steps, values):
+            self.sink.add(step, (self.task,), "train_loss", (value,))
+            if not math.isfinite(value):
+                self.stop_reason, self.stop_step = "diverged", step
+                return False
+        return True
+
     def end_task(self, model: torch.nn.Module) -> None:
+        if self.stop_reason is None:
+            self.read_losses()
         if self.stop_reason is None:  # a stopped task did not end: no accuracy-matrix row for it
             self.evaluate(model, full=True)
             self.sink.task_end(self.task, self.step)

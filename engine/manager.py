@@ -5,6 +5,12 @@ ahead of need (``python -m engine.worker``, never multiprocessing: see stack-fac
 run does not wait for torch and Lightning to import. Each worker has a reader thread that passes its
 metric batches to the store's writer; if a worker dies, its run is marked failed with the reason, and
 every metric it sent before is kept.
+
+GPUs: counted without initialising CUDA here (``engine.devices``). A run whose ``train.device`` is
+``cuda``, ``cuda:N`` or ``auto`` (on a machine with a GPU) is a GPU run: it goes to a worker started
+with ``CUDA_VISIBLE_DEVICES`` set to one GPU, at most ``runs_per_gpu`` at a time on each GPU (default
+1). CPU runs go to workers that see no GPU, up to ``max_parallel`` at a time (default: the CPU count),
+alongside the GPU runs. Without a GPU every run is a CPU run, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from engine import checkpoint as checkpoints, protocol
 from engine.config import RunConfig
+from engine.devices import DEVICE_PATTERN, gpu_indices
 from store import Store
 from store.schema import FINAL_STATUSES
 
@@ -35,9 +42,13 @@ def default_owner() -> str:
 
 
 class _Worker:
-    def __init__(self, manager: "RunManager"):
+    def __init__(self, manager: "RunManager", gpu: int | None = None):
         self.manager = manager
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LAB_OWNER_PID": str(os.getpid())}
+        self.gpu = gpu  # the machine's GPU index this worker trains on; None: a CPU worker
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LAB_OWNER_PID": str(os.getpid()),
+               "CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu)}
+        if gpu is not None:
+            env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # train.deterministic needs it before cuBLAS starts
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.worker"], cwd=PROJECT_ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -58,7 +69,9 @@ class _Worker:
         # a queued run with steps and a checkpoint was rewound by RunManager.resume_run
         resume = str(checkpoint) if last_step and checkpoint.exists() else None
         job = {"run_id": run_id, "config": json.loads(config), "weights_dir": str(run_dir),
-               "checkpoint": str(checkpoint), "resume": resume}
+               "checkpoint": str(checkpoint), "resume": resume,
+               "device": "cpu" if self.gpu is None else "cuda:0",  # its one visible GPU
+               "device_label": "cpu" if self.gpu is None else f"cuda:{self.gpu}"}
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
             self.proc.stdin.flush()
@@ -133,11 +146,15 @@ class _Worker:
 class RunManager:
     """Queue runs, run up to ``max_parallel`` at once, cancel them, and notice workers that die."""
 
-    def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False):
+    def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False,
+                 gpus: tuple[int, ...] | None = None, runs_per_gpu: int = 1):
         self.store = store
         self._paused = paused  # queued runs wait (maintenance, or building a queue by hand)
-        self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
+        self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)  # CPU runs at once
         self.warm_workers = min(warm_workers, self.max_parallel)
+        self.gpus = tuple(gpu_indices() if gpus is None else gpus)
+        self.runs_per_gpu = max(1, runs_per_gpu)
+        self._needs: dict[int, str | int | None] = {}  # run id -> None (CPU), a GPU index, "any" GPU or a problem
         self._cv = threading.Condition()
         self._queue: deque[int] = deque()
         self._workers: list[_Worker] = []
@@ -246,7 +263,7 @@ class RunManager:
     def counts(self) -> dict[str, int]:
         with self._cv:
             return {"running": sum(w.run_id is not None for w in self._workers), "queued": len(self._queue),
-                    "workers": sum(w.alive for w in self._workers)}
+                    "workers": sum(w.alive for w in self._workers), "gpus": len(self.gpus)}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the workers; runs still training are marked failed ("the lab was shut down")."""
@@ -290,23 +307,80 @@ class RunManager:
         for (run_id,) in self.store.sql("SELECT id FROM runs WHERE status = 'queued' ORDER BY id"):
             self._queue.append(run_id)
 
+    def need(self, device: str) -> str | int | None:
+        """Where a run with this ``train.device`` must train: None (a CPU worker), a GPU index, "any"
+        GPU, or a sentence saying why it cannot run here (a queue kept from another machine)."""
+        if device == "cpu" or (device == "auto" and not self.gpus):
+            return None
+        if device == "auto" or device == "cuda":
+            return "any" if self.gpus else f"train.device = {device!r}: this machine has no GPU"
+        if DEVICE_PATTERN.match(device) and int(device.split(":")[1]) in self.gpus:
+            return int(device.split(":")[1])
+        return f"train.device = {device!r}: no such GPU here (GPUs: {', '.join(map(str, self.gpus)) or 'none'})"
+
+    def _need_of(self, run_id: int) -> str | int | None:
+        if run_id not in self._needs:
+            rows = self.store.sql("SELECT json_extract_string(config, '$.train.device') FROM runs WHERE id = ?", [run_id])
+            self._needs[run_id] = self.need((rows[0][0] if rows else None) or "auto")
+        return self._needs[run_id]
+
+    def _dispatch(self) -> bool:
+        """Start the first queued run that has a free place (a CPU run does not wait behind a GPU run,
+        nor one GPU's runs behind another's). True if it changed something."""
+        busy = self._busy()
+        blocked: set = set()
+        for run_id in list(self._queue):
+            need = self._need_of(run_id)
+            if isinstance(need, str) and need != "any":  # cannot run on this machine: fail it, one line
+                self._queue.remove(run_id)
+                self.store.set_status(run_id, "failed", error=need, only_if=("queued",))
+                self._done.setdefault(run_id, threading.Event()).set()
+                return True
+            places = [need] if need is None or isinstance(need, int) else sorted(self.gpus, key=busy.__getitem__)
+            for place in places:
+                if place in blocked:
+                    continue
+                limit = self.max_parallel if place is None else self.runs_per_gpu
+                idle = [w for w in self._workers if w.gpu == place and w.ready and w.run_id is None]
+                if busy[place] < limit and idle:
+                    self._queue.remove(run_id)
+                    self._needs.pop(run_id, None)
+                    rows = self.store.sql("SELECT config, coalesce(last_step, 0) FROM runs "
+                                          "WHERE id = ? AND status = 'queued'", [run_id])
+                    if rows:
+                        idle[0].assign(run_id, *rows[0])
+                    return True
+                blocked.add(place)  # first come, first served on each place
+        return False
+
+    def _busy(self) -> dict:
+        busy = {place: 0 for place in (None, *self.gpus)}
+        for w in self._workers:
+            if w.run_id is not None:
+                busy[w.gpu] += 1
+        return busy
+
+    def _start_workers(self) -> None:
+        """Workers ahead of need: ``warm_workers`` CPU ones (and one a GPU) idle, more while runs wait."""
+        busy = self._busy()
+        waiting = {place: 0 for place in busy}
+        for run_id in ([] if self._paused else self._queue):
+            need = self._need_of(run_id)
+            for place in (self.gpus if need == "any" else [need] if need is None or isinstance(need, int) else []):
+                waiting[place] += 1
+        for place in busy:
+            limit, warm = (self.max_parallel, self.warm_workers) if place is None else (self.runs_per_gpu, min(1, self.warm_workers))
+            wanted = min(limit, busy[place] + max(warm, waiting[place]))
+            for _ in range(wanted - sum(w.gpu == place for w in self._workers)):
+                self._workers.append(_Worker(self, place))
+
     def _schedule(self) -> None:
         with self._cv:
             while not self._closing:
                 self._workers = [w for w in self._workers if w.alive]
-                busy = sum(w.run_id is not None for w in self._workers)
-                waiting = 0 if self._paused else len(self._queue)
-                wanted = min(self.max_parallel, busy + max(self.warm_workers, waiting))
-                for _ in range(wanted - len(self._workers)):
-                    self._workers.append(_Worker(self))
-                idle = [w for w in self._workers if w.ready and w.run_id is None]
-                if waiting and idle and busy < self.max_parallel:
-                    run_id = self._queue.popleft()
-                    rows = self.store.sql("SELECT config, coalesce(last_step, 0) FROM runs WHERE id = ? AND status = 'queued'",
-                                          [run_id])
-                    if rows:
-                        idle[0].assign(run_id, *rows[0])
+                if not self._paused and self._dispatch():
                     continue
+                self._start_workers()
                 self._cv.wait(timeout=1.0)
 
 
@@ -344,15 +418,17 @@ def flush_on_signals(store: Store, signals=(signal.SIGTERM, signal.SIGINT)) -> b
 
 
 def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
-                   sweep_phase: str | None = None) -> int:
+                   sweep_phase: str | None = None, scenario=None) -> int:
     """Train a run in this process, straight into ``store`` (notebooks, tests, benchmarks).
-    The lab itself runs runs in workers, through ``RunManager``."""
+    The lab itself runs runs in workers, through ``RunManager``. ``scenario``: tasks in memory
+    (train_run's), instead of the config's dataset."""
     import lightning
     import platform
 
     import torch
 
     from engine import __version__
+    from engine.devices import device_label
     from engine.evaluation import StoreSink
     from engine.train import train_run
 
@@ -363,13 +439,13 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
     def started(total: int) -> None:
         store.update_run(run_id, total_steps=total, python_version=platform.python_version(),
                          torch_version=torch.__version__, lightning_version=lightning.__version__,
-                         lab_version=__version__)
+                         lab_version=__version__, device=device_label(config.train.device))
         store.set_status(run_id, "running")
 
     checkpoint = checkpoints.checkpoint_path(store.artifacts_dir(run_id))
     try:
         result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id),
-                           checkpoint=checkpoint)
+                           checkpoint=checkpoint, scenario=scenario)
     except Exception as err:
         sink.flush()
         store.set_status(run_id, "failed", error=str(err))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -50,3 +52,26 @@ def build_optimizer(params, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg, steps_per_epoch: int, total_steps: int) -> float:
+    """The learning-rate multiplier at ``step`` (0-based) of a task: a linear warm-up over
+    ``cfg.warmup_steps`` steps (from 1/warmup_steps of the lr up to the lr), then ``cfg.schedule``
+    over the rest of the task: constant; step (times ``lr_gamma`` every ``lr_step_every`` epochs,
+    counted from the task's start); cosine (from the lr down to 0 at the task's end)."""
+    warmup = cfg.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "step":
+        return cfg.lr_gamma ** (step // (cfg.lr_step_every * steps_per_epoch))
+    if cfg.schedule == "cosine":
+        span = max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+    return 1.0
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """``cfg``'s schedule for one task, stepped once per training step. LambdaLR multiplies each
+    parameter group's own lr, so a group a strategy gave a smaller lr keeps its ratio to the others."""
+    total = cfg.epochs_per_task * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total))

@@ -57,7 +57,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.config import (MAX_SEED, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig, TrainConfig,
+from engine.config import (MAX_SEED, MODEL_CONFIGS, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig,
+                           TrainConfig,
                            parse_config, read_yaml)
 from engine.inputs import check_document, cut, cut_text
 from engine.limits import limits
@@ -376,6 +377,8 @@ def check_key(key: str, where: str, in_play: list[str], problems: list[str], *, 
             return False
         return True
     fields = SECTIONS[section].model_fields
+    if section == "model":  # any model's hyperparameter; the run configs check it against their model
+        fields = {"name": None, **{k: None for m in MODEL_CONFIGS.values() for k in m.model_fields}}
     if fname not in fields:
         problems.append(f"{where}.{shown}: {cut_text(section)} has no field {cut_text(fname)} (fields: {', '.join(fields)})")
         return False

@@ -11,8 +11,10 @@ overhead cost about a third of the speed of a plain PyTorch loop on the default 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +26,19 @@ import torch
 from engine import checkpoint as checkpoints
 from engine.augment import augmentations
 from engine.config import RunConfig
+from engine.devices import fabric_device
 from engine.evaluation import ContinualEvaluation, MetricSink
 from engine.models import build_model
-from engine.module import ContinualModule
-from engine.scenarios import build_scenario
+from engine.module import ContinualModule, build_schedule
+from engine.scenarios import Scenario, build_scenario
 from engine.strategies import STRATEGIES
 
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module="lightning")
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+
+PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}  # config -> Fabric
 
 
 @dataclass
@@ -48,25 +54,38 @@ def total_steps(config: RunConfig, experiences) -> int:
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
               on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None,
-              checkpoint: Path | None = None, resume: Path | None = None) -> RunResult:
+              checkpoint: Path | None = None, resume: Path | None = None,
+              scenario: Scenario | None = None, device: str | None = None) -> RunResult:
     """Train ``config`` and report every metric to ``sink``. ``on_start(total_steps)`` is called once
     the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir``, the
     network's weights are saved there as ``train.weights`` says: every (``after-task-0.pt`` before
     training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none. With
     ``checkpoint`` (a path), what resuming needs is saved there after each task but the last; ``resume``
-    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py)."""
+    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py).
+
+    ``scenario``: tasks already in memory (tests, benchmarks, notebooks: IN-MEMORY DATA, the config's
+    scenario section then only names it); None builds the config's. ``device``: where to train instead
+    of ``train.device`` (the run manager's GPU, seen as cuda:0 behind CUDA_VISIBLE_DEVICES)."""
+    accelerator, devices = fabric_device(device or config.train.device)
+    _determinism(config.train.deterministic, accelerator)
     L.seed_everything(config.seed, verbose=False)
-    scenario = build_scenario(config.scenario)
+    fabric = L.Fabric(accelerator=accelerator, devices=devices, precision=PRECISIONS[config.train.precision])
+    scenario = scenario if scenario is not None else build_scenario(config.scenario)
     strategy = STRATEGIES[config.strategy["name"]](seed=config.seed, **config.strategy_hparams)
-    net = build_model(config.model, scenario.input_shape, scenario.n_classes)
-    module = ContinualModule(net, strategy, config.train, scenario.class_mask, scenario.n_classes)
+    scenario.to(fabric.device)  # the dataset's one copy moves once; tasks are index views of it
+    with fabric.init_module():  # built on the device, not moved there
+        net = build_model(config.model, scenario.input_shape, scenario.n_classes)
+        module = ContinualModule(net, strategy, config.train, scenario.class_mask, scenario.n_classes)
     evaluation = ContinualEvaluation(
         [(task.test_x, task.test_y) for task in scenario.tasks], sink, every=config.eval.every,
         subset=config.eval.subset, seed=config.seed, class_mask=scenario.class_mask, should_stop=should_stop,
-    )
+        batch_size=config.eval.batch_size,
+    ).to(fabric.device)  # the held-out sets live on the device for the whole run
+    evaluation.autocast = fabric.autocast
     experiences = strategy.experiences(scenario)
     if on_start:
         on_start(total_steps(config, experiences))
+    fabric.setup_module(module)  # moves it to the device; the steps call the module itself
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
     data = {"scenario": scenario, "experiences": experiences}  # rebuilt alike: referred to, not saved
@@ -80,10 +99,11 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         def after_experience(k: int) -> None:  # k experiences are done
             if done + k < len(experiences):
                 checkpoints.save(checkpoint, config, module, strategy, batches, evaluation, done + k, data)
-    _fabric_loop(config, module, strategy, evaluation, experiences[done:], batches, after_experience)
+    _fabric_loop(config, fabric, module, strategy, evaluation, experiences[done:], batches, after_experience)
     sink.flush()
     if evaluation.stop_reason == "diverged":
-        return RunResult("diverged", evaluation.step, f"the training loss became non-finite at step {evaluation.step}")
+        return RunResult("diverged", evaluation.stop_step,
+                         f"the training loss became non-finite at step {evaluation.stop_step}")
     if evaluation.stop_reason == "cancelled":
         return RunResult("cancelled", evaluation.step, f"cancelled at step {evaluation.step}")
     return RunResult("finished", evaluation.step)
@@ -107,25 +127,45 @@ def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]
     return save
 
 
-def _fabric_loop(config, module, strategy, evaluation, experiences, batches, after_experience=None) -> None:
-    fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
-    fabric.setup_module(module)  # moves it to the device; the steps call the module itself
+def _determinism(deterministic: bool, accelerator: str) -> None:
+    """Seeds are always fixed; ``train.deterministic`` also asks for deterministic algorithms (where
+    torch has one: an op without one warns rather than failing the run). Set for every run: a worker
+    serves many. Without it, cuDNN picks its fastest algorithms (benchmark) on a GPU."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = accelerator == "cuda" and not deterministic
+
+
+def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batches, after_experience=None) -> None:
+    def backward(loss: torch.Tensor) -> None:
+        # the step runs under autocast (so every forward a strategy makes is mixed precision); the
+        # backward pass itself must not
+        with torch.autocast(fabric.device.type, enabled=False):
+            fabric.backward(loss)
+
+    autocast = fabric.autocast if config.train.precision != "32" else contextlib.nullcontext
     for k, experience in enumerate(experiences, 1):
         strategy.before_task(module, experience)
         evaluation.start_task(module, experience.task)
-        optimizer = fabric.setup_optimizers(module.configure_optimizers())  # fresh a task, as the Trainer's
         data = experience.batches(config.train.batch_size, batches, fabric.device, augmentations(config))
+        raw = module.configure_optimizers()  # fresh a task, as the Trainer's
+        schedule = build_schedule(raw, config.train, len(data))  # restarts with it
+        optimizer = fabric.setup_optimizers(raw)
         running = True
         for _epoch in range(config.train.epochs_per_task):
             for batch in data:
-                loss = strategy.observe(module, batch, optimizer, fabric.backward)
-                if not evaluation.end_batch(strategy.eval_model(module), loss.item()):
+                with autocast():
+                    loss = strategy.observe(module, batch, optimizer, backward)
+                schedule.step()
+                if not evaluation.end_batch(strategy.eval_model(module), loss.detach()):
                     running = False
                     break
             if not running:
                 break
         evaluation.end_task(strategy.eval_model(module))
-        if not running:
+        if not running or evaluation.stop_reason:
             return
         strategy.after_task(module, experience)
         if after_experience:

@@ -4,7 +4,9 @@ Started ahead of need by the run manager, it imports torch and Lightning and war
 machinery before any run is launched (5-8 s here), then takes runs one at a time from stdin (one JSON
 line each) and reports metric batches, task boundaries and the outcome over stdout. SIGUSR1 cancels
 the current run after its current step. A worker serves runs until stdin closes, and ends within a
-fraction of a second of its owner's death, even mid-run (``watch_owner``).
+fraction of a second of its owner's death, even mid-run (``watch_owner``). A worker for GPU runs is
+started with ``CUDA_VISIBLE_DEVICES`` naming its one GPU (so its runs train on cuda:0); a worker for CPU
+runs sees no GPU.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> None:
 
     from engine import __version__
     from engine.config import RunConfig
+    from engine.devices import device_label
     from engine.evaluation import BufferedSink
     from engine.train import train_run
 
@@ -86,10 +89,14 @@ def main() -> None:
         cancel.clear()
         sink = PipeSink(run_id)
         try:
-            config = RunConfig.model_validate(job["config"])
+            # the lab checked the device against the machine; this process may see only its own GPU
+            config = RunConfig.model_validate(job["config"], context={"device_checked": True})
+            device = job.get("device")  # cpu, or cuda:0 behind CUDA_VISIBLE_DEVICES; None: the config's
+            label = job.get("device_label") or device_label(config.train.device)
             result = train_run(
-                config, sink, should_stop=cancel.is_set,
-                on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, **versions),
+                config, sink, should_stop=cancel.is_set, device=device,
+                on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, device=label,
+                                                     **versions),
                 weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
                 checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
                 resume=Path(job["resume"]) if job.get("resume") else None,

@@ -14,6 +14,7 @@ from engine.inputs import load_yaml
 from engine.limits import limits
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
+from pages.ui.model_form import model_config, model_inputs
 
 SWEEP_EXAMPLE = """name: lr-by-strategy
 base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name: naive}}
@@ -30,11 +31,6 @@ st.title("Launch a run")
 shown: set[str] = set()  # the fields drawn, whose problems are shown under them
 
 
-def parse_widths(text: str) -> list[int]:
-    """'256, 256' -> [256, 256]; '' -> [] (a linear model). ValueError if an item is not a whole number."""
-    return [int(w) for w in text.replace(" ", "").split(",") if w]
-
-
 def form_config(v) -> dict:
     """The run config from the widgets' values (the session state holds them before the widgets are
     drawn again, and in a button's callback)."""
@@ -45,13 +41,14 @@ def form_config(v) -> dict:
         "scenario": {"dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
                      "n_tasks": v.get("scenario.n_tasks", 5),
                      "class_seed": v.get("scenario.class_seed", 0) if v.get("shuffle_classes") else None},
-        "model": {"name": "mlp", "hidden": v.get("model.hidden", "256, 256")},
+        "model": model_config(v)[0],
         "strategy": {"name": strategy.name, **{k: v.get(f"strategy.{strategy.name}.{k}", spec.default)
                                               for k, spec in strategy.hparams.items()}},
         "train": {"optimizer": v.get("train.optimizer", "sgd"), "lr": v.get("train.lr", 0.05),
                   "momentum": v.get("train.momentum", 0.0), "weight_decay": v.get("train.weight_decay", 0.0),
                   "batch_size": v.get("train.batch_size", 32), "epochs_per_task": v.get("train.epochs_per_task", 5),
-                  "weights": v.get("train.weights", "last")},
+                  "weights": v.get("train.weights", "last"), "device": v.get("train.device", "auto"),
+                  "precision": v.get("train.precision", "32")},
         "eval": {"every": v.get("eval.every", 10), "subset": v.get("eval.subset", 0) or None},
     }
 
@@ -66,17 +63,12 @@ def check(v) -> tuple[object | None, dict[str, list[str]]]:
     from engine.cost import estimate, run_problems
 
     data = form_config(v)
-    found: dict[str, list[str]] = {}
-    try:
-        data["model"]["hidden"] = parse_widths(data["model"]["hidden"])
-    except ValueError:
-        found["model.hidden"] = [f"model.hidden = {data['model']['hidden']!r}: must be whole numbers separated by "
-                                 "commas (empty: a linear model)"]
+    found = model_config(v)[1]  # lists of whole numbers that are not
     try:
         config = parse_config(data)
     except ConfigError as err:
         for line in err.problems:
-            if not (field_of(line) == "model.hidden" and "model.hidden" in found):
+            if field_of(line) not in found:
                 found.setdefault(field_of(line), []).append(line)
         return None, found
     if found:
@@ -147,17 +139,7 @@ with left:
 
     # ---- Model --------------------------------------------------------------------------------------
     st.subheader("Model")
-    hidden = st.text_input("Hidden layers", value="256, 256", key="model.hidden", max_chars=SHORT_TEXT,
-                           help="widths of the MLP's hidden layers, comma-separated; empty: a linear model")
-    try:
-        widths = parse_widths(hidden)
-        n_in = "x".join(map(str, DATASET_INFO[dataset].input_shape))
-        layers = " → ".join([n_in, *map(str, widths), str(DATASET_INFO[dataset].n_classes or "?")])
-        st.caption(f"{len(widths)} hidden layer{'s' * (len(widths) != 1)}: {layers}" if widths else
-                   f"Empty: a linear model, no hidden layer ({layers})")
-    except ValueError:
-        pass
-    field_error("model.hidden", "model.name", "model")
+    model_inputs(dataset, hparam_input, field_error)
 
 with right:
     # ---- Strategy -----------------------------------------------------------------------------------
@@ -246,11 +228,7 @@ def sweep_text() -> str:
     v = st.session_state
     if v.get("sweep.yaml", "").strip():
         return v["sweep.yaml"]
-    base = form_config(v)
-    try:
-        base["model"]["hidden"] = parse_widths(str(base["model"]["hidden"]))
-    except ValueError:
-        pass  # the check says what is wrong with it
+    base = form_config(v)  # a list that is not whole numbers stays text: the check says what is wrong
     grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
     for key in ["train.lr", "train.batch_size"] + [k.removeprefix("sweep.") for k in v.keys()
                                                     if k.startswith("sweep.strategy.") and k != "sweep.strategy.name"]:

@@ -1,7 +1,8 @@
 """The DuckDB schema of a lab file, and the migrations that bring an older file up to date.
 
 Tables:
-- ``runs``: one row a run: its config as JSON, status, times, error, owner and software versions.
+- ``runs``: one row a run: its config as JSON, status, times, error, owner, software versions and the
+  device it trained on (``cpu`` or ``cuda:N``).
 - ``metrics``: every measurement in long form, ``(run_id, step, task, metric, value)``.
   ``metric`` is one of ``train_loss`` (every step, ``task`` = the task being trained),
   ``acc`` / ``loss`` (continual evaluation every ``eval.every`` steps, on each task's held-out set,
@@ -19,7 +20,7 @@ Model weights after each task are files beside the database (``artifacts_dir``),
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
 FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
@@ -89,8 +90,13 @@ def _v3(cur) -> None:
     )
 
 
+def _v4(cur) -> None:
+    # The device a run trained on: cpu or cuda:N (the machine's GPU index), for comparing timings.
+    cur.execute("ALTER TABLE runs ADD COLUMN device VARCHAR")
+
+
 # MIGRATIONS[i] brings a file from version i to version i + 1.
-MIGRATIONS = [_v1, _v2, _v3]
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

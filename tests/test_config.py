@@ -44,7 +44,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
         ({"scenario": {"dataset": "imagenet"}}, ["scenario.dataset = 'imagenet': must be one of cifar10, cifar100, cifar100_coarse, digits, "
                                               "fashion_mnist, image_folder, kmnist, mnist, mnist1d, npz, svhn, tiny_imagenet"]),
         ({"eval": {"every": 0}}, ["eval.every = 0: must be greater than or equal to 1"]),
-        ({"model": {"hidden": [64, -3]}}, ["model.hidden = [64, -3]: every width must be from 1 to 16384 (got -3)"]),
+        ({"model": {"hidden": [64, -3]}}, ["model.hidden = [64, -3]: every entry must be from 1 to 16384 (got -3)"]),
     ],
 )
 def test_a_bad_config_names_field_value_and_what_is_allowed(data, expected):

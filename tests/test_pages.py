@@ -87,11 +87,11 @@ def test_launch_shows_each_wrong_value_next_to_its_field_and_queues_nothing(lab)
     before = n_runs(lab)
     at.number_input(key="scenario.n_tasks").set_value(11)
     at.number_input(key="train.lr").set_value(0.0)
-    at.text_input(key="model.hidden").set_value("256, wide")
+    at.text_input(key="model.mlp.hidden").set_value("256, wide")
     at.button(key="launch").click().run()
-    assert next_to(at, "model.hidden") == [
+    assert next_to(at, "model.mlp.hidden") == [
         "model.hidden = '256, wide': must be whole numbers separated by commas (empty: a linear model)"]
-    at.text_input(key="model.hidden").set_value("64")
+    at.text_input(key="model.mlp.hidden").set_value("64")
     at.button(key="launch").click().run()
     assert next_to(at, "scenario.n_tasks") == ["scenario.n_tasks = 11: must be at most 10: digits has 10 classes to share out"]
     assert next_to(at, "train.lr") == ["train.lr = 0.0: must be greater than 0"]
@@ -123,9 +123,9 @@ def test_out_of_range_values_stay_shown_with_an_error_under_each_field_and_queue
 def test_the_run_launched_is_the_run_shown_with_its_cost_and_an_empty_field_explained(lab):
     at = app()
     at.switch_page("pages/launch.py").run()
-    at.text_input(key="model.hidden").set_value("").run()
+    at.text_input(key="model.mlp.hidden").set_value("").run()
     assert "Empty: a linear model, no hidden layer (64 → 10)" in [c.value for c in at.caption]
-    at.text_input(key="model.hidden").set_value("48, 24")
+    at.text_input(key="model.mlp.hidden").set_value("48, 24")
     at.number_input(key="train.lr").set_value(0.0123)
     at.selectbox(key="train.optimizer").set_value("adam")
     at.number_input(key="train.momentum").set_value(0.5)  # shown, sent, and unused by Adam
@@ -181,6 +181,25 @@ def test_launch_builds_strategy_inputs_from_declared_hparams_and_queues_the_run(
     assert config["scenario"]["n_tasks"] == 2 and status in ("queued", "running", "finished")
     assert at.query_params["run"] == str(run_id)
     assert lab.manager.wait(run_id, timeout=120) == "finished"
+
+
+def test_launch_builds_model_inputs_from_declared_hparams_and_refuses_an_image_model_on_rows(lab):
+    at = app()
+    at.switch_page("pages/launch.py").run()
+    assert at.selectbox(key="model.name").options[:1] == ["MLP"]
+    at.selectbox(key="model.name").set_value("resnet18_reduced").run()
+    assert at.number_input(key="model.resnet18_reduced.nf").value == 20
+    assert any("needs images" in w.value for w in at.warning)
+    at.selectbox(key="model.name").set_value("cnn").run()
+    assert at.text_input(key="model.cnn.channels").value == "32, 64"
+    assert at.checkbox(key="model.cnn.batch_norm").value is False
+    assert at.selectbox(key="train.device").options[:2] == ["auto", "cpu"]
+    before = n_runs(lab)
+    at.button(key="launch").click().run()
+    errors = [e.value for e in at.error]
+    assert ("model.name = 'cnn': needs image input (channels, height, width), and dataset digits gives flat rows "
+            "of 64 values (use mlp, or an image dataset)") in errors
+    assert n_runs(lab) == before
 
 
 def test_runs_page_lists_and_filters_runs(lab, finished_run):
@@ -273,7 +292,7 @@ def test_launch_a_sweep_from_the_form_and_follow_it_on_the_compare_page(lab):
     at.switch_page("pages/launch.py").run()
     at.number_input(key="scenario.n_tasks").set_value(2)
     at.number_input(key="train.epochs_per_task").set_value(1)
-    at.text_input(key="model.hidden").set_value("32")
+    at.text_input(key="model.mlp.hidden").set_value("32")
     at.text_input(key="name").set_value("form-sweep")
     at.radio(key="launch_mode").set_value("A sweep").run()
     at.multiselect(key="sweep.strategy.name").set_value(["naive", "replay"]).run()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from engine.config import ConfigError
+from engine.config import TrainConfig, ConfigError
 from engine.sweep import expand, labels, load_sweep, parse_sweep
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
@@ -101,8 +101,7 @@ def test_bad_sweeps_get_one_line_per_problem_naming_field_value_and_what_is_allo
         "colour: is not a known field (allowed: name, base, grid, random, search, reality_check, seeds)",
         "seeds = [0, 0]: every seed may appear once",
         "grid.eval.every = 3: must be a non-empty list of values, e.g. [0.01, 0.05]",
-        "grid.train.lrr: train has no field lrr (fields: optimizer, lr, momentum, weight_decay, batch_size, "
-        "epochs_per_task, augment, weights, save_weights)",
+        f"grid.train.lrr: train has no field lrr (fields: {', '.join(TrainConfig.model_fields)})",
         "grid.strategy.buffer_size: no strategy of this sweep declares buffer_size (naive: none)",
         "grid.seed: cannot be swept (the run seed comes from seeds: [...])",
         "grid.scenario.n_tasks = 20: must be at most 10: digits has 10 classes to share out",

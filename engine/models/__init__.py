@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from engine.models.base import Backbone
+from engine.models.cnn import CNN
 from engine.models.mlp import MLP
+from engine.models.resnet18 import ResNet18
+from engine.models.resnet18_reduced import ResNet18Reduced
 
-MODELS: dict[str, type[Backbone]] = {m.name: m for m in (MLP,)}
+MODELS: dict[str, type[Backbone]] = {m.name: m for m in (MLP, CNN, ResNet18Reduced, ResNet18)}
 
 
 def build_model(cfg, input_shape, n_classes: int) -> Backbone:

@@ -27,3 +27,11 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions: (N, C, H, W) -> (N, C). Written as a mean rather than
+    AdaptiveAvgPool2d, whose CUDA backward has no deterministic algorithm (``train.deterministic``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))

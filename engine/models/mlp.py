@@ -13,7 +13,8 @@ class MLP(Backbone):
 
     name = "mlp"
     title = "MLP"
-    hparams = {"hidden": HParam(list, [256, 256], "hidden layer widths, e.g. [256, 256]; [] is a linear model")}
+    hparams = {"hidden": HParam(list, [256, 256], "hidden layer widths, e.g. [256, 256]; [] is a linear model",
+                             low=1, high=16384)}
 
     def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: list[int] = (256, 256)):
         super().__init__()
