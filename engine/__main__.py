@@ -56,7 +56,6 @@ def cmd_run(args) -> int:
         except ConfigError as err:
             err.report(args.config)
             return None
-        run_id = manager.submit(config)
         print(f"run {run_id} queued: {config.name} ({config.strategy['name']} on {config.scenario.dataset}, "
               f"{config.scenario.setting}-incremental, {config.scenario.n_tasks} tasks) in {args.db}", flush=True)
         return run_id

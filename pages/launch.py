@@ -38,7 +38,8 @@ def form_config(v) -> dict:
     strategy = STRATEGIES.get(name) or STRATEGIES["naive"]
     return {
         "name": str(v.get("name", "run")).strip(), "seed": v.get("seed", 0),
-        "scenario": {"dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
+        "scenario": {"root": str(v.get("scenario.root", "")).strip() or None,
+                     "dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
                      "n_tasks": v.get("scenario.n_tasks", 5),
                      "class_seed": v.get("scenario.class_seed", 0) if v.get("shuffle_classes") else None},
         "model": model_config(v)[0],
@@ -123,7 +124,12 @@ with left:
     st.text_input("Run name", value="run", key="name", max_chars=SHORT_TEXT)
     field_error("name")
     setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
-    data_status = {row["name"]: row for row in dataset_status()}
+    root = st.text_input("Data directory", value="", key="scenario.root", max_chars=4096,
+                         placeholder="empty: $CL_LAB_DATA, else data/ beside the app",
+                         help="where the dataset files are, in the layouts torchvision writes (not needed for the "
+                              "embedded digits and MNIST-1D)").strip()
+    field_error("scenario.root")
+    data_status = {row["name"]: row for row in dataset_status(root or None)}
     dataset = st.selectbox("Dataset", list(DATASET_INFO), key="scenario.dataset",
                            format_func=lambda n: DATASET_INFO[n].title + ("" if data_status[n]["ready"] else " (files missing)"))
     (st.caption if data_status[dataset]["ready"] else st.warning)(data_status[dataset]["message"])
