@@ -248,12 +248,12 @@ class RunConfig(_Section):
         strategy = STRATEGIES[self.strategy["name"]]
         if self.scenario.setting not in strategy.settings:
             raise ValueError(
-                f"strategy {strategy.name} does not support the {self.scenario.setting}-incremental setting "
-                f"(it supports: {', '.join(strategy.settings)})"
+                f"strategy.name = {strategy.name!r}: does not support the {self.scenario.setting}-incremental setting "
+                f"(scenario.setting; it supports: {', '.join(strategy.settings)})"
             )
         if strategy.models is not None and self.model.name not in strategy.models:
-            raise ValueError(f"strategy {strategy.name} does not work with model {self.model.name} "
-                             f"(it works with: {', '.join(strategy.models)})")
+            raise ValueError(f"strategy.name = {strategy.name!r}: does not work with model {self.model.name} "
+                             f"(model.name; it works with: {', '.join(strategy.models)})")
         # an in-memory scenario (train_run's ``scenario``) gives its own input shape in the context
         shape = (info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
         if MODELS[self.model.name].kind == "image" and len(shape) != 3:
