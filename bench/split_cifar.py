@@ -7,10 +7,9 @@ chunks of 512. The data has CIFAR-10's real size and format: the script writes
 ``cifar-10-batches-py/data_batch_1..5`` and ``test_batch`` (pickled dicts, ``b"data"`` N x 3072 uint8,
 ``b"labels"``) of random images into a temporary folder and reads them back.
 
-IN-MEMORY DATA, for now: until the engine's ``cifar10`` reader (h9-data) is on this branch, the files
-are read by ``read_cifar10`` below and both sides get the same tensors, the engine through
-``train_run(..., scenario=...)``. Once the reader is merged, the engine side should read the files
-itself (``scenario: {dataset: cifar10, root: <tmp>}``) and this reader should go.
+The files are read by the engine's own ``cifar10`` reader into its scenario (one uint8 pool, tasks as
+index views, normalised per batch); both sides train on that same scenario, the engine through
+``train_run(..., scenario=...)`` and the plain loop on each task's tensors, taken once.
 
 Measured, each side timed from model construction to the end of the last evaluation:
   1. iterations/s of the plain loop and of the engine (``train_run`` with a sink that discards), and
@@ -49,10 +48,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from engine.config import parse_config  # noqa: E402
+from engine.config import ScenarioConfig, parse_config  # noqa: E402
 from engine.evaluation import BufferedSink  # noqa: E402
 from engine.models import MODELS  # noqa: E402
-from engine.scenarios import Scenario, TaskData  # noqa: E402
+from engine.scenarios import Samples, Scenario, TaskData, build_scenario  # noqa: E402
 from engine.train import train_run  # noqa: E402
 
 TARGET_RATIO = 0.9
@@ -80,33 +79,14 @@ def write_cifar10(root: Path, seed: int = 0) -> Path:
     return folder
 
 
-def read_cifar10(folder: Path):
-    """TEMPORARY (until engine/datasets' cifar10 lands): uint8 images (N, 3, 32, 32) and labels."""
-    def load(names):
-        xs, ys = [], []
-        for name in names:
-            with open(folder / name, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[b"labels"], dtype=np.int64))
-        return np.concatenate(xs), np.concatenate(ys)
-    return load([f"data_batch_{k}" for k in range(1, 6)]), load(["test_batch"])
-
-
-def split_cifar(folder: Path, train_per_task: int | None, test_per_task: int | None) -> Scenario:
-    """5 tasks of 2 classes, normalised with the training set's channel means and deviations."""
-    (train_x, train_y), (test_x, test_y) = read_cifar10(folder)
-    mean = train_x.mean(axis=(0, 2, 3), keepdims=True) / 255
-    std = train_x.std(axis=(0, 2, 3), keepdims=True) / 255
-    norm = lambda a: torch.from_numpy(((a / 255 - mean) / std).astype(np.float32))  # noqa: E731
-    tasks = []
-    for k in range(N_TASKS):
-        classes = [2 * k, 2 * k + 1]
-        tr = np.flatnonzero(np.isin(train_y, classes))[:train_per_task]
-        te = np.flatnonzero(np.isin(test_y, classes))[:test_per_task]
-        tasks.append(TaskData(classes, norm(train_x[tr]), torch.from_numpy(train_y[tr]),
-                              norm(test_x[te]), torch.from_numpy(test_y[te])))
-    return Scenario("cifar10 (in memory)", "class", 10, (3, 32, 32), tasks)
+def split_cifar(root: Path, train_per_task: int | None, test_per_task: int | None) -> Scenario:
+    """5 tasks of 2 classes, read from the files by the engine's cifar10 reader; optionally the first
+    N training and test images of each task."""
+    scenario = build_scenario(ScenarioConfig(dataset="cifar10", root=str(root), n_tasks=N_TASKS))
+    first = lambda s, n: Samples(s.pool, s.index[:n], s.domain[:n])  # noqa: E731
+    scenario.tasks = [TaskData(t.classes, first(t.train, train_per_task), first(t.test, test_per_task))
+                      for t in scenario.tasks]
+    return scenario
 
 
 # ---- the plain PyTorch loop ---------------------------------------------------------------------
@@ -176,7 +156,7 @@ def engine_run(scenario: Scenario, device: str, every: int, precision: str, seed
         "name": "split-cifar-bench", "seed": seed, "scenario": {"n_tasks": N_TASKS},
         "model": {"name": "resnet18_reduced"}, "strategy": {"name": "naive"},
         "train": {"optimizer": "sgd", "lr": LR, "batch_size": BATCH, "epochs_per_task": 1, "device": device,
-                  "precision": precision, "save_weights": False},
+                  "precision": precision, "weights": "none", "augment": "none"},  # the plain loop does not augment
         "eval": {"every": every, "batch_size": EVAL_BATCH},
     }, input_shape=(3, 32, 32))
     result = train_run(config, DiscardSink(), scenario=scenario)
@@ -255,8 +235,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="split-cifar-") as tmp:
         t0 = time.perf_counter()
-        folder = write_cifar10(Path(tmp))
-        scenario = split_cifar(folder, args.train_per_task, args.test_per_task)
+        write_cifar10(Path(tmp))
+        scenario = split_cifar(Path(tmp), args.train_per_task, args.test_per_task)
         data_s = time.perf_counter() - t0
     n_train = sum(len(t.train_y) for t in scenario.tasks)
     n_test = sum(len(t.test_y) for t in scenario.tasks)
@@ -266,7 +246,7 @@ def main(argv=None) -> int:
     sides = {"plain": lambda every: plain_run(scenario, device, every, args.precision),
              "engine": lambda every: engine_run(scenario, str(device), every, args.precision)}
     # warm-up: lazy imports, the allocator, cuDNN's algorithm search (one task's worth)
-    warm = Scenario(scenario.dataset, "class", 10, (3, 32, 32), scenario.tasks[:1])
+    warm = Scenario(scenario.dataset, "class", 10, (3, 32, 32), scenario.tasks[:1], augment=())
     plain_run(warm, device, EVERY, args.precision)
     engine_run(warm, str(device), EVERY, args.precision)
 

@@ -45,6 +45,25 @@ def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / RESUME_FILE
 
 
+def pending_path(final: str | os.PathLike) -> Path:
+    """Where a worker writes a checkpoint before the owner promotes it (``promote``)."""
+    final = Path(final)
+    return final.with_name(final.name + ".pending")
+
+
+def promote(store, pending: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Make ``pending`` the run's checkpoint once every metric queued before this call is committed:
+    the rename runs on the store's writer thread right after its commit, so a checkpoint never gets
+    ahead of the metrics in the file (a lab killed in between resumes from the previous checkpoint)."""
+    pending, final = Path(pending), Path(final)
+
+    def rename(fut) -> None:
+        if fut.exception() is None and pending.exists():
+            os.replace(pending, final)
+
+    store.call(lambda cur: None).add_done_callback(rename)
+
+
 def resume_point(store, run_id: int) -> dict | None:
     """The header of the run's checkpoint if the run is stopped and has one it can resume from."""
     rows = store.sql("SELECT status FROM runs WHERE id = ?", [run_id])
@@ -72,6 +91,8 @@ def read_header(path: str | os.PathLike) -> dict:
 
 
 def discard(path: str | os.PathLike) -> None:
+    """Remove a run's checkpoint, promoted or not."""
+    pending_path(path).unlink(missing_ok=True)
     Path(path).unlink(missing_ok=True)
 
 

@@ -69,7 +69,7 @@ class _Worker:
         # a queued run with steps and a checkpoint was rewound by RunManager.resume_run
         resume = str(checkpoint) if last_step and checkpoint.exists() else None
         job = {"run_id": run_id, "config": json.loads(config), "weights_dir": str(run_dir),
-               "checkpoint": str(checkpoint), "resume": resume,
+               "checkpoint": str(checkpoints.pending_path(checkpoint)), "resume": resume,
                "device": "cpu" if self.gpu is None else "cuda:0",  # its one visible GPU
                "device_label": "cpu" if self.gpu is None else f"cuda:{self.gpu}"}
         try:
@@ -106,6 +106,9 @@ class _Worker:
                 store.start_task(p["run_id"], p["task"], p["step"], wait=False)
             elif kind == "task_end":
                 store.end_task(p["run_id"], p["task"], p["step"], wait=False)
+            elif kind == "checkpoint":  # written by the worker; the run's once its metrics are committed
+                final = checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"]))
+                checkpoints.promote(store, checkpoints.pending_path(final), final)
             elif kind == "started":
                 run_id = p.pop("run_id")
                 store.update_run(run_id, **p)
@@ -445,7 +448,9 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
     checkpoint = checkpoints.checkpoint_path(store.artifacts_dir(run_id))
     try:
         result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id),
-                           checkpoint=checkpoint, scenario=scenario)
+                           checkpoint=checkpoints.pending_path(checkpoint), scenario=scenario,
+                           on_checkpoint=lambda: (sink.flush(), checkpoints.promote(
+                               store, checkpoints.pending_path(checkpoint), checkpoint)))
     except Exception as err:
         sink.flush()
         store.set_status(run_id, "failed", error=str(err))

@@ -55,13 +55,15 @@ def total_steps(config: RunConfig, experiences) -> int:
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
               on_start: Callable[[int], None] | None = None, weights_dir: Path | None = None,
               checkpoint: Path | None = None, resume: Path | None = None,
+              on_checkpoint: Callable[[], None] | None = None,
               scenario: Scenario | None = None, device: str | None = None) -> RunResult:
     """Train ``config`` and report every metric to ``sink``. ``on_start(total_steps)`` is called once
     the run is set up; ``should_stop`` is polled every step (cancellation). With ``weights_dir``, the
     network's weights are saved there as ``train.weights`` says: every (``after-task-0.pt`` before
     training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none. With
     ``checkpoint`` (a path), what resuming needs is saved there after each task but the last; ``resume``
-    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py).
+    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py);
+    ``on_checkpoint()`` is called after each save (the owner promotes it once the metrics before it are in).
 
     ``scenario``: tasks already in memory (tests, benchmarks, notebooks: IN-MEMORY DATA, the config's
     scenario section then only names it); None builds the config's. ``device``: where to train instead
@@ -99,6 +101,8 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
         def after_experience(k: int) -> None:  # k experiences are done
             if done + k < len(experiences):
                 checkpoints.save(checkpoint, config, module, strategy, batches, evaluation, done + k, data)
+                if on_checkpoint:
+                    on_checkpoint()
     _fabric_loop(config, fabric, module, strategy, evaluation, experiences[done:], batches, after_experience)
     sink.flush()
     if evaluation.stop_reason == "diverged":

@@ -100,6 +100,8 @@ def main() -> None:
                 weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
                 checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
                 resume=Path(job["resume"]) if job.get("resume") else None,
+                # the metrics before a checkpoint go first; the owner promotes it once they are committed
+                on_checkpoint=lambda: (sink.flush(), protocol.send(out, "checkpoint", run_id=run_id)),
             )
             protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step)
         except Exception as err:  # the run fails; the worker stays for the next one

@@ -6,7 +6,6 @@ import pytest
 from engine.config import ConfigError, load_config, parse_config
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
-from engine.strategies import STRATEGIES
 
 EXAMPLE = """
 name: replay-demo

@@ -39,7 +39,7 @@ FIELDS = {
     "scenario": ["dataset", "setting", "n_tasks", "class_seed", "seed", "test_size", "tasks"],
     "model": ["name", "hidden"], "strategy": ["name", "buffer_size", "replay_batch_size", "ewc_lambda", "mode",
                                                 "alpha", "temperature", "decay", "fisher_batch"],
-    "train": ["optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "save_weights"],
+    "train": ["optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights", "save_weights"],
     "eval": ["every", "subset"],
 }
 
@@ -97,7 +97,7 @@ def test_parse_config_raises_only_config_error_with_short_lines(data):
     else:  # what is accepted is what the engine can run
         assert math.isfinite(cfg.train.lr) and 0 < cfg.train.lr <= 10
         assert 0 <= cfg.seed <= 2**32 - 1 and 0 <= cfg.scenario.seed <= 2**32 - 1
-        assert type(cfg.train.epochs_per_task) is int and type(cfg.train.save_weights) is bool
+        assert type(cfg.train.epochs_per_task) is int and cfg.train.weights in ("none", "last", "every")
 
 
 @FUZZ

@@ -86,7 +86,7 @@ def trained(tmp_path_factory):
            run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50}, train=every)),
            run_in_process(store, small_config("replay", seed=1, strategy={"name": "replay", "buffer_size": 50},
                                               train=every)),
-           run_in_process(store, small_config("ewc", train=every))]
+           run_in_process(store, small_config("ewc", strategy={"name": "ewc", "ewc_lambda": 1000.0}, train=every))]
     yield store, ids
     store.close()
 

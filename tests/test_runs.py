@@ -57,7 +57,7 @@ def test_a_run_finishes_in_a_worker_with_its_metrics_and_versions(lab):
 
 def test_a_huge_learning_rate_ends_as_diverged_with_its_step(lab):
     store, manager = lab
-    run_id = manager.submit(small_config("naive", train={"lr": 1e8}))
+    run_id = manager.submit(small_config("naive", train={"lr": 10.0}))  # the largest allowed; diverges here
     assert manager.wait(run_id, timeout=120) == "diverged"
     row = run_row(store, run_id)
     assert row["error_step"] >= 1 and f"step {row['error_step']}" in row["error"]

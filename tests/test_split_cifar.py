@@ -2,7 +2,6 @@
 layout (cifar-10-batches-py), through the command line, a sweep and the Launch form, on the CPU."""
 
 import json
-import re
 import subprocess
 import sys
 

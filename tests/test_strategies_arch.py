@@ -62,7 +62,8 @@ def train(config, net=None, sink=None):
         task, {k: v.detach().clone() for k, v in net.state_dict().items()})
     experiences = strategy.experiences(scenario)
     strategy.setup(module, scenario)
-    _fabric_loop(config, module, strategy, evaluation, experiences, torch.Generator().manual_seed(config.seed))
+    fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
+    _fabric_loop(config, fabric, module, strategy, evaluation, experiences, torch.Generator().manual_seed(config.seed))
     evaluation.sink.flush()
     return module, strategy, scenario, snapshots
 
@@ -115,9 +116,14 @@ def test_clr_is_refused_for_the_mlp_and_without_the_task_id():
         assert len(problems) == 1 and "clr" in problems[0] and word in problems[0], problems
 
 
-@pytest.mark.skipif("cnn" not in MODELS, reason="the cnn model is not in this branch yet (h9-models adds it)")
-def test_clr_trains_end_to_end_with_the_cnn_model(store):
-    config = small_config("clr", scenario={"setting": "task"}, model={"name": "cnn"})
+def test_clr_trains_end_to_end_with_the_cnn_model(store, tmp_path):
+    from engine.config import parse_config
+    from tests.test_datasets import write_cifar10
+
+    write_cifar10(tmp_path, per_batch=20, n_test=20)
+    config = parse_config({"scenario": {"dataset": "cifar10", "root": str(tmp_path), "setting": "task", "n_tasks": 2},
+                           "model": {"name": "cnn", "channels": [8]}, "strategy": {"name": "clr"},
+                           "train": {"batch_size": 16, "epochs_per_task": 1}, "eval": {"every": 3}})
     run_id = run_in_process(store, config)
     R = accuracy_matrix(store, run_id)
     assert not np.isnan(R).any() and R[2][0] == R[1][0]

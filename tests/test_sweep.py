@@ -5,11 +5,10 @@ import sys
 
 import pytest
 
-from engine.config import TrainConfig, ConfigError
+from engine.config import ConfigError, TrainConfig
 from engine.sweep import expand, labels, load_sweep, parse_sweep
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
-from engine.strategies import STRATEGIES
 
 BASE = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 2}, "model": {"name": "mlp", "hidden": [32]},
         "strategy": {"name": "naive"}, "train": {"optimizer": "sgd", "lr": 0.05, "epochs_per_task": 1},
