@@ -33,3 +33,27 @@ def small_config(strategy_name: str = "naive", n_tasks: int = 2, **sections):
         else:
             cfg[key] = value
     return parse_config(cfg)
+
+
+@pytest.fixture
+def lab_launch_page(tmp_path, monkeypatch):
+    """A lab of its own (real DuckDB file, run manager, workers) and its Launch page in AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    db = tmp_path / "lab.duckdb"
+    monkeypatch.setenv("CL_LAB_DB", str(db))
+    from pages.ui.lab import _open
+
+    lab = _open(str(db.resolve()))
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.switch_page("pages/launch.py").run()
+        yield lab, at
+    finally:
+        _open.clear()
+
+
+def launched_run(at) -> int:
+    """The run the Launch page just queued (the Run page's query parameter)."""
+    run = at.query_params["run"]
+    return int(run[0] if isinstance(run, list) else run)

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, launched_run
 from tests.test_datasets import write_cifar10
 
 SCENARIO = {"dataset": "cifar10", "setting": "class", "n_tasks": 5}
@@ -71,29 +70,20 @@ def test_a_sweep_trains_split_cifar10_over_seeds(tmp_path, cifar_root):
         assert_trained(db, run_id)
 
 
-def test_the_launch_form_trains_split_cifar10(tmp_path, cifar_root, monkeypatch):
-    db = tmp_path / "lab.duckdb"
-    monkeypatch.setenv("CL_LAB_DB", str(db))
-    from pages.ui.lab import _open
-
-    lab = _open(str(db.resolve()))
-    try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.switch_page("pages/launch.py").run()
-        at.text_input(key="scenario.root").set_value(str(cifar_root)).run()
-        at.selectbox(key="scenario.dataset").set_value("cifar10").run()
-        assert not [e.value for e in at.error]
-        at.selectbox(key="model.name").set_value("resnet18_reduced").run()
-        at.number_input(key="train.batch_size").set_value(16)
-        at.number_input(key="train.epochs_per_task").set_value(1)
-        at.number_input(key="eval.every").set_value(2)
-        at.button(key="launch").click().run()
-        run_id = int(at.query_params["run"][0] if isinstance(at.query_params["run"], list) else at.query_params["run"])
-        assert lab.manager.wait(run_id, timeout=600) == "finished"
-        config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
-        assert config["model"]["name"] == "resnet18_reduced" and config["scenario"]["dataset"] == "cifar10"
-        assert config["scenario"]["root"] == str(cifar_root) and config["train"]["batch_size"] == 16
-        assert lab.store.sql("SELECT count(*) FROM task_boundaries WHERE run_id = ? AND end_step IS NOT NULL",
-                             [run_id])[0][0] == 5
-    finally:
-        _open.clear()
+def test_the_launch_form_trains_split_cifar10(cifar_root, lab_launch_page):
+    lab, at = lab_launch_page
+    at.text_input(key="scenario.root").set_value(str(cifar_root)).run()
+    at.selectbox(key="scenario.dataset").set_value("cifar10").run()
+    assert not [e.value for e in at.error]
+    at.selectbox(key="model.name").set_value("resnet18_reduced").run()
+    at.number_input(key="train.batch_size").set_value(16)
+    at.number_input(key="train.epochs_per_task").set_value(1)
+    at.number_input(key="eval.every").set_value(2)
+    at.button(key="launch").click().run()
+    run_id = launched_run(at)
+    assert lab.manager.wait(run_id, timeout=600) == "finished"
+    config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
+    assert config["model"]["name"] == "resnet18_reduced" and config["scenario"]["dataset"] == "cifar10"
+    assert config["scenario"]["root"] == str(cifar_root) and config["train"]["batch_size"] == 16
+    assert lab.store.sql("SELECT count(*) FROM task_boundaries WHERE run_id = ? AND end_step IS NOT NULL",
+                         [run_id])[0][0] == 5

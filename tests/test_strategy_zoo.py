@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from engine.config import ConfigError, parse_config
 from engine.manager import run_in_process
 from engine.strategies import STRATEGIES
 from store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, launched_run
 from tests.test_datasets import write_cifar10
 
 CNN = {"name": "cnn", "channels": [8]}
@@ -84,29 +83,19 @@ def test_every_method_runs_from_sweeps_on_the_default_scenario_and_a_cnn_scenari
         assert sweep(tmp_path, db, f"cnn-{setting}", images, names) == [(n, "finished") for n in names]
 
 
-def test_every_method_runs_from_the_launch_form(tmp_path, monkeypatch):
-    db = tmp_path / "lab.duckdb"
-    monkeypatch.setenv("CL_LAB_DB", str(db))
-    from pages.ui.lab import _open
-
-    lab = _open(str(db.resolve()))
-    try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+def test_every_method_runs_from_the_launch_form(lab_launch_page):
+    lab, at = lab_launch_page
+    at.number_input(key="scenario.n_tasks").set_value(2)
+    at.text_input(key="model.mlp.hidden").set_value("32")
+    at.number_input(key="train.epochs_per_task").set_value(1)
+    launched = {}
+    for name in [n for n in STRATEGIES if works_with_mlp(n)]:
+        at.radio(key="scenario.setting").set_value(setting_of(name)).run()
+        at.selectbox(key="strategy.name").set_value(name).run()
+        at.button(key="launch").click().run()
+        launched[name] = launched_run(at)
         at.switch_page("pages/launch.py").run()
-        at.number_input(key="scenario.n_tasks").set_value(2)
-        at.text_input(key="model.mlp.hidden").set_value("32")
-        at.number_input(key="train.epochs_per_task").set_value(1)
-        launched = {}
-        for name in [n for n in STRATEGIES if works_with_mlp(n)]:
-            at.radio(key="scenario.setting").set_value(setting_of(name)).run()
-            at.selectbox(key="strategy.name").set_value(name).run()
-            at.button(key="launch").click().run()
-            launched[name] = int(at.query_params["run"][0] if isinstance(at.query_params["run"], list)
-                                 else at.query_params["run"])
-            at.switch_page("pages/launch.py").run()
-        for name, run_id in launched.items():
-            assert lab.manager.wait(run_id, timeout=600) == "finished", name
-            config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
-            assert config["strategy"]["name"] == name
-    finally:
-        _open.clear()
+    for name, run_id in launched.items():
+        assert lab.manager.wait(run_id, timeout=600) == "finished", name
+        config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
+        assert config["strategy"]["name"] == name
