@@ -34,7 +34,7 @@ def _warm_up() -> None:
     opt.step()
 
 
-def watch_owner(owner_pid: int, every: float = 0.1) -> None:
+def watch_owner(owner_pid: int, every: float = 0.02) -> None:
     """Exit at once when the owner dies (SIGKILL included), so no orphan trains on: a thread polls
     the parent pid, which changes when the parent dies. Not PR_SET_PDEATHSIG, which fires when the
     parent *thread* that started the worker ends, not the process."""
