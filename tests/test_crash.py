@@ -101,7 +101,7 @@ def test_sigkill_on_the_owner_ends_its_workers_within_a_second_and_the_run_resum
     resume = subprocess.run([sys.executable, "-m", "engine", "resume", "1", "--db", str(db)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr
-    assert re.match(r"run 1 queued to resume from task 2 at step \d+", resume.stdout)
+    assert re.match(r"run 1 queued to resume from task [23] at step \d+", resume.stdout)  # the last checkpoint in
     with Store(db) as store:
         status, total = store.sql("SELECT status, total_steps FROM runs WHERE id = 1")[0]
         assert status == "finished" and train_loss_steps(store) == list(range(1, total + 1))
