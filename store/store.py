@@ -284,6 +284,10 @@ class Store:
         self._queue.put(("stop", None, None))
         self._writer.join()
         self._con.close()
+        # Drop the connection object too: a closed one still referenced at interpreter exit (the lab's
+        # Store lives in Streamlit's resource cache until then) makes duckdb's bindings print
+        # "nanobind: leaked N instances" on every stop.
+        self._con = None
         if self.remove_on_close is not None:
             shutil.rmtree(self.remove_on_close, ignore_errors=True)
 
