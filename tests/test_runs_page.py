@@ -5,6 +5,8 @@ matrix given, so each metric has a known value) or trained for real."""
 
 import os
 import re
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
@@ -298,3 +300,16 @@ def test_relaunch_with_changes_opens_the_launch_page_from_the_run(lab):
     assert not at.exception
     assert at.query_params["from"] in (str(run_id), [str(run_id)])
     assert at.title[0].value.startswith("Launch")
+
+
+def test_the_cli_lists_a_runs_tags(tmp_path):
+    path = tmp_path / "lab.duckdb"
+    with Store(path, serve=False) as store:
+        run_id = add_run(store, "tagged", tag="baseline")
+        store.annotate_run(run_id, tags=["baseline", "lr:0.05"])
+    listing = subprocess.run([sys.executable, "-m", "engine", "runs", "--db", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    assert header.split()[:4] == ["id", "name", "tags", "strategy"]
+    assert row.split()[:5] == [str(run_id), "tagged", "baseline,lr:0.05", "replay", "finished"]
