@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -22,6 +24,7 @@ from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
 from store.schema import migrate, schema_version
 from tests.conftest import ROOT, small_config
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
 
 APP = str(ROOT / "app.py")
 
@@ -313,3 +316,65 @@ def test_the_cli_lists_a_runs_tags(tmp_path):
     header, row = listing.stdout.splitlines()
     assert header.split()[:4] == ["id", "name", "tags", "strategy"]
     assert row.split()[:5] == [str(run_id), "tagged", "baseline,lr:0.05", "replay", "finished"]
+
+
+def shown(page, selected_only: bool = False) -> list[str]:
+    """The table's rows as the browser has them (its accessible copy of the canvas), by their link."""
+    rows = page.locator('[data-testid="stDataFrame"] tr[role="row"][aria-selected]')
+    return [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())
+            if not selected_only or rows.nth(i).get_attribute("aria-selected") == "true"]
+
+
+def highlighted(page) -> list[str]:
+    return shown(page, selected_only=True)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_the_selection_follows_its_run_and_a_delete_clears_it(tmp_path):
+    """What AppTest cannot do: click a row of the table, and see what the browser sends back on the
+    refreshes that follow (a selection left on a row position would pick another run)."""
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "lab.duckdb"
+    with Store(db, serve=False) as store:
+        first, middle, last = (add_run(store, n, tag="b") for n in ("first", "middle", "last"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true", "--", "--db", str(db)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CL_LAB_DB": ""})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            for _ in range(60):  # the server starting
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/runs")
+                    break
+                except Exception:  # noqa: BLE001 - connection refused until it listens
+                    time.sleep(1)
+            grid = page.locator('[data-testid="stDataFrame"]').first
+            grid.wait_for(timeout=90_000)
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's checkbox: the newest run
+            selected = page.locator('[data-testid="stMarkdown"]').filter(has_text=re.compile(r"^Run \d+ · "))
+            selected.first.wait_for(timeout=30_000)
+            assert selected.first.inner_text().startswith(f"Run {last} · last")
+            page.get_by_text("Columns, filters and sorting").click()
+            page.get_by_text("Descending").click()  # oldest first: the run moves to the last row
+            time.sleep(5)  # two refreshes
+            assert shown(page) == [f"/run?run={i}" for i in (first, middle, last)]
+            assert highlighted(page) == [f"/run?run={last}"]  # the row the browser highlights: the run's new row
+            assert selected.first.inner_text().startswith(f"Run {last} · last")
+            page.get_by_role("button", name="Delete").click()
+            page.get_by_role("button", name="Yes, delete it").click()
+            time.sleep(5)
+            assert selected.count() == 0 and page.get_by_role("button", name="Delete").count() == 0
+            assert shown(page) == [f"/run?run={i}" for i in (first, middle)] and highlighted(page) == []
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "runs_after_delete.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    with Store(db, serve=False) as store:
+        assert store.sql("SELECT id FROM runs ORDER BY id") == [(first,), (middle,)]
