@@ -16,7 +16,6 @@ Target (issue 11): the 2 s refresh stays fast with 1,000 runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -128,7 +127,6 @@ def time_page(path: Path, repeat: int) -> None:
             times.append(time.perf_counter() - t)
         print(f"page, later runs (whole script, {len(at.dataframe[0].value)} rows in the table): "
               f"median {statistics.median(times):.3f} s, max {max(times):.3f} s")
-        print(json.dumps({"rows": len(at.dataframe[0].value)}))
     finally:
         _open.clear()
 
