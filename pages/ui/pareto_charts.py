@@ -33,10 +33,12 @@ def _fit_rows(table: pd.DataFrame, limit: int = MAX_ROWS) -> tuple[pd.DataFrame,
 
 
 def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | None = None,
-                 width: int = WIDTH, height: int = HEIGHT) -> alt.TopLevelMixin:
+                 width: int = WIDTH, height: int = HEIGHT, color: str = "strategy", color_title: str | None = None,
+                 styles: dict[str, list] | None = None) -> alt.TopLevelMixin:
     """Scatter of ``table`` (``store.pareto.frontier_table``, by run or by config) on ``x`` and ``y``:
 
-    - coloured by strategy; the non-dominated points bigger and outlined, joined by the frontier
+    - coloured by strategy (or the column ``color``, with the colours of ``styles``,
+      ``pages.ui.palette.group_styles``, so that a page's charts agree); the non-dominated points bigger and outlined, joined by the frontier
       line (sorted along x); configs (``<x>_std`` columns) get one-standard-deviation error bars;
     - a tooltip with the id, strategy, hyperparameters and both values (mean, sd and n for configs);
     - a point selection named ``pick`` on the field ``id`` (click), for
@@ -49,7 +51,7 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     Only the columns drawn are converted, once (the layers share the top-level data); more than
     5,000 rows are cut to every frontier point plus an even sample."""
     config_mode = f"{x}_std" in table.columns
-    cols = ["id", "strategy", "hparams", x, y, "on_front"]
+    cols = ["id", "strategy", "hparams", x, y, "on_front"] + ([color] if color not in ("strategy", x, y) else [])
     if config_mode:
         cols += [f"{x}_std", f"{y}_std", "n"]
     elif "name" in table.columns:
@@ -72,6 +74,10 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
         tooltip.insert(1, alt.Tooltip("name:N"))
     tooltip.append(alt.Tooltip("on_front:N", title="on the frontier"))
     front = "datum.on_front"
+    scale = alt.Scale(domain=styles["domain"], range=styles["colors"]) if styles else alt.Undefined
+    hue = alt.Color(f"{color}:N", title=color_title or color, scale=scale)
+    if color != "strategy":
+        tooltip.insert(2, alt.Tooltip(f"{color}:N", title=color_title or color))
 
     base = alt.Chart().encode(x=ex, y=ey)
     layers = []
@@ -79,15 +85,15 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
         layers += [
             base.transform_calculate(lo=f"datum['{x}'] - datum['{x}_std']", hi=f"datum['{x}'] + datum['{x}_std']")
             .transform_filter(f"isValid(datum['{x}_std'])")
-            .mark_rule(opacity=0.4).encode(x="lo:Q", x2="hi:Q", color=alt.Color("strategy:N", legend=None)),
+            .mark_rule(opacity=0.4).encode(x=alt.X("lo:Q"), x2=alt.X2("hi:Q"), color=hue.legend(None)),
             base.transform_calculate(lo=f"datum['{y}'] - datum['{y}_std']", hi=f"datum['{y}'] + datum['{y}_std']")
             .transform_filter(f"isValid(datum['{y}_std'])")
-            .mark_rule(opacity=0.4).encode(y="lo:Q", y2="hi:Q", color=alt.Color("strategy:N", legend=None)),
+            .mark_rule(opacity=0.4).encode(y=alt.Y("lo:Q"), y2=alt.Y2("hi:Q"), color=hue.legend(None)),
         ]
     frontier = base.transform_filter(front).mark_line(color=FRONT_COLOR, strokeWidth=1.5, strokeDash=[6, 3]).encode(
         order=alt.Order(f"{x}:Q"))
     points = base.mark_point(filled=True).encode(
-        color=alt.Color("strategy:N", title="strategy"),
+        color=hue,
         size=alt.condition(front, alt.value(150), alt.value(45)),
         stroke=alt.condition(front, alt.value(FRONT_COLOR), alt.value(None)),
         strokeWidth=alt.condition(front, alt.value(1.8), alt.value(0)),
