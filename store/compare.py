@@ -255,11 +255,19 @@ def _pow2(n: float) -> int:
 
 
 def bucket_width(cur, state: pd.DataFrame, x: str, buckets: int) -> int:
-    """Buckets per task (task progress) or steps per bucket (global step), a power of two so that a
-    small change of the selection keeps the cached buckets of ended runs."""
+    """Buckets per task (task progress) or steps per bucket (global step).
+
+    Task progress: as many buckets a task as the sparsest run of the selection has evaluations a
+    task (so each run has about one evaluation a bucket and a group's runs, however long, average
+    bucket by bucket), at most the power of two at most ``buckets`` / tasks. Global step: a power of
+    two. Either way a small change of the selection rarely changes it, and so keeps the cached
+    buckets of ended runs."""
+    tasks = state["planned_tasks"].astype(float)
     if x == "progress":
-        tasks = int(np.nanmax(state["planned_tasks"].astype(float))) if len(state) else 1
-        return max(1, _pow2(buckets / max(1, tasks) + 1) // 2)  # the power of two at most buckets/tasks
+        most = max(1, _pow2(buckets / max(1.0, float(np.nanmax(tasks)) if tasks.notna().any() else 1.0) + 1) // 2)
+        evals = state["total_steps"].astype(float) / tasks / state["every"].astype(float)
+        sparsest = float(evals.min()) if evals.notna().any() else float("inf")
+        return int(max(1, min(most, np.ceil(sparsest))))
     return _pow2(float(state["last_step"].max() or 1) / buckets)
 
 
