@@ -216,37 +216,49 @@ def _spans(cur, state: pd.DataFrame) -> pd.DataFrame:
                 length = float(r.last_step - start)
             previous = float(end - start) if pd.notna(end) else previous
             rows.append((int(run_id), int(task), int(start), int(end) if pd.notna(end) else np.iinfo(np.int64).max,
-                         max(length, 1.0), int(r.every), bool(r.full_eval)))
+                         max(int(round(length)), 1), int(r.every), bool(r.full_eval)))
     return pd.DataFrame(rows, columns=["run_id", "task", "start", "stop", "length", "every", "full_eval"])
 
 
+# Two stages: the big scan only sums per (run, task being trained k, bucket, kind of row), kinds being
+# the training loss, the accuracy on task k, and on an earlier task (tasks after k are not needed);
+# the means and the x position are worked out on those few sums.
 _BUCKET_SQL = """
 WITH sp AS (
     SELECT unnest($run::INTEGER[]) AS run_id, unnest($task::INTEGER[]) AS k, unnest($start::BIGINT[]) AS s,
-           unnest($stop::BIGINT[]) AS e, unnest($length::DOUBLE[]) AS len, unnest($every::BIGINT[]) AS every,
+           unnest($stop::BIGINT[]) AS e, unnest($length::BIGINT[]) AS len, unnest($every::BIGINT[]) AS every,
            unnest($full::BOOLEAN[]) AS full_eval
 ),
-j AS (
-    SELECT m.run_id, sp.k, m.task, m.metric = 'train_loss' AS is_loss, m.value,
-           {x} AS x, {bucket} AS bucket
-    FROM metrics m JOIN sp ON m.run_id = sp.run_id AND m.step > sp.s AND m.step <= sp.e
-    WHERE list_contains($ids, m.run_id) AND m.metric IN ('acc', 'boundary_acc', 'train_loss')
-      -- the full evaluation at a task's end counts where no periodic evaluation measured that step
-      AND (m.metric <> 'boundary_acc' OR (sp.full_eval AND m.step % sp.every <> 0))
+sums AS (
+    SELECT m.run_id, sp.k, any_value(sp.s) AS s, any_value(sp.len) AS len, {bucket} AS bucket,
+           -- kinds: 0 the training loss, 1 accuracy on task k, 2 on an earlier task, 3 not used (a later
+           -- task; a full evaluation at a task's end where a periodic one measured the same step).
+           -- A CASE rather than a WHERE: the join then only compares run and step
+           CASE WHEN m.metric = 'train_loss' THEN 0
+                WHEN m.task > sp.k OR (m.metric = 'boundary_acc' AND NOT (sp.full_eval AND m.step % sp.every <> 0)) THEN 3
+                WHEN m.task = sp.k THEN 1 ELSE 2 END AS kind,
+           sum(m.value) AS total, count(*) AS n, sum(m.step) AS steps
+    FROM (SELECT run_id, step, task, metric, value FROM metrics
+          WHERE metric IN ('acc', 'boundary_acc', 'train_loss')) m
+    JOIN sp ON m.run_id = sp.run_id AND m.step > sp.s AND m.step <= sp.e
+    GROUP BY ALL
 )
 SELECT run_id, k AS task, bucket,
-       coalesce(avg(x) FILTER (NOT is_loss), avg(x)) AS x,
-       avg(value) FILTER (NOT is_loss AND task = k) AS plasticity,
-       avg(value) FILTER (NOT is_loss AND task < k) AS stability,
-       avg(value) FILTER (NOT is_loss AND task <= k) AS seen_acc,
-       avg(value) FILTER (is_loss) AS train_loss
-FROM j GROUP BY run_id, k, bucket
+       {x} AS x,
+       sum(total) FILTER (kind = 1) / sum(n) FILTER (kind = 1) AS plasticity,
+       sum(total) FILTER (kind = 2) / sum(n) FILTER (kind = 2) AS stability,
+       sum(total) FILTER (kind IN (1, 2)) / sum(n) FILTER (kind IN (1, 2)) AS seen_acc,
+       sum(total) FILTER (kind = 0) / sum(n) FILTER (kind = 0) AS train_loss
+FROM sums GROUP BY run_id, k, bucket
 """
+# the mean step of a bucket's evaluations (of its training steps where it has none), as x
+_MEAN_STEP = ("coalesce(sum(steps) FILTER (kind IN (1, 2)) / sum(n) FILTER (kind IN (1, 2)),"
+              " sum(steps) FILTER (kind = 0) / sum(n) FILTER (kind = 0))")
 _X_SQL = {
-    # task k spans (k-1, k]: step s of the span (start, end] is at (k-1) + (s-start)/(end-start)
-    "progress": ("(sp.k - 1) + least((m.step - sp.s) / sp.len, 1.0)",
-                 "CAST(least(floor((m.step - sp.s - 1) * $per / sp.len), $per - 1) AS BIGINT)"),
-    "step": ("m.step", "m.step // $per"),
+    # task k spans (k-1, k]: step t of the span (start, end] is at (k-1) + (t-start)/(end-start)
+    "progress": (f"(k - 1) + least(({_MEAN_STEP} - any_value(s)) / any_value(len), 1.0)",
+                 "least((m.step - sp.s - 1) * $per // sp.len, $per - 1)"),
+    "step": (_MEAN_STEP, "m.step // $per"),
 }
 
 
@@ -307,7 +319,7 @@ def run_buckets(source, run_ids: list[int], x: str = DEFAULT_X_AXIS, buckets: in
             fresh = cur.execute(_BUCKET_SQL.format(x=xs, bucket=bucket), {
                 "run": sp["run_id"].tolist(), "task": sp["task"].tolist(), "start": sp["start"].tolist(),
                 "stop": sp["stop"].tolist(), "length": sp["length"].tolist(), "every": sp["every"].tolist(),
-                "full": sp["full_eval"].tolist(), "ids": todo, "per": per}).df()
+                "full": sp["full_eval"].tolist(), "per": per}).df()
             for run_id, g in fresh.groupby("run_id", sort=False):
                 g = g.sort_values(["task", "bucket"]).reset_index(drop=True)
                 frames.append(g)
