@@ -30,7 +30,7 @@ import pyarrow as pa  # noqa: E402
 from bench.run_page import fill  # noqa: E402
 from pages.ui.charts import compare_spec  # noqa: E402
 from pages.ui.palette import group_styles  # noqa: E402
-from pages.ui.pareto_charts import pareto_chart  # noqa: E402
+from pages.ui.pareto_charts import POINTS_DATA, pareto_spec  # noqa: E402
 from store import Store  # noqa: E402
 from store.compare import (COMPARE_SERIES, X_AXES, clear_caches, group_curves, group_label,  # noqa: E402
                            group_metrics, scenario_counts, select_runs)
@@ -63,16 +63,6 @@ def fill_store(store: Store, runs: int, points: int) -> None:
                 "(SELECT unnest(?::INTEGER[]) AS id) r WHERE b.run_id = ?", [ids, base])
 
 
-def to_spec(chart) -> dict:
-    """What st.altair_chart does with a chart (its data as Arrow, not inline JSON); Altair's
-    to_dict where that private function is gone."""
-    try:
-        from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
-    except ImportError:
-        return chart.to_dict()
-    return _convert_altair_to_vega_lite_spec(chart)
-
-
 def page(store: Store, x_axis: str) -> dict[str, float]:
     """What pages/compare.py computes on a render of every run grouped by strategy, timed per part."""
     times = {}
@@ -92,16 +82,16 @@ def page(store: Store, x_axis: str) -> dict[str, float]:
     t = time.perf_counter()
     labels = {int(i): group_label(c, "strategy") for i, c in zip(runs["id"], runs["config"])}
     styles = group_styles(sorted(set(labels.values())))
-    spec = compare_spec(curves, COMPARE_SERIES, x_title=X_AXES[x_axis], styles=styles)
-    for data in spec["datasets"].values():  # st.vega_lite_chart sends each dataset as Arrow
+    curves_spec = compare_spec(curves, COMPARE_SERIES, x_title=X_AXES[x_axis], styles=styles)
+    for data in curves_spec["datasets"].values():  # st.vega_lite_chart sends each dataset as Arrow
         pa.Table.from_pandas(data)
     times["curves chart"] = time.perf_counter() - t
     t = time.perf_counter()
-    chart = pareto_chart(frontier.assign(group=frontier["id"].map(labels)), DEFAULT_X, DEFAULT_Y, color="group",
-                         styles=styles)
-    to_spec(chart)
+    spec = pareto_spec(frontier.assign(group=frontier["id"].map(labels)), DEFAULT_X, DEFAULT_Y, color="group",
+                       styles=styles)
+    pa.Table.from_pandas(spec["datasets"][POINTS_DATA])
     times["frontier chart"] = time.perf_counter() - t
-    times["rows sent"] = max(len(v) for v in spec["datasets"].values())
+    times["rows sent"] = max(len(v) for v in curves_spec["datasets"].values())
     return times
 
 

@@ -9,7 +9,7 @@ from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
 from pages.ui.charts import compare_spec
 from pages.ui.lab import PAGES, lab
-from pages.ui.pareto_charts import pareto_chart
+from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from pages.ui.palette import group_styles
 from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, any_live, group_curves, group_label,
@@ -185,9 +185,13 @@ def frontier_view(current) -> None:
         tradeoffs.append(table)
     curves = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else None
 
-    event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves, color="group", color_title=group_by,
-                                         styles=styles),
-                            on_select="rerun", selection_mode="pick", key="pareto_chart")
+    if curves is None:  # the same spec every refresh, new data only
+        event = st.vega_lite_chart(pareto_spec(frontier, x, y, color="group", color_title=group_by, styles=styles),
+                                   on_select="rerun", selection_mode="pick", key="pareto_chart")
+    else:
+        event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves, color="group", color_title=group_by,
+                                             styles=styles),
+                                on_select="rerun", selection_mode="pick", key="pareto_chart")
     picked = event.selection.get("pick") if event and event.selection else None
     if picked:
         st.switch_page(PAGES["run"], query_params={"run": int(picked[0]["id"])})

@@ -218,7 +218,7 @@ def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, gr
         valid = f"isValid(datum['{name}_mean'])"  # a bucket without this series (loss-only steps)
         band = alt.Chart().transform_filter(valid).mark_area(opacity=0.18).encode(
             x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"),
-            y2=alt.Y2(f"{name}_hi:Q"), color=color, detail=alt.Detail("task:N"))
+            y2=alt.Y2(f"{name}_hi:Q"), color=color.legend(None), detail=alt.Detail("task:N"))
         line = alt.Chart().transform_filter(valid).mark_line(strokeWidth=1.6).encode(
             x=x, y=alt.Y(f"{name}_mean:Q"), color=color, detail=alt.Detail("task:N"), **dash)
         per_bucket = alt.Chart(alt.Data(name=HOVER_DATA))
