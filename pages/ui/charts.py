@@ -3,6 +3,10 @@ share them, so a report looks like the app. No Streamlit here."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -134,31 +138,96 @@ def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
     return [zoom, hover], pointers
 
 
-def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH) -> alt.VConcatChart:
+CURVES_DATA, HOVER_DATA = "compare_curves", "compare_hover"
+
+
+def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH,
+                   x_title: str = "task progress (task k spans k-1 to k)", group_title: str = "group",
+                   styles: dict[str, list] | None = None) -> alt.VConcatChart:
     """Runs compared by group: one panel per series (``store.compare.COMPARE_SERIES``), one line per
     group (its mean over the group's runs, usually seeds) with a band of one standard deviation. The
     panels share x, zoom and hover as the run page's do; the hover tooltip lists every group's mean.
+    Group colours (and, past 20 groups, dashes) come from ``styles`` (``pages.ui.palette.group_styles``)
+    so that other charts of the page can use the same.
 
-    curves: ``store.compare.group_curves`` (group, step, n, <series>_mean/_lo/_hi)."""
+    curves: ``store.compare.group_curves`` (group, task, bucket, x, n, <series>_mean/_lo/_hi)."""
+    data, hover, layout = _compare_data(curves, series, styles)
+    chart = _compare_chart(*layout, x_title, group_title, width)
+    chart.datasets = {CURVES_DATA: _records(data), HOVER_DATA: _records(hover)}
+    return chart
+
+
+def compare_spec(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH,
+                 x_title: str = "task progress (task k spans k-1 to k)", group_title: str = "group",
+                 styles: dict[str, list] | None = None) -> dict:
+    """``compare_panels`` as a Vega-Lite spec for ``st.vega_lite_chart``: the spec without its data
+    is built once per layout (series, groups, titles) and kept, and the data are named datasets, so a
+    refresh sends the same spec with new data (the chart updates in place: no flicker, zoom kept)."""
+    data, hover, layout = _compare_data(curves, series, styles)
+    spec = copy.deepcopy(_compare_template(*layout, x_title, group_title, width))
+    spec["datasets"] = {CURVES_DATA: data, HOVER_DATA: hover}
+    return spec
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records"))  # NaN as null
+
+
+def _compare_data(curves: pd.DataFrame, series: dict[str, str], styles: dict[str, list] | None):
+    """The curves, one row per bucket with every group's mean side by side (the hover tooltip's),
+    and the layout key: (series, groups, styles) as tuples."""
+    from pages.ui.palette import group_styles
+
     groups = sorted(curves["group"].unique().tolist()) if len(curves) else []
-    params, _ = _shared_x_params(list(series))
+    styles = styles or group_styles(groups)
+    data = curves[["group", "task", "bucket", "x", "n", *[f"{s}_{p}" for s in series for p in ("mean", "lo", "hi")]]]
+    # hover columns g<i>_<series>: group names may hold dots or brackets, which Vega-Lite would read
+    # as nested fields
+    index = {g: i for i, g in enumerate(groups)}
+    wide = data.assign(g=data["group"].map(index))
+    means = [f"{s}_mean" for s in series]
+    hover = wide.pivot_table(index=["task", "bucket"], columns="g", values=means, aggfunc="first")
+    hover = hover.reindex(columns=pd.MultiIndex.from_product([means, range(len(groups))]))
+    hover.columns = [f"g{g}_{name[:-len('_mean')]}" for name, g in hover.columns]
+    hover = hover.assign(x=wide.groupby(["task", "bucket"])["x"].mean()).reset_index(drop=True)
+    layout = (tuple(series.items()), tuple(groups),
+              (tuple(styles["domain"]), tuple(styles["colors"]), tuple(tuple(d) for d in styles["dashes"])))
+    return data, hover, layout
+
+
+@functools.lru_cache(maxsize=32)
+def _compare_template(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str, width: int) -> dict:
+    return _compare_chart(series, groups, styles, x_title, group_title, width).to_dict()
+
+
+def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str,
+                   width: int) -> alt.VConcatChart:
+    domain, colors, dashes = (list(v) for v in styles)
+    params, _ = _shared_x_params([name for name, _ in series])
+    params[1].select.fields = ["x"]  # the hover finds the nearest bucket
     hovered = {"param": "hover", "empty": False}
-    x = alt.X("step:Q", title="global step")
-    color = alt.Color("group:N", title="group", sort=groups)
+    x = alt.X("x:Q", title=x_title)
+    color = alt.Color("group:N", title=group_title, sort=domain, scale=alt.Scale(domain=domain, range=colors))
+    dash = {"strokeDash": alt.StrokeDash("group:N", title=group_title, sort=domain,
+                                         scale=alt.Scale(domain=domain, range=[list(d) for d in dashes]))
+            } if len(domain) > 20 else {}
     panels = []
-    for name, title in series.items():
+    for name, title in series:
         is_acc = name != "train_loss"
         y_scale = alt.Scale(domain=[0, 1], clamp=True) if is_acc else alt.Scale(zero=True)
-        band = alt.Chart().mark_area(opacity=0.18).encode(
-            x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"), y2=f"{name}_hi:Q",
-            color=color)
-        line = alt.Chart().mark_line(strokeWidth=1.6).encode(x=x, y=f"{name}_mean:Q", color=color)
-        per_step = alt.Chart().transform_pivot("group", value=f"{name}_mean", groupby=["step"])
-        catcher = per_step.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
-        rule = per_step.mark_rule(color="#444").encode(
+        valid = f"isValid(datum['{name}_mean'])"  # a bucket without this series (loss-only steps)
+        band = alt.Chart().transform_filter(valid).mark_area(opacity=0.18).encode(
+            x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"),
+            y2=alt.Y2(f"{name}_hi:Q"), color=color.legend(None), detail=alt.Detail("task:N"))
+        line = alt.Chart().transform_filter(valid).mark_line(strokeWidth=1.6).encode(
+            x=x, y=alt.Y(f"{name}_mean:Q"), color=color, detail=alt.Detail("task:N"), **dash)
+        per_bucket = alt.Chart(alt.Data(name=HOVER_DATA))
+        catcher = per_bucket.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
+        rule = per_bucket.mark_rule(color="#444").encode(
             x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)),
-            tooltip=[alt.Tooltip("step:Q")] + [alt.Tooltip(f"{g}:Q", format=".3f") for g in groups])
+            tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3f")]
+                    + [alt.Tooltip(f"g{i}_{name}:Q", title=g, format=".3f") for i, g in enumerate(groups)])
         panels.append(alt.layer(band, line, catcher, rule).properties(width=width, height=150, title=title))
-    chart = alt.vconcat(*panels, data=curves).resolve_scale(x="shared")
+    chart = alt.vconcat(*panels, data=alt.Data(name=CURVES_DATA)).resolve_scale(x="shared")
     chart.params = params
     return chart
