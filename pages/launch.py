@@ -5,6 +5,7 @@ parsed and expanded in a child process with limits (``engine.check_sweep``), nev
 ``?from=RUN_ID`` opens the form filled with that run's config (relaunch with changes)."""
 
 import json
+import re
 import typing
 
 import streamlit as st
@@ -85,35 +86,32 @@ def form_state(config: dict) -> tuple[dict, list[str]]:
              "scenario.n_tasks": scenario.get("n_tasks", 5), "shuffle_classes": scenario.get("class_seed") is not None,
              "scenario.class_seed": scenario.get("class_seed") or 0, "eval.every": ev.get("every", 10),
              "eval.subset": ev.get("subset") or 0}
-    state.update({f"train.{k}": train[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size",
-                                                   "epochs_per_task", "weights", "device", "precision") if k in train})
-    for section, (cls, fields) in MORE.items():
-        for field in fields:
-            value = {"scenario": scenario, "train": train, "eval": ev}[section].get(field)
-            if value is not None:
-                state[f"{section}.{field}"] = value
-    if isinstance(state.get("scenario.tasks"), list):
-        state["scenario.tasks"] = list_text(state["scenario.tasks"])
+    state.update({f"train.{k}": train.get(k, TrainConfig.model_fields[k].default)
+                  for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights",
+                            "device", "precision")})
+    for section, (cls, fields) in MORE.items():  # a field the run's config lacks (older than it): its default
+        values = {"scenario": scenario, "train": train, "eval": ev}[section]
+        state.update({f"{section}.{field}": values.get(field, cls.model_fields[field].default) for field in fields})
+    state["scenario.tasks"] = list_text(state["scenario.tasks"] or [])
     for key in ("train.lr", "train.momentum", "train.weight_decay", "scenario.test_size", "train.lr_gamma"):
         if isinstance(state.get(key), int):
             state[key] = float(state[key])  # the inputs are of floats: an int from a YAML file is the same value
     missing = []
-    for what, name, known in (("scenario.dataset", scenario.get("dataset"), DATASET_INFO), ("model.name", model.get("name"), MODELS),
-                              ("strategy.name", strategy.get("name"), STRATEGIES)):
-        if name in known:
-            state[what] = name
-        else:
-            missing.append(f"{what} = {name!r}: not in this lab; the form's default is shown")
-    if state.get("train.device") and device_problem(state["train.device"]):
-        missing.append(f"train.device = {state.pop('train.device')!r}: {device_problem(train['device'])}; auto is shown")
-    for prefix, section, hparams in (("model", model, MODELS.get(model.get("name")) and MODELS[model["name"]].hparams),
-                                     ("strategy", strategy, STRATEGIES.get(strategy.get("name"))
-                                      and STRATEGIES[strategy["name"]].hparams)):
-        for key, spec in (hparams or {}).items():
-            if key in section:
-                value = section[key]
-                value = list_text(value) if spec.type is list else float(value) if spec.type is float else value
-                state[f"{prefix}.{section['name']}.{key}"] = value
+    for what, name, known, default in (("scenario.dataset", scenario.get("dataset"), DATASET_INFO, "digits"),
+                                       ("model.name", model.get("name"), MODELS, "mlp"),
+                                       ("strategy.name", strategy.get("name"), STRATEGIES, "naive")):
+        state[what] = name if name in known else default
+        if name not in known:
+            missing.append(f"{what} = {name!r}: not in this lab; {default} is shown")
+    if device_problem(state["train.device"]):
+        missing.append(f"train.device = {state['train.device']!r}: {device_problem(state['train.device'])}; auto is shown")
+        state["train.device"] = "auto"
+    for prefix, section, registry in (("model", model, MODELS), ("strategy", strategy, STRATEGIES)):
+        name = state[f"{prefix}.name"]
+        for key, spec in registry[name].hparams.items():
+            value = section.get(key, spec.default) if section.get("name") == name else spec.default
+            value = list_text(value) if spec.type is list else float(value) if spec.type is float else value
+            state[f"{prefix}.{name}.{key}"] = value
     return state, missing
 
 
@@ -136,7 +134,8 @@ def fill_from_run(source: str) -> None:
     except (ValueError, TypeError, AttributeError) as err:
         st.session_state["relaunch_note"] = ("error", f"from = {source}: run {source}'s config cannot be read ({err})")
         st.rerun()
-    taken = {name for (name,) in the_lab.store.sql("SELECT name FROM runs")}
+    stem = re.sub(r" \(\d+\)$", "", run["name"])
+    taken = {name for (name,) in the_lab.store.sql("SELECT name FROM runs WHERE starts_with(name, ?)", [stem])}
     state["name"] = next_copy_name(run["name"], taken)
     st.session_state.update(state)
     st.session_state["name_auto"] = None  # the copy's name is kept, as a name typed

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from engine.config import RunConfig, default_run_name, load_config, parse_config
+from store.pareto import _flat  # a config's fields as dotted keys
 from tests.conftest import launched_run
 from tests.test_datasets import write_cifar10
 
@@ -139,21 +140,11 @@ def source_config(root) -> dict:
     }
 
 
-def leaves(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_relaunch_fills_every_field_and_launching_it_unchanged_gives_the_same_config(lab_launch_page, cifar_root):
     lab, at = lab_launch_page
     source = parse_config(source_config(cifar_root)).model_dump(mode="json")
-    defaults = leaves(RunConfig().model_dump(mode="json"))
-    same = [k for k, v in leaves(source).items() if k in defaults and defaults[k] == v]
+    defaults = _flat(RunConfig().model_dump(mode="json"))
+    same = [k for k, v in _flat(source).items() if k in defaults and defaults[k] == v]
     assert same == [], same  # every field the form fills is checked with a value of its own
     source_id = lab.manager.submit(parse_config(source))
     assert lab.manager.wait(source_id, timeout=180) == "finished"
