@@ -259,7 +259,7 @@ with left:
     # ---- Scenario -----------------------------------------------------------------------------------
     st.subheader("Scenario")
     st.text_input("Sweep name" if mode == MODES[1] else "Run name", value=None, key="name", max_chars=SHORT_TEXT,
-                  help="it follows the choices below (strategy, dataset, setting) until you type one")
+                  placeholder="empty: named after the strategy, dataset and setting")
     field_error("name")
     setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
     root = st.text_input("Data directory", value="", key="scenario.root", max_chars=4096,

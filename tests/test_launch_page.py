@@ -3,12 +3,15 @@ exactly the strategies listed, names that say what a run is, and relaunching a r
 (``?from=RUN_ID``), where what is shown is what is launched."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from engine.config import RunConfig, default_run_name, load_config, parse_config
 from store.pareto import _flat  # a config's fields as dotted keys
 from tests.conftest import launched_run
+from tests.test_browser import CHROMIUM, no_exception, page, server  # noqa: F401 - fixtures
 from tests.test_datasets import write_cifar10
 
 SMALL = {"scenario.n_tasks": 2, "train.epochs_per_task": 1}
@@ -210,3 +213,36 @@ def test_a_bad_or_unknown_from_is_one_line_and_the_form_keeps_its_defaults(lab_l
     at.run()
     assert not at.error  # a later visit without from: the line is gone
     assert n_runs(lab) == 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_filled_form(server, page):
+    url, _ = server
+    page.goto(f"{url}/launch", wait_until="networkidle")
+    page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
+    name = page.get_by_role("textbox", name="Run name")
+    assert name.input_value() == "naive digits class-IL"
+    for label, value in (("Tasks", "2"), ("Epochs per task", "1")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Launch").last.click()
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    source = page.url.rsplit("=", 1)[1]
+
+    page.goto(f"{url}/launch?from={source}", wait_until="networkidle")
+    page.get_by_text(f"The form holds run {source}'s config").wait_for(timeout=60_000)
+    assert page.get_by_role("textbox", name="Run name").input_value() == "naive digits class-IL (2)"
+    assert page.get_by_label("Tasks", exact=True).input_value() == "2"
+    assert page.get_by_label("Epochs per task").input_value() == "1"
+    no_exception(page)
+    page.get_by_role("button", name="Launch").last.click()
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    copy = page.url.rsplit("=", 1)[1]
+    assert copy != source
+    page.get_by_role("heading", name=f"Run {copy}: naive digits class-IL (2)").wait_for(timeout=60_000)
+
+    page.goto(f"{url}/launch?from=nope", wait_until="networkidle")
+    page.get_by_text("from = 'nope': no such run").wait_for(timeout=60_000)
+    no_exception(page)
