@@ -217,11 +217,12 @@ def test_a_bad_or_unknown_from_is_one_line_and_the_form_keeps_its_defaults(lab_l
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
 def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_filled_form(server, page):
+    from playwright.sync_api import expect
+
     url, _ = server
     page.goto(f"{url}/launch", wait_until="networkidle")
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
-    name = page.get_by_role("textbox", name="Run name")
-    assert name.input_value() == "naive digits class-IL"
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL", timeout=60_000)
     for label, value in (("Tasks", "2"), ("Epochs per task", "1")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
@@ -233,9 +234,9 @@ def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_fi
 
     page.goto(f"{url}/launch?from={source}", wait_until="networkidle")
     page.get_by_text(f"The form holds run {source}'s config").wait_for(timeout=60_000)
-    assert page.get_by_role("textbox", name="Run name").input_value() == "naive digits class-IL (2)"
-    assert page.get_by_label("Tasks", exact=True).input_value() == "2"
-    assert page.get_by_label("Epochs per task").input_value() == "1"
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL (2)", timeout=60_000)
+    expect(page.get_by_label("Tasks", exact=True)).to_have_value("2")
+    expect(page.get_by_label("Epochs per task")).to_have_value("1")
     no_exception(page)
     page.get_by_role("button", name="Launch").last.click()
     page.wait_for_url("**/run?run=*", timeout=60_000)
