@@ -177,10 +177,9 @@ def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
             text=alt.Text("accuracy:Q", format=".2f"),
             color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white"))))
     height = max(16 * n_rows, min(int(width), 22 * n_rows)) if isinstance(width, (int, float)) else 18 * n_rows
-    # the title sits above the top axis's labels (offset past them), never on them
+    # the title is placed outside the axes' bounds: above the column labels, never on them
     return alt.layer(*layers).properties(
-        width=width, height=height,
-        title=alt.TitleParams("Accuracy matrix", anchor="start", offset=8),
+        width=width, height=height, title="Accuracy matrix",
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
