@@ -112,7 +112,7 @@ def run_view() -> None:
 
     matrix_column, gap_column = st.columns([1, 1.5], gap="medium")
     matrix = np.array(metrics["accuracy_matrix"], dtype=float)
-    if matrix.size:
+    if np.isfinite(matrix).any():
         matrix_column.altair_chart(accuracy_matrix_heatmap(matrix), width="stretch", key="matrix")
     else:
         matrix_column.empty()
