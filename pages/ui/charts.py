@@ -15,13 +15,13 @@ def _task_columns(series: pd.DataFrame) -> list[str]:
     return [c for c in series.columns if c.startswith("task ")]
 
 
-def _boundary_layers(bounds: pd.DataFrame, height: int, labels: bool) -> list[alt.Chart]:
-    """Each task's training span as a faint band, with a rule at each switch and the task named."""
-    if bounds.empty:
-        return []
-    n = len(bounds)
+def _boundary_layers(bounds: pd.DataFrame, n_tasks: int, labels: bool) -> list[alt.Chart]:
+    """Each task's training span as a faint band, with a rule at each switch and the task named.
+    The layers are there even before the first task starts: a live chart keeps one structure, so
+    Streamlit updates its data in place instead of drawing it anew."""
+    n = max(n_tasks, len(bounds))
     # "task k" while there is room for it; past 6 tasks the number alone, and past 40 every few
-    spans = bounds.assign(label=lambda d: ("task " if n <= 6 else "") + d["task"].astype(str))
+    spans = bounds.assign(label=("task " if n <= 6 else "") + bounds["task"].astype(str))
     # every other span shaded; a fixed colour keeps the bands out of the lines' colour scale
     band = alt.Chart(spans).mark_rect(color="#000").encode(
         x=alt.X("start_step:Q"), x2=alt.X2("end_step"),
@@ -30,7 +30,7 @@ def _boundary_layers(bounds: pd.DataFrame, height: int, labels: bool) -> list[al
         x=alt.X("start_step:Q"))
     layers = [band, rules]
     if labels:
-        every = -(-n // 40)
+        every = max(1, -(-n // 40))
         layers.append(alt.Chart(spans).transform_filter(f"(datum.task - 1) % {every} == 0")
                       .mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
                       .encode(x=alt.X("start_step:Q"), y=alt.value(0), text=alt.Text("label:N")))
@@ -108,8 +108,8 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         color=alt.Color("task:N", sort=tasks, legend=_legend("evaluated on", len(tasks)),
                         # past 10 tasks, 20 colours: the theme's 10 would repeat
                         scale=alt.Scale(scheme="tableau20") if len(tasks) > 10 else alt.Undefined))
-    acc_layers = [*_boundary_layers(bounds, height, labels=True), acc_lines]
-    if gaps is not None and len(gaps):
+    acc_layers = [*_boundary_layers(bounds, len(tasks), labels=True), acc_lines]
+    if gaps is not None:  # even empty: one structure from the first refresh to the last
         acc_layers.append(alt.Chart(gaps).mark_point(shape="triangle-down", size=70, filled=True, color="#d62728")
                           .encode(x=alt.X("min_step:Q"), y=alt.Y("min_acc:Q"),
                                   tooltip=[alt.Tooltip("task:N", title="old task"),
@@ -127,20 +127,20 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         detail=alt.Detail("training_task:O"),  # one segment a training task
         strokeDash=alt.condition("datum.series == 'min-ACC' || datum.series == 'WC-ACC'",
                                  alt.value([5, 3]), alt.value([1, 0])))
-    sp_layers = [*_boundary_layers(bounds, 160, labels=False), sp_lines]
+    sp_layers = [*_boundary_layers(bounds, len(tasks), labels=False), sp_lines]
     starts = before_training(series, bounds)
-    if len(starts):
-        sp_layers.append(alt.Chart(starts).mark_point(filled=False, size=30, strokeWidth=1.2,
-                                                      color=STABILITY_COLORS["plasticity"]).encode(
-            x=alt.X("step:Q"), y=alt.Y("value:Q"),
-            tooltip=[alt.Tooltip("task:N", title="before training on"), alt.Tooltip("step:Q"),
-                     alt.Tooltip("value:Q", format=".3f", title="accuracy")]))
+    # even when empty, as the gaps' layer: one structure from the first refresh to the last
+    sp_layers.append(alt.Chart(starts).mark_point(filled=False, size=30, strokeWidth=1.2,
+                                                  color=STABILITY_COLORS["plasticity"]).encode(
+        x=alt.X("step:Q"), y=alt.Y("value:Q"),
+        tooltip=[alt.Tooltip("task:N", title="before training on"), alt.Tooltip("step:Q"),
+                 alt.Tooltip("value:Q", format=".3f", title="accuracy")]))
     stability = alt.layer(*sp_layers, *hover_layers("stability", sp_names)).properties(
         width=width, height=160, title="Plasticity and stability")
 
     loss_line = alt.Chart(loss).mark_line(strokeWidth=1, color="#555").encode(
         x=x, y=alt.Y("value:Q", title="training loss"))
-    training = alt.layer(*_boundary_layers(bounds, 120, labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
+    training = alt.layer(*_boundary_layers(bounds, len(tasks), labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
         width=width, height=120, title="Training loss")
 
     chart = alt.vconcat(accuracy, stability, training, data=data).resolve_scale(x="shared", color="independent")
