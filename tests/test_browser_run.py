@@ -34,7 +34,9 @@ LAYOUT_JS = """() => {
     legend: [...c.querySelectorAll('svg .role-legend-label text, svg .role-legend-title text')].map(t => t.textContent),
     axis_labels: [...c.querySelectorAll('svg .role-axis-label text')].map(t => t.textContent),
   }));
-  return {elements, charts, main: box(main.querySelector('[data-testid="stMainBlockContainer"]'))};
+  const block = main.querySelector('[data-testid="stMainBlockContainer"]'), style = getComputedStyle(block);
+  const [l, t, r, b] = box(block);  // its content box: the width a chart can take
+  return {elements, charts, main: [l + parseFloat(style.paddingLeft), t, r - parseFloat(style.paddingRight), b]};
 }"""
 
 
@@ -158,7 +160,7 @@ def test_a_finished_run_at_1280x720_has_nothing_overlapping_or_cut(run_server, p
 def test_a_download_gives_the_runs_metrics_made_on_click(run_server, page):
     url, finished, _, _ = run_server
     open_run(page, url, finished[2])
-    page.get_by_role("button", name="Download").click()
+    page.get_by_test_id("stPopoverButton").click()
     with page.expect_download(timeout=30_000) as info:
         page.get_by_role("button", name="Metrics, every step (CSV)").click()
     download = info.value
