@@ -458,13 +458,14 @@ def _where(steps, A, spans: Spans, t: int | None):
     return (steps, A, t, m, k), None
 
 
-def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict | None, str | None]:
+def min_acc_per_task(steps, A, spans: Spans, t: int | None = None, cache=None) -> tuple[dict | None, str | None]:
     """De Lange et al. 2023: for each earlier task i < k (k = task trained at t),
-    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned."""
+    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned. ``cache``
+    (``store.run_cache``, t the last evaluation only): the minima kept from the last refresh."""
     where, why = _where(steps, A, spans, t)
     if where is None:
         return None, why
-    steps, A, t, _, k = where
+    steps, A, t, m, k = where
     if k < 2:
         return None, "no earlier task yet (task 1 is training)"
     out = {}
@@ -472,13 +473,22 @@ def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict
         end = spans.get(i, (None, None))[1]
         if end is None:
             return None, f"task {i} has no end step of its own (trained jointly with later tasks)"
-        sel = (steps > end) & (steps <= t)
-        vals = A[sel, i - 1]
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
+        if cache is not None:
+            low, count = cache.min_after(i, end)
+        else:
+            low, count = _min_after(steps, A[:, i - 1], end, m + 1)
+        if count == 0:
             return None, f"no evaluation of task {i} after its end (step {end})"
-        out[i] = float(vals.min())
+        out[i] = low
     return out, None
+
+
+def _min_after(steps, column, end: int, stop: int, lo: int = 0) -> tuple[float, int]:
+    """(the minimum, the number) of the measured values of ``column`` at rows lo..stop-1 whose step
+    is after ``end`` (steps increase); (inf, 0) if none."""
+    vals = column[max(lo, int(np.searchsorted(steps, end, side="right"))):stop]
+    vals = vals[np.isfinite(vals)]
+    return (float(vals.min()), int(vals.size)) if vals.size else (math.inf, 0)
 
 
 def min_acc(steps, A, spans: Spans, t: int | None = None) -> Value:
@@ -513,13 +523,28 @@ def _sliding_max(P: np.ndarray, L: int) -> np.ndarray:
     return np.maximum(M[:n], M[L - p:L - p + n])
 
 
+def _window_drops(V: np.ndarray, w: int, lo: int = 0) -> np.ndarray:
+    """For each row n >= lo of V (evaluations x tasks, NaN where not measured): the largest
+    V[m] - V[n] over the measured m with n - w < m < n; NaN or -inf where there is no such pair.
+    Rows before lo serve only as the window of the rows after them."""
+    X = np.where(np.isnan(V), -np.inf, V)
+    if X.shape[0] <= w:                     # every pair is inside the window: a running maximum
+        prev = np.concatenate([np.full((1, X.shape[1]), -np.inf), np.maximum.accumulate(X, axis=0)[:-1]])
+    else:                                   # the maximum of the w-1 evaluations before each one
+        P = np.concatenate([np.full((w - 1, X.shape[1]), -np.inf), X])[:-1]
+        prev = _sliding_max(P, w - 1)
+    with np.errstate(invalid="ignore"):
+        return prev[lo:] - V[lo:]
+
+
 def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
-                      increase: bool = False) -> tuple[dict | None, str | None]:
+                      increase: bool = False, cache=None) -> tuple[dict | None, str | None]:
     """Per task j <= k (the tasks whose training has started by t): the largest drop
     max_{m<n, n-m<w} (A(j,m) - A(j,n)) (or, with ``increase``, the largest rise A(j,n) - A(j,m)) over
     its evaluation history from the start of its training (the evaluation at start_j, the model
     before training j, included) to t; m, n count evaluations. Floored at 0, as the reference code
-    initialises the maximum to 0. A task with fewer than two evaluations has no pair and is left out."""
+    initialises the maximum to 0. A task with fewer than two evaluations has no pair and is left out.
+    ``cache`` (``store.run_cache``, t the last evaluation only): the drops kept from the last refresh."""
     if w < 2:
         raise ValueError("the window must span at least 2 evaluations")
     where, why = _where(steps, A, spans, t)
@@ -527,20 +552,15 @@ def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
         return None, why
     steps, A, t, m, k = where
     starts = _task_starts(spans, A.shape[1])[:k]
-    V = A[: m + 1, :k].copy()
-    V[steps[: m + 1, None] < starts[None, :]] = np.nan
-    if increase:
-        V = -V
-    X = np.where(np.isnan(V), -np.inf, V)
-    if X.shape[0] <= w:                     # every pair is inside the window: a running maximum
-        prev = np.concatenate([np.full((1, k), -np.inf), np.maximum.accumulate(X, axis=0)[:-1]])
-    else:                                   # the maximum of the w-1 evaluations before each one
-        P = np.concatenate([np.full((w - 1, k), -np.inf), X])[:-1]
-        prev = _sliding_max(P, w - 1)
-    with np.errstate(invalid="ignore"):
-        drop = prev - V
-    ok = np.isfinite(drop)
-    best = np.where(ok, drop, -np.inf).max(axis=0)
+    if cache is not None:                   # the largest drops kept from the last refresh
+        found = [cache.largest_drop(j + 1, starts[j], w, increase) for j in range(k)]
+        best, ok = np.array([b for b, _ in found]), np.array([[a for _, a in found]])
+    else:
+        V = A[: m + 1, :k].copy()
+        V[steps[: m + 1, None] < starts[None, :]] = np.nan
+        ok = _window_drops(-V if increase else V, w)
+        best = np.where(np.isfinite(ok), ok, -np.inf).max(axis=0)
+        ok = np.isfinite(ok)
     out = {j + 1: max(0.0, float(best[j])) for j in range(k) if ok[:, j].any()}
     if not out:
         return None, "fewer than two evaluations of any trained task"
@@ -587,7 +607,7 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
                                "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
         records.append(rec)
         pre = int(np.searchsorted(steps, s, side="right")) - 1
-        win = np.flatnonzero((steps > s) & (steps <= hi))
+        win = np.arange(np.searchsorted(steps, s, side="right"), np.searchsorted(steps, hi, side="right"))
         if pre < 0:
             rec["reason"] = f"no evaluation at or before the switch (step {s})"
             continue
@@ -692,7 +712,7 @@ def learning_curve(steps, A, spans: Spans, task: int, t: int | None = None
         return np.array([], dtype=np.int64), np.array([])
     s, e = spans[task]
     hi = _t(steps, t) if e is None else e
-    sel = (steps > s) & (steps <= hi)
+    sel = slice(np.searchsorted(steps, s, side="right"), np.searchsorted(steps, hi, side="right"))  # steps increase
     v = A[sel, task - 1]
     ok = np.isfinite(v)
     return (steps[sel] - s)[ok], v[ok]
@@ -855,24 +875,35 @@ def _load(cur, ids: Sequence[int], meta: Mapping[int, tuple]) -> dict[int, RunDa
         T = max(T, max(sp, default=0), int(task.max()) if task.size else 0)
         ok = (task >= 1) & (task <= T)
         nb = int(np.searchsorted(cont, True))            # boundary rows first (cont False)
-        R = np.full((T + 1, T), np.nan)
-        bs, bt, bv = step[:nb], task[:nb], val[:nb]
-        rows = [(0, 0)] + [(j, e) for j, (_, e) in sp.items() if e is not None]
-        for r, e in rows:
-            sel = (bs == e) & ok[:nb]
-            R[r, bt[sel] - 1] = bv[sel]
-        cs, ct, cv = step[nb:][ok[nb:]], task[nb:][ok[nb:]], val[nb:][ok[nb:]]
-        if (cfg.get("eval") or {}).get("subset") is None:
-            # Periodic and boundary evaluations then use the same samples: the boundary ones (step 0,
-            # task ends) join the series where no periodic evaluation has that step.
-            extra = ~np.isin(bs, cs) & ok[:nb]
-            cs, ct, cv = (np.concatenate([cs, bs[extra]]), np.concatenate([ct, bt[extra]]),
-                          np.concatenate([cv, bv[extra]]))
-        steps, inv = np.unique(cs, return_inverse=True)
-        A = np.full((steps.size, T), np.nan)
-        A[inv, ct - 1] = cv
+        bs, bt, bv = step[:nb][ok[:nb]], task[:nb][ok[:nb]], val[:nb][ok[:nb]]
+        R = _matrix(bs, bt, bv, sp, T)
+        steps, A = _series(step[nb:][ok[nb:]], task[nb:][ok[nb:]], val[nb:][ok[nb:]], bs, bt, bv, T,
+                           (cfg.get("eval") or {}).get("subset") is None)
         out[rid] = RunData(rid, name, status, cfg, T, R, steps, A, sp, last_step)
     return out
+
+
+def _matrix(bs, bt, bv, spans: Spans, T: int) -> np.ndarray:
+    """The accuracy matrix from a run's boundary_acc rows (step, task in 1..T, value)."""
+    R = np.full((T + 1, T), np.nan)
+    for r, e in [(0, 0)] + [(j, e) for j, (_, e) in spans.items() if e is not None]:
+        sel = bs == e
+        R[r, bt[sel] - 1] = bv[sel]
+    return R
+
+
+def _series(cs, ct, cv, bs, bt, bv, T: int, same_samples: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, A) from acc rows (cs, ct, cv) and boundary_acc rows (bs, bt, bv), tasks in 1..T.
+    With ``same_samples`` (eval.subset null: periodic and boundary evaluations use the same samples)
+    the boundary ones (step 0, task ends) join the series where no periodic evaluation has that step."""
+    if same_samples:
+        extra = ~np.isin(bs, cs)
+        cs, ct, cv = (np.concatenate([cs, bs[extra]]), np.concatenate([ct, bt[extra]]),
+                      np.concatenate([cv, bv[extra]]))
+    steps, inv = np.unique(cs, return_inverse=True)
+    A = np.full((steps.size, T), np.nan)
+    A[inv, ct - 1] = cv
+    return steps, A
 
 
 def _meta(cur, ids: Sequence[int]) -> dict[int, tuple]:
@@ -979,7 +1010,7 @@ def _num(x):
 
 
 def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData],
-               tolerance: float, only: set[str] | None = None) -> dict:
+               tolerance: float, only: set[str] | None = None, cache=None) -> dict:
     out: dict[str, Any] = {}
     why: dict[str, str] = {}
 
@@ -1009,14 +1040,14 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
 
     st, A, sp = run.steps, run.A, run.spans
     t = _t(st, None)
-    mn = min_acc_per_task(st, A, sp)
+    mn = min_acc_per_task(st, A, sp, cache=cache)
     put("min_acc", _avg(mn))
     put("wc_acc", wc_acc(st, A, sp, min_acc_t=_avg(mn)))
     wins = {}
     for w in WINDOWS:
         if need(f"wf{w}", f"wp{w}"):
-            wins[f"wf{w}"] = windowed_per_task(st, A, sp, w)
-            wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True)
+            wins[f"wf{w}"] = windowed_per_task(st, A, sp, w, cache=cache)
+            wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True, cache=cache)
             put(f"wf{w}", _avg(wins[f"wf{w}"]))
             put(f"wp{w}", _avg(wins[f"wp{w}"]))
     gaps = stability_gaps(st, A, sp, tolerance) if need("stability_gap", "recovery_steps") else []
