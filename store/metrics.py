@@ -462,6 +462,8 @@ def min_acc_per_task(steps, A, spans: Spans, t: int | None = None, cache=None) -
     """De Lange et al. 2023: for each earlier task i < k (k = task trained at t),
     min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned. ``cache``
     (``store.run_cache``, t the last evaluation only): the minima kept from the last refresh."""
+    if cache is not None and t is not None:
+        raise ValueError("the cache holds the minima up to the last evaluation only")
     where, why = _where(steps, A, spans, t)
     if where is None:
         return None, why
@@ -547,6 +549,8 @@ def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
     ``cache`` (``store.run_cache``, t the last evaluation only): the drops kept from the last refresh."""
     if w < 2:
         raise ValueError("the window must span at least 2 evaluations")
+    if cache is not None and t is not None:
+        raise ValueError("the cache holds the drops up to the last evaluation only")
     where, why = _where(steps, A, spans, t)
     if where is None:
         return None, why
@@ -871,8 +875,7 @@ def _load(cur, ids: Sequence[int], meta: Mapping[int, tuple]) -> dict[int, RunDa
         cont, step = d["cont"][lo:hi], d["step"][lo:hi]
         task, val = d["task"][lo:hi].astype(np.int64), d["value"][lo:hi]
         sp = spans[rid]
-        T = int((cfg.get("scenario") or {}).get("n_tasks") or 0)
-        T = max(T, max(sp, default=0), int(task.max()) if task.size else 0)
+        T = _n_tasks(cfg, sp, task)
         ok = (task >= 1) & (task <= T)
         nb = int(np.searchsorted(cont, True))            # boundary rows first (cont False)
         bs, bt, bv = step[:nb][ok[:nb]], task[:nb][ok[:nb]], val[:nb][ok[:nb]]
@@ -915,15 +918,24 @@ def _meta(cur, ids: Sequence[int]) -> dict[int, tuple]:
                OR (lower(config->'strategy'->>'name') = ? AND lower(config->'strategy'->>'mode') = ?)
                OR json_array_length(config->'scenario'->'tasks') = 1""",
         [list(ids), JOINT_STRATEGY, JOINT_CUMULATIVE]).fetchall()
-    out = {}
-    for rid, name, status, cfg, last in rows:
-        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
-        cfg = cfg if isinstance(cfg, dict) else {}
-        for section in ("scenario", "strategy", "eval"):     # tolerate odd configs (a user's own runs)
-            if not isinstance(cfg.get(section), dict):
-                cfg = {**cfg, section: {}}
-        out[rid] = (name, status, cfg, last)
-    return out
+    return {rid: (name, status, _config(cfg), last) for rid, name, status, cfg, last in rows}
+
+
+def _config(cfg) -> dict:
+    """A run's config as a dict whose scenario, strategy and eval sections are dicts (tolerating odd
+    configs: a user's own runs)."""
+    cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+    cfg = cfg if isinstance(cfg, dict) else {}
+    for section in ("scenario", "strategy", "eval"):
+        if not isinstance(cfg.get(section), dict):
+            cfg = {**cfg, section: {}}
+    return cfg
+
+
+def _n_tasks(cfg: dict, spans: Spans, tasks) -> int:
+    """T: the config's n_tasks, or more where the boundaries or the evaluated tasks say so."""
+    T = int((cfg.get("scenario") or {}).get("n_tasks") or 0)
+    return max(T, max(spans, default=0), int(tasks.max()) if tasks.size else 0)
 
 
 def _pick(cands: list[tuple], prefer_seed=None) -> int | None:
@@ -1162,10 +1174,44 @@ def summary(cursor_or_store, run_id: int, *, tolerance: float = DEFAULT_TOLERANC
     JSON-able dict: the metric keys of ``METRICS`` (None when unavailable), ``accuracy_matrix``
     (rows 0..T, None where missing), ``stability_gaps``, ``per_task``, ``references`` and
     ``unavailable`` {metric: reason}. ``reference_run_id`` and ``experts`` {task: run_id} override
-    the automatic lookups."""
-    return summaries(cursor_or_store, [run_id], tolerance=tolerance,
-                     references=None if reference_run_id is None else {run_id: reference_run_id},
-                     experts=None if experts is None else {run_id: experts})[0]
+    the automatic lookups.
+
+    The same as ``summaries`` of this one run, from the series held between calls
+    (``store.run_cache``): a run whose data and references have not changed gets its summary again,
+    and a live run's refresh reads and computes only the steps since the last one."""
+    import copy
+
+    from store import run_cache
+
+    run_id = int(run_id)
+    cur, own = _cur(cursor_or_store)
+    try:
+        with run_cache.LOCK:
+            explicit = ({reference_run_id} if reference_run_id else set()) | set((experts or {}).values())
+            meta = _meta(cur, sorted({run_id} | explicit))
+            if run_id not in meta:
+                raise KeyError(f"no run with id {run_id}")
+            index = References(meta)
+            ref = reference_run_id or index.joint_for(run_id)
+            exps = dict(experts or index.experts_for(run_id))
+            states = {}
+            for rid in sorted(({run_id, ref} | set(exps.values())) & set(meta)):
+                if (found := run_cache.state(cur, rid)) is not None:
+                    states[rid] = found
+            if run_id not in states:
+                raise KeyError(f"no run with id {run_id}")
+            own_state = states[run_id]
+            key = (tolerance, ref, tuple(sorted(exps.items())), tuple((r, s.version) for r, s in states.items()))
+            hit = own_state.results.get("summary")
+            if hit is None or hit[0] != key:
+                data = {rid: s.data() for rid, s in states.items()}
+                result = _summarize(data[run_id], data.get(ref), {j: data[e] for j, e in exps.items() if e in data},
+                                    tolerance, cache=own_state)
+                hit = own_state.results["summary"] = (key, result)
+            return copy.deepcopy(hit[1])
+    finally:
+        if own:
+            cur.close()
 
 
 def load_run(cursor_or_store, run_id: int) -> RunData:
@@ -1244,7 +1290,7 @@ e AS (
 )"""
 
 
-def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
+def continual_curves(steps, A, spans: Spans, seed_min=None) -> dict[str, np.ndarray]:
     """The continual-evaluation metrics as curves over every evaluation step t, k(t) the task being
     trained at t (``current_task``; NaN before training), vectorised (De Lange et al., ICLR 2023):
 
@@ -1254,7 +1300,9 @@ def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
     - wc_acc, WC-ACC_t exactly as ``wc_acc`` defines it (A(1, t) while k = 1).
 
     NaN where a value is not defined (no earlier task yet, a task without an end of its own).
-    Tests pin every point against ``min_acc`` and ``wc_acc``."""
+    Tests pin every point against ``min_acc`` and ``wc_acc``. ``seed_min`` (T,): the lowest accuracy
+    of each task after its end in the rows before these (inf where none), when the curves of a
+    series are computed a piece at a time (``store.run_cache``)."""
     steps, A = np.asarray(steps), np.asarray(A, dtype=float)
     n, T = A.shape
     k = np.full(n, np.nan)
@@ -1270,7 +1318,10 @@ def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
             continue
         after = steps > e
         column = np.where(after & np.isfinite(A[:, j - 1]), A[:, j - 1], np.inf)
-        running_min[:, j - 1] = np.where(after, np.minimum.accumulate(column), np.nan)
+        lowest = np.minimum.accumulate(column)
+        if seed_min is not None:
+            lowest = np.minimum(lowest, seed_min[j - 1])
+        running_min[:, j - 1] = np.where(after, lowest, np.nan)
     running_min[np.isinf(running_min)] = np.nan
     rows = np.arange(n)
     trained = np.isfinite(k)
