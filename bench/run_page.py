@@ -86,13 +86,14 @@ def append(store: Store, run_id: int, run: dict, lo: int, hi: int) -> None:
     store.flush()
 
 
-def fill(store: Store, points: int, n_tasks: int = 5, upto: int | None = None) -> int:
+def fill(store: Store, points: int, n_tasks: int = 5, upto: int | None = None, seed: int = 0,
+         config: dict | None = None) -> int:
     """A synthetic run (``synthetic``) in ``store``, finished; with ``upto``, only its first ``upto``
-    steps are written and it is still running."""
-    run = synthetic(points, n_tasks)
+    steps are written and it is still running. ``config``: more of the run's config."""
+    run = synthetic(points, n_tasks, seed)
     live = upto is not None and upto < points
-    run_id = store.create_run({"eval": {"every": 1, "subset": None}, "scenario": {"n_tasks": n_tasks}}, name="long",
-                              status="running" if live else "finished", total_steps=points)
+    config = {"eval": {"every": 1, "subset": None}, "scenario": {"n_tasks": n_tasks}, **(config or {})}
+    run_id = store.create_run(config, name="long", status="running" if live else "finished", total_steps=points)
     store.add_metrics({"run_id": [run_id] * n_tasks, "step": [0] * n_tasks, "task": range(1, n_tasks + 1),
                        "metric": ["boundary_acc"] * n_tasks, "value": [0.0] * n_tasks})
     append(store, run_id, run, 0, upto if live else points)

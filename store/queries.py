@@ -118,8 +118,9 @@ SERIES_EMPTY = ["step", "training task", "plasticity", "stability", "min_acc", "
 
 
 def run_series(source, run_id: int, points: int = 2000):
-    """``full_series`` downsampled to about ``points`` rows: the steps are cut into buckets 2^i steps
-    wide (as many as fit) and a bucket keeps, for each series (every task's accuracy, plasticity,
+    """``full_series`` downsampled to about ``points`` rows: the first and the last row (the newest
+    evaluation) and, with the steps cut into buckets 2^i steps wide (as many as fit), a bucket keeps,
+    for each series (every task's accuracy, plasticity,
     stability, min-ACC, WC-ACC), the row of its first minimum and of its last maximum. A dip (the
     stability gap) is never averaged away, and the table stays under Altair's 5,000-row limit however
     long the run. The run's series is held between calls (``store.run_cache``): a refresh reads and

@@ -135,7 +135,7 @@ class RunState:
         try:
             return self._refresh(cur)
         finally:
-            cur.execute("COMMIT")
+            cur.execute("ROLLBACK")  # it only read
 
     def _refresh(self, cur) -> bool:
         result = cur.execute("SELECT * FROM runs WHERE id = ?", [self.id])
@@ -291,9 +291,10 @@ class RunState:
         return {name: values[:n] for name, values in self.curves.items()}
 
     def kept_rows(self, columns: np.ndarray, points: int) -> np.ndarray:
-        """The rows the chart keeps: each of ``columns`` (rows x series) keeps its first minimum
-        and last maximum in every bucket of steps; buckets 2^i steps wide, as many as fit in
-        ``points`` rows, so a settled bucket never changes until the width doubles."""
+        """The rows the chart keeps: the first and the last (the newest evaluation), and each of
+        ``columns`` (rows x series) keeps its first minimum and last maximum in every bucket of steps;
+        buckets 2^i steps wide, as many as fit in ``points`` rows, so a settled bucket never changes
+        until the width doubles."""
         n = self.n
         if n <= points:
             return np.arange(n)
@@ -313,7 +314,8 @@ class RunState:
             kept[1] = np.concatenate([kept[1], lo + bucket_extremes((steps[lo:hi] - first) // width, columns[lo:hi])])
             kept[0] = open_bucket
         lo = int(np.searchsorted(steps, first + open_bucket * width, side="left"))
-        return np.concatenate([kept[1], lo + bucket_extremes((steps[lo:] - first) // width, columns[lo:])])
+        return np.unique(np.concatenate([kept[1], lo + bucket_extremes((steps[lo:] - first) // width, columns[lo:]),
+                                         [0, n - 1]]))
 
 
 def seen_acc(A: np.ndarray, task: np.ndarray) -> np.ndarray:
@@ -339,7 +341,9 @@ def bucket_extremes(bucket: np.ndarray, values: np.ndarray) -> np.ndarray:
             filled = np.where(measured, column, np.inf if lowest else -np.inf)
             extreme = (np.minimum if lowest else np.maximum).reduceat(filled, starts)
             rows = np.flatnonzero(measured & (column == extreme[group]))
+            if not rows.size:
+                continue
             g = group[rows]
             edge = np.r_[True, g[1:] != g[:-1]] if lowest else np.r_[g[1:] != g[:-1], True]
             keep.append(rows[edge])
-    return np.unique(np.concatenate(keep))
+    return np.unique(np.concatenate(keep)) if keep else np.empty(0, dtype=np.int64)
