@@ -583,7 +583,7 @@ def windowed_plasticity(steps, A, spans: Spans, w: int, t: int | None = None) ->
 
 
 def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
-                   t: int | None = None) -> list[dict]:
+                   t: int | None = None, cache=None) -> list[dict]:
     """Per task switch s = start_k (k >= 2) and per earlier task i < k:
 
     - before = A(i, n_s), the last evaluation at or before the switch;
@@ -594,7 +594,8 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
 
     Each record: {switch_step, from_task, to_task, depth (mean over old tasks), recovery_steps (mean,
     None unless all recovered), tasks: [{task, before, min, min_step, depth, recovered_step,
-    recovery_steps, reason}], reason}."""
+    recovery_steps, reason}], reason}. ``cache`` (``store.run_cache``): the records of the switches
+    whose task has ended, kept from the last refresh."""
     steps, A = np.asarray(steps), np.asarray(A, dtype=float)
     t = _t(steps, t)
     records: list[dict] = []
@@ -606,56 +607,65 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
         s, end_k = spans[k]
         if s >= t:
             continue
-        hi = t if end_k is None else min(end_k, t)
-        rec: dict[str, Any] = {"switch_step": int(s), "from_task": k - 1, "to_task": k,
-                               "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
-        records.append(rec)
-        pre = int(np.searchsorted(steps, s, side="right")) - 1
-        win = np.arange(np.searchsorted(steps, s, side="right"), np.searchsorted(steps, hi, side="right"))
-        if pre < 0:
-            rec["reason"] = f"no evaluation at or before the switch (step {s})"
-            continue
-        if win.size == 0:
-            rec["reason"] = f"no evaluation after the switch (step {s}) yet"
-            continue
-        still = end_k is None or t < end_k
-        for i in range(1, k):
-            before = A[pre, i - 1]
-            vals = A[win, i - 1]
-            ok = np.isfinite(vals)
-            item: dict[str, Any] = {"task": i, "before": None, "min": None, "min_step": None,
-                                    "depth": None, "recovered_step": None, "recovery_steps": None,
-                                    "reason": None}
-            rec["tasks"].append(item)
-            if not math.isfinite(before) or not ok.any():
-                item["reason"] = f"task {i} not evaluated around the switch"
-                continue
-            v = np.where(ok, vals, np.inf)
-            a = int(v.argmin())                       # first minimum (ties: earliest)
-            thr = before - tolerance
-            item.update(before=float(before), min=float(v[a]), min_step=int(steps[win[a]]),
-                        depth=float(before - v[a]))
-            if v[a] >= thr:
-                item.update(recovered_step=int(s), recovery_steps=0)
-                continue
-            back = np.flatnonzero(ok[a:] & (vals[a:] >= thr))
-            if back.size:
-                n = int(steps[win[a + back[0]]])
-                item.update(recovered_step=n, recovery_steps=n - int(s))
-            else:
-                item["reason"] = (f"task {i} not back within {tolerance:g} of {before:.3f} by step "
-                                  f"{int(steps[win[-1]])}" + (f" (task {k} still training)" if still
-                                                              else f" (end of task {k})"))
-        depths = [x["depth"] for x in rec["tasks"] if x["depth"] is not None]
-        rec["depth"] = _mean(depths) if depths else None
-        recs = [x["recovery_steps"] for x in rec["tasks"]]
-        if recs and all(r is not None for r in recs):
-            rec["recovery_steps"] = _mean(recs)
-        elif not depths:
-            rec["reason"] = "no earlier task evaluated around the switch"
+        if cache is not None and end_k is not None and end_k <= t:  # final once task k has ended
+            records.append(cache.memo(("gap", k, s, end_k, tolerance), end_k,
+                                      lambda: _switch_gap(steps, A, k, s, end_k, t, tolerance)))
         else:
-            rec["reason"] = f"{sum(r is None for r in recs)} of {len(recs)} earlier tasks not recovered"
+            records.append(_switch_gap(steps, A, k, s, end_k, t, tolerance))
     return records
+
+
+def _switch_gap(steps, A, k: int, s: int, end_k: int | None, t: int, tolerance: float) -> dict:
+    """The record of ``stability_gaps`` for the switch to task k at step s."""
+    hi = t if end_k is None else min(end_k, t)
+    rec: dict[str, Any] = {"switch_step": int(s), "from_task": k - 1, "to_task": k,
+                           "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
+    pre = int(np.searchsorted(steps, s, side="right")) - 1
+    lo, up = int(np.searchsorted(steps, s, side="right")), int(np.searchsorted(steps, hi, side="right"))
+    if pre < 0:
+        rec["reason"] = f"no evaluation at or before the switch (step {s})"
+        return rec
+    if up == lo:
+        rec["reason"] = f"no evaluation after the switch (step {s}) yet"
+        return rec
+    still = end_k is None or t < end_k
+    for i in range(1, k):
+        before = A[pre, i - 1]
+        vals = A[lo:up, i - 1]                   # the evaluations in (s, hi]: steps increase
+        ok = np.isfinite(vals)
+        item: dict[str, Any] = {"task": i, "before": None, "min": None, "min_step": None,
+                                "depth": None, "recovered_step": None, "recovery_steps": None,
+                                "reason": None}
+        rec["tasks"].append(item)
+        if not math.isfinite(before) or not ok.any():
+            item["reason"] = f"task {i} not evaluated around the switch"
+            continue
+        v = np.where(ok, vals, np.inf)
+        a = int(v.argmin())                       # first minimum (ties: earliest)
+        thr = before - tolerance
+        item.update(before=float(before), min=float(v[a]), min_step=int(steps[lo + a]),
+                    depth=float(before - v[a]))
+        if v[a] >= thr:
+            item.update(recovered_step=int(s), recovery_steps=0)
+            continue
+        back = np.flatnonzero(ok[a:] & (vals[a:] >= thr))
+        if back.size:
+            n = int(steps[lo + a + back[0]])
+            item.update(recovered_step=n, recovery_steps=n - int(s))
+        else:
+            item["reason"] = (f"task {i} not back within {tolerance:g} of {before:.3f} by step "
+                              f"{int(steps[up - 1])}" + (f" (task {k} still training)" if still
+                                                          else f" (end of task {k})"))
+    depths = [x["depth"] for x in rec["tasks"] if x["depth"] is not None]
+    rec["depth"] = _mean(depths) if depths else None
+    recs = [x["recovery_steps"] for x in rec["tasks"]]
+    if recs and all(r is not None for r in recs):
+        rec["recovery_steps"] = _mean(recs)
+    elif not depths:
+        rec["reason"] = "no earlier task evaluated around the switch"
+    else:
+        rec["reason"] = f"{sum(r is None for r in recs)} of {len(recs)} earlier tasks not recovered"
+    return rec
 
 
 def switch_dips(steps, A, spans: Spans, early: float = 0.25) -> list[dict]:
@@ -1062,14 +1072,15 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
             wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True, cache=cache)
             put(f"wf{w}", _avg(wins[f"wf{w}"]))
             put(f"wp{w}", _avg(wins[f"wp{w}"]))
-    gaps = stability_gaps(st, A, sp, tolerance) if need("stability_gap", "recovery_steps") else []
+    gaps = stability_gaps(st, A, sp, tolerance, cache=cache) if need("stability_gap", "recovery_steps") else []
     if need("stability_gap", "recovery_steps"):
         put("stability_gap", stability_gap(gaps))
         put("recovery_steps", recovery_time(gaps))
 
     l2m = ("terminal_performance", "relative_performance", "sample_efficiency")
     finished = [j for j in range(1, T + 1) if j in sp and sp[j][1] is not None] if need(*l2m) else []
-    curves = {j: learning_curve(st, A, sp, j) for j in finished}
+    curves = {j: cache.memo(("curve", j, sp[j]), sp[j][1], lambda j=j: learning_curve(st, A, sp, j))
+              if cache is not None else learning_curve(st, A, sp, j) for j in finished}
     tps = {j: terminal_performance(c[1]) for j, c in curves.items()}
     tp_ok = [v for v, _ in tps.values() if v is not None]
     if need(*l2m):

@@ -142,8 +142,9 @@ def run_series(source, run_id: int, points: int = 2000):
         curves = st.curve_table()
         tasks = [f"task {j}" for j in range(1, st.series_tasks + 1)]
         A = st.A[:, : st.series_tasks]
-        columns = np.column_stack([A] + [curves[c] for c in ("plasticity", "stability", "min_acc", "wc_acc")])
-        rows = st.kept_rows(columns, points)
+        series = [curves[c] for c in ("plasticity", "stability", "min_acc", "wc_acc")]
+        rows = st.kept_rows(lambda lo, hi: np.column_stack([A[lo:hi]] + [c[lo:hi] for c in series]),
+                            A.shape[1] + len(series), points)
         df = pd.DataFrame(A[rows], columns=tasks)
         df.insert(0, "step", st.steps[rows])
         df["training task"] = curves["task"][rows]

@@ -108,7 +108,8 @@ class RunState:
         self.mins: dict = {}  # task -> [end, rows done, lowest, count]
         self.drops: dict = {}  # (w, increase, task) -> [start, rows done, largest, any pair]
         self.curves: dict | None = None  # computed for the first ``curves_done`` rows, under ``curves_spans``
-        self.curves_done, self.curves_spans = 0, None
+        self.curves_done, self.curves_spans, self.curves_seed = 0, None, None
+        self.memos: dict = {}  # results over settled rows only (ended switches, ended tasks' curves)
         self.buckets: dict = {}  # (points, W, columns) -> [first open bucket, kept rows before it]
 
     def size(self) -> int:
@@ -201,9 +202,8 @@ class RunState:
         self._steps[i0:n], self._A[i0:n], self._loss[i0:n] = steps, A, loss
         self.n = n
         if i0 < self.settled:  # not the case while only the last row is read again; to be safe
-            self.mins, self.drops, self.buckets = {}, {}, {}
+            self.mins, self.drops, self.buckets, self.memos, self.curves = {}, {}, {}, {}, None
         self.settled = min(self.settled, i0)
-        self.curves_done = min(self.curves_done, i0)
         if ok.any():
             self.series_tasks = max(self.series_tasks if i0 else 0, int(task[a | (b if self.same else False)].max(initial=0)))
         self.open = int(self.steps[-1]) if n else _FIRST
@@ -264,22 +264,25 @@ class RunState:
         return max(s[2], best), s[3] or found
 
     # ---- the run page's curves ------------------------------------------------------------------
+    def memo(self, key, last_step: int, compute):
+        """``compute()``, kept while the data lasts once every row up to ``last_step`` is settled."""
+        if key in self.memos:
+            return self.memos[key]
+        value = compute()
+        if self.settled < self.n and self.steps[self.settled] > last_step:
+            self.memos[key] = value
+        return value
+
     def curve_table(self) -> dict[str, np.ndarray]:
         """``continual_curves`` and ``seen_acc`` of every row, computed from the last settled row on."""
         spans = dict(self.spans)
+        T = self.T
         if self.curves is None or self.curves_spans != spans:
             self.curves, self.curves_done, self.curves_spans = {}, 0, spans
+            self.curves_seed = np.full(T, np.inf)  # each task's lowest after its end before row curves_done
             self.buckets = {}
-        lo, n, T = self.curves_done, self.n, self.T
-        seed = np.full(T, np.inf)  # each task's lowest after its end in the rows before lo
-        for j, (_, e) in spans.items():
-            if e is not None and 1 <= j <= T and lo:
-                if lo == self.settled:
-                    self.min_after(j, e)
-                    seed[j - 1] = self.mins[j][2]
-                else:
-                    seed[j - 1] = M._min_after(self.steps, self.A[:, j - 1], e, lo)[0]
-        chunk = M.continual_curves(self.steps[lo:n], self.A[lo:n], spans, seed_min=seed)
+        lo, n = self.curves_done, self.n
+        chunk = M.continual_curves(self.steps[lo:n], self.A[lo:n], spans, seed_min=self.curves_seed)
         chunk["seen_acc"] = seen_acc(self.A[lo:n], chunk["task"])
         for name, values in chunk.items():
             if name == "step":
@@ -287,23 +290,28 @@ class RunState:
             buffer = _grow(self.curves.get(name, np.empty(0, dtype=values.dtype)), n)
             buffer[lo:n] = values
             self.curves[name] = buffer
+        for j, (_, e) in spans.items():  # carry the seed on to the settled rows
+            if e is not None and 1 <= j <= T:
+                low, _ = M._min_after(self.steps, self.A[:, j - 1], e, self.settled, lo=lo)
+                self.curves_seed[j - 1] = min(self.curves_seed[j - 1], low)
         self.curves_done = self.settled
         return {name: values[:n] for name, values in self.curves.items()}
 
-    def kept_rows(self, columns: np.ndarray, points: int) -> np.ndarray:
+    def kept_rows(self, columns, width_of: int, points: int) -> np.ndarray:
         """The rows the chart keeps: the first and the last (the newest evaluation), and each of
-        ``columns`` (rows x series) keeps its first minimum and last maximum in every bucket of steps;
+        ``width_of`` series (``columns(lo, hi)``: their rows lo..hi-1) keeps its first minimum and last
+        maximum in every bucket of steps;
         buckets 2^i steps wide, as many as fit in ``points`` rows, so a settled bucket never changes
         until the width doubles."""
         n = self.n
         if n <= points:
             return np.arange(n)
-        buckets = max(1, points // (2 * columns.shape[1]))
+        buckets = max(1, points // (2 * width_of))
         steps, first = self.steps, int(self.steps[0])
         width = 1
         while (int(steps[-1]) - first) // width + 1 > buckets:
             width *= 2
-        key = (points, width, columns.shape[1])
+        key = (points, width, width_of)
         if key not in self.buckets:  # a wider bucket (the run grew): start again
             self.buckets = {key: [0, np.empty(0, dtype=np.int64)]}
         kept = self.buckets[key]
@@ -311,10 +319,10 @@ class RunState:
         if kept[0] < open_bucket:
             lo = int(np.searchsorted(steps, first + kept[0] * width, side="left"))
             hi = int(np.searchsorted(steps, first + open_bucket * width, side="left"))
-            kept[1] = np.concatenate([kept[1], lo + bucket_extremes((steps[lo:hi] - first) // width, columns[lo:hi])])
+            kept[1] = np.concatenate([kept[1], lo + bucket_extremes((steps[lo:hi] - first) // width, columns(lo, hi))])
             kept[0] = open_bucket
         lo = int(np.searchsorted(steps, first + open_bucket * width, side="left"))
-        return np.unique(np.concatenate([kept[1], lo + bucket_extremes((steps[lo:] - first) // width, columns[lo:]),
+        return np.unique(np.concatenate([kept[1], lo + bucket_extremes((steps[lo:] - first) // width, columns(lo, n)),
                                          [0, n - 1]]))
 
 
