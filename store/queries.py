@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def _cur(source):
@@ -50,23 +51,53 @@ def boundaries(source, run_id: int) -> list[tuple[int, int, int | None]]:
     ).fetchall()
 
 
+_LONG_SQL = """
+WITH s AS (SELECT step, task, value FROM metrics
+           WHERE run_id = $run AND metric = $metric AND step >= $lo AND ($hi IS NULL OR step < $hi)),
+keep AS (
+    SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step
+    FROM s GROUP BY step // $width
+)
+SELECT step, task, value FROM s WHERE step IN (SELECT step FROM keep) ORDER BY step
+"""
+
+
 def downsampled_long(source, run_id: int, metric: str, points: int = 2000):
     """One series a task (``step``, ``task``, ``value``), each downsampled to about ``points`` rows
-    keeping each bucket's minimum and maximum (the training loss: one task at a time)."""
+    keeping each bucket's minimum and maximum (the training loss: one task at a time). Buckets are
+    2^i steps wide, as many as fit in ``points / 2``; those before the run's last evaluation are
+    kept between calls (``store.run_cache``), so a refresh reads only the rows of the last ones."""
+    from store import run_cache
+
     cur = _cur(source)
-    max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = ? AND metric = ?", [run_id, metric]).fetchone()[0]
-    width = max(1, -(-(max_step or 0) // max(1, points // 2)))
-    return cur.execute(
-        """
-        WITH s AS (SELECT step, task, value FROM metrics WHERE run_id = $run AND metric = $metric),
-        keep AS (
-            SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step
-            FROM s GROUP BY step // $width
-        )
-        SELECT step, task, value FROM s WHERE step IN (SELECT step FROM keep) ORDER BY step
-        """,
-        {"run": run_id, "metric": metric, "width": width},
-    ).df()
+    with run_cache.LOCK:
+        st = run_cache.state(cur, run_id)
+        if st is not None and (hit := st.results.get(("long", metric, points))) and hit[0] == st.version:
+            return hit[1].copy()
+        params = {"run": run_id, "metric": metric}
+        max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = $run AND metric = $metric"
+                               " AND step >= $lo", {**params, "lo": st.open if st else 0}).fetchone()[0]
+        if max_step is None and st is not None:
+            max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = $run AND metric = $metric",
+                                   params).fetchone()[0]
+        width = 1
+        while (max_step or 0) // width + 1 > max(1, points // 2):
+            width *= 2
+        params["width"] = width
+        closed = 0  # buckets wholly before the last evaluation are settled: read once
+        parts = []
+        if st is not None and st.n and st.open > 0:
+            closed = st.open // width
+            done = st.memos.setdefault(("long", metric, points, width), [0, []])
+            if done[0] < closed:
+                done[1].append(cur.execute(_LONG_SQL, {**params, "lo": done[0] * width, "hi": closed * width}).df())
+                done[0] = closed
+            parts = list(done[1])
+        parts.append(cur.execute(_LONG_SQL, {**params, "lo": closed * width, "hi": None}).df())
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if st is not None:
+            st.results[("long", metric, points)] = (st.version, df)
+        return df.copy()
 
 
 def keep_extremes(df, columns, points: int):

@@ -12,7 +12,7 @@ import pytest
 from engine.manager import run_in_process
 from store import Store, run_cache
 from store.metrics import summaries, summary
-from store.queries import full_series, keep_extremes, run_series
+from store.queries import downsampled_long, full_series, keep_extremes, run_series
 from tests.conftest import small_config
 
 _spec = importlib.util.spec_from_file_location("run_page", Path(__file__).resolve().parent.parent / "bench" / "run_page.py")
@@ -58,6 +58,22 @@ def check_series(store, run_id, points):
     return series
 
 
+def check_loss(store, run_id, points):
+    """downsampled_long keeps, in every bucket of 2^i steps (as many as fit in points / 2), the
+    training loss's minimum and maximum, with the rows as written."""
+    loss = downsampled_long(store, run_id, "train_loss", points=points)
+    rows = store.df("SELECT step, task, value FROM metrics WHERE run_id = ? AND metric = 'train_loss' ORDER BY step",
+                    [run_id])
+    assert len(loss) <= points and loss["step"].is_monotonic_increasing
+    assert loss.merge(rows, on=["step", "task", "value"]).shape[0] == len(loss)  # rows as written
+    width = 1
+    while rows["step"].max() // width + 1 > points // 2:
+        width *= 2
+    for bucket, inside in rows.groupby(rows["step"] // width):
+        kept = loss[loss["step"] // width == bucket]["value"]
+        assert kept.min() == inside["value"].min() and kept.max() == inside["value"].max()
+
+
 def test_a_real_run_evaluated_every_step_gets_the_summary_and_series_of_a_fresh_read(store):
     run_id = run_in_process(store, small_config("replay", n_tasks=3, eval={"every": 1}))
     first = summary(store, run_id)
@@ -81,6 +97,7 @@ def test_a_live_run_refreshed_as_it_grows_matches_a_fresh_read_at_every_refresh(
         assert same(s, fresh(store, run_id)), f"after step {done}"
         series = check_series(store, run_id, points=200)
         assert series["step"].iloc[-1] == done
+        check_loss(store, run_id, points=100)
     assert done == points
     # the dips after each switch (the stability gap) are in the summary and in the kept rows
     full = full_series(store, run_id)
@@ -117,6 +134,7 @@ def test_a_rewind_and_a_rerun_to_the_same_row_count_and_a_delete_are_never_serve
     run_id = bench.fill(store, points, n_tasks)  # finished: 200 steps a task
     before = summary(store, run_id)
     series_before = run_series(store, run_id, points=100)
+    check_loss(store, run_id, points=60)
     rows = store.sql("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])[0][0]
     # resume from the end of task 2: later metrics deleted, the run queued
     store.rewind_run(run_id, 400, task=2)
@@ -132,6 +150,7 @@ def test_a_rewind_and_a_rerun_to_the_same_row_count_and_a_delete_are_never_serve
     assert same(again, fresh(store, run_id)) and not same(again, before)
     series = check_series(store, run_id, points=100)
     assert not series[["task 1", "task 2"]].equals(series_before[["task 1", "task 2"]])
+    check_loss(store, run_id, points=60)
     # deleted: no summary, no series, nothing held
     store.delete_run(run_id)
     with pytest.raises(KeyError):
