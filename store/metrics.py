@@ -562,9 +562,9 @@ def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
     else:
         V = A[: m + 1, :k].copy()
         V[steps[: m + 1, None] < starts[None, :]] = np.nan
-        ok = _window_drops(-V if increase else V, w)
-        best = np.where(np.isfinite(ok), ok, -np.inf).max(axis=0)
-        ok = np.isfinite(ok)
+        drops = _window_drops(-V if increase else V, w)
+        ok = np.isfinite(drops)
+        best = np.where(ok, drops, -np.inf).max(axis=0)
     out = {j + 1: max(0.0, float(best[j])) for j in range(k) if ok[:, j].any()}
     if not out:
         return None, "fewer than two evaluations of any trained task"
@@ -620,8 +620,8 @@ def _switch_gap(steps, A, k: int, s: int, end_k: int | None, t: int, tolerance: 
     hi = t if end_k is None else min(end_k, t)
     rec: dict[str, Any] = {"switch_step": int(s), "from_task": k - 1, "to_task": k,
                            "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
-    pre = int(np.searchsorted(steps, s, side="right")) - 1
     lo, up = int(np.searchsorted(steps, s, side="right")), int(np.searchsorted(steps, hi, side="right"))
+    pre = lo - 1  # the last evaluation at or before the switch
     if pre < 0:
         rec["reason"] = f"no evaluation at or before the switch (step {s})"
         return rec

@@ -114,13 +114,14 @@ def keep_extremes(df, columns, points: int):
     return np.unique(order[bucket_extremes(bucket[order], df[list(columns)].to_numpy(dtype=float)[order])])
 
 
+SERIES_EMPTY = ["step", "training task", "plasticity", "stability", "min_acc", "wc_acc", "seen_acc", "train_loss"]
+
+
 def full_series(source, run_id: int):
     """Everything the run page plots against the step, one row an evaluation step: the accuracy on
     every task (``task 1``, ``task 2``, ...), the task being trained, plasticity, stability, min-ACC,
     WC-ACC (``store.metrics.continual_curves``), the mean accuracy on the tasks trained so far
     (``seen_acc``, ACC_t) and the training loss at that step. Not downsampled."""
-    import pandas as pd
-
     from store.metrics import CONTINUAL_SERIES_SQL, continual_curves
     from store.run_cache import seen_acc
 
@@ -145,20 +146,14 @@ def full_series(source, run_id: int):
     return df
 
 
-SERIES_EMPTY = ["step", "training task", "plasticity", "stability", "min_acc", "wc_acc", "seen_acc", "train_loss"]
-
-
 def run_series(source, run_id: int, points: int = 2000):
     """``full_series`` downsampled to about ``points`` rows: the first and the last row (the newest
-    evaluation) and, with the steps cut into buckets 2^i steps wide (as many as fit), a bucket keeps,
-    for each series (every task's accuracy, plasticity,
-    stability, min-ACC, WC-ACC), the row of its first minimum and of its last maximum. A dip (the
-    stability gap) is never averaged away, and the table stays under Altair's 5,000-row limit however
-    long the run. The run's series is held between calls (``store.run_cache``): a refresh reads and
-    computes only the steps since the last one, and a run whose data has not changed gets the same
-    table again."""
-    import pandas as pd
-
+    evaluation) and, with the steps cut into buckets 2^i steps wide (as many as fit), for each series
+    (every task's accuracy, plasticity, stability, min-ACC, WC-ACC) the row of its first minimum and
+    of its last maximum in each bucket. A dip (the stability gap) is never averaged away, and the
+    table stays under Altair's 5,000-row limit however long the run. The run's series is held
+    between calls (``store.run_cache``): a refresh reads and computes only the steps since the last
+    one, and a run whose data has not changed gets the same table again."""
     from store import run_cache
 
     cur = _cur(source)
