@@ -909,13 +909,21 @@ def _series(cs, ct, cv, bs, bt, bv, T: int, same_samples: bool) -> tuple[np.ndar
     """(steps, A) from acc rows (cs, ct, cv) and boundary_acc rows (bs, bt, bv), tasks in 1..T.
     With ``same_samples`` (eval.subset null: periodic and boundary evaluations use the same samples)
     the boundary ones (step 0, task ends) join the series where no periodic evaluation has that step."""
-    if same_samples:
-        extra = ~np.isin(bs, cs)
-        cs, ct, cv = (np.concatenate([cs, bs[extra]]), np.concatenate([ct, bt[extra]]),
-                      np.concatenate([cv, bv[extra]]))
-    steps, inv = np.unique(cs, return_inverse=True)
+    if cs.size > 1 and (cs[1:] < cs[:-1]).any():  # rows come in step order as a rule: no sort then
+        order = np.argsort(cs, kind="stable")
+        cs, ct, cv = cs[order], ct[order], cv[order]
+    first = np.r_[True, cs[1:] != cs[:-1]] if cs.size else np.zeros(0, dtype=bool)
+    periodic = cs[first]
+    extra = np.zeros(bs.size, dtype=bool)
+    if same_samples:  # the boundary rows at steps without a periodic evaluation
+        at = np.minimum(np.searchsorted(periodic, bs), max(periodic.size - 1, 0))
+        extra = ~(periodic[at] == bs) if periodic.size else ~extra
+    bs, bt, bv = bs[extra], bt[extra], bv[extra]
+    steps = np.union1d(periodic, bs) if bs.size else periodic
     A = np.full((steps.size, T), np.nan)
-    A[inv, ct - 1] = cv
+    # a periodic row's place: the periodic steps up to it, plus the boundary-only steps before it
+    A[np.cumsum(first) - 1 + np.searchsorted(np.unique(bs), cs), ct - 1] = cv
+    A[np.searchsorted(steps, bs), bt - 1] = bv
     return steps, A
 
 

@@ -202,3 +202,29 @@ def test_keep_extremes_keeps_each_buckets_first_minimum_and_last_maximum():
                         v = df[column].to_numpy()[rows]
                         expected |= {rows[int(np.argmin(v))], rows[len(v) - 1 - int(np.argmax(v[::-1]))]}
         assert keep_extremes(df, ["a", "b"], points).tolist() == sorted(expected)
+
+
+def test_the_series_arrays_are_those_of_the_plain_definition():
+    """metrics._series (one sort at most, none when rows come in step order) against its definition:
+    the union of the steps, the periodic rows, and the boundary rows at steps without a periodic one."""
+    from store.metrics import _series
+
+    def plain(cs, ct, cv, bs, bt, bv, T, same):
+        if same:
+            extra = ~np.isin(bs, cs)
+            cs, ct, cv = np.r_[cs, bs[extra]], np.r_[ct, bt[extra]], np.r_[cv, bv[extra]]
+        steps, row = np.unique(cs, return_inverse=True)
+        A = np.full((steps.size, T), np.nan)
+        A[row, ct - 1] = cv
+        return steps, A
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):  # repeated steps and (step, task) pairs, sorted or not, boundary-only steps
+        T, n, nb = int(rng.integers(1, 6)), int(rng.integers(0, 40)), int(rng.integers(0, 12))
+        cs = rng.integers(0, 30, n)
+        cs = np.sort(cs) if rng.random() < 0.5 else cs
+        args = (cs, rng.integers(1, T + 1, n), rng.random(n), rng.integers(0, 35, nb), rng.integers(1, T + 1, nb),
+                rng.random(nb), T)
+        for same in (True, False):
+            (s1, A1), (s2, A2) = _series(*args, same), plain(*args, same)
+            assert np.array_equal(s1, s2) and np.array_equal(A1, A2, equal_nan=True)
