@@ -919,10 +919,11 @@ def _series(cs, ct, cv, bs, bt, bv, T: int, same_samples: bool) -> tuple[np.ndar
         at = np.minimum(np.searchsorted(periodic, bs), max(periodic.size - 1, 0))
         extra = ~(periodic[at] == bs) if periodic.size else ~extra
     bs, bt, bv = bs[extra], bt[extra], bv[extra]
-    steps = np.union1d(periodic, bs) if bs.size else periodic
+    only = np.unique(bs)  # boundary-only steps: none of them is periodic
+    steps = np.insert(periodic, np.searchsorted(periodic, only), only) if only.size else periodic
     A = np.full((steps.size, T), np.nan)
     # a periodic row's place: the periodic steps up to it, plus the boundary-only steps before it
-    A[np.cumsum(first) - 1 + np.searchsorted(np.unique(bs), cs), ct - 1] = cv
+    A[np.cumsum(first) - 1 + np.searchsorted(only, cs), ct - 1] = cv
     A[np.searchsorted(steps, bs), bt - 1] = bv
     return steps, A
 
