@@ -458,13 +458,16 @@ def _where(steps, A, spans: Spans, t: int | None):
     return (steps, A, t, m, k), None
 
 
-def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict | None, str | None]:
+def min_acc_per_task(steps, A, spans: Spans, t: int | None = None, cache=None) -> tuple[dict | None, str | None]:
     """De Lange et al. 2023: for each earlier task i < k (k = task trained at t),
-    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned."""
+    min_{end_i < n <= t} A(i, n), the lowest it has fallen to since it was learned. ``cache``
+    (``store.run_cache``, t the last evaluation only): the minima kept from the last refresh."""
+    if cache is not None and t is not None:
+        raise ValueError("the cache holds the minima up to the last evaluation only")
     where, why = _where(steps, A, spans, t)
     if where is None:
         return None, why
-    steps, A, t, _, k = where
+    steps, A, t, m, k = where
     if k < 2:
         return None, "no earlier task yet (task 1 is training)"
     out = {}
@@ -472,13 +475,22 @@ def min_acc_per_task(steps, A, spans: Spans, t: int | None = None) -> tuple[dict
         end = spans.get(i, (None, None))[1]
         if end is None:
             return None, f"task {i} has no end step of its own (trained jointly with later tasks)"
-        sel = (steps > end) & (steps <= t)
-        vals = A[sel, i - 1]
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
+        if cache is not None:
+            low, count = cache.min_after(i, end)
+        else:
+            low, count = _min_after(steps, A[:, i - 1], end, m + 1)
+        if count == 0:
             return None, f"no evaluation of task {i} after its end (step {end})"
-        out[i] = float(vals.min())
+        out[i] = low
     return out, None
+
+
+def _min_after(steps, column, end: int, stop: int, lo: int = 0) -> tuple[float, int]:
+    """(the minimum, the number) of the measured values of ``column`` at rows lo..stop-1 whose step
+    is after ``end`` (steps increase); (inf, 0) if none."""
+    vals = column[max(lo, int(np.searchsorted(steps, end, side="right"))):stop]
+    vals = vals[np.isfinite(vals)]
+    return (float(vals.min()), int(vals.size)) if vals.size else (math.inf, 0)
 
 
 def min_acc(steps, A, spans: Spans, t: int | None = None) -> Value:
@@ -513,34 +525,46 @@ def _sliding_max(P: np.ndarray, L: int) -> np.ndarray:
     return np.maximum(M[:n], M[L - p:L - p + n])
 
 
+def _window_drops(V: np.ndarray, w: int, lo: int = 0) -> np.ndarray:
+    """For each row n >= lo of V (evaluations x tasks, NaN where not measured): the largest
+    V[m] - V[n] over the measured m with n - w < m < n; NaN or -inf where there is no such pair.
+    Rows before lo serve only as the window of the rows after them."""
+    X = np.where(np.isnan(V), -np.inf, V)
+    if X.shape[0] <= w:                     # every pair is inside the window: a running maximum
+        prev = np.concatenate([np.full((1, X.shape[1]), -np.inf), np.maximum.accumulate(X, axis=0)[:-1]])
+    else:                                   # the maximum of the w-1 evaluations before each one
+        P = np.concatenate([np.full((w - 1, X.shape[1]), -np.inf), X])[:-1]
+        prev = _sliding_max(P, w - 1)
+    with np.errstate(invalid="ignore"):
+        return prev[lo:] - V[lo:]
+
+
 def windowed_per_task(steps, A, spans: Spans, w: int, t: int | None = None,
-                      increase: bool = False) -> tuple[dict | None, str | None]:
+                      increase: bool = False, cache=None) -> tuple[dict | None, str | None]:
     """Per task j <= k (the tasks whose training has started by t): the largest drop
     max_{m<n, n-m<w} (A(j,m) - A(j,n)) (or, with ``increase``, the largest rise A(j,n) - A(j,m)) over
     its evaluation history from the start of its training (the evaluation at start_j, the model
     before training j, included) to t; m, n count evaluations. Floored at 0, as the reference code
-    initialises the maximum to 0. A task with fewer than two evaluations has no pair and is left out."""
+    initialises the maximum to 0. A task with fewer than two evaluations has no pair and is left out.
+    ``cache`` (``store.run_cache``, t the last evaluation only): the drops kept from the last refresh."""
     if w < 2:
         raise ValueError("the window must span at least 2 evaluations")
+    if cache is not None and t is not None:
+        raise ValueError("the cache holds the drops up to the last evaluation only")
     where, why = _where(steps, A, spans, t)
     if where is None:
         return None, why
     steps, A, t, m, k = where
     starts = _task_starts(spans, A.shape[1])[:k]
-    V = A[: m + 1, :k].copy()
-    V[steps[: m + 1, None] < starts[None, :]] = np.nan
-    if increase:
-        V = -V
-    X = np.where(np.isnan(V), -np.inf, V)
-    if X.shape[0] <= w:                     # every pair is inside the window: a running maximum
-        prev = np.concatenate([np.full((1, k), -np.inf), np.maximum.accumulate(X, axis=0)[:-1]])
-    else:                                   # the maximum of the w-1 evaluations before each one
-        P = np.concatenate([np.full((w - 1, k), -np.inf), X])[:-1]
-        prev = _sliding_max(P, w - 1)
-    with np.errstate(invalid="ignore"):
-        drop = prev - V
-    ok = np.isfinite(drop)
-    best = np.where(ok, drop, -np.inf).max(axis=0)
+    if cache is not None:                   # the largest drops kept from the last refresh
+        found = [cache.largest_drop(j + 1, starts[j], w, increase) for j in range(k)]
+        best, ok = np.array([b for b, _ in found]), np.array([[a for _, a in found]])
+    else:
+        V = A[: m + 1, :k].copy()
+        V[steps[: m + 1, None] < starts[None, :]] = np.nan
+        drops = _window_drops(-V if increase else V, w)
+        ok = np.isfinite(drops)
+        best = np.where(ok, drops, -np.inf).max(axis=0)
     out = {j + 1: max(0.0, float(best[j])) for j in range(k) if ok[:, j].any()}
     if not out:
         return None, "fewer than two evaluations of any trained task"
@@ -559,7 +583,7 @@ def windowed_plasticity(steps, A, spans: Spans, w: int, t: int | None = None) ->
 
 
 def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
-                   t: int | None = None) -> list[dict]:
+                   t: int | None = None, cache=None) -> list[dict]:
     """Per task switch s = start_k (k >= 2) and per earlier task i < k:
 
     - before = A(i, n_s), the last evaluation at or before the switch;
@@ -570,7 +594,8 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
 
     Each record: {switch_step, from_task, to_task, depth (mean over old tasks), recovery_steps (mean,
     None unless all recovered), tasks: [{task, before, min, min_step, depth, recovered_step,
-    recovery_steps, reason}], reason}."""
+    recovery_steps, reason}], reason}. ``cache`` (``store.run_cache``): the records of the switches
+    whose task has ended, kept from the last refresh."""
     steps, A = np.asarray(steps), np.asarray(A, dtype=float)
     t = _t(steps, t)
     records: list[dict] = []
@@ -582,56 +607,65 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
         s, end_k = spans[k]
         if s >= t:
             continue
-        hi = t if end_k is None else min(end_k, t)
-        rec: dict[str, Any] = {"switch_step": int(s), "from_task": k - 1, "to_task": k,
-                               "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
-        records.append(rec)
-        pre = int(np.searchsorted(steps, s, side="right")) - 1
-        win = np.flatnonzero((steps > s) & (steps <= hi))
-        if pre < 0:
-            rec["reason"] = f"no evaluation at or before the switch (step {s})"
-            continue
-        if win.size == 0:
-            rec["reason"] = f"no evaluation after the switch (step {s}) yet"
-            continue
-        still = end_k is None or t < end_k
-        for i in range(1, k):
-            before = A[pre, i - 1]
-            vals = A[win, i - 1]
-            ok = np.isfinite(vals)
-            item: dict[str, Any] = {"task": i, "before": None, "min": None, "min_step": None,
-                                    "depth": None, "recovered_step": None, "recovery_steps": None,
-                                    "reason": None}
-            rec["tasks"].append(item)
-            if not math.isfinite(before) or not ok.any():
-                item["reason"] = f"task {i} not evaluated around the switch"
-                continue
-            v = np.where(ok, vals, np.inf)
-            a = int(v.argmin())                       # first minimum (ties: earliest)
-            thr = before - tolerance
-            item.update(before=float(before), min=float(v[a]), min_step=int(steps[win[a]]),
-                        depth=float(before - v[a]))
-            if v[a] >= thr:
-                item.update(recovered_step=int(s), recovery_steps=0)
-                continue
-            back = np.flatnonzero(ok[a:] & (vals[a:] >= thr))
-            if back.size:
-                n = int(steps[win[a + back[0]]])
-                item.update(recovered_step=n, recovery_steps=n - int(s))
-            else:
-                item["reason"] = (f"task {i} not back within {tolerance:g} of {before:.3f} by step "
-                                  f"{int(steps[win[-1]])}" + (f" (task {k} still training)" if still
-                                                              else f" (end of task {k})"))
-        depths = [x["depth"] for x in rec["tasks"] if x["depth"] is not None]
-        rec["depth"] = _mean(depths) if depths else None
-        recs = [x["recovery_steps"] for x in rec["tasks"]]
-        if recs and all(r is not None for r in recs):
-            rec["recovery_steps"] = _mean(recs)
-        elif not depths:
-            rec["reason"] = "no earlier task evaluated around the switch"
+        if cache is not None and end_k is not None and end_k <= t:  # final once task k has ended
+            records.append(cache.memo(("gap", k, s, end_k, tolerance), end_k,
+                                      lambda: _switch_gap(steps, A, k, s, end_k, t, tolerance)))
         else:
-            rec["reason"] = f"{sum(r is None for r in recs)} of {len(recs)} earlier tasks not recovered"
+            records.append(_switch_gap(steps, A, k, s, end_k, t, tolerance))
     return records
+
+
+def _switch_gap(steps, A, k: int, s: int, end_k: int | None, t: int, tolerance: float) -> dict:
+    """The record of ``stability_gaps`` for the switch to task k at step s."""
+    hi = t if end_k is None else min(end_k, t)
+    rec: dict[str, Any] = {"switch_step": int(s), "from_task": k - 1, "to_task": k,
+                           "depth": None, "recovery_steps": None, "tasks": [], "reason": None}
+    lo, up = int(np.searchsorted(steps, s, side="right")), int(np.searchsorted(steps, hi, side="right"))
+    pre = lo - 1  # the last evaluation at or before the switch
+    if pre < 0:
+        rec["reason"] = f"no evaluation at or before the switch (step {s})"
+        return rec
+    if up == lo:
+        rec["reason"] = f"no evaluation after the switch (step {s}) yet"
+        return rec
+    still = end_k is None or t < end_k
+    for i in range(1, k):
+        before = A[pre, i - 1]
+        vals = A[lo:up, i - 1]                   # the evaluations in (s, hi]: steps increase
+        ok = np.isfinite(vals)
+        item: dict[str, Any] = {"task": i, "before": None, "min": None, "min_step": None,
+                                "depth": None, "recovered_step": None, "recovery_steps": None,
+                                "reason": None}
+        rec["tasks"].append(item)
+        if not math.isfinite(before) or not ok.any():
+            item["reason"] = f"task {i} not evaluated around the switch"
+            continue
+        v = np.where(ok, vals, np.inf)
+        a = int(v.argmin())                       # first minimum (ties: earliest)
+        thr = before - tolerance
+        item.update(before=float(before), min=float(v[a]), min_step=int(steps[lo + a]),
+                    depth=float(before - v[a]))
+        if v[a] >= thr:
+            item.update(recovered_step=int(s), recovery_steps=0)
+            continue
+        back = np.flatnonzero(ok[a:] & (vals[a:] >= thr))
+        if back.size:
+            n = int(steps[lo + a + back[0]])
+            item.update(recovered_step=n, recovery_steps=n - int(s))
+        else:
+            item["reason"] = (f"task {i} not back within {tolerance:g} of {before:.3f} by step "
+                              f"{int(steps[up - 1])}" + (f" (task {k} still training)" if still
+                                                          else f" (end of task {k})"))
+    depths = [x["depth"] for x in rec["tasks"] if x["depth"] is not None]
+    rec["depth"] = _mean(depths) if depths else None
+    recs = [x["recovery_steps"] for x in rec["tasks"]]
+    if recs and all(r is not None for r in recs):
+        rec["recovery_steps"] = _mean(recs)
+    elif not depths:
+        rec["reason"] = "no earlier task evaluated around the switch"
+    else:
+        rec["reason"] = f"{sum(r is None for r in recs)} of {len(recs)} earlier tasks not recovered"
+    return rec
 
 
 def switch_dips(steps, A, spans: Spans, early: float = 0.25) -> list[dict]:
@@ -692,7 +726,7 @@ def learning_curve(steps, A, spans: Spans, task: int, t: int | None = None
         return np.array([], dtype=np.int64), np.array([])
     s, e = spans[task]
     hi = _t(steps, t) if e is None else e
-    sel = (steps > s) & (steps <= hi)
+    sel = slice(np.searchsorted(steps, s, side="right"), np.searchsorted(steps, hi, side="right"))  # steps increase
     v = A[sel, task - 1]
     ok = np.isfinite(v)
     return (steps[sel] - s)[ok], v[ok]
@@ -851,28 +885,47 @@ def _load(cur, ids: Sequence[int], meta: Mapping[int, tuple]) -> dict[int, RunDa
         cont, step = d["cont"][lo:hi], d["step"][lo:hi]
         task, val = d["task"][lo:hi].astype(np.int64), d["value"][lo:hi]
         sp = spans[rid]
-        T = int((cfg.get("scenario") or {}).get("n_tasks") or 0)
-        T = max(T, max(sp, default=0), int(task.max()) if task.size else 0)
+        T = _n_tasks(cfg, sp, task)
         ok = (task >= 1) & (task <= T)
         nb = int(np.searchsorted(cont, True))            # boundary rows first (cont False)
-        R = np.full((T + 1, T), np.nan)
-        bs, bt, bv = step[:nb], task[:nb], val[:nb]
-        rows = [(0, 0)] + [(j, e) for j, (_, e) in sp.items() if e is not None]
-        for r, e in rows:
-            sel = (bs == e) & ok[:nb]
-            R[r, bt[sel] - 1] = bv[sel]
-        cs, ct, cv = step[nb:][ok[nb:]], task[nb:][ok[nb:]], val[nb:][ok[nb:]]
-        if (cfg.get("eval") or {}).get("subset") is None:
-            # Periodic and boundary evaluations then use the same samples: the boundary ones (step 0,
-            # task ends) join the series where no periodic evaluation has that step.
-            extra = ~np.isin(bs, cs) & ok[:nb]
-            cs, ct, cv = (np.concatenate([cs, bs[extra]]), np.concatenate([ct, bt[extra]]),
-                          np.concatenate([cv, bv[extra]]))
-        steps, inv = np.unique(cs, return_inverse=True)
-        A = np.full((steps.size, T), np.nan)
-        A[inv, ct - 1] = cv
+        bs, bt, bv = step[:nb][ok[:nb]], task[:nb][ok[:nb]], val[:nb][ok[:nb]]
+        R = _matrix(bs, bt, bv, sp, T)
+        steps, A = _series(step[nb:][ok[nb:]], task[nb:][ok[nb:]], val[nb:][ok[nb:]], bs, bt, bv, T,
+                           (cfg.get("eval") or {}).get("subset") is None)
         out[rid] = RunData(rid, name, status, cfg, T, R, steps, A, sp, last_step)
     return out
+
+
+def _matrix(bs, bt, bv, spans: Spans, T: int) -> np.ndarray:
+    """The accuracy matrix from a run's boundary_acc rows (step, task in 1..T, value)."""
+    R = np.full((T + 1, T), np.nan)
+    for r, e in [(0, 0)] + [(j, e) for j, (_, e) in spans.items() if e is not None]:
+        sel = bs == e
+        R[r, bt[sel] - 1] = bv[sel]
+    return R
+
+
+def _series(cs, ct, cv, bs, bt, bv, T: int, same_samples: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, A) from acc rows (cs, ct, cv) and boundary_acc rows (bs, bt, bv), tasks in 1..T.
+    With ``same_samples`` (eval.subset null: periodic and boundary evaluations use the same samples)
+    the boundary ones (step 0, task ends) join the series where no periodic evaluation has that step."""
+    if cs.size > 1 and (cs[1:] < cs[:-1]).any():  # rows come in step order as a rule: no sort then
+        order = np.argsort(cs, kind="stable")
+        cs, ct, cv = cs[order], ct[order], cv[order]
+    first = np.r_[True, cs[1:] != cs[:-1]] if cs.size else np.zeros(0, dtype=bool)
+    periodic = cs[first]
+    extra = np.zeros(bs.size, dtype=bool)
+    if same_samples:  # the boundary rows at steps without a periodic evaluation
+        at = np.minimum(np.searchsorted(periodic, bs), max(periodic.size - 1, 0))
+        extra = ~(periodic[at] == bs) if periodic.size else ~extra
+    bs, bt, bv = bs[extra], bt[extra], bv[extra]
+    only = np.unique(bs)  # boundary-only steps: none of them is periodic
+    steps = np.insert(periodic, np.searchsorted(periodic, only), only) if only.size else periodic
+    A = np.full((steps.size, T), np.nan)
+    # a periodic row's place: the periodic steps up to it, plus the boundary-only steps before it
+    A[np.cumsum(first) - 1 + np.searchsorted(only, cs), ct - 1] = cv
+    A[np.searchsorted(steps, bs), bt - 1] = bv
+    return steps, A
 
 
 def _meta(cur, ids: Sequence[int]) -> dict[int, tuple]:
@@ -884,15 +937,24 @@ def _meta(cur, ids: Sequence[int]) -> dict[int, tuple]:
                OR (lower(config->'strategy'->>'name') = ? AND lower(config->'strategy'->>'mode') = ?)
                OR json_array_length(config->'scenario'->'tasks') = 1""",
         [list(ids), JOINT_STRATEGY, JOINT_CUMULATIVE]).fetchall()
-    out = {}
-    for rid, name, status, cfg, last in rows:
-        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
-        cfg = cfg if isinstance(cfg, dict) else {}
-        for section in ("scenario", "strategy", "eval"):     # tolerate odd configs (a user's own runs)
-            if not isinstance(cfg.get(section), dict):
-                cfg = {**cfg, section: {}}
-        out[rid] = (name, status, cfg, last)
-    return out
+    return {rid: (name, status, _config(cfg), last) for rid, name, status, cfg, last in rows}
+
+
+def _config(cfg) -> dict:
+    """A run's config as a dict whose scenario, strategy and eval sections are dicts (tolerating odd
+    configs: a user's own runs)."""
+    cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+    cfg = cfg if isinstance(cfg, dict) else {}
+    for section in ("scenario", "strategy", "eval"):
+        if not isinstance(cfg.get(section), dict):
+            cfg = {**cfg, section: {}}
+    return cfg
+
+
+def _n_tasks(cfg: dict, spans: Spans, tasks) -> int:
+    """T: the config's n_tasks, or more where the boundaries or the evaluated tasks say so."""
+    T = int((cfg.get("scenario") or {}).get("n_tasks") or 0)
+    return max(T, max(spans, default=0), int(tasks.max()) if tasks.size else 0)
 
 
 def _pick(cands: list[tuple], prefer_seed=None) -> int | None:
@@ -979,7 +1041,7 @@ def _num(x):
 
 
 def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData],
-               tolerance: float, only: set[str] | None = None) -> dict:
+               tolerance: float, only: set[str] | None = None, cache=None) -> dict:
     out: dict[str, Any] = {}
     why: dict[str, str] = {}
 
@@ -1009,24 +1071,25 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
 
     st, A, sp = run.steps, run.A, run.spans
     t = _t(st, None)
-    mn = min_acc_per_task(st, A, sp)
+    mn = min_acc_per_task(st, A, sp, cache=cache)
     put("min_acc", _avg(mn))
     put("wc_acc", wc_acc(st, A, sp, min_acc_t=_avg(mn)))
     wins = {}
     for w in WINDOWS:
         if need(f"wf{w}", f"wp{w}"):
-            wins[f"wf{w}"] = windowed_per_task(st, A, sp, w)
-            wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True)
+            wins[f"wf{w}"] = windowed_per_task(st, A, sp, w, cache=cache)
+            wins[f"wp{w}"] = windowed_per_task(st, A, sp, w, increase=True, cache=cache)
             put(f"wf{w}", _avg(wins[f"wf{w}"]))
             put(f"wp{w}", _avg(wins[f"wp{w}"]))
-    gaps = stability_gaps(st, A, sp, tolerance) if need("stability_gap", "recovery_steps") else []
+    gaps = stability_gaps(st, A, sp, tolerance, cache=cache) if need("stability_gap", "recovery_steps") else []
     if need("stability_gap", "recovery_steps"):
         put("stability_gap", stability_gap(gaps))
         put("recovery_steps", recovery_time(gaps))
 
     l2m = ("terminal_performance", "relative_performance", "sample_efficiency")
     finished = [j for j in range(1, T + 1) if j in sp and sp[j][1] is not None] if need(*l2m) else []
-    curves = {j: learning_curve(st, A, sp, j) for j in finished}
+    curves = {j: cache.memo(("curve", j, sp[j]), sp[j][1], lambda j=j: learning_curve(st, A, sp, j))
+              if cache is not None else learning_curve(st, A, sp, j) for j in finished}
     tps = {j: terminal_performance(c[1]) for j, c in curves.items()}
     tp_ok = [v for v, _ in tps.values() if v is not None]
     if need(*l2m):
@@ -1131,10 +1194,44 @@ def summary(cursor_or_store, run_id: int, *, tolerance: float = DEFAULT_TOLERANC
     JSON-able dict: the metric keys of ``METRICS`` (None when unavailable), ``accuracy_matrix``
     (rows 0..T, None where missing), ``stability_gaps``, ``per_task``, ``references`` and
     ``unavailable`` {metric: reason}. ``reference_run_id`` and ``experts`` {task: run_id} override
-    the automatic lookups."""
-    return summaries(cursor_or_store, [run_id], tolerance=tolerance,
-                     references=None if reference_run_id is None else {run_id: reference_run_id},
-                     experts=None if experts is None else {run_id: experts})[0]
+    the automatic lookups.
+
+    The same as ``summaries`` of this one run, from the series held between calls
+    (``store.run_cache``): a run whose data and references have not changed gets its summary again,
+    and a live run's refresh reads and computes only the steps since the last one."""
+    import copy
+
+    from store import run_cache
+
+    run_id = int(run_id)
+    cur, own = _cur(cursor_or_store)
+    try:
+        with run_cache.LOCK:
+            explicit = ({reference_run_id} if reference_run_id else set()) | set((experts or {}).values())
+            meta = _meta(cur, sorted({run_id} | explicit))
+            if run_id not in meta:
+                raise KeyError(f"no run with id {run_id}")
+            index = References(meta)
+            ref = reference_run_id or index.joint_for(run_id)
+            exps = dict(experts or index.experts_for(run_id))
+            states = {}
+            for rid in sorted(({run_id, ref} | set(exps.values())) & set(meta)):
+                if (found := run_cache.state(cur, rid)) is not None:
+                    states[rid] = found
+            if run_id not in states:
+                raise KeyError(f"no run with id {run_id}")
+            own_state = states[run_id]
+            key = (tolerance, ref, tuple(sorted(exps.items())), tuple((r, s.version) for r, s in states.items()))
+            hit = own_state.results.get("summary")
+            if hit is None or hit[0] != key:
+                data = {rid: s.data() for rid, s in states.items()}
+                result = _summarize(data[run_id], data.get(ref), {j: data[e] for j, e in exps.items() if e in data},
+                                    tolerance, cache=own_state)
+                hit = own_state.results["summary"] = (key, result)
+            return copy.deepcopy(hit[1])
+    finally:
+        if own:
+            cur.close()
 
 
 def load_run(cursor_or_store, run_id: int) -> RunData:
@@ -1213,7 +1310,7 @@ e AS (
 )"""
 
 
-def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
+def continual_curves(steps, A, spans: Spans, seed_min=None) -> dict[str, np.ndarray]:
     """The continual-evaluation metrics as curves over every evaluation step t, k(t) the task being
     trained at t (``current_task``; NaN before training), vectorised (De Lange et al., ICLR 2023):
 
@@ -1223,7 +1320,9 @@ def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
     - wc_acc, WC-ACC_t exactly as ``wc_acc`` defines it (A(1, t) while k = 1).
 
     NaN where a value is not defined (no earlier task yet, a task without an end of its own).
-    Tests pin every point against ``min_acc`` and ``wc_acc``."""
+    Tests pin every point against ``min_acc`` and ``wc_acc``. ``seed_min`` (T,): the lowest accuracy
+    of each task after its end in the rows before these (inf where none), when the curves of a
+    series are computed a piece at a time (``store.run_cache``)."""
     steps, A = np.asarray(steps), np.asarray(A, dtype=float)
     n, T = A.shape
     k = np.full(n, np.nan)
@@ -1239,7 +1338,10 @@ def continual_curves(steps, A, spans: Spans) -> dict[str, np.ndarray]:
             continue
         after = steps > e
         column = np.where(after & np.isfinite(A[:, j - 1]), A[:, j - 1], np.inf)
-        running_min[:, j - 1] = np.where(after, np.minimum.accumulate(column), np.nan)
+        lowest = np.minimum.accumulate(column)
+        if seed_min is not None:
+            lowest = np.minimum(lowest, seed_min[j - 1])
+        running_min[:, j - 1] = np.where(after, lowest, np.nan)
     running_min[np.isinf(running_min)] = np.nan
     rows = np.arange(n)
     trained = np.isfinite(k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def _cur(source):
@@ -50,45 +51,70 @@ def boundaries(source, run_id: int) -> list[tuple[int, int, int | None]]:
     ).fetchall()
 
 
+_LONG_SQL = """
+WITH s AS (SELECT step, task, value FROM metrics
+           WHERE run_id = $run AND metric = $metric AND step >= $lo AND ($hi IS NULL OR step < $hi)),
+keep AS (
+    SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step
+    FROM s GROUP BY step // $width
+)
+SELECT step, task, value FROM s WHERE step IN (SELECT step FROM keep) ORDER BY step
+"""
+
+
 def downsampled_long(source, run_id: int, metric: str, points: int = 2000):
     """One series a task (``step``, ``task``, ``value``), each downsampled to about ``points`` rows
-    keeping each bucket's minimum and maximum (the training loss: one task at a time)."""
+    keeping each bucket's minimum and maximum (the training loss: one task at a time). Buckets are
+    2^i steps wide, as many as fit in ``points / 2``; those before the run's last evaluation are
+    kept between calls (``store.run_cache``), so a refresh reads only the rows of the last ones."""
+    from store import run_cache
+
     cur = _cur(source)
-    max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = ? AND metric = ?", [run_id, metric]).fetchone()[0]
-    width = max(1, -(-(max_step or 0) // max(1, points // 2)))
-    return cur.execute(
-        """
-        WITH s AS (SELECT step, task, value FROM metrics WHERE run_id = $run AND metric = $metric),
-        keep AS (
-            SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step
-            FROM s GROUP BY step // $width
-        )
-        SELECT step, task, value FROM s WHERE step IN (SELECT step FROM keep) ORDER BY step
-        """,
-        {"run": run_id, "metric": metric, "width": width},
-    ).df()
+    with run_cache.LOCK:
+        st = run_cache.state(cur, run_id)
+        if st is not None and (hit := st.results.get(("long", metric, points))) and hit[0] == st.version:
+            return hit[1].copy()
+        params = {"run": run_id, "metric": metric}
+        max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = $run AND metric = $metric"
+                               " AND step >= $lo", {**params, "lo": st.open if st else 0}).fetchone()[0]
+        if max_step is None and st is not None:
+            max_step = cur.execute("SELECT max(step) FROM metrics WHERE run_id = $run AND metric = $metric",
+                                   params).fetchone()[0]
+        width = 1
+        while (max_step or 0) // width + 1 > max(1, points // 2):
+            width *= 2
+        params["width"] = width
+        closed = 0  # buckets wholly before the last evaluation are settled: read once
+        parts = []
+        if st is not None and st.n and st.open > 0:
+            closed = st.open // width
+            done = st.memos.setdefault(("long", metric, points, width), [0, []])
+            if done[0] < closed:
+                done[1].append(cur.execute(_LONG_SQL, {**params, "lo": done[0] * width, "hi": closed * width}).df())
+                done[0] = closed
+            parts = list(done[1])
+        parts.append(cur.execute(_LONG_SQL, {**params, "lo": closed * width, "hi": None}).df())
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if st is not None:
+            st.results[("long", metric, points)] = (st.version, df)
+        return df.copy()
 
 
 def keep_extremes(df, columns, points: int):
     """Row positions to keep so each of ``columns`` keeps its minimum and maximum in every bucket of
     steps, with about ``points`` rows in all (each kept row carries every column's value)."""
+    from store.run_cache import bucket_extremes
+
     if len(df) <= points:
         return np.arange(len(df))
     buckets = max(1, points // (2 * max(1, len(columns))))
     step = df["step"].to_numpy()
     bucket = (step - step.min()) * buckets // (step.max() - step.min() + 1)
-    keep = []
-    for column in columns:
-        values = df[column].to_numpy(dtype=float)
-        rows = np.flatnonzero(np.isfinite(values))
-        if not rows.size:
-            continue
-        order = rows[np.lexsort((values[rows], bucket[rows]))]  # by bucket, then value
-        sorted_buckets = bucket[order]
-        _, first = np.unique(sorted_buckets, return_index=True)  # each bucket's minimum
-        last = np.r_[first[1:] - 1, len(order) - 1]  # and its maximum
-        keep += [order[first], order[last]]
-    return np.unique(np.concatenate(keep)) if keep else np.arange(0)
+    order = np.argsort(bucket, kind="stable")  # steps usually come sorted: then this is the identity
+    return np.unique(order[bucket_extremes(bucket[order], df[list(columns)].to_numpy(dtype=float)[order])])
+
+
+SERIES_EMPTY = ["step", "training task", "plasticity", "stability", "min_acc", "wc_acc", "seen_acc", "train_loss"]
 
 
 def full_series(source, run_id: int):
@@ -96,15 +122,13 @@ def full_series(source, run_id: int):
     every task (``task 1``, ``task 2``, ...), the task being trained, plasticity, stability, min-ACC,
     WC-ACC (``store.metrics.continual_curves``), the mean accuracy on the tasks trained so far
     (``seen_acc``, ACC_t) and the training loss at that step. Not downsampled."""
-    import pandas as pd
-
     from store.metrics import CONTINUAL_SERIES_SQL, continual_curves
+    from store.run_cache import seen_acc
 
     cur = _cur(source)
     e = cur.execute(f"WITH {CONTINUAL_SERIES_SQL} SELECT step, task, value FROM e", {"run": run_id}).fetchnumpy()
     if not len(e["step"]):
-        return pd.DataFrame(columns=["step", "training task", "plasticity", "stability", "min_acc", "wc_acc",
-                                     "seen_acc", "train_loss"])
+        return pd.DataFrame(columns=SERIES_EMPTY)
     steps, row = np.unique(e["step"], return_inverse=True)
     n_tasks = int(e["task"].max())
     A = np.full((len(steps), n_tasks), np.nan)
@@ -116,22 +140,45 @@ def full_series(source, run_id: int):
     df["training task"] = curves["task"]
     for name in ("plasticity", "stability", "min_acc", "wc_acc"):
         df[name] = curves[name]
-    seen = np.arange(1, n_tasks + 1)[None, :] <= np.nan_to_num(curves["task"], nan=0)[:, None]
-    with np.errstate(invalid="ignore"):
-        df["seen_acc"] = np.where(seen.any(1), np.where(seen, A, 0).sum(1) / np.maximum(seen.sum(1), 1), np.nan)
+    df["seen_acc"] = seen_acc(A, curves["task"])
     loss = cur.execute("SELECT step, value FROM metrics WHERE run_id = ? AND metric = 'train_loss'", [run_id]).df()
     df["train_loss"] = loss.drop_duplicates("step").set_index("step")["value"].reindex(steps).to_numpy()
     return df
 
 
 def run_series(source, run_id: int, points: int = 2000):
-    """``full_series`` downsampled to about ``points`` rows: the steps are cut into buckets and a
-    bucket keeps, for each series, the row of its minimum and of its maximum. A dip (the stability
-    gap) is never averaged away, and the table stays under Altair's 5,000-row limit however long
-    the run."""
-    df = full_series(source, run_id)
-    series = [c for c in df.columns if c.startswith("task ")] + ["plasticity", "stability", "min_acc", "wc_acc"]
-    return df.iloc[keep_extremes(df, series, points)].reset_index(drop=True)
+    """``full_series`` downsampled to about ``points`` rows: the first and the last row (the newest
+    evaluation) and, with the steps cut into buckets 2^i steps wide (as many as fit), for each series
+    (every task's accuracy, plasticity, stability, min-ACC, WC-ACC) the row of its first minimum and
+    of its last maximum in each bucket. A dip (the stability gap) is never averaged away, and the
+    table stays under Altair's 5,000-row limit however long the run. The run's series is held
+    between calls (``store.run_cache``): a refresh reads and computes only the steps since the last
+    one, and a run whose data has not changed gets the same table again."""
+    from store import run_cache
+
+    cur = _cur(source)
+    with run_cache.LOCK:
+        st = run_cache.state(cur, run_id)
+        if st is None or not st.n:
+            return pd.DataFrame(columns=SERIES_EMPTY)
+        key = (points, st.version)
+        hit = st.results.get("series")
+        if hit is not None and hit[0] == key:
+            return hit[1].copy()
+        curves = st.curve_table()
+        tasks = [f"task {j}" for j in range(1, st.series_tasks + 1)]
+        A = st.A[:, : st.series_tasks]
+        series = [curves[c] for c in ("plasticity", "stability", "min_acc", "wc_acc")]
+        rows = st.kept_rows(lambda lo, hi: np.column_stack([A[lo:hi]] + [c[lo:hi] for c in series]),
+                            A.shape[1] + len(series), points)
+        df = pd.DataFrame(A[rows], columns=tasks)
+        df.insert(0, "step", st.steps[rows])
+        df["training task"] = curves["task"][rows]
+        for name in ("plasticity", "stability", "min_acc", "wc_acc", "seen_acc"):
+            df[name] = curves[name][rows]
+        df["train_loss"] = st.loss[rows]
+        st.results["series"] = (key, df)
+        return df.copy()
 
 
 def status_counts(source) -> dict[str, int]:
