@@ -28,6 +28,8 @@ metric rows.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 import threading
 from collections import OrderedDict
@@ -49,6 +51,25 @@ SELECT step, CASE metric WHEN 'acc' THEN 1 WHEN 'boundary_acc' THEN 2 ELSE 3 END
        coalesce(task, 0)::SMALLINT AS task, coalesce(value, 'NaN'::DOUBLE) AS value
 FROM metrics WHERE run_id = $run AND step >= $open AND metric IN ('acc', 'boundary_acc', 'train_loss')
 """
+
+
+_IN_SNAPSHOT: set[int] = set()  # the cursors inside a ``read_snapshot``, by id
+
+
+@contextmanager
+def read_snapshot(cur):
+    """Every query on ``cur`` inside sees one moment (DuckDB's transactions are snapshots). Nests: an
+    inner one joins the outer (a failed BEGIN inside a transaction would abort it, so it is not tried)."""
+    if id(cur) in _IN_SNAPSHOT:
+        yield cur
+        return
+    cur.execute("BEGIN TRANSACTION")
+    _IN_SNAPSHOT.add(id(cur))
+    try:
+        yield cur
+    finally:
+        _IN_SNAPSHOT.discard(id(cur))
+        cur.execute("ROLLBACK")  # it only read
 
 
 def _count(cur, run_id: int, since: int | None = None) -> int:
@@ -134,14 +155,8 @@ class RunState:
 
     # ---- reading -------------------------------------------------------------------------------
     def refresh(self, cur) -> bool:
-        try:  # one snapshot for every query below (DuckDB's transactions are snapshots)
-            cur.execute("BEGIN TRANSACTION")
-        except duckdb.TransactionException:  # the caller's cursor is inside one already
+        with read_snapshot(cur):  # one snapshot for every query below
             return self._refresh(cur)
-        try:
-            return self._refresh(cur)
-        finally:
-            cur.execute("ROLLBACK")  # it only read
 
     def _refresh(self, cur) -> bool:
         result = cur.execute("SELECT * FROM runs WHERE id = ?", [self.id])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from store.metrics import summary
+from store.run_cache import read_snapshot
 from store.queries import boundaries, downsampled_long, run_row, run_series
 
 
@@ -31,17 +32,16 @@ def run_view(store, run_id: int) -> RunView | None:
     """Everything the Run page draws of ``run_id`` as of one moment; None if there is no such run."""
     cur = store.cursor()
     try:
-        cur.execute("BEGIN TRANSACTION")
-        run = run_row(cur, run_id)
-        if run is None:
-            return None
-        return RunView(
-            run=run,
-            series=run_series(cur, run_id),
-            loss=downsampled_long(cur, run_id, "train_loss"),
-            bounds=pd.DataFrame(boundaries(cur, run_id), columns=["task", "start_step", "end_step"]),
-            summary=summary(cur, run_id),
-        )
+        with read_snapshot(cur):
+            run = run_row(cur, run_id)
+            if run is None:
+                return None
+            return RunView(
+                run=run,
+                series=run_series(cur, run_id),
+                loss=downsampled_long(cur, run_id, "train_loss"),
+                bounds=pd.DataFrame(boundaries(cur, run_id), columns=["task", "start_step", "end_step"]),
+                summary=summary(cur, run_id),
+            )
     finally:
-        cur.execute("ROLLBACK")  # read only: nothing to commit
         cur.close()
