@@ -292,7 +292,7 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
     from pages.ui.charts import compare_panels
     from pages.ui.pareto_charts import pareto_chart
     from store.compare import COMPARE_SERIES, TABLE_METRICS, group_curves, group_metrics
-    from store.pareto import axis_title, frontier_table
+    from store.pareto import axis, axis_title, frontier_table
 
     blocks: list = [Heading(label)] if label else []
     curves = group_curves(store, runs, group_by)
@@ -331,7 +331,7 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
         blocks.append(Table(["run", "strategy", "hyperparameters", axis_title(x), axis_title(y)],
                             [[fmt(r["id"]), fmt(r["strategy"]), r["hparams"], fmt(r[x], 4), fmt(r[y], 4)]
                              for _, r in front.iterrows()], widths=[0.08, 0.14, 0.42, 0.18, 0.18]))
-        findings += frontier_findings(frontier, axis_title(x), axis_title(y))
+        findings += frontier_findings(frontier, axis(x).title, axis(y).title)
     excluded = frontier.attrs.get("excluded") or []
     if excluded:
         blocks.append(Text(f"{len(excluded)} run(s) left out of the frontier: " +
