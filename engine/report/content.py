@@ -136,7 +136,7 @@ def run_report(store, run_id: int) -> Report:
         loss = downsampled_long(store, run_id, "train_loss")
         bounds = pd.DataFrame(boundaries(store, run_id), columns=["task", "start_step", "end_step"])
         panels = run_panels(series, loss, bounds, gap_marks(result["stability_gaps"]), width=PANEL_WIDTH)
-        blocks += [Chart(panels.to_dict(), "Accuracy on every task, plasticity and stability, training loss"),
+        blocks += [Chart(panels.to_dict(validate=False), "Accuracy on every task, plasticity and stability, training loss"),
                    Text("Accuracy on every task over the global step, each task's training span shaded, the stability "
                         "gaps marked (red triangles: the lowest accuracy after a switch); plasticity (the task being "
                         "trained) and stability (the mean over earlier tasks) with min-ACC and WC-ACC; the training "
@@ -146,7 +146,7 @@ def run_report(store, run_id: int) -> Report:
                         small=True)]
     matrix = np.array(result["accuracy_matrix"], dtype=float)
     if matrix.size:
-        blocks += [Chart(accuracy_matrix_heatmap(matrix, width=MATRIX_WIDTH).to_dict(), "Accuracy matrix"),
+        blocks += [Chart(accuracy_matrix_heatmap(matrix, width=MATRIX_WIDTH).to_dict(validate=False), "Accuracy matrix"),
                    Text("R[i][j]: accuracy on task j after training task i; row init is before training.", small=True)]
 
     gaps = [[fmt(r["switch_step"]), fmt(r["to_task"]), fmt(x["task"]), fmt(x["before"]), fmt(x["min"]),
@@ -300,7 +300,7 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
     if curves.empty:
         blocks.append(Text("The selected runs have no evaluation yet."))
     else:
-        blocks += [Chart(compare_panels(curves, COMPARE_SERIES, width=COMPARE_WIDTH).to_dict(),
+        blocks += [Chart(compare_panels(curves, COMPARE_SERIES, width=COMPARE_WIDTH).to_dict(validate=False),
                          "Curves by group: mean and one standard deviation"),
                    Text(f"One line per group ({group_by}): the mean over its runs, with a band of one standard deviation "
                         "(over seeds, usually). The panels zoom and hover together.", small=True)]
@@ -322,7 +322,7 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
         finished = [int(i) for i in runs.loc[runs["status"] == "finished", "id"]]
         curves_of = [t for t in (tradeoff_table(store, i) for i in finished) if len(t)]
         tradeoffs = pd.concat(curves_of, ignore_index=True) if curves_of else None
-        blocks.append(Chart(pareto_chart(frontier, x, y, tradeoffs=tradeoffs).to_dict(),
+        blocks.append(Chart(pareto_chart(frontier, x, y, tradeoffs=tradeoffs).to_dict(validate=False),
                             f"Pareto frontier: {axis_title(x)} against {axis_title(y)}"))
         blocks.append(Text("Each point a run; the non-dominated ones are outlined and joined." +
                            (" Beside it, the trade-off curves stored for these runs: weights interpolated between two "
