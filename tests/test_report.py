@@ -372,6 +372,8 @@ def test_cli_writes_all_three_or_nothing_with_one_line(lab, tmp_path, capsys):
         ("--sweep", "nope", "-o", out): "no sweep named 'nope'",
         ("0", "-o", out): "RUN_ID = 0",
         (run, str(lab["naive"]), "--group-by", "x.y", "-o", out): "no selected run's config has that key",
+        (run, str(lab["naive"]), "--x", "nope", "-o", out): "unknown metric 'nope'",
+        (run, str(lab["naive"]), "--x", "acc", "--y", "acc", "-o", out): "two different metrics, not acc twice",
     }
     for args, message in bad.items():
         assert main(["report", *args, "--db", db]) == 2, args

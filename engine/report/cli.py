@@ -1,5 +1,5 @@
 """``python -m engine report RUN_ID... [--sweep NAME|ID] -o PATH.html [--pdf PATH.pdf] [--bundle PATH.zip]
-[--paper a4|letter] [--group-by KEY] [--db PATH]``.
+[--paper a4|letter] [--group-by KEY] [--x METRIC --y METRIC] [--db PATH]``.
 
 One run id: that run's report; several, or a sweep: a comparison (with --sweep, the ids given pick
 runs of that sweep; none: all of them). Every argument is checked before the database is opened;
@@ -80,7 +80,7 @@ def cmd_report(args, open_store: Callable) -> int:
     try:
         try:
             sweep_id = None if args.sweep is None else resolve_sweep(store, args.sweep)
-            report = build_report(store, args.run_ids, sweep_id, args.group_by)
+            report = build_report(store, args.run_ids, sweep_id, args.group_by, args.x, args.y)
         except (LookupError, ReportError, ValueError) as err:
             print(f"error: {str(err).splitlines()[0]} in {args.db}; nothing was written", file=sys.stderr)
             return 2
@@ -119,5 +119,7 @@ def add_report_command(sub, open_store: Callable) -> None:
     p.add_argument("--paper", choices=("a4", "letter"), default="a4", help="the PDF's page size (default a4)")
     p.add_argument("--group-by", metavar="KEY", help="a comparison's groups: strategy or a config key such as "
                                                      "train.lr (default: strategy when the runs have several)")
+    p.add_argument("--x", metavar="METRIC", help="a comparison's Pareto x axis (default learning_accuracy)")
+    p.add_argument("--y", metavar="METRIC", help="a comparison's Pareto y axis (default min_acc)")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     p.set_defaults(func=lambda args: cmd_report(args, open_store))

@@ -223,8 +223,11 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
     if group_by != "strategy" and all(config_value(c, group_by) is None for c in runs["config"]):
         raise ReportError(f"--group-by {group_by}: no selected run's config has that key (strategy, or a dotted key "
                           "such as train.lr)")
-    for key in (x, y):
-        axis(key)  # UnknownMetric (a ValueError, one line) for a key that is no metric
+    for key in (x, y):  # UnknownMetric (a ValueError, one line) for a key that is no metric
+        if axis(key).higher_is_better is None:
+            raise ReportError(f"{key} has no better direction: not a Pareto axis")
+    if x == y:
+        raise ReportError(f"the Pareto axes must be two different metrics, not {x} twice")
 
     runs = runs.assign(group=[group_label(c, group_by) for c in runs["config"]])
     if sweep:
