@@ -168,7 +168,8 @@ def cmd_runs(args) -> int:
     try:
         rows = store.sql(
             """SELECT id, name, config->>'$.strategy.name', status, last_step, total_steps,
-                      strftime(created_at, '%Y-%m-%d %H:%M:%S'), coalesce(error, '')
+                      strftime(created_at, '%Y-%m-%d %H:%M:%S'), coalesce(error, ''),
+                      array_to_string(coalesce(tags, []), ',')
                FROM runs ORDER BY id"""
         )
     finally:
@@ -176,8 +177,8 @@ def cmd_runs(args) -> int:
     if not rows:
         print(f"no runs in {args.db}")
         return 0
-    header = ("id", "name", "strategy", "status", "step", "created", "error")
-    table = [(str(r[0]), r[1], r[2], r[3], f"{r[4] or 0}/{r[5] or '?'}", r[6], r[7][:60]) for r in rows]
+    header = ("id", "name", "tags", "strategy", "status", "step", "created", "error")
+    table = [(str(r[0]), r[1], r[8], r[2], r[3], f"{r[4] or 0}/{r[5] or '?'}", r[6], r[7][:60]) for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     for row in (header, *table):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -3,6 +3,7 @@ is reported as one line naming the field, the value and what is allowed, before 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,8 +207,33 @@ def _mlp_default() -> ModelConfig:
     return MODEL_CONFIGS["mlp"]()
 
 
+SETTING_NAMES = {"class": "class-IL", "task": "task-IL", "domain": "domain-IL"}
+
+
+def default_run_name(config: "RunConfig | dict") -> str:
+    """What a run is, as its default name: '<strategy> <dataset> <setting>', e.g. 'replay digits class-IL'
+    (the CLI, the Launch page and a config file without a name share it)."""
+    if isinstance(config, RunConfig):
+        strategy, dataset, setting = config.strategy["name"], config.scenario.dataset, config.scenario.setting
+    else:  # the form's mapping, before it is checked
+        sections = [config.get(k) if isinstance(config.get(k), dict) else {} for k in ("strategy", "scenario")]
+        strategy, dataset, setting = sections[0].get("name"), sections[1].get("dataset"), sections[1].get("setting")
+    return " ".join(str(part)[:60] for part in (strategy or "naive", dataset or "digits",
+                                                SETTING_NAMES.get(setting, setting or "class-IL")))
+
+
+def next_copy_name(name: str, taken: set[str]) -> str:
+    """The name of a copy of a run (a relaunch): 'replay digits class-IL (2)', or (3) if (2) is taken."""
+    stem = re.sub(r" \(\d+\)$", "", name)[:190]
+    copy = 2
+    while f"{stem} ({copy})" in taken:
+        copy += 1
+    return f"{stem} ({copy})"
+
+
 class RunConfig(_Section):
-    name: str = Field("run", min_length=1, max_length=200)
+    name: str = Field("", min_length=1, max_length=200, validate_default=False,
+                      description="default: what the run is (default_run_name)")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     model: SerializeAsAny[ModelConfig] = Field(default_factory=_mlp_default)
@@ -260,6 +286,12 @@ class RunConfig(_Section):
             raise ValueError(f"model.name = {self.model.name!r}: needs image input (channels, height, width), and "
                              f"dataset {self.scenario.dataset} gives flat rows of {shape[0]} values (use mlp, or an "
                              "image dataset)")
+        return self
+
+    @model_validator(mode="after")
+    def _default_name(self):
+        if "name" not in self.model_fields_set:
+            self.name = default_run_name(self)
         return self
 
     @property

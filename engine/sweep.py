@@ -506,6 +506,24 @@ def count_runs(spec: SweepSpec) -> tuple[int, str]:
     return spec.search.trials, f"{spec.search.trials} trials"
 
 
+def grid_plan(base: Mapping, grid: Mapping[str, list], seeds: Iterable[Any]) -> list[tuple[str, int, dict]]:
+    """Per strategy of a grid over ``strategy.name``: its runs and the hyperparameters it runs with that
+    the grid does not vary (the base's where the strategy declares them, else the defaults), as
+    ``_build`` makes them, from the sizes alone (a grid key a strategy does not declare adds no runs)."""
+    distinct = lambda values: len({json.dumps(v, sort_keys=True, default=str) for v in values})  # noqa: E731
+    n_seeds = distinct(seeds)
+    plan = []
+    for name in dict.fromkeys(grid.get("strategy.name", [])):
+        have = STRATEGIES[name].hparams if known_strategy(name) else {}
+        sizes = [distinct(v) for k, v in grid.items() if k != "strategy.name"
+                 and (not k.startswith("strategy.") or k.split(".", 1)[1] in have)]
+        cfg, _ = apply_point(base, {"strategy.name": name})
+        fixed = {k: spec.default for k, spec in have.items() if f"strategy.{k}" not in grid}
+        fixed.update({k: v for k, v in cfg["strategy"].items() if k in fixed})
+        plan.append((name, math.prod(sizes) * n_seeds, fixed))
+    return plan
+
+
 def check_runs(counted: tuple[int, str], problems: list[str], where: str = "sweep") -> bool:
     """One line if a sweep asks for more than ``max_runs`` runs (checked before anything is expanded)."""
     runs, how = counted

@@ -7,11 +7,13 @@ from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
 from engine.reality import reality_rankings
 from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
-from pages.ui.charts import compare_panels
+from pages.ui.charts import compare_spec
 from pages.ui.lab import PAGES, lab
-from pages.ui.pareto_charts import pareto_chart
+from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
-from store.compare import COMPARE_SERIES, TABLE_METRICS, group_curves, group_metrics, hyperparameter_keys, select_runs
+from pages.ui.palette import group_styles
+from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, any_live, group_curves, group_label,
+                           group_metrics, hyperparameter_keys, in_scenario, scenario_counts, select_runs)
 from store.metrics import METRICS
 from store.schema import RUN_STATUSES
 
@@ -78,74 +80,125 @@ if runs.empty:
     st.info("No runs selected.")
     st.stop()
 
+# ---- one scenario at a time, unless asked -------------------------------------------------------------
+scenarios = scenario_counts(runs)
+mixed = False
+if len(scenarios) > 1:
+    c1, c2 = st.columns([4, 1])
+    scenario = c1.selectbox("Scenario", list(scenarios), format_func=lambda s: f"{s} ({scenarios[s]} run(s))",
+                            key="compare_scenario",
+                            help="Runs of different datasets, settings or numbers of tasks are not comparable "
+                                 "on one axis: the page shows one scenario at a time.")
+    mixed = c2.checkbox("Mix scenarios", key="compare_mix",
+                        help="Put every scenario's runs on the same axes and frontier.")
+    if mixed:
+        st.warning(f"The axes, table and frontier below MIX {len(scenarios)} scenarios "
+                   f"({'; '.join(scenarios)}): their values are not comparable.", icon=":material/warning:")
+    else:
+        runs = in_scenario(runs, scenario)
+else:
+    st.caption(f"Scenario: {next(iter(scenarios))}")
+
 keys = ["strategy"] + [k for k in hyperparameter_keys(list(runs["config"])) if k not in ("strategy.name", "seed")]
-group_by = st.selectbox("Group by", keys, key="compare_group",
+c1, c2 = st.columns([3, 2])
+group_by = c1.selectbox("Group by", keys, key="compare_group",
                         help="runs with the same value are one group: its line is their mean, its band one "
                              "standard deviation (over seeds, usually)")
+x_axis = c2.radio("x axis", list(X_AXES), index=list(X_AXES).index(DEFAULT_X_AXIS), format_func=X_AXES.get,
+                  horizontal=True, key="compare_x",
+                  help="Task progress: task k spans k-1 to k whatever its length, so runs of different lengths "
+                       "line up task by task. Global step: the training step itself.")
 configs = runs["config"].map(lambda c: json.dumps({k: v for k, v in c.items() if k not in ("name", "seed")}, sort_keys=True))
 st.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
+live = any_live(runs)
+run_ids = [int(i) for i in runs["id"]]
+labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["config"])}
+styles = group_styles(sorted(set(labels.values())))
 
-# ---- curves --------------------------------------------------------------------------------------
-curves = group_curves(store, runs, group_by)
-if curves.empty:
-    st.info("The selected runs have no evaluations yet.")
-else:
-    st.altair_chart(compare_panels(curves, COMPARE_SERIES, width=760), key="compare_panels")
 
-# ---- metrics -------------------------------------------------------------------------------------
-st.subheader("Metrics, mean and standard deviation over each group's runs")
-table = group_metrics(store, runs, group_by)
-config = {"group": st.column_config.TextColumn("group"), "runs": st.column_config.NumberColumn("runs")}
-for key in TABLE_METRICS:
-    info = METRICS[key]
-    config[key] = st.column_config.NumberColumn(key, format="%.3f", help=f"{info.title}: {info.tells}")
-    config[f"{key} sd"] = st.column_config.NumberColumn("± sd", format="%.3f")
-st.dataframe(table, hide_index=True, column_config=config, key="compare_table")
+@st.fragment(run_every=2.0 if live else None)
+def results() -> None:
+    """Curves, metrics and frontier; refreshed every 2 s while a selected run is queued or running."""
+    current = select_runs(store, run_ids=run_ids)  # fresh statuses
+    still_live = any_live(current)
+    if mixed:
+        st.caption(":material/warning: Mixed scenarios: " + "; ".join(scenarios))
+    # ---- curves ----------------------------------------------------------------------------------
+    curves = group_curves(store, current, group_by, x=x_axis)
+    if curves.empty:
+        st.info("The selected runs have no evaluations yet.")
+    else:
+        # the same spec every refresh, new data only: the chart updates in place
+        st.vega_lite_chart(compare_spec(curves, COMPARE_SERIES, width=760, x_title=X_AXES[x_axis],
+                                        group_title=group_by, styles=styles), key="compare_panels")
 
-# ---- Pareto frontier -----------------------------------------------------------------------------
-st.header("Pareto frontier")
-st.caption("Each point a run (or a config, averaged over its seeds); the non-dominated ones are outlined and "
-           "joined. Click a point to open its run.")
-c1, c2, c3 = st.columns([2, 2, 1])
-axes = [k for k, a in AXES.items() if a.higher_is_better is not None]
-x = c1.selectbox("x", axes, index=axes.index(DEFAULT_X), format_func=axis_title, key="pareto_x")
-y = c2.selectbox("y", axes, index=axes.index(DEFAULT_Y), format_func=axis_title, key="pareto_y")
-by = c3.radio("Points", ["run", "config"], format_func={"run": "runs", "config": "configs"}.get, key="pareto_by")
-if x == y:
-    st.warning("Choose two different metrics.")
-    st.stop()
-frontier = frontier_table(store, x, y, run_ids=[int(i) for i in runs["id"]], by=by)
-if frontier.attrs.get("excluded"):
-    with st.expander(f"{len(frontier.attrs['excluded'])} run(s) left out: a metric is unavailable"):
-        st.dataframe(frontier.attrs["excluded"], hide_index=True)
-if frontier.empty:
-    st.info("No finished run of the selection has both metrics.")
-    st.stop()
+    # ---- metrics ---------------------------------------------------------------------------------
+    st.subheader("Metrics, mean and standard deviation over each group's runs")
+    table = group_metrics(store, current, group_by)
+    config = {"group": st.column_config.TextColumn("group"), "runs": st.column_config.NumberColumn("runs")}
+    for key in TABLE_METRICS:
+        info = METRICS[key]
+        config[key] = st.column_config.NumberColumn(key, format="%.3f", help=f"{info.title}: {info.tells}")
+        config[f"{key} sd"] = st.column_config.NumberColumn("± sd", format="%.3f")
+    st.dataframe(table, hide_index=True, column_config=config, key="compare_table")
+    frontier_view(current)
+    if live and not still_live:
+        st.rerun()  # every run ended: one last full render, and no more refreshing
 
-finished = [int(i) for i in runs.loc[runs["status"] == "finished", "id"]]
-curve_runs = st.multiselect(
-    "Trade-off curves (weights interpolated between tasks, no retraining)", finished, key="pareto_curves",
-    format_func=lambda i: f"run {i}", help="θ(α) = (1-α) θ after task k-1 + α θ after task k, for 11 α, "
-                                           "evaluated on every task (after IBCL, zero-shot trade-off models)")
-tradeoffs = []
-for run_id in curve_runs:
-    table = tradeoff_table(store, run_id)
-    if table.empty:
-        try:
-            with st.spinner(f"Interpolating run {run_id}..."):
-                table = tradeoff_curve(store, run_id)
-        except MissingWeights as err:
-            st.warning(str(err))
-            continue
-    tradeoffs.append(table)
-curves = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else None
 
-event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves), on_select="rerun", selection_mode="pick",
-                        key="pareto_chart")
-picked = event.selection.get("pick") if event and event.selection else None
-if picked:
-    st.switch_page(PAGES["run"], query_params={"run": int(picked[0]["id"])})
-on_front = frontier[frontier["on_front"]]
-st.dataframe(on_front[["id", "strategy", "hparams", x, y]], hide_index=True, key="pareto_front",
-             column_config={x: st.column_config.NumberColumn(x, format="%.4f"),
-                            y: st.column_config.NumberColumn(y, format="%.4f")})
+def frontier_view(current) -> None:
+    st.header("Pareto frontier")
+    st.caption("Each point a run (or a config, averaged over its seeds); the non-dominated ones are outlined and "
+               "joined. Click a point to open its run.")
+    c1, c2, c3 = st.columns([2, 2, 1])
+    axes = [k for k, a in AXES.items() if a.higher_is_better is not None]
+    x = c1.selectbox("x", axes, index=axes.index(DEFAULT_X), format_func=axis_title, key="pareto_x")
+    y = c2.selectbox("y", axes, index=axes.index(DEFAULT_Y), format_func=axis_title, key="pareto_y")
+    by = c3.radio("Points", ["run", "config"], format_func={"run": "runs", "config": "configs"}.get, key="pareto_by")
+    if x == y:
+        st.warning("Choose two different metrics.")
+        return
+    frontier = frontier_table(store, x, y, run_ids=run_ids, by=by)
+    if frontier.attrs.get("excluded"):
+        with st.expander(f"{len(frontier.attrs['excluded'])} run(s) left out: a metric is unavailable"):
+            st.dataframe(frontier.attrs["excluded"], hide_index=True)
+    if frontier.empty:
+        st.info("No finished run of the selection has both metrics.")
+        return
+    frontier = frontier.assign(group=frontier["id"].map(labels))
+
+    finished = [int(i) for i in current.loc[current["status"] == "finished", "id"]]
+    curve_runs = st.multiselect(
+        "Trade-off curves (weights interpolated between tasks, no retraining)", finished, key="pareto_curves",
+        format_func=lambda i: f"run {i}", help="θ(α) = (1-α) θ after task k-1 + α θ after task k, for 11 α, "
+                                               "evaluated on every task (after IBCL, zero-shot trade-off models)")
+    tradeoffs = []
+    for run_id in curve_runs:
+        table = tradeoff_table(store, run_id)
+        if table.empty:
+            try:
+                with st.spinner(f"Interpolating run {run_id}..."):
+                    table = tradeoff_curve(store, run_id)
+            except MissingWeights as err:
+                st.warning(str(err))
+                continue
+        tradeoffs.append(table)
+    curves = pd.concat(tradeoffs, ignore_index=True) if tradeoffs else None
+
+    if curves is None:  # the same spec every refresh, new data only
+        event = st.vega_lite_chart(pareto_spec(frontier, x, y, color="group", color_title=group_by, styles=styles),
+                                   on_select="rerun", selection_mode="pick", key="pareto_chart")
+    else:
+        event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves, color="group", color_title=group_by,
+                                             styles=styles),
+                                on_select="rerun", selection_mode="pick", key="pareto_chart")
+    picked = event.selection.get("pick") if event and event.selection else None
+    if picked:
+        st.switch_page(PAGES["run"], query_params={"run": int(picked[0]["id"])})
+    on_front = frontier[frontier["on_front"]]
+    st.dataframe(on_front[["id", "strategy", "hparams", x, y]], hide_index=True, key="pareto_front",
+                 column_config={x: st.column_config.NumberColumn(x, format="%.4f"),
+                                y: st.column_config.NumberColumn(y, format="%.4f")})
+
+
+results()

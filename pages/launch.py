@@ -1,20 +1,24 @@
 """Launch a run or a sweep. The values shown are the values launched: no input clamps or reverts a
 value; every value is checked through ``parse_config`` as it changes and each problem is shown under
 its own field, with the run's cost estimate (``engine.cost``) above the Launch button. A sweep is
-parsed and expanded in a child process with limits (``engine.check_sweep``), never on this thread."""
+parsed and expanded in a child process with limits (``engine.check_sweep``), never on this thread.
+``?from=RUN_ID`` opens the form filled with that run's config (relaunch with changes)."""
 
 import json
+import re
 import typing
 
 import streamlit as st
 
-from engine.config import ConfigError, TrainConfig, parse_config
+from engine.config import (ConfigError, EvalConfig, ScenarioConfig, TrainConfig, default_run_name,
+                           next_copy_name, parse_config)
 from engine.datasets import DATASET_INFO, dataset_status
 from engine.inputs import load_yaml
 from engine.limits import limits
 from engine.strategies import STRATEGIES
+from engine.sweep import grid_plan
 from pages.ui.lab import PAGES, lab
-from pages.ui.model_form import model_config, model_inputs
+from pages.ui.model_form import list_text, model_config, model_inputs, parse_widths
 
 SWEEP_EXAMPLE = """name: lr-by-strategy
 base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name: naive}}
@@ -25,9 +29,13 @@ SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": 
 OPTIMIZERS = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
 WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
 SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process
+MODES = ["One run", "A sweep"]
+# the config fields drawn under "More settings" (every other field has its own input above them)
+MORE = {"scenario": (ScenarioConfig, ["domain", "seed", "test_size", "tasks"]),
+        "train": (TrainConfig, ["augment", "schedule", "warmup_steps", "lr_step_every", "lr_gamma", "deterministic"]),
+        "eval": (EvalConfig, ["batch_size"])}
 
 the_lab = lab()
-st.title("Launch a run")
 shown: set[str] = set()  # the fields drawn, whose problems are shown under them
 
 
@@ -36,8 +44,8 @@ def form_config(v) -> dict:
     drawn again, and in a button's callback)."""
     name = v.get("strategy.name") or "naive"
     strategy = STRATEGIES.get(name) or STRATEGIES["naive"]
-    return {
-        "name": str(v.get("name", "run")).strip(), "seed": v.get("seed", 0),
+    data = {
+        "name": str(v.get("name") or "").strip(), "seed": v.get("seed", 0),
         "scenario": {"root": str(v.get("scenario.root", "")).strip() or None,
                      "dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
                      "n_tasks": v.get("scenario.n_tasks", 5),
@@ -52,6 +60,101 @@ def form_config(v) -> dict:
                   "precision": v.get("train.precision", "32")},
         "eval": {"every": v.get("eval.every", 10), "subset": v.get("eval.subset", 0) or None},
     }
+    for section, (model, fields) in MORE.items():
+        for field in fields:
+            value = v.get(f"{section}.{field}", model.model_fields[field].default)
+            if field == "tasks" and isinstance(value, str):  # a list of task numbers, as text; empty: all
+                try:
+                    value = parse_widths(value) or None
+                except ValueError:
+                    pass  # stays text: parse_config says what is wrong
+            data[section][field] = value
+    return data
+
+
+def form_state(config: dict) -> tuple[dict, list[str]]:
+    """The widgets' values that show a run's config (a dumped ``RunConfig``): the inverse of
+    ``form_config``; and a line per value this lab cannot show (a strategy, dataset, model or device
+    it lacks), left at the form's default."""
+    from engine.devices import device_problem
+    from engine.models import MODELS
+
+    scenario, train, ev, model, strategy = (dict(config.get(k) or {}) for k in ("scenario", "train", "eval", "model",
+                                                                                "strategy"))
+    state = {"seed": config.get("seed", 0), "launch_mode": MODES[0],
+             "scenario.root": scenario.get("root") or "", "scenario.setting": scenario.get("setting", "class"),
+             "scenario.n_tasks": scenario.get("n_tasks", 5), "shuffle_classes": scenario.get("class_seed") is not None,
+             "scenario.class_seed": scenario.get("class_seed") or 0, "eval.every": ev.get("every", 10),
+             "eval.subset": ev.get("subset") or 0}
+    state.update({f"train.{k}": train.get(k, TrainConfig.model_fields[k].default)
+                  for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights",
+                            "device", "precision")})
+    for section, (cls, fields) in MORE.items():  # a field the run's config lacks (older than it): its default
+        values = {"scenario": scenario, "train": train, "eval": ev}[section]
+        state.update({f"{section}.{field}": values.get(field, cls.model_fields[field].default) for field in fields})
+    state["scenario.tasks"] = list_text(state["scenario.tasks"] or [])
+    for key in ("train.lr", "train.momentum", "train.weight_decay", "scenario.test_size", "train.lr_gamma"):
+        if isinstance(state.get(key), int):
+            state[key] = float(state[key])  # the inputs are of floats: an int from a YAML file is the same value
+    missing = []
+    for what, name, known, default in (("scenario.dataset", scenario.get("dataset"), DATASET_INFO, "digits"),
+                                       ("model.name", model.get("name"), MODELS, "mlp"),
+                                       ("strategy.name", strategy.get("name"), STRATEGIES, "naive")):
+        state[what] = name if name in known else default
+        if name not in known:
+            missing.append(f"{what} = {name!r}: not in this lab; {default} is shown")
+    if device_problem(state["train.device"]):
+        missing.append(f"train.device = {state['train.device']!r}: {device_problem(state['train.device'])}; auto is shown")
+        state["train.device"] = "auto"
+    for prefix, section, registry in (("model", model, MODELS), ("strategy", strategy, STRATEGIES)):
+        name = state[f"{prefix}.name"]
+        for key, spec in registry[name].hparams.items():
+            value = section.get(key, spec.default) if section.get("name") == name else spec.default
+            value = list_text(value) if spec.type is list else float(value) if spec.type is float else value
+            state[f"{prefix}.{name}.{key}"] = value
+    return state, missing
+
+
+def fill_from_run(source: str) -> None:
+    """Fill the form with run ``source``'s config once (then rerun, so each input draws the value set),
+    named as its next copy; a bad or unknown id is one line."""
+    from store.queries import run_row
+
+    if st.session_state.get("relaunch_from") == source:
+        return
+    st.session_state["relaunch_from"] = source
+    run = run_row(the_lab.store, int(source)) if source.isdigit() and len(source) < 10 else None
+    if run is None:
+        st.session_state["relaunch_note"] = ("error", f"from = {source[:40]!r}: no such run; give the id of a run "
+                                                      "(the Runs page lists them). The form shows the defaults.")
+        st.rerun()
+    try:
+        config = json.loads(run["config"])
+        state, missing = form_state(config)
+    except (ValueError, TypeError, AttributeError) as err:
+        st.session_state["relaunch_note"] = ("error", f"from = {source}: run {source}'s config cannot be read ({err})")
+        st.rerun()
+    stem = re.sub(r" \(\d+\)$", "", run["name"])
+    taken = {name for (name,) in the_lab.store.sql("SELECT name FROM runs WHERE starts_with(name, ?)", [stem])}
+    state["name"] = next_copy_name(run["name"], taken)
+    st.session_state.update(state)
+    st.session_state["name_auto"] = None  # the copy's name is kept, as a name typed
+    st.session_state["relaunch_note"] = ("info", f"The form holds run {source}'s config ({run['name']}): change what "
+                                                 "you want and launch." + "".join(f" {line}." for line in missing))
+    st.rerun()
+
+
+def follow_name(mode: str) -> None:
+    """The name follows the form's choices (what the run or sweep is) until the user types one; an
+    emptied name follows them again."""
+    v = st.session_state
+    data = form_config(v)
+    if mode == MODES[1]:  # a sweep is named after the strategies it runs
+        chosen = v.get("sweep.strategy.name", [data["strategy"]["name"]])
+        data["strategy"]["name"] = "+".join(chosen) or "no strategy"
+    auto = default_run_name(data)[:100]
+    if not (v.get("name") or "").strip() or v.get("name") == v.get("name_auto"):
+        v["name"] = v["name_auto"] = auto
 
 
 def field_of(line: str) -> str:
@@ -79,6 +182,19 @@ def check(v) -> tuple[object | None, dict[str, list[str]]]:
     return (None if found else config), found
 
 
+if "from" in st.query_params:
+    fill_from_run(str(st.query_params["from"]))
+else:  # a later visit, not a relaunch: neither the note nor the run it was about
+    for key in ("relaunch_from", "relaunch_note"):
+        st.session_state.pop(key, None)
+mode = st.session_state.get("launch_mode", MODES[0])
+st.title("Launch a sweep" if mode == MODES[1] else "Launch a run")
+mode = st.radio("Launch", MODES, horizontal=True, key="launch_mode", label_visibility="collapsed",
+                help="a sweep is the config below times a grid of values times seeds, queued as one group")
+if "relaunch_note" in st.session_state:
+    kind, line = st.session_state["relaunch_note"]
+    (st.error if kind == "error" else st.info)(line, icon=":material/replay:")
+follow_name(mode)
 config, problems = check(st.session_state)
 refused = st.session_state.get("launch_problems", {})
 if config is not None and refused.get("config") == config.model_dump_json():  # the budget, checked at launch
@@ -117,11 +233,33 @@ def hparam_input(key: str, problem_key: str, spec):
     field_error(problem_key)
 
 
+def more_settings(section: str) -> None:
+    """An input for each field of ``section`` listed in ``MORE``, built from the field's type."""
+    cls, fields = MORE[section]
+    for field in fields:
+        info, key = cls.model_fields[field], f"{section}.{field}"
+        label, kind, help = field.replace("_", " "), info.annotation, info.description
+        if typing.get_origin(kind) is typing.Literal:
+            options = list(typing.get_args(kind))
+            st.selectbox(label, options, index=options.index(info.default), key=key, help=help)
+        elif kind is bool:
+            st.checkbox(label, value=info.default, key=key, help=help)
+        elif kind is int:
+            number(label, key, info.default, step=1, help=help)
+        elif kind is float:
+            number(label, key, info.default, format="%g", help=help)
+        else:  # scenario.tasks: a list of task numbers or none
+            st.text_input(label, value="", key=key, max_chars=SHORT_TEXT, placeholder="empty: all",
+                          help=f"{help} (whole numbers, comma-separated)")
+        field_error(key)
+
+
 left, right = st.columns(2, gap="large")
 with left:
     # ---- Scenario -----------------------------------------------------------------------------------
     st.subheader("Scenario")
-    st.text_input("Run name", value="run", key="name", max_chars=SHORT_TEXT)
+    st.text_input("Sweep name" if mode == MODES[1] else "Run name", value=None, key="name", max_chars=SHORT_TEXT,
+                  placeholder="empty: named after the strategy, dataset and setting")
     field_error("name")
     setting = st.radio("Setting", list(SETTINGS), format_func=SETTINGS.get, horizontal=True, key="scenario.setting")
     root = st.text_input("Data directory", value="", key="scenario.root", max_chars=4096,
@@ -141,6 +279,8 @@ with left:
     number("Class-order seed", "scenario.class_seed", 0, step=1, disabled=not shuffle,
            help="used only with the box above ticked; otherwise the classes come in order 0, 1, 2, ...")
     number("Seed", "seed", 0, step=1, help="model initialisation and batch order")
+    with st.expander("More scenario settings"):
+        more_settings("scenario")
     field_error("scenario")
 
     # ---- Model --------------------------------------------------------------------------------------
@@ -175,6 +315,8 @@ with right:
     number("Epochs per task", "train.epochs_per_task", 5, step=1, where=c2)
     st.selectbox("Weights kept", WEIGHTS, index=WEIGHTS.index("last"), key="train.weights",
                  help=TrainConfig.model_fields["weights"].description)
+    with st.expander("More training settings"):
+        more_settings("train")
     field_error("train.weights", "train")
 
     # ---- Continual evaluation -----------------------------------------------------------------------
@@ -183,6 +325,8 @@ with right:
     number("Evaluate every (steps)", "eval.every", 10, step=1, where=c1)
     number("Samples per task (0: all)", "eval.subset", 0, step=1, where=c2,
            help="a fixed random subset of each task's held-out set for the periodic evaluations; 0: all of it")
+    with st.expander("More evaluation settings"):
+        more_settings("eval")
     field_error("eval")
 
 
@@ -202,21 +346,72 @@ def launch() -> None:
         st.session_state["refused"] = len(err.problems)
 
 
-st.divider()
-mode = st.radio("Launch", ["One run", "A sweep"], horizontal=True, key="launch_mode",
-                help="a sweep is the config above times a grid of values times seeds, queued as one group")
-if mode == "A sweep":
+def sweep_form(v) -> dict:
+    """The form's sweep: the config above as the base, a grid of exactly the strategies picked (none
+    added) and of the values given, the seeds. Raises ``ConfigError`` for a value that is not YAML."""
+    base = form_config(v)  # a list that is not whole numbers stays text: the check says what is wrong
+    chosen = list(v.get("sweep.strategy.name", [base["strategy"]["name"]]))
+    grid: dict[str, list] = {"strategy.name": chosen}
+    for key in ["train.lr", "train.batch_size"] + [k.removeprefix("sweep.") for k in v.keys()
+                                                    if k.startswith("sweep.strategy.") and k != "sweep.strategy.name"]:
+        text = str(v.get(f"sweep.{key}", "") or "").strip()
+        if text:
+            grid[key] = [load_yaml(item, key) for item in text.split(",") if item.strip()]
+    grid = {k: vals for k, vals in grid.items()
+            if not k.startswith("strategy.") or k == "strategy.name"
+            or any(k.split(".", 1)[1] in STRATEGIES[n].hparams for n in chosen)}
+    if base["strategy"]["name"] not in chosen:  # the form's strategy values are for its strategy alone
+        base["strategy"] = {"name": chosen[0] if chosen else base["strategy"]["name"]}
+    seeds = [load_yaml(x, "seeds") for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
+    return {"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}
+
+
+def sweep_text() -> str:
+    """The sweep as text for the check: the pasted file, or the form's sweep as JSON. Each form item is
+    short (``SHORT_TEXT``)."""
+    v = st.session_state
+    if v.get("sweep.yaml", "").strip():
+        return v["sweep.yaml"]
+    sweep = sweep_form(v)
+    if not sweep["grid"]["strategy.name"]:
+        raise ConfigError(["Strategies: pick at least one; the sweep runs exactly the strategies listed"])
+    return json.dumps(sweep, default=str)
+
+
+def sweep_preview() -> None:
+    """What the form's sweep will run, before it is launched: each strategy, its runs and the
+    hyperparameters it keeps fixed; the runs in all."""
+    try:
+        sweep = sweep_form(st.session_state)
+    except ConfigError as err:
+        st.warning(f"{err.problems[0]}: the runs are counted once it is fixed.")
+        return
+    seeds = sweep["seeds"]
+    plan = grid_plan(sweep["base"], sweep["grid"], seeds)
+    if not plan:
+        st.warning("No strategy picked: the sweep runs exactly the strategies listed above.")
+        return
+    total = sum(runs for _, runs, _ in plan)
+    lines = [f"- **{name}**: {runs} run{'s' * (runs != 1)}" + (" · " + ", ".join(f"{k} = {v}" for k, v in fixed.items())
+                                                             if fixed else "") for name, runs, fixed in plan]
+    st.info(f"This sweep will run {total} run{'s' * (total != 1)} in all: {', '.join(n for n, _, _ in plan)} "
+            f"(each over {len(set(map(str, seeds)))} seed(s) and the values given), and no other strategy.\n\n"
+            + "\n".join(lines), icon=":material/checklist:")
+
+
+if mode == MODES[1]:
+    st.divider()
     st.subheader("Sweep")
     st.caption("The config above is the base. Give comma-separated values for what varies (blank: as above); "
                "the grid is every combination, times every seed. A strategy's hyperparameters apply to the runs of "
                "the strategies that declare them.")
     c1, c2 = st.columns(2)
     c1.multiselect("Strategies", supported, default=[strategy_name], format_func=lambda n: STRATEGIES[n].title,
-                   key="sweep.strategy.name")
+                   key="sweep.strategy.name", help="exactly these run (the strategy above only if it is listed)")
     c2.text_input("Seeds", value="0, 1, 2", key="sweep.seeds", max_chars=SHORT_TEXT)
     c1.text_input("Learning rates", value="", placeholder="e.g. 0.01, 0.05", key="sweep.train.lr", max_chars=SHORT_TEXT)
     c2.text_input("Batch sizes", value="", placeholder="e.g. 16, 32", key="sweep.train.batch_size", max_chars=SHORT_TEXT)
-    chosen = st.session_state.get("sweep.strategy.name") or [strategy_name]
+    chosen = st.session_state.get("sweep.strategy.name", [strategy_name])
     declared = {k: spec for n in chosen for k, spec in STRATEGIES[n].hparams.items()}
     for i, (key, spec) in enumerate(declared.items()):
         (c1 if i % 2 == 0 else c2).text_input(key.replace("_", " "), value="", help=f"{spec.help} ({spec.describe()})",
@@ -226,27 +421,10 @@ if mode == "A sweep":
         st.text_area("Sweep file", key="sweep.yaml", height=220, placeholder=SWEEP_EXAMPLE,
                      max_chars=limits().max_input_bytes,
                      help="the shape of `python -m engine sweep SWEEP.yaml`; it replaces the form when given")
-
-
-def sweep_text() -> str:
-    """The sweep as text for the check: the pasted file, or the form's grid as JSON (the config above as
-    the base, a grid of the values given, the seeds). Each form item is short (``SHORT_TEXT``)."""
-    v = st.session_state
-    if v.get("sweep.yaml", "").strip():
-        return v["sweep.yaml"]
-    base = form_config(v)  # a list that is not whole numbers stays text: the check says what is wrong
-    grid = {"strategy.name": list(v.get("sweep.strategy.name") or [base["strategy"]["name"]])}
-    for key in ["train.lr", "train.batch_size"] + [k.removeprefix("sweep.") for k in v.keys()
-                                                    if k.startswith("sweep.strategy.") and k != "sweep.strategy.name"]:
-        text = str(v.get(f"sweep.{key}", "") or "").strip()
-        if text:
-            grid[key] = [load_yaml(item, key) for item in text.split(",") if item.strip()]
-    grid = {k: vals for k, vals in grid.items()
-            if not k.startswith("strategy.") or k == "strategy.name"
-            or any(k.split(".", 1)[1] in STRATEGIES[n].hparams for n in grid["strategy.name"])}
-    base["strategy"] = {"name": grid["strategy.name"][0]}
-    seeds = [load_yaml(x, "seeds") for x in str(v.get("sweep.seeds", "0")).split(",") if x.strip()]
-    return json.dumps({"name": base.pop("name") or "sweep", "base": base, "grid": grid, "seeds": seeds}, default=str)
+    if st.session_state.get("sweep.yaml", "").strip():
+        st.caption("The sweep file replaces the form: it is checked, and its runs counted, when launched.")
+    else:
+        sweep_preview()
 
 
 def launch_sweep() -> None:

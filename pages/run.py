@@ -6,9 +6,11 @@ import streamlit as st
 
 from engine.checkpoint import CheckpointError, resume_point
 from pages.ui.charts import accuracy_matrix_heatmap, run_panels
+from pages.ui.downloads import run_downloads
 from pages.ui.lab import PAGES, lab
-from store.metrics import METRICS, summary
-from store.queries import boundaries, downsampled_long, run_row, run_series, runs_table
+from store.metrics import METRICS
+from store.queries import run_row, runs_table
+from store.run_view import run_view as read_run_view
 from store.schema import FINAL_STATUSES
 
 the_lab = lab()
@@ -46,23 +48,31 @@ def gap_marks(records: list[dict]) -> pd.DataFrame:
 
 @st.fragment(run_every=1.0 if live else None)
 def run_view() -> None:
-    run = run_row(store, run_id)
-    status = run["status"]
+    # One snapshot, read before anything is drawn: every element below shows the same moment.
+    view = read_run_view(store, run_id)
+    if view is None:
+        st.warning(f"Run {run_id} was deleted.")
+        return
+    run, status, metrics, series = view.run, view.status, view.summary, view.series
+    final = status in FINAL_STATUSES
     config = json.loads(run["config"])
     st.title(f"Run {run_id}: {run['name']}")
     total, step = run["total_steps"] or 0, run["last_step"] or 0
-    head, action = st.columns([4, 1])
+    # Every slot below is filled on every render (an empty placeholder where there is nothing to
+    # show), so a refresh replaces elements in place and never leaves one of the previous state.
+    head, action, files = st.columns([4, 1.5, 1.5], vertical_alignment="center")
     head.markdown(f"**{status}** · {config['strategy']['name']} on {config['scenario']['dataset']}, "
                   f"{config['scenario']['setting']}-incremental, {config['scenario']['n_tasks']} tasks · "
                   f"step {step}/{total or '?'} · owner {run['owner']}")
-    if status not in FINAL_STATUSES:
+    if final:
+        head.empty()
+    else:
         head.progress(min(1.0, step / total) if total else 0.0)
+    point = resume_point(store, run_id) if final else None
+    if not final:
         if action.button("Cancel run", icon=":material/stop:", key="cancel"):
             the_lab.manager.cancel(run_id)
-    if run["error"] and status != "finished":
-        (st.warning if status == "cancelled" else st.error)(
-            f"{status.capitalize()}: {run['error']}", icon=":material/error:")
-    if (point := resume_point(store, run_id)) is not None:
+    elif point is not None:
         if action.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:", key="resume",
                          help=f"Go on from step {point['step']}: the weights, strategy state and random "
                               "states saved at that task's end; later metrics are replaced."):
@@ -72,11 +82,15 @@ def run_view() -> None:
                 st.error(str(err), icon=":material/error:")
             else:
                 st.rerun()
-
-    metrics = summary(store, run_id)
-    series = run_series(store, run_id)
-    bounds = pd.DataFrame(boundaries(store, run_id), columns=["task", "start_step", "end_step"])
-    loss = downsampled_long(store, run_id, "train_loss")
+    else:
+        action.empty()
+    with files.popover("Download", icon=":material/download:", width="stretch"):
+        for item in run_downloads(store, run_id):  # each file made only when clicked
+            st.download_button(item.label, item.make, file_name=item.file_name, mime=item.mime,
+                               key=f"download-{item.file_name}", on_click="ignore", width="stretch")
+    if run["error"] and status != "finished":
+        (st.warning if status == "cancelled" else st.error)(
+            f"{status.capitalize()}: {run['error']}", icon=":material/error:")
 
     figures = st.columns(len(SUMMARY_FIGURES))
     for column, (key, label) in zip(figures, SUMMARY_FIGURES.items()):
@@ -86,33 +100,37 @@ def run_view() -> None:
         if value is None:
             help_text = f"Unavailable: {metrics['unavailable'].get(key, '')}. " + help_text
         column.metric(label, "n/a" if value is None else f"{value:.3f}", help=help_text)
-    if metrics.get("partial"):
-        st.caption(f"So far: over the {metrics['tasks_done']} task(s) ended.")
+    st.caption(f"So far: over the {metrics['tasks_done']} task(s) ended." if metrics.get("partial") else " ")
 
-    charts, side = st.columns([2.6, 1], gap="medium")
-    with charts:
-        if series.empty:
-            st.info("Waiting for the first evaluation...")
-        else:
-            st.altair_chart(run_panels(series, loss, bounds, gap_marks(metrics["stability_gaps"]), width=560),
-                            key="panels")
-    with side:
-        matrix = np.array(metrics["accuracy_matrix"], dtype=float)
-        if matrix.size:
-            st.altair_chart(accuracy_matrix_heatmap(matrix, width=240), key="matrix")
-        with st.expander("Config"):
-            st.json(config)
+    if series.empty:
+        st.info("Waiting for the first evaluation..." if not final else "This run has no evaluation to draw.")
+    else:
+        st.altair_chart(run_panels(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"])),
+                        width="stretch", key="panels")
+    st.caption("Plasticity (panel 2) is drawn from the first evaluation after training on a task begins; "
+               "the hollow marker at each switch is the new task's accuracy before training on it.")
 
+    matrix_column, gap_column = st.columns([1, 1.5], gap="medium")
+    matrix = np.array(metrics["accuracy_matrix"], dtype=float)
+    if np.isfinite(matrix).any():
+        matrix_column.altair_chart(accuracy_matrix_heatmap(matrix), width="stretch", key="matrix")
+    else:
+        matrix_column.empty()
     gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],
              "before": x["before"], "lowest": x["min"], "at step": x["min_step"], "depth": x["depth"],
              "recovery (steps)": x["recovery_steps"], "note": x["reason"] or ""}
             for r in metrics["stability_gaps"] for x in r["tasks"]]
-    if gaps:
-        st.subheader("Stability gap at each task switch")
-        st.caption(f"Depth: accuracy just before the switch minus the lowest after it, during the new task. "
-                   f"Recovery: steps until back within {metrics['tolerance']:g} of the level before the switch.")
-        st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps")
-    if live and status in FINAL_STATUSES:
+    with gap_column:
+        if gaps:
+            st.markdown("**Stability gap at each task switch**")
+            st.caption(f"Depth: accuracy just before the switch minus the lowest after it, during the new task. "
+                       f"Recovery: steps until back within {metrics['tolerance']:g} of the level before the switch.")
+            st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps", height=300)
+        else:
+            st.caption("Stability gaps: none yet (they are measured once a task has ended).")
+    with st.expander("Config"):
+        st.json(config)
+    if live and final:
         st.rerun()  # the run ended: one last full render, and no more refreshing
 
 

@@ -1,52 +1,118 @@
-import pandas as pd
+"""The lab's runs: search, filter and sort them by any hyperparameter or metric, open, cancel, resume,
+relaunch with changes, rename, annotate, tag and delete them. The table and the selected run's
+actions refresh every 2 s; the selection follows the run (its id), never a row position."""
+
 import streamlit as st
 
 from engine.checkpoint import CheckpointError, resume_point
+from engine.limits import limits
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab
-from store.queries import runs_table
+from store.annotations import AnnotationError, parse_tags
+from store.metrics import METRICS
+from store.runs_view import BASE_SORT, RUN_METRICS, column_options, runs_view
 from store.schema import FINAL_STATUSES, RUN_STATUSES
 
 the_lab = lab()
+store = the_lab.store
 st.title("Runs")
 
-c1, c2 = st.columns(2)
+c0, c1, c2 = st.columns([2, 1, 1])
+search = c0.text_input("Search", key="runs_search", max_chars=limits().max_search_chars,
+                       placeholder="words in the name, notes, tags, strategy or dataset")
 statuses = c1.multiselect("Status", RUN_STATUSES, key="filter_status")
 strategies = c2.multiselect("Strategy", list(STRATEGIES), key="filter_strategy")
+
+keys, numeric_keys = column_options(store)
+
+
+def label(column: str) -> str:
+    return f"{column} · {METRICS[column].title}" if column in METRICS else column
+
+
+with st.expander("Columns, filters and sorting", icon=":material/tune:"):
+    chosen = st.session_state.get("runs_columns", [])  # kept as options even when no run differs on them
+    optional = ["notes", *RUN_METRICS, *keys, *(c for c in chosen if c not in keys and c not in RUN_METRICS)]
+    columns = st.multiselect("Columns", list(dict.fromkeys(optional)), default=["acc"], format_func=label,
+                             key="runs_columns", help="Summary metrics, and the hyperparameters (config keys) "
+                             "whose value differs between runs")
+    s1, s2 = st.columns([3, 1])
+    sort_options = [c for c in dict.fromkeys([*BASE_SORT, *RUN_METRICS, *keys, *columns]) if c != "notes"]
+    sort_by = s1.selectbox("Sort by", sort_options, format_func=label, key="runs_sort")
+    descending = s2.toggle("Descending", value=True, key="runs_descending")
+    filter_on = st.multiselect("Range filters", list(dict.fromkeys([*RUN_METRICS, *sorted(numeric_keys)])),
+                               format_func=label, key="runs_filter_on")
+    ranges = {}
+    for column in filter_on:
+        low, high = st.columns(2)
+        ranges[column] = (low.number_input(f"{column} at least", value=None, format="%g", key=f"runs_min_{column}"),
+                          high.number_input(f"{column} at most", value=None, format="%g", key=f"runs_max_{column}"))
+
+
+def selected_run(ids: list[int]) -> int | None:
+    """The run selected, by id. The table's selection is a row position in the rows the user saw
+    (``runs_shown``): read it as that row's run; when the rows move (a new run, a delete, another
+    sort) the selection is set to the run's new row, or cleared if the run is no longer listed."""
+    rows = (st.session_state.get("runs_table") or {}).get("selection", {}).get("rows", [])
+    shown = st.session_state.get("runs_shown", [])
+    if rows != st.session_state.get("runs_rows"):  # the user clicked
+        st.session_state["runs_selected"] = shown[rows[0]] if rows and rows[0] < len(shown) else None
+    run_id = st.session_state.get("runs_selected")
+    if run_id not in ids:
+        run_id = st.session_state["runs_selected"] = None
+    want = [ids.index(run_id)] if run_id is not None else []
+    if want != rows:
+        st.session_state["runs_table"] = {"selection": {"rows": want}}
+    st.session_state["runs_shown"], st.session_state["runs_rows"] = ids, want
+    return run_id
 
 
 @st.fragment(run_every=2.0)
 def table() -> None:
-    df = runs_table(the_lab.store, statuses, strategies)
+    try:
+        df = runs_view(store, statuses=statuses, strategies=strategies, search=search, columns=columns,
+                       ranges=ranges, sort_by=sort_by, descending=descending)
+    except ValueError as err:  # a search past its limit (the widget's max_chars stops a browser earlier)
+        st.error(str(err), icon=":material/error:")
+        return
     if df.empty:
-        st.info("No runs yet. Launch one from the Launch page, or the demo from Home.")
+        filtered = search or statuses or strategies or any(v is not None for r in ranges.values() for v in r)
+        st.info("No run matches these filters." if filtered else
+                "No runs yet. Launch one from the Launch page, or the demo from Home.")
         return
     df["open"] = "/run?run=" + df["id"].astype(str)
-    event = st.dataframe(
-        df.drop(columns=["error"]), hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
-        column_order=["open", "id", "name", "strategy", "scenario", "status", "progress", "final_acc", "sweep", "created"],
+    run_id = selected_run(df["id"].tolist())
+    shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", "progress", *columns, "sweep", "created"]
+    st.dataframe(
+        df[shown], hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",  # only what is shown goes to the browser
         column_config={
             "open": st.column_config.LinkColumn("", display_text="open"),
+            "tags": st.column_config.ListColumn("tags"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "final_acc": st.column_config.NumberColumn("final avg. accuracy", format="%.3f"),
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+            **{m: st.column_config.NumberColumn(m, format="%.3f", help=METRICS[m].title)
+               for m in columns if m in RUN_METRICS},
         },
     )
-    rows = event.selection.rows if event and event.selection else []
-    if not rows:
-        st.caption("Select a run to open, cancel or delete it.")
-        return
-    run = df.iloc[rows[0]]
-    run_id, status = int(run["id"]), run["status"]
+    st.caption(f"{len(df)} run(s)." + ("" if run_id is not None else " Select one to open, change or delete it."))
+    if run_id is not None:
+        actions(df.set_index("id").loc[run_id], run_id)
+
+
+def actions(run, run_id: int) -> None:
+    status = run["status"]
     st.write(f"**Run {run_id}** · {run['name']} · {status}")
-    b1, b2, b3, b4 = st.columns(4)
+    b1, b2, b3, b4, b5 = st.columns(5)
     if b1.button("Open", icon=":material/open_in_new:", key="open_run"):
         st.switch_page(PAGES["run"], query_params={"run": run_id})
-    if status in ("queued", "running") and b2.button("Cancel", icon=":material/stop:", key="cancel_run"):
+    if b2.button("Relaunch with changes", icon=":material/restart_alt:", key="relaunch_run",
+                 help="Opens the Launch page with this run's config in the form"):
+        st.switch_page(PAGES["launch"], query_params={"from": run_id})
+    if status in ("queued", "running") and b3.button("Cancel", icon=":material/stop:", key="cancel_run"):
         the_lab.manager.cancel(run_id)
         st.rerun(scope="fragment")
-    point = resume_point(the_lab.store, run_id)
-    if point is not None and b2.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
+    point = resume_point(store, run_id)
+    if point is not None and b3.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
                                        key="resume_run"):
         try:
             the_lab.manager.resume_run(run_id)
@@ -55,23 +121,46 @@ def table() -> None:
         else:
             st.rerun(scope="fragment")
     sweep = run["sweep"]
-    if pd.notna(sweep) and b4.button(f"Cancel sweep {int(sweep)}", icon=":material/cancel:",
-                                                           key="cancel_sweep"):
+    if run["sweep_live"] > 0 and b4.button(f"Cancel sweep {sweep}", icon=":material/cancel:", key="cancel_sweep"):
         cancelled = the_lab.manager.cancel_sweep(int(sweep))
-        st.toast(f"Cancelled {cancelled} run(s) of sweep {int(sweep)}.")
+        st.toast(f"Cancelled {cancelled} run(s) of sweep {sweep}.")
     if status in FINAL_STATUSES:
-        if b3.button("Delete", icon=":material/delete:", key="delete_run"):
+        if b5.button("Delete", icon=":material/delete:", key="delete_run"):
             st.session_state["confirm_delete"] = run_id
         if st.session_state.get("confirm_delete") == run_id:
             st.warning(f"Delete run {run_id} and all its metrics? This cannot be undone.")
             yes, no = st.columns(2)
             if yes.button("Yes, delete it", type="primary", key="confirm_delete_yes"):
-                the_lab.store.delete_run(run_id)
+                store.delete_run(run_id)
                 st.session_state.pop("confirm_delete", None)
                 st.rerun()
             if no.button("Keep it", key="confirm_delete_no"):
                 st.session_state.pop("confirm_delete", None)
                 st.rerun(scope="fragment")
+    annotate(run, run_id)
+
+
+def annotate(run, run_id: int) -> None:
+    """Rename the run, and set its tags and notes: checked as hostile input, written together or not at all."""
+    lim = limits()
+    with st.form(f"annotate_{run_id}", border=False):
+        n, t = st.columns(2)
+        name = n.text_input("Name", value=run["name"], max_chars=lim.max_run_name_chars, key=f"run_name_{run_id}")
+        tags = t.text_input("Tags", value=", ".join(run["tags"]), key=f"run_tags_{run_id}",
+                            help=f"Separated by commas; at most {lim.max_tags}, each up to {lim.max_tag_chars} "
+                                 "letters, digits or _ . - : + /")
+        notes = st.text_area("Notes", value=run["notes"], max_chars=lim.max_notes_chars, key=f"run_notes_{run_id}")
+        if st.form_submit_button("Save", icon=":material/save:"):
+            try:
+                store.annotate_run(run_id, name=name, tags=parse_tags(tags), notes=notes)
+            except AnnotationError as err:
+                st.session_state[f"annotate_error_{run_id}"] = str(err)
+            else:
+                st.session_state.pop(f"annotate_error_{run_id}", None)
+                st.toast(f"Run {run_id} saved.")
+                st.rerun()  # the table above was drawn with the old values
+    if f"annotate_error_{run_id}" in st.session_state:  # kept across the 2 s refreshes until the next save
+        st.error(st.session_state[f"annotate_error_{run_id}"], icon=":material/error:")
 
 
 table()

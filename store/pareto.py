@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from store.metrics import METRICS, summaries
+from store.metrics import METRICS
 
 DEFAULT_X = "learning_accuracy"
 DEFAULT_Y = "min_acc"
@@ -208,7 +208,9 @@ def _values(store, run_ids: Sequence[int], keys: Sequence[str]) -> dict[int, dic
     for key in keys:
         a = axis(key)
         wanted |= set(a.sources) if a.derive is not None else {key}
-    return {s["run_id"]: s for s in summaries(store, list(run_ids), only=wanted)}
+    from store.compare import cached_summaries  # ended runs' summaries are kept between page refreshes
+
+    return cached_summaries(store, list(run_ids), wanted)
 
 
 def _metric(values: Mapping[str, Any], key: str) -> tuple[float | None, str | None]:

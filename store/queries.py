@@ -165,26 +165,47 @@ def accuracy_matrices(source, run_ids: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def runs_table(source, statuses: list[str] | None = None, strategies: list[str] | None = None):
-    """The runs page's table: one row a run, newest first, with its progress and its final average
-    accuracy (``store.metrics.acc`` over its accuracy matrix; None until a task has ended)."""
-    from store.metrics import acc
+def search_terms(text: str | None) -> list[str]:
+    """The words of a search text, lower-cased: a run matches when each is in its name, notes, tags,
+    strategy or dataset. Refused (ValueError, one line) past ``max_search_chars``."""
+    from engine.limits import limits
 
+    text = text or ""
+    most = limits().max_search_chars
+    if len(text) > most:
+        raise ValueError(f"search: {len(text)} characters, at most {most} are allowed")
+    return text.lower().split()
+
+
+def runs_table(source, statuses: list[str] | None = None, strategies: list[str] | None = None,
+               search: str | None = None):
+    """The runs page's table: one row a run, newest first, with its progress, tags and notes, its sweep
+    as text ("" for none) and ``sweep_live`` (the queued or running runs of its sweep, 0 for none),
+    and its ``config`` as JSON text. ``search``: words that must each appear (any case) in the run's
+    name, notes, tags, strategy or dataset (``search_terms``)."""
     cur = _cur(source)
-    df = cur.execute(
+    return cur.execute(
         """
-        SELECT id, name, config->'strategy'->>'name' AS strategy,
-               concat(config->'scenario'->>'dataset', ' ', config->'scenario'->>'setting', '-IL, ',
+        WITH live AS (
+            SELECT sweep_id, count(*) FILTER (WHERE status IN ('queued', 'running')) AS n
+            FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id
+        ),
+        r AS (
+            SELECT *, config->'strategy'->>'name' AS strategy, config->'scenario'->>'dataset' AS dataset
+            FROM runs
+        )
+        SELECT id, name, coalesce(tags, []) AS tags, coalesce(notes, '') AS notes, strategy, dataset,
+               concat(dataset, ' ', config->'scenario'->>'setting', '-IL, ',
                       config->'scenario'->>'n_tasks', ' tasks') AS scenario,
                status, coalesce(last_step, 0) / greatest(total_steps, 1) AS progress,
-               created_at AS created, error, sweep_id AS sweep
-        FROM runs
+               created_at AS created, error, coalesce(CAST(r.sweep_id AS VARCHAR), '') AS sweep,
+               coalesce(live.n, 0) AS sweep_live, coalesce(last_step, 0) AS last_step, CAST(config AS VARCHAR) AS config
+        FROM r LEFT JOIN live USING (sweep_id)
         WHERE ($statuses IS NULL OR list_contains($statuses, status))
-          AND ($strategies IS NULL OR list_contains($strategies, config->'strategy'->>'name'))
+          AND ($strategies IS NULL OR list_contains($strategies, strategy))
+          AND ($terms IS NULL OR list_bool_and(list_transform($terms, lambda term: contains(
+                lower(concat_ws(chr(10), name, notes, array_to_string(tags, chr(10)), strategy, dataset)), term))))
         ORDER BY id DESC
         """,
-        {"statuses": statuses or None, "strategies": strategies or None},
+        {"statuses": statuses or None, "strategies": strategies or None, "terms": search_terms(search) or None},
     ).df()
-    matrices = accuracy_matrices(cur, df["id"].tolist()) if len(df) else {}
-    df.insert(6, "final_acc", [acc(matrices[i])[0] if matrices[i].size else None for i in df["id"]])
-    return df

@@ -15,12 +15,14 @@ Tables:
 - ``tradeoffs``: accuracy on each ``task`` of the model interpolated with weight ``alpha`` between a
   run's weights after task ``from_task`` (alpha 0) and after task ``from_task + 1`` (alpha 1).
 
+A run's ``name``, ``notes`` and ``tags`` are the user's to change (``Store.annotate_run``).
+
 Model weights after each task are files beside the database (``artifacts_dir``), not rows.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
 FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
@@ -95,8 +97,14 @@ def _v4(cur) -> None:
     cur.execute("ALTER TABLE runs ADD COLUMN device VARCHAR")
 
 
+def _v5(cur) -> None:
+    # What the user writes on a run (the Runs page): free-text notes and tags; runs before have none.
+    cur.execute("ALTER TABLE runs ADD COLUMN notes VARCHAR")
+    cur.execute("ALTER TABLE runs ADD COLUMN tags VARCHAR[] DEFAULT []")
+
+
 # MIGRATIONS[i] brings a file from version i to version i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

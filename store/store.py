@@ -229,6 +229,25 @@ class Store:
         )
         return bool(rows)
 
+    def annotate_run(self, run_id: int, *, name: str | None = None, notes: str | None = None,
+                     tags: list[str] | None = None) -> bool:
+        """Rename a run, or set its notes or tags (the fields given; notes "" clears them). Every value is
+        checked first (``store.annotations``: ``AnnotationError``, one line), then all are written in one
+        statement: a refused value writes nothing. False if there is no such run."""
+        from store.annotations import check_name, check_notes, check_tags
+
+        fields: dict[str, Any] = {}
+        if name is not None:
+            fields["name"] = check_name(name)
+        if notes is not None:
+            fields["notes"] = check_notes(notes)
+        if tags is not None:
+            fields["tags"] = check_tags(tags)
+        if not fields:
+            return bool(self.sql("SELECT 1 FROM runs WHERE id = ?", [run_id]))
+        sets = ", ".join(f"{column} = ?" for column in fields)  # column names from the code, values as parameters
+        return bool(self.write(f"UPDATE runs SET {sets} WHERE id = ? RETURNING id", [*fields.values(), run_id]))
+
     def start_task(self, run_id: int, task: int, start_step: int, wait: bool = True) -> None:
         fut = self.call(lambda cur: cur.execute("INSERT OR REPLACE INTO task_boundaries VALUES (?, ?, ?, NULL)",
                                                 [run_id, task, start_step]))
@@ -284,6 +303,10 @@ class Store:
         self._queue.put(("stop", None, None))
         self._writer.join()
         self._con.close()
+        # Drop the connection object too: a closed one still referenced at interpreter exit (the lab's
+        # Store lives in Streamlit's resource cache until then) makes duckdb's bindings print
+        # "nanobind: leaked N instances" on every stop.
+        self._con = None
         if self.remove_on_close is not None:
             shutil.rmtree(self.remove_on_close, ignore_errors=True)
 

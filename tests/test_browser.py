@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextmanager
+def streamlit_server(db: Path, log_path: Path):
+    """`streamlit run app.py` on a free port over the lab file ``db``, its output in ``log_path``;
+    yields its URL."""
     port = free_port()
-    db = tmp_path_factory.mktemp("browser") / "lab.duckdb"
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    log = open(log_path, "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--", "--db", str(db)],
@@ -51,13 +53,22 @@ def server(tmp_path_factory):
     else:
         log.seek(0)
         raise AssertionError("streamlit did not start:\n" + log.read())
-    yield url, db
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    db = tmp_path_factory.mktemp("browser") / "lab.duckdb"
+    with streamlit_server(db, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url, db
 
 
 @pytest.fixture(scope="module")

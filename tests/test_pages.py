@@ -209,11 +209,11 @@ def test_runs_page_lists_and_filters_runs(lab, finished_run):
     table = at.dataframe[0].value
     assert finished_run in table["id"].tolist()
     row = table.set_index("id").loc[finished_run]
-    assert row["status"] == "finished" and row["strategy"] == "replay" and 0 < row["final_acc"] <= 1
+    assert row["status"] == "finished" and row["strategy"] == "replay" and 0 < row["acc"] <= 1
     assert row["progress"] == 1.0
     at.multiselect(key="filter_status").set_value(["diverged"]).run()
     assert not at.dataframe  # nothing diverged: the info message instead
-    assert "No runs yet" in at.info[0].value
+    assert "No run matches these filters." in at.info[0].value
 
 
 def test_run_page_link_draws_synchronized_panels_and_the_summary(lab, finished_run):

@@ -3,6 +3,10 @@ share them, so a report looks like the app. No Streamlit here."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -15,22 +19,50 @@ def _task_columns(series: pd.DataFrame) -> list[str]:
     return [c for c in series.columns if c.startswith("task ")]
 
 
-def _boundary_layers(bounds: pd.DataFrame, height: int, labels: bool) -> list[alt.Chart]:
-    """Each task's training span as a faint band, with a rule at each switch and the task named."""
-    if bounds.empty:
-        return []
-    spans = bounds.assign(label=lambda d: "task " + d["task"].astype(str))
+def _boundary_layers(bounds: pd.DataFrame, n_tasks: int, labels: bool) -> list[alt.Chart]:
+    """Each task's training span as a faint band, with a rule at each switch and the task named.
+    The layers are there even before the first task starts: a live chart keeps one structure, so
+    Streamlit updates its data in place instead of drawing it anew."""
+    n = max(n_tasks, len(bounds))
+    # "task k" while there is room for it; past 6 tasks the number alone, and past 40 every few
+    spans = bounds.assign(label=("task " if n <= 6 else "") + bounds["task"].astype(str))
     # every other span shaded; a fixed colour keeps the bands out of the lines' colour scale
     band = alt.Chart(spans).mark_rect(color="#000").encode(
-        x="start_step:Q", x2="end_step:Q",
+        x=alt.X("start_step:Q"), x2=alt.X2("end_step"),
         opacity=alt.condition("datum.task % 2 == 0", alt.value(0.05), alt.value(0.0)))
     rules = alt.Chart(spans).transform_filter("datum.start_step > 0").mark_rule(strokeDash=[4, 3], color="#888").encode(
-        x="start_step:Q")
+        x=alt.X("start_step:Q"))
     layers = [band, rules]
     if labels:
-        layers.append(alt.Chart(spans).mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
-                      .encode(x="start_step:Q", y=alt.value(0), text="label:N"))
+        every = max(1, -(-n // 40))
+        layers.append(alt.Chart(spans).transform_filter(f"(datum.task - 1) % {every} == 0")
+                      .mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
+                      .encode(x=alt.X("start_step:Q"), y=alt.value(0), text=alt.Text("label:N")))
     return layers
+
+
+def _legend(title: str | None, n_entries: int, columns: int = 10) -> alt.Legend:
+    """A legend above its panel, in rows of at most ``columns`` entries, labels never cut short: a
+    legend at the side took width from the plot and was clipped ("evaluate…") in a narrow column."""
+    return alt.Legend(title=title, orient="top", direction="horizontal", columns=min(max(n_entries, 1), columns),
+                      labelLimit=0, titleLimit=0, symbolType="stroke", offset=4)
+
+
+def before_training(series: pd.DataFrame, bounds: pd.DataFrame) -> pd.DataFrame:
+    """Each task's accuracy at its own start step, before any training on it (step, task, value).
+    Plasticity is drawn from the first evaluation after training on a task begins; this value, near
+    0 in class-incremental learning, is a hollow marker instead of a fall to 0 at every switch."""
+    rows = []
+    if not bounds.empty and len(series):
+        at = series.set_index("step")
+        for task, start in zip(bounds["task"], bounds["start_step"]):
+            column = f"task {int(task)}"
+            if column in at.columns and start in at.index:
+                value = at.loc[start, column]
+                value = value.iloc[0] if isinstance(value, pd.Series) else value
+                if value == value:
+                    rows.append({"step": int(start), "task": f"task {int(task)}", "value": float(value)})
+    return pd.DataFrame(rows, columns=["step", "task", "value"])
 
 
 def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
@@ -41,6 +73,13 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     3. the training loss.
     The panels share the x axis: zooming or panning one moves all (an x-only interval bound to the
     scales), and a hover rule marks the same step in every panel with the values in a tooltip.
+    ``width`` is the whole chart's, axes and all (autosize fit-x); Streamlit's ``width="stretch"``
+    replaces it with the container's.
+
+    The curves of panel 2 are defined relative to the task being trained, so each is drawn one
+    segment a training task: nothing joins one task's last value to the next task's first (that
+    joint was a vertical fall to 0 at every switch in class-incremental learning). A hollow marker
+    shows each task's accuracy before training on it.
 
     series: ``store.queries.run_series``; loss: step/task/value rows of the training loss;
     bounds: task/start_step/end_step; gaps: switch_step/task/depth/min_step rows (optional)."""
@@ -51,12 +90,12 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         bounds["end_step"] = bounds["end_step"].fillna(last)
     # The series is the top-level data, converted once; layers without data of their own inherit it
     # (giving it to every layer converted and validated it a dozen times).
-    data = series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC"})
+    data = series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC", "training task": "training_task"})
     # One zoom and one hover parameter, declared once at the top level and attached to the same
     # sub-layer (the "pointer" layer) of every panel: interacting with any panel moves them all.
     params, _ = _shared_x_params(["accuracy", "stability", "loss"])
     hovered = {"param": "hover", "empty": False}
-    x = alt.X("step:Q", title="global step")
+    x = alt.X("step:Q", title="global step", scale=alt.Scale(nice=False))
 
     def hover_layers(panel: str, fields: list[str]) -> list[alt.Chart]:
         base = alt.Chart()
@@ -70,11 +109,13 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     height = 220
     acc_lines = alt.Chart().transform_fold(tasks, as_=["task", "accuracy"]).mark_line(strokeWidth=1.5).encode(
         x=x, y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("task:N", title="evaluated on", sort=tasks))
-    acc_layers = [*_boundary_layers(bounds, height, labels=True), acc_lines]
-    if gaps is not None and len(gaps):
+        color=alt.Color("task:N", sort=tasks, legend=_legend("evaluated on", len(tasks)),
+                        # past 10 tasks, 20 colours: the theme's 10 would repeat
+                        scale=alt.Scale(scheme="tableau20") if len(tasks) > 10 else alt.Undefined))
+    acc_layers = [*_boundary_layers(bounds, len(tasks), labels=True), acc_lines]
+    if gaps is not None:  # even empty: one structure from the first refresh to the last
         acc_layers.append(alt.Chart(gaps).mark_point(shape="triangle-down", size=70, filled=True, color="#d62728")
-                          .encode(x="min_step:Q", y="min_acc:Q",
+                          .encode(x=alt.X("min_step:Q"), y=alt.Y("min_acc:Q"),
                                   tooltip=[alt.Tooltip("task:N", title="old task"),
                                            alt.Tooltip("switch_step:Q", title="switch at"),
                                            alt.Tooltip("depth:Q", format=".3f", title="gap depth"),
@@ -85,39 +126,65 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     sp_names = list(STABILITY_COLORS)
     sp_lines = alt.Chart().transform_fold(sp_names, as_=["series", "value"]).mark_line(strokeWidth=1.5).encode(
         x=x, y=alt.Y("value:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("series:N", title="", sort=sp_names,
+        color=alt.Color("series:N", sort=sp_names, legend=_legend(None, len(sp_names)),
                         scale=alt.Scale(domain=sp_names, range=list(STABILITY_COLORS.values()))),
+        detail=alt.Detail("training_task:O"),  # one segment a training task
         strokeDash=alt.condition("datum.series == 'min-ACC' || datum.series == 'WC-ACC'",
                                  alt.value([5, 3]), alt.value([1, 0])))
-    stability = alt.layer(*_boundary_layers(bounds, 160, labels=False), sp_lines, *hover_layers("stability", sp_names)).properties(
-        width=width, height=160, title="Plasticity (current task) and stability (earlier tasks)")
+    sp_layers = [*_boundary_layers(bounds, len(tasks), labels=False), sp_lines]
+    starts = before_training(series, bounds)
+    # even when empty, as the gaps' layer: one structure from the first refresh to the last
+    sp_layers.append(alt.Chart(starts).mark_point(filled=False, size=30, strokeWidth=1.2,
+                                                  color=STABILITY_COLORS["plasticity"]).encode(
+        x=alt.X("step:Q"), y=alt.Y("value:Q"),
+        tooltip=[alt.Tooltip("task:N", title="before training on"), alt.Tooltip("step:Q"),
+                 alt.Tooltip("value:Q", format=".3f", title="accuracy")]))
+    stability = alt.layer(*sp_layers, *hover_layers("stability", sp_names)).properties(
+        width=width, height=160, title="Plasticity and stability")
 
     loss_line = alt.Chart(loss).mark_line(strokeWidth=1, color="#555").encode(
         x=x, y=alt.Y("value:Q", title="training loss"))
-    training = alt.layer(*_boundary_layers(bounds, 120, labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
+    training = alt.layer(*_boundary_layers(bounds, len(tasks), labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
         width=width, height=120, title="Training loss")
 
     chart = alt.vconcat(accuracy, stability, training, data=data).resolve_scale(x="shared", color="independent")
     chart.params = params
-    return chart
+    # fit-x: ``width`` is the whole chart's, axes included, so the chart never spills out of its container
+    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
-    """R[i][j], accuracy on task j after training task i; row 0 is before training."""
-    rows = [{"after": "init" if i == 0 else f"task {i}", "order": i, "on": f"task {j + 1}", "accuracy": v}
+    """R[i][j], accuracy on task j after training task i; row 0 is before training ("init").
+    Every row keeps its label at any number of tasks (a row is at least 16 px high and labels never
+    hide each other); the values are printed in the cells up to 10 tasks, in the tooltip always."""
+    matrix = np.asarray(matrix, dtype=float)
+    n_rows, n_tasks = matrix.shape if matrix.ndim == 2 else (0, 0)
+    row_names = ["init" if i == 0 else f"task {i}" for i in range(n_rows)]
+    columns = [f"task {j + 1}" for j in range(n_tasks)]
+    rows = [{"after": row_names[i], "on": columns[j], "accuracy": float(v)}
             for i, row in enumerate(matrix) for j, v in enumerate(row) if v == v]
-    df = pd.DataFrame(rows, columns=["after", "order", "on", "accuracy"])
-    order = [r["after"] for r in sorted({(r["order"], r["after"]): r for r in rows}.values(), key=lambda r: r["order"])]
+    df = pd.DataFrame(rows, columns=["after", "on", "accuracy"])
+    # fixed domains: a row or column not measured yet keeps its place and its label
     base = alt.Chart(df).encode(
-        x=alt.X("on:N", title="evaluated on", sort=None),
-        y=alt.Y("after:N", title="after training", sort=order))
+        x=alt.X("on:N", title="evaluated on", sort=columns, scale=alt.Scale(domain=columns),
+                axis=alt.Axis(orient="top", labelAngle=0 if n_tasks <= 6 else -90, labelOverlap=False,
+                              labelLimit=0, labelFontSize=10 if n_tasks <= 10 else 9)),
+        y=alt.Y("after:N", title="after training", sort=row_names, scale=alt.Scale(domain=row_names),
+                axis=alt.Axis(labelOverlap=False, labelLimit=0, labelFontSize=10 if n_tasks <= 10 else 9)))
     heat = base.mark_rect().encode(
         color=alt.Color("accuracy:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), legend=None),
-        tooltip=["after", "on", alt.Tooltip("accuracy:Q", format=".3f")])
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.Text("accuracy:Q", format=".2f"),
-        color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white")))
-    return (heat + text).properties(width=width, height=width, title="Accuracy matrix")
+        tooltip=[alt.Tooltip("after:N", title="after training"), alt.Tooltip("on:N", title="evaluated on"),
+                 alt.Tooltip("accuracy:Q", format=".3f")])
+    layers = [heat]
+    if n_tasks <= 10:
+        layers.append(base.mark_text(fontSize=10 if n_tasks <= 6 else 8).encode(
+            text=alt.Text("accuracy:Q", format=".2f"),
+            color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white"))))
+    height = max(16 * n_rows, min(int(width), 22 * n_rows)) if isinstance(width, (int, float)) else 18 * n_rows
+    # the title is placed outside the axes' bounds: above the column labels, never on them
+    return alt.layer(*layers).properties(
+        width=width, height=height, title="Accuracy matrix",
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
@@ -134,31 +201,96 @@ def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
     return [zoom, hover], pointers
 
 
-def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH) -> alt.VConcatChart:
+CURVES_DATA, HOVER_DATA = "compare_curves", "compare_hover"
+
+
+def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH,
+                   x_title: str = "task progress (task k spans k-1 to k)", group_title: str = "group",
+                   styles: dict[str, list] | None = None) -> alt.VConcatChart:
     """Runs compared by group: one panel per series (``store.compare.COMPARE_SERIES``), one line per
     group (its mean over the group's runs, usually seeds) with a band of one standard deviation. The
     panels share x, zoom and hover as the run page's do; the hover tooltip lists every group's mean.
+    Group colours (and, past 20 groups, dashes) come from ``styles`` (``pages.ui.palette.group_styles``)
+    so that other charts of the page can use the same.
 
-    curves: ``store.compare.group_curves`` (group, step, n, <series>_mean/_lo/_hi)."""
+    curves: ``store.compare.group_curves`` (group, task, bucket, x, n, <series>_mean/_lo/_hi)."""
+    data, hover, layout = _compare_data(curves, series, styles)
+    chart = _compare_chart(*layout, x_title, group_title, width)
+    chart.datasets = {CURVES_DATA: _records(data), HOVER_DATA: _records(hover)}
+    return chart
+
+
+def compare_spec(curves: pd.DataFrame, series: dict[str, str], width: int = PANEL_WIDTH,
+                 x_title: str = "task progress (task k spans k-1 to k)", group_title: str = "group",
+                 styles: dict[str, list] | None = None) -> dict:
+    """``compare_panels`` as a Vega-Lite spec for ``st.vega_lite_chart``: the spec without its data
+    is built once per layout (series, groups, titles) and kept, and the data are named datasets, so a
+    refresh sends the same spec with new data (the chart updates in place: no flicker, zoom kept)."""
+    data, hover, layout = _compare_data(curves, series, styles)
+    spec = copy.deepcopy(_compare_template(*layout, x_title, group_title, width))
+    spec["datasets"] = {CURVES_DATA: data, HOVER_DATA: hover}
+    return spec
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records"))  # NaN as null
+
+
+def _compare_data(curves: pd.DataFrame, series: dict[str, str], styles: dict[str, list] | None):
+    """The curves, one row per bucket with every group's mean side by side (the hover tooltip's),
+    and the layout key: (series, groups, styles) as tuples."""
+    from pages.ui.palette import group_styles
+
     groups = sorted(curves["group"].unique().tolist()) if len(curves) else []
-    params, _ = _shared_x_params(list(series))
+    styles = styles or group_styles(groups)
+    data = curves[["group", "task", "bucket", "x", "n", *[f"{s}_{p}" for s in series for p in ("mean", "lo", "hi")]]]
+    # hover columns g<i>_<series>: group names may hold dots or brackets, which Vega-Lite would read
+    # as nested fields
+    index = {g: i for i, g in enumerate(groups)}
+    wide = data.assign(g=data["group"].map(index))
+    means = [f"{s}_mean" for s in series]
+    hover = wide.pivot_table(index=["task", "bucket"], columns="g", values=means, aggfunc="first")
+    hover = hover.reindex(columns=pd.MultiIndex.from_product([means, range(len(groups))]))
+    hover.columns = [f"g{g}_{name[:-len('_mean')]}" for name, g in hover.columns]
+    hover = hover.assign(x=wide.groupby(["task", "bucket"])["x"].mean()).reset_index(drop=True)
+    layout = (tuple(series.items()), tuple(groups),
+              (tuple(styles["domain"]), tuple(styles["colors"]), tuple(tuple(d) for d in styles["dashes"])))
+    return data, hover, layout
+
+
+@functools.lru_cache(maxsize=32)
+def _compare_template(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str, width: int) -> dict:
+    return _compare_chart(series, groups, styles, x_title, group_title, width).to_dict()
+
+
+def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str,
+                   width: int) -> alt.VConcatChart:
+    domain, colors, dashes = (list(v) for v in styles)
+    params, _ = _shared_x_params([name for name, _ in series])
+    params[1].select.fields = ["x"]  # the hover finds the nearest bucket
     hovered = {"param": "hover", "empty": False}
-    x = alt.X("step:Q", title="global step")
-    color = alt.Color("group:N", title="group", sort=groups)
+    x = alt.X("x:Q", title=x_title)
+    color = alt.Color("group:N", title=group_title, sort=domain, scale=alt.Scale(domain=domain, range=colors))
+    dash = {"strokeDash": alt.StrokeDash("group:N", title=group_title, sort=domain,
+                                         scale=alt.Scale(domain=domain, range=[list(d) for d in dashes]))
+            } if len(domain) > 20 else {}
     panels = []
-    for name, title in series.items():
+    for name, title in series:
         is_acc = name != "train_loss"
         y_scale = alt.Scale(domain=[0, 1], clamp=True) if is_acc else alt.Scale(zero=True)
-        band = alt.Chart().mark_area(opacity=0.18).encode(
-            x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"), y2=f"{name}_hi:Q",
-            color=color)
-        line = alt.Chart().mark_line(strokeWidth=1.6).encode(x=x, y=f"{name}_mean:Q", color=color)
-        per_step = alt.Chart().transform_pivot("group", value=f"{name}_mean", groupby=["step"])
-        catcher = per_step.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
-        rule = per_step.mark_rule(color="#444").encode(
+        valid = f"isValid(datum['{name}_mean'])"  # a bucket without this series (loss-only steps)
+        band = alt.Chart().transform_filter(valid).mark_area(opacity=0.18).encode(
+            x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"),
+            y2=alt.Y2(f"{name}_hi:Q"), color=color.legend(None), detail=alt.Detail("task:N"))
+        line = alt.Chart().transform_filter(valid).mark_line(strokeWidth=1.6).encode(
+            x=x, y=alt.Y(f"{name}_mean:Q"), color=color, detail=alt.Detail("task:N"), **dash)
+        per_bucket = alt.Chart(alt.Data(name=HOVER_DATA))
+        catcher = per_bucket.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
+        rule = per_bucket.mark_rule(color="#444").encode(
             x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)),
-            tooltip=[alt.Tooltip("step:Q")] + [alt.Tooltip(f"{g}:Q", format=".3f") for g in groups])
+            tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3f")]
+                    + [alt.Tooltip(f"g{i}_{name}:Q", title=g, format=".3f") for i, g in enumerate(groups)])
         panels.append(alt.layer(band, line, catcher, rule).properties(width=width, height=150, title=title))
-    chart = alt.vconcat(*panels, data=curves).resolve_scale(x="shared")
+    chart = alt.vconcat(*panels, data=alt.Data(name=CURVES_DATA)).resolve_scale(x="shared")
     chart.params = params
     return chart

@@ -12,7 +12,7 @@ from engine.models import MODELS
 PRECISIONS = {"32": "32-bit", "bf16-mixed": "bf16 mixed", "16-mixed": "fp16 mixed (GPU)"}
 
 
-def _list_text(values) -> str:
+def list_text(values) -> str:
     return ", ".join(map(str, values))
 
 
@@ -29,7 +29,7 @@ def model_inputs(dataset: str, hparam_input, field_error) -> None:
     info = DATASET_INFO[dataset]
     for key, spec in model.hparams.items():
         if spec.type is list:
-            text = st.text_input(key.replace("_", " "), value=_list_text(spec.default), key=f"model.{name}.{key}",
+            text = st.text_input(key.replace("_", " "), value=list_text(spec.default), key=f"model.{name}.{key}",
                                  help=f"{spec.help} (whole numbers, comma-separated)", max_chars=200)
             if name == "mlp" and key == "hidden":  # what the widths make, and what empty means
                 try:

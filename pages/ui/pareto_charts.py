@@ -10,6 +10,9 @@ A page opens the clicked run with::
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -33,11 +36,13 @@ def _fit_rows(table: pd.DataFrame, limit: int = MAX_ROWS) -> tuple[pd.DataFrame,
 
 
 def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | None = None,
-                 width: int = WIDTH, height: int = HEIGHT) -> alt.TopLevelMixin:
+                 width: int = WIDTH, height: int = HEIGHT, color: str = "strategy", color_title: str | None = None,
+                 styles: dict[str, list] | None = None) -> alt.TopLevelMixin:
     """Scatter of ``table`` (``store.pareto.frontier_table``, by run or by config) on ``x`` and ``y``:
 
-    - coloured by strategy; the non-dominated points bigger and outlined, joined by the frontier
-      line (sorted along x); configs (``<x>_std`` columns) get one-standard-deviation error bars;
+    - coloured by strategy (or the column ``color``, with the colours of ``styles``,
+      ``pages.ui.palette.group_styles``, so that a page's charts agree); the non-dominated points
+      bigger and outlined, joined by the frontier line (sorted along x); configs (``<x>_std`` columns) get one-standard-deviation error bars;
     - a tooltip with the id, strategy, hyperparameters and both values (mean, sd and n for configs);
     - a point selection named ``pick`` on the field ``id`` (click), for
       ``st.altair_chart(..., on_select="rerun", selection_mode="pick")``;
@@ -48,8 +53,42 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
 
     Only the columns drawn are converted, once (the layers share the top-level data); more than
     5,000 rows are cut to every frontier point plus an even sample."""
+    data, title, layout = _points(table, x, y, color, color_title, styles)
+    runs = _runs_layer(data, *layout, width, height).properties(title=title)
+    # SVG: each point is an element with its data in an aria label (clickable by tests, crisp in reports)
+    svg = {"embedOptions": {"renderer": "svg"}}
+    if tradeoffs is None or len(tradeoffs) == 0:
+        return runs.properties(usermeta=svg)
+    return alt.hconcat(runs, _tradeoff_panel(tradeoffs, width, height)).resolve_scale(color="independent").properties(
+        usermeta=svg)
+
+
+POINTS_DATA = "pareto_points"
+
+
+def pareto_spec(table: pd.DataFrame, x: str, y: str, width: int = WIDTH, height: int = HEIGHT,
+                color: str = "strategy", color_title: str | None = None, styles: dict[str, list] | None = None) -> dict:
+    """``pareto_chart`` without trade-off curves as a Vega-Lite spec for ``st.vega_lite_chart``: the
+    spec without its data is built (and validated by Altair) once per layout and kept, the points are
+    a named dataset, so a page refreshing during a sweep sends the same spec with new data."""
+    data, title, layout = _points(table, x, y, color, color_title, styles)
+    spec = copy.deepcopy(_runs_template(*layout, width, height))
+    spec["title"] = title
+    spec["datasets"] = {POINTS_DATA: data}
+    return spec
+
+
+@functools.lru_cache(maxsize=32)
+def _runs_template(*args) -> dict:
+    return _runs_layer(alt.Data(name=POINTS_DATA), *args).properties(
+        usermeta={"embedOptions": {"renderer": "svg"}}).to_dict()
+
+
+def _points(table: pd.DataFrame, x: str, y: str, color: str, color_title: str | None,
+            styles: dict[str, list] | None) -> tuple[pd.DataFrame, str, tuple]:
+    """The rows drawn, the title, and the layout (what the spec depends on besides the data)."""
     config_mode = f"{x}_std" in table.columns
-    cols = ["id", "strategy", "hparams", x, y, "on_front"]
+    cols = ["id", "strategy", "hparams", x, y, "on_front"] + ([color] if color not in ("strategy", x, y) else [])
     if config_mode:
         cols += [f"{x}_std", f"{y}_std", "n"]
     elif "name" in table.columns:
@@ -58,7 +97,14 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     data = data.assign(on_front=data["on_front"].astype(bool))
     if config_mode:  # NaN (one run) -> null: no error bar
         data = data.astype({f"{x}_std": float, f"{y}_std": float})
+    n_front = int(data["on_front"].sum())
+    title = f"{'Configs' if config_mode else 'Runs'}: {n_front} on the frontier of {len(table):,}{note}"
+    palette = (tuple(styles["domain"]), tuple(styles["colors"])) if styles else None
+    return data, title, (x, y, config_mode, "name" in data.columns, color, color_title, palette)
 
+
+def _runs_layer(data, x: str, y: str, config_mode: bool, named: bool, color: str, color_title: str | None,
+                palette: tuple | None, width: int, height: int) -> alt.LayerChart:
     pick = alt.selection_point(name="pick", fields=["id"], on="click")
     ex = alt.X(f"{x}:Q", title=axis_title(x), scale=alt.Scale(zero=False))
     ey = alt.Y(f"{y}:Q", title=axis_title(y), scale=alt.Scale(zero=False))
@@ -68,10 +114,14 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     if config_mode:
         tooltip += [alt.Tooltip(f"{x}_std:Q", format=".4f", title=f"{x} sd"),
                     alt.Tooltip(f"{y}_std:Q", format=".4f", title=f"{y} sd"), alt.Tooltip("n:Q", title="seeds")]
-    elif "name" in data.columns:
+    elif named:
         tooltip.insert(1, alt.Tooltip("name:N"))
     tooltip.append(alt.Tooltip("on_front:N", title="on the frontier"))
     front = "datum.on_front"
+    scale = alt.Scale(domain=list(palette[0]), range=list(palette[1])) if palette else alt.Undefined
+    hue = alt.Color(f"{color}:N", title=color_title or color, scale=scale)
+    if color != "strategy":
+        tooltip.insert(2, alt.Tooltip(f"{color}:N", title=color_title or color))
 
     base = alt.Chart().encode(x=ex, y=ey)
     layers = []
@@ -79,15 +129,15 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
         layers += [
             base.transform_calculate(lo=f"datum['{x}'] - datum['{x}_std']", hi=f"datum['{x}'] + datum['{x}_std']")
             .transform_filter(f"isValid(datum['{x}_std'])")
-            .mark_rule(opacity=0.4).encode(x="lo:Q", x2="hi:Q", color=alt.Color("strategy:N", legend=None)),
+            .mark_rule(opacity=0.4).encode(x=alt.X("lo:Q"), x2=alt.X2("hi:Q"), color=hue.legend(None)),
             base.transform_calculate(lo=f"datum['{y}'] - datum['{y}_std']", hi=f"datum['{y}'] + datum['{y}_std']")
             .transform_filter(f"isValid(datum['{y}_std'])")
-            .mark_rule(opacity=0.4).encode(y="lo:Q", y2="hi:Q", color=alt.Color("strategy:N", legend=None)),
+            .mark_rule(opacity=0.4).encode(y=alt.Y("lo:Q"), y2=alt.Y2("hi:Q"), color=hue.legend(None)),
         ]
     frontier = base.transform_filter(front).mark_line(color=FRONT_COLOR, strokeWidth=1.5, strokeDash=[6, 3]).encode(
         order=alt.Order(f"{x}:Q"))
     points = base.mark_point(filled=True).encode(
-        color=alt.Color("strategy:N", title="strategy"),
+        color=hue,
         size=alt.condition(front, alt.value(150), alt.value(45)),
         stroke=alt.condition(front, alt.value(FRONT_COLOR), alt.value(None)),
         strokeWidth=alt.condition(front, alt.value(1.8), alt.value(0)),
@@ -95,15 +145,7 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
         tooltip=tooltip,
     ).add_params(pick)
     layers += [frontier, points]
-    n_front = int(data["on_front"].sum())
-    title = f"{'Configs' if config_mode else 'Runs'}: {n_front} on the frontier of {len(table):,}{note}"
-    runs = alt.layer(*layers, data=data).properties(width=width, height=height, title=title)
-    # SVG: each point is an element with its data in an aria label (clickable by tests, crisp in reports)
-    svg = {"embedOptions": {"renderer": "svg"}}
-    if tradeoffs is None or len(tradeoffs) == 0:
-        return runs.properties(usermeta=svg)
-    return alt.hconcat(runs, _tradeoff_panel(tradeoffs, width, height)).resolve_scale(color="independent").properties(
-        usermeta=svg)
+    return alt.layer(*layers, data=data).properties(width=width, height=height)
 
 
 def _tradeoff_panel(tradeoffs: pd.DataFrame, width: int, height: int) -> alt.LayerChart:

@@ -1,0 +1,249 @@
+"""The Launch page (AppTest on a lab of its own): the run/sweep choice and its title, a sweep that runs
+exactly the strategies listed, names that say what a run is, and relaunching a run with changes
+(``?from=RUN_ID``), where what is shown is what is launched."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.config import RunConfig, default_run_name, load_config, parse_config
+from store.pareto import _flat  # a config's fields as dotted keys
+from tests.conftest import launched_run
+from tests.test_browser import CHROMIUM, no_exception, page, server  # noqa: F401 - fixtures
+from tests.test_datasets import write_cifar10
+
+SMALL = {"scenario.n_tasks": 2, "train.epochs_per_task": 1}
+
+
+def set_small(at):
+    for key, value in SMALL.items():
+        at.number_input(key=key).set_value(value)
+    at.text_input(key="model.mlp.hidden").set_value("16")
+
+
+def widget(at, key):
+    """The input with this key, whatever its kind."""
+    for kind in (at.text_input, at.number_input, at.selectbox, at.checkbox, at.radio, at.multiselect):
+        try:
+            return kind(key=key)
+        except KeyError:
+            continue
+    raise KeyError(key)
+
+
+def n_runs(lab) -> int:
+    return lab.store.sql("SELECT count(*) FROM runs")[0][0]
+
+
+def test_the_run_or_sweep_choice_is_at_the_top_and_the_title_follows_it(lab_launch_page):
+    _, at = lab_launch_page
+    assert [t.value for t in at.title] == ["Launch a run"]
+    assert at.radio[0].key == "launch_mode"  # the first choice on the page, above the scenario's
+    assert at.text_input(key="name").label == "Run name"
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    assert [t.value for t in at.title] == ["Launch a sweep"] and not at.exception
+    assert at.text_input(key="name").label == "Sweep name"
+    at.radio(key="launch_mode").set_value("One run").run()
+    assert [t.value for t in at.title] == ["Launch a run"]
+
+
+def test_the_default_name_says_what_the_run_is_and_follows_the_form_until_one_is_typed(lab_launch_page):
+    lab, at = lab_launch_page
+    name = lambda: at.text_input(key="name").value  # noqa: E731
+    assert name() == "naive digits class-IL"
+    at.selectbox(key="strategy.name").set_value("replay").run()
+    assert name() == "replay digits class-IL"
+    at.radio(key="scenario.setting").set_value("task").run()
+    at.selectbox(key="scenario.dataset").set_value("mnist1d").run()
+    assert name() == "replay mnist1d task-IL"
+    at.text_input(key="name").set_value("my own").run()
+    at.selectbox(key="strategy.name").set_value("naive").run()
+    assert name() == "my own"  # typed: kept
+    at.text_input(key="name").set_value("").run()
+    assert name() == "naive mnist1d task-IL"  # emptied: it follows the form again
+    at.selectbox(key="strategy.name").set_value("replay").run()
+    set_small(at)
+    at.button(key="launch").click().run()
+    assert not at.exception
+    run_id = launched_run(at)
+    assert lab.store.sql("SELECT name, config->>'name' FROM runs WHERE id = ?", [run_id])[0] == (
+        "replay mnist1d task-IL", "replay mnist1d task-IL")
+    assert lab.manager.wait(run_id, timeout=120) == "finished"
+
+
+def test_a_config_without_a_name_is_named_after_what_it_runs(tmp_path):
+    assert RunConfig().name == "naive digits class-IL"
+    assert parse_config({"strategy": {"name": "ewc"}, "scenario": {"setting": "domain", "dataset": "mnist1d"}}
+                        ).name == "ewc mnist1d domain-IL"
+    path = tmp_path / "no-name.yaml"
+    path.write_text("scenario: {dataset: digits, setting: task, n_tasks: 5}\nstrategy: {name: replay}\n")
+    assert load_config(path).name == "replay digits task-IL" == default_run_name(load_config(path))
+    assert parse_config({"name": "kept"}).name == "kept"
+    with pytest.raises(Exception, match="name = ''"):
+        parse_config({"name": ""})  # a name given empty is still an error, not replaced
+
+
+def test_a_sweep_runs_exactly_the_strategies_listed_and_the_page_says_which_and_how_many(lab_launch_page):
+    lab, at = lab_launch_page
+    set_small(at)
+    at.selectbox(key="strategy.name").set_value("replay").run()
+    at.number_input(key="strategy.replay.buffer_size").set_value(77)
+    at.radio(key="launch_mode").set_value("A sweep").run()
+    at.text_input(key="sweep.seeds").set_value("0")
+    at.multiselect(key="sweep.strategy.name").set_value(["naive", "ewc"])
+    at.text_input(key="sweep.train.lr").set_value("0.01, 0.05").run()
+    info = at.info[0].value
+    assert info.startswith("This sweep will run 4 runs in all: naive, ewc") and "replay" not in info, info
+    assert at.text_input(key="name").value == "naive+ewc digits class-IL"
+    # nothing listed: nothing runs, and the page says so rather than falling back on the strategy above
+    at.multiselect(key="sweep.strategy.name").set_value([]).run()
+    assert any("No strategy picked" in w.value for w in at.warning)
+    before = n_runs(lab)
+    at.button(key="launch_sweep").click().run()
+    assert [e.value for e in at.error] == ["Strategies: pick at least one; the sweep runs exactly the strategies listed"]
+    assert n_runs(lab) == before
+    # the strategy above, listed, runs with the values shown above; the others with their defaults
+    at.multiselect(key="sweep.strategy.name").set_value(["replay", "ewc"]).run()
+    info = at.info[0].value
+    assert "4 runs in all: replay, ewc" in info and "buffer_size = 77" in info, info
+    at.button(key="launch_sweep").click().run()
+    assert not at.exception and not at.error
+    sweep_id, sweep_name = lab.store.sql("SELECT id, name FROM sweeps ORDER BY id DESC LIMIT 1")[0]
+    rows = lab.store.sql("SELECT id, name, config FROM runs WHERE sweep_id = ? ORDER BY id", [sweep_id])
+    configs = [json.loads(c) for _, _, c in rows]
+    assert sweep_name == "replay+ewc digits class-IL"
+    assert sorted((c["strategy"]["name"], c["strategy"].get("buffer_size"), c["train"]["lr"]) for c in configs) == [
+        ("ewc", None, 0.01), ("ewc", None, 0.05), ("replay", 77, 0.01), ("replay", 77, 0.05)]
+    # each run is named after the values it varies
+    assert sorted(name for _, name, _ in rows) == sorted(
+        f"replay+ewc digits class-IL/{s} lr={lr} seed=0" for s in ("replay", "ewc") for lr in ("0.01", "0.05"))
+    assert [lab.manager.wait(run_id, timeout=120) for run_id, _, _ in rows] == ["finished"] * 4
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    write_cifar10(tmp_path / "data", per_batch=20, n_test=20)
+    return tmp_path / "data"
+
+
+def source_config(root) -> dict:
+    """A run with no field at its default (the test below checks that), on image files so a CNN runs."""
+    return {
+        "name": "cnn replay on files", "seed": 11,
+        "scenario": {"root": str(root), "dataset": "cifar10", "setting": "task", "domain": "rotated", "n_tasks": 2,
+                     "class_seed": 5, "seed": 3, "test_size": 0.3, "tasks": [1, 2]},
+        "model": {"name": "cnn", "channels": [8, 16], "batch_norm": True},
+        "strategy": {"name": "replay", "buffer_size": 30, "replay_batch_size": 8, "policy": "class_balanced"},
+        "train": {"optimizer": "adam", "lr": 0.003, "momentum": 0.5, "weight_decay": 0.0001, "batch_size": 16,
+                  "epochs_per_task": 2, "augment": "none", "schedule": "cosine", "warmup_steps": 2, "lr_step_every": 2,
+                  "lr_gamma": 0.5, "device": "cpu", "precision": "bf16-mixed", "deterministic": True, "weights": "none"},
+        "eval": {"every": 3, "batch_size": 64, "subset": 10},
+    }
+
+
+def test_relaunch_fills_every_field_and_launching_it_unchanged_gives_the_same_config(lab_launch_page, cifar_root):
+    lab, at = lab_launch_page
+    source = parse_config(source_config(cifar_root)).model_dump(mode="json")
+    defaults = _flat(RunConfig().model_dump(mode="json"))
+    same = [k for k, v in _flat(source).items() if k in defaults and defaults[k] == v]
+    assert same == [], same  # every field the form fills is checked with a value of its own
+    source_id = lab.manager.submit(parse_config(source))
+    assert lab.manager.wait(source_id, timeout=180) == "finished"
+
+    at.query_params["from"] = str(source_id)
+    at.run()
+    assert not at.exception and not at.error
+    assert f"run {source_id}'s config" in at.info[0].value
+    shown = {
+        "name": "cnn replay on files (2)", "seed": 11, "launch_mode": "One run",
+        "scenario.root": str(cifar_root), "scenario.dataset": "cifar10", "scenario.setting": "task",
+        "scenario.domain": "rotated", "scenario.n_tasks": 2, "shuffle_classes": True, "scenario.class_seed": 5,
+        "scenario.seed": 3, "scenario.test_size": 0.3, "scenario.tasks": "1, 2",
+        "model.name": "cnn", "model.cnn.channels": "8, 16", "model.cnn.batch_norm": True,
+        "strategy.name": "replay", "strategy.replay.buffer_size": 30, "strategy.replay.replay_batch_size": 8,
+        "strategy.replay.policy": "class_balanced",
+        "train.optimizer": "adam", "train.lr": 0.003, "train.momentum": 0.5, "train.weight_decay": 0.0001,
+        "train.batch_size": 16, "train.epochs_per_task": 2, "train.augment": "none", "train.schedule": "cosine",
+        "train.warmup_steps": 2, "train.lr_step_every": 2, "train.lr_gamma": 0.5, "train.device": "cpu",
+        "train.precision": "bf16-mixed", "train.deterministic": True, "train.weights": "none",
+        "eval.every": 3, "eval.batch_size": 64, "eval.subset": 10,
+    }
+    assert {key: widget(at, key).value for key in shown} == shown
+    at.run()  # a rerun neither refills nor moves anything
+    assert widget(at, "name").value == "cnn replay on files (2)"
+
+    at.button(key="launch").click().run()
+    assert not at.exception
+    copy_id = launched_run(at)
+    assert copy_id != source_id
+    copy = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [copy_id])[0][0])
+    assert copy["name"] == "cnn replay on files (2)"
+    assert {**copy, "name": source["name"]} == source  # what was shown is what ran: the same config but the name
+    assert lab.manager.wait(copy_id, timeout=180) == "finished"
+
+
+def test_relaunch_with_a_change_launches_the_change_and_the_next_copy_is_numbered_on(lab_launch_page):
+    lab, at = lab_launch_page
+    source = parse_config({"name": "base (2)", "strategy": {"name": "replay", "buffer_size": 40},
+                           "scenario": {"n_tasks": 2}, "model": {"name": "mlp", "hidden": [16]},
+                           "train": {"epochs_per_task": 1}, "eval": {"every": 4}})
+    source_id = lab.manager.submit(source)
+    at.query_params["from"] = str(source_id)
+    at.run()
+    assert widget(at, "name").value == "base (3)"  # the copy number goes on; it does not become "(2) (2)"
+    at.number_input(key="strategy.replay.buffer_size").set_value(90)
+    at.button(key="launch").click().run()
+    copy = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [launched_run(at)])[0][0])
+    assert copy["strategy"]["buffer_size"] == 90 and copy["eval"]["every"] == 4 and copy["model"]["hidden"] == [16]
+    assert lab.manager.wait(source_id, timeout=120) == lab.manager.wait(launched_run(at), timeout=120) == "finished"
+
+
+def test_a_bad_or_unknown_from_is_one_line_and_the_form_keeps_its_defaults(lab_launch_page):
+    lab, at = lab_launch_page
+    for bad in ["abc", "424242", "", "-3", "1" * 40, "1; DROP TABLE runs", "0"]:
+        at.query_params["from"] = bad
+        at.run()
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith(f"from = {bad[:40]!r}") and "no such run" in errors[0], errors
+        assert widget(at, "strategy.name").value == "naive" and widget(at, "name").value == "naive digits class-IL"
+    del at.query_params["from"]
+    at.run()
+    assert not at.error  # a later visit without from: the line is gone
+    assert n_runs(lab) == 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_filled_form(server, page):
+    from playwright.sync_api import expect
+
+    url, _ = server
+    page.goto(f"{url}/launch", wait_until="networkidle")
+    page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL", timeout=60_000)
+    for label, value in (("Tasks", "2"), ("Epochs per task", "1")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Launch").last.click()
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    source = page.url.rsplit("=", 1)[1]
+
+    page.goto(f"{url}/launch?from={source}", wait_until="networkidle")
+    page.get_by_text(f"The form holds run {source}'s config").wait_for(timeout=60_000)
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL (2)", timeout=60_000)
+    expect(page.get_by_label("Tasks", exact=True)).to_have_value("2")
+    expect(page.get_by_label("Epochs per task")).to_have_value("1")
+    no_exception(page)
+    page.get_by_role("button", name="Launch").last.click()
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    copy = page.url.rsplit("=", 1)[1]
+    assert copy != source
+    page.get_by_role("heading", name=f"Run {copy}: naive digits class-IL (2)").wait_for(timeout=60_000)
+
+    page.goto(f"{url}/launch?from=nope", wait_until="networkidle")
+    page.get_by_text("from = 'nope': no such run").wait_for(timeout=60_000)
+    no_exception(page)

@@ -1,0 +1,224 @@
+"""The Run page through AppTest over a real lab: a finished run, a queued one and one followed while
+it trains; the chart builders at 2 to 20 tasks; the downloads' bytes."""
+
+import io
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from engine.manager import run_in_process
+from pages.ui.charts import accuracy_matrix_heatmap, before_training, run_panels
+from pages.ui.downloads import run_downloads
+from store.queries import boundaries, downsampled_long, run_row, run_series
+from tests.conftest import ROOT, small_config
+
+STATUS = re.compile(r"^\*\*(\w+)\*\* · .* · step (\d+)/(\d+|\?)")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run_page") / "lab.duckdb"
+    os.environ["CL_LAB_DB"] = str(path)
+    from pages.ui.lab import _open
+
+    the_lab = _open(str(path.resolve()))  # the same object the pages get
+    yield the_lab
+    _open.clear()
+    del os.environ["CL_LAB_DB"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(lab):
+    return run_in_process(lab.store, small_config("replay", n_tasks=3, eval={"every": 2}))
+
+
+def run_page(run_id: int) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/run.py")
+    at.query_params["run"] = str(run_id)
+    return at.run()
+
+
+def shown(at) -> dict:
+    """What one render of the Run page shows, for the consistency checks."""
+    header = next(m.value for m in at.markdown if STATUS.match(m.value))
+    status, step, total = STATUS.match(header).groups()
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    return {
+        "status": status, "step": int(step), "total": total,
+        "progress": len(at.get("progress")),
+        "cancel": any(b.label == "Cancel run" for b in at.button),
+        "waiting": any("Waiting for the first evaluation" in i.value for i in at.info),
+        "figures": {m.label: m.value for m in at.metric},
+        "charts": charts,
+        "panel_tables": [pa.ipc.open_stream(d.data.data).read_all() for d in at.get("vega_lite_chart")[0].proto.datasets]
+        if charts and "vconcat" in charts[0] else [],
+    }
+
+
+def downloads_shown(at) -> list[str]:
+    return [d.proto.label for d in at.get("download_button")]
+
+
+def encodings(spec) -> list[tuple[str, dict]]:
+    """Every field encoding of a spec, nested views included."""
+    found = []
+    if isinstance(spec, dict):
+        for channel, enc in (spec.get("encoding") or {}).items():
+            for e in enc if isinstance(enc, list) else [enc]:
+                if isinstance(e, dict) and "field" in e:
+                    found.append((channel, e))
+                if isinstance(e, dict) and isinstance(e.get("condition"), dict) and "field" in e["condition"]:
+                    found.append((channel, e["condition"]))
+        for key in ("layer", "vconcat", "hconcat", "concat"):
+            for child in spec.get(key, []):
+                found += encodings(child)
+    return found
+
+
+def test_a_finished_run_shows_final_figures_full_width_charts_and_no_live_controls(lab, finished_run):
+    at = run_page(finished_run)
+    assert not at.exception
+    view = shown(at)
+    assert view["status"] == "finished" and view["step"] == int(view["total"]) > 0
+    assert view["progress"] == 0 and not view["cancel"] and not view["waiting"]
+    assert float(view["figures"]["ACC"]) > 0.3
+    panels, matrix = view["charts"]
+    # the width given (the container's, in the browser test) includes axes and legends (fit-x)
+    assert panels["autosize"]["type"] == "fit-x" and matrix["autosize"]["type"] == "fit-x"
+    for panel in panels["vconcat"][:2]:
+        legend = next(e["legend"] for ch, e in encodings(panel) if ch == "color" and "legend" in e)
+        assert legend["orient"] == "top" and legend["labelLimit"] == 0 and legend["titleLimit"] == 0
+    assert downloads_shown(at) == ["Metrics, every step (Parquet)", "Metrics, every step (CSV)",
+                                   "Accuracy matrix (CSV)", "Summary (JSON)", "Config (YAML)"]
+    y = next(e for ch, e in encodings(matrix) if ch == "y")
+    assert y["scale"]["domain"] == ["init", "task 1", "task 2", "task 3"]
+
+
+def test_every_encoding_of_the_run_charts_has_a_type(lab, finished_run):
+    at = run_page(finished_run)
+    for spec in shown(at)["charts"]:
+        # x2 and y2 take the type of x and y (Vega-Lite gives them none of their own)
+        untyped = [(ch, e["field"]) for ch, e in encodings(spec) if "type" not in e and ch not in ("x2", "y2")]
+        assert not untyped
+
+
+def test_the_downloads_are_the_runs_metrics_matrix_summary_and_config(lab, finished_run):
+    files = {d.file_name: d for d in run_downloads(lab.store, finished_run)}
+    stem = f"run-{finished_run}"
+    assert set(files) == {f"{stem}-metrics.parquet", f"{stem}-metrics.csv", f"{stem}-accuracy_matrix.csv",
+                          f"{stem}-summary.json", f"{stem}-config.yaml"}
+    stored = lab.store.df("SELECT step, task, metric, value FROM metrics WHERE run_id = ? ORDER BY step, metric, task",
+                          [finished_run])
+    assert len(stored) > 100
+    parquet = pd.read_parquet(io.BytesIO(files[f"{stem}-metrics.parquet"].make()))
+    pd.testing.assert_frame_equal(parquet, stored, check_dtype=False)
+    csv = pd.read_csv(io.BytesIO(files[f"{stem}-metrics.csv"].make()))
+    assert len(csv) == len(stored) and np.allclose(csv["value"], stored["value"], equal_nan=True)
+    summary = json.loads(files[f"{stem}-summary.json"].make())
+    matrix = pd.read_csv(io.BytesIO(files[f"{stem}-accuracy_matrix.csv"].make()))
+    assert list(matrix.columns) == ["after task", "task 1", "task 2", "task 3"] and len(matrix) == 4
+    R = np.array(summary["accuracy_matrix"], dtype=float)
+    assert np.allclose(matrix.drop(columns="after task").to_numpy(), R, equal_nan=True)
+    # the last row's mean is the final average accuracy shown on the page
+    assert summary["acc"] == pytest.approx(np.nanmean(R[-1]))
+    config = yaml.safe_load(files[f"{stem}-config.yaml"].make())
+    assert config == json.loads(run_row(lab.store, finished_run)["config"])
+
+
+def test_a_queued_run_shows_waiting_progress_and_cancel_and_no_figures(lab):
+    lab.manager.pause()  # the run stays queued
+    try:
+        run_id = lab.manager.submit(small_config("naive"))
+        at = run_page(run_id)
+        assert not at.exception
+        view = shown(at)
+        assert view["status"] == "queued" and view["progress"] == 1 and view["cancel"]
+        assert view["waiting"] and view["charts"] == []
+        assert set(view["figures"].values()) == {"n/a"}
+        assert len(downloads_shown(at)) == 5
+        assert lab.manager.cancel(run_id)
+    finally:
+        lab.manager.resume()
+
+
+def test_a_live_run_never_shows_mixed_states(lab):
+    run_id = lab.manager.submit(small_config("replay", n_tasks=5, train={"epochs_per_task": 3}, eval={"every": 1}))
+    seen, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        at = run_page(run_id)
+        assert not at.exception
+        view = shown(at)
+        seen.append(view["status"])
+        live = view["status"] not in ("finished", "failed", "cancelled", "diverged")
+        # the controls follow the status of the same snapshot
+        assert (view["progress"] == 1) == live and view["cancel"] == live
+        if view["waiting"]:
+            assert set(view["figures"].values()) == {"n/a"} and view["charts"] == []
+        else:
+            assert view["charts"], view
+        if view["panel_tables"]:  # the series drawn is of the moment the header gives: metrics and
+            # last_step are committed together, so no step drawn lies beyond the header's
+            series = next(t for t in view["panel_tables"] if "task 1" in t.column_names)
+            assert max(series.column("step").to_pylist()) <= view["step"], view["step"]
+        if not live:
+            break
+    assert seen[-1] == "finished", seen
+    assert any(s == "running" for s in seen), seen  # it was followed while it trained
+
+
+def test_run_view_reads_one_snapshot(lab, finished_run):
+    """The mechanism behind the consistent view: inside the read transaction a commit made by the
+    store's writer meanwhile is not seen."""
+    cur = lab.store.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        before = run_row(cur, finished_run)["name"]
+        lab.store.update_run(finished_run, name="renamed meanwhile")
+        assert run_row(cur, finished_run)["name"] == before
+        cur.execute("ROLLBACK")
+        assert run_row(cur, finished_run)["name"] == "renamed meanwhile"
+    finally:
+        lab.store.update_run(finished_run, name=before)
+        cur.close()
+
+
+@pytest.mark.parametrize("n_tasks", [2, 5, 10, 20])
+def test_the_matrix_labels_every_row_and_column_at_any_number_of_tasks(n_tasks):
+    R = np.random.default_rng(n_tasks).random((n_tasks + 1, n_tasks))
+    R[-1, -1] = np.nan  # a cell not measured keeps its row and column
+    spec = accuracy_matrix_heatmap(R, width=300).to_dict()
+    enc = dict(encodings(spec))
+    rows = ["init"] + [f"task {i}" for i in range(1, n_tasks + 1)]
+    assert enc["y"]["scale"]["domain"] == rows and enc["y"]["axis"]["labelOverlap"] is False
+    assert enc["x"]["scale"]["domain"] == rows[1:] and enc["x"]["axis"]["labelOverlap"] is False
+    assert spec["height"] >= 16 * (n_tasks + 1)  # room for every row's label
+    assert spec["title"] == "Accuracy matrix"
+
+
+def test_plasticity_is_drawn_a_segment_a_task_with_the_value_before_training_as_a_marker(lab, finished_run):
+    cur = lab.store.cursor()
+    series, loss = run_series(cur, finished_run), downsampled_long(cur, finished_run, "train_loss")
+    bounds = pd.DataFrame(boundaries(cur, finished_run), columns=["task", "start_step", "end_step"])
+    cur.close()
+    starts = before_training(series, bounds)
+    assert list(starts["task"]) == ["task 1", "task 2", "task 3"]
+    for _, row in starts.iterrows():  # the new task's accuracy at the switch, from the series itself
+        assert row["value"] == series.set_index("step").loc[row["step"], row["task"]]
+    # class-incremental: before training, a new task is near 0 (the fall the line used to draw)
+    assert (starts["value"].iloc[1:] < 0.3).all()
+    spec = run_panels(series, loss, bounds, width=640).to_dict()
+    stability = spec["vconcat"][1]
+    lines = next(layer for layer in stability["layer"] if layer.get("mark", {}).get("type") == "line")
+    assert lines["encoding"]["detail"] == {"field": "training_task", "type": "ordinal"}
+    markers = [layer for layer in stability["layer"] if layer.get("mark", {}).get("type") == "point"]
+    assert len(markers) == 1 and markers[0]["mark"]["filled"] is False
+    assert spec["width"] if "width" in spec else stability["width"] == 640  # a numeric width still works
