@@ -293,17 +293,20 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
 def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, label: str) -> tuple[list[str], list]:
     from engine.interpolate import tradeoff_table
     from pages.ui.charts import compare_panels
+    from pages.ui.palette import group_styles
     from pages.ui.pareto_charts import pareto_chart
-    from store.compare import COMPARE_SERIES, TABLE_METRICS, group_curves, group_metrics
+    from store.compare import COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, group_curves, group_metrics
     from store.pareto import axis, axis_title, frontier_table
 
     blocks: list = [Heading(label)] if label else []
-    curves = group_curves(store, runs, group_by)
+    styles = group_styles(sorted(set(runs["group"])))  # the Compare page's colours, the same in both charts
+    curves = group_curves(store, runs, group_by, x=DEFAULT_X_AXIS)
     blocks.append(Heading("Curves by group", 3))
     if curves.empty:
         blocks.append(Text("The selected runs have no evaluation yet."))
     else:
-        blocks += [Chart(compare_panels(curves, COMPARE_SERIES, width=COMPARE_WIDTH).to_dict(validate=False),
+        blocks += [Chart(compare_panels(curves, COMPARE_SERIES, width=COMPARE_WIDTH, x_title=X_AXES[DEFAULT_X_AXIS],
+                                        group_title=group_by, styles=styles).to_dict(validate=False),
                          "Curves by group: mean and one standard deviation"),
                    Text(f"One line per group ({group_by}): the mean over its runs, with a band of one standard deviation "
                         "(over seeds, usually). The panels zoom and hover together.", small=True)]
@@ -325,7 +328,9 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
         finished = [int(i) for i in runs.loc[runs["status"] == "finished", "id"]]
         curves_of = [t for t in (tradeoff_table(store, i) for i in finished) if len(t)]
         tradeoffs = pd.concat(curves_of, ignore_index=True) if curves_of else None
-        blocks.append(Chart(pareto_chart(frontier, x, y, tradeoffs=tradeoffs).to_dict(validate=False),
+        frontier = frontier.assign(group=frontier["id"].map(dict(zip(runs["id"], runs["group"]))))
+        chart = pareto_chart(frontier, x, y, tradeoffs=tradeoffs, color="group", color_title=group_by, styles=styles)
+        blocks.append(Chart(chart.to_dict(validate=False),
                             f"Pareto frontier: {axis_title(x)} against {axis_title(y)}"))
         blocks.append(Text("Each point a run; the non-dominated ones are outlined and joined." +
                            (" Beside it, the trade-off curves stored for these runs: weights interpolated between two "
