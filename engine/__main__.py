@@ -1,7 +1,8 @@
-"""The command line: ``python -m engine run CONFIG.yaml [--db PATH]``, ``python -m engine resume RUN_ID``,
+"""The command line: ``python -m engine run CONFIG.yaml|BUNDLE.zip [--db PATH]``, ``python -m engine resume RUN_ID``,
 ``python -m engine runs``, ``python -m engine metrics RUN_ID [--json]``, ``python -m engine datasets
-[--root DIR]``. ``runs``, ``metrics``, ``frontier`` and ``export`` also work while a lab holds the
-database: they read a snapshot it serves.
+[--root DIR]``, ``python -m engine report RUN_ID... -o PATH.html`` (engine/report/cli.py). ``runs``,
+``metrics``, ``frontier``, ``export`` and ``report`` also work while a lab holds the database: they read
+a snapshot it serves.
 
 Exit codes: 0 done, 1 the run did not finish (failed, diverged, cancelled), 2 bad input (config or
 arguments, a --db that is not a DuckDB database; nothing written), 3 the database is held by another process.
@@ -37,8 +38,13 @@ def _open_store(path: Path, read_only: bool = False) -> Store:
 
 
 def cmd_run(args) -> int:
-    try:
-        config = load_config(args.config)
+    from engine.report.bundle import BundleError, config_from_bundle, is_bundle
+
+    try:  # a report bundle (a zip) gives its config.yaml, read through the bundle's guards
+        config = config_from_bundle(args.config) if is_bundle(args.config) else load_config(args.config)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except ConfigError as err:
         err.report(args.config)
         return 2
@@ -227,7 +233,7 @@ def cmd_datasets(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="CL Lab's engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train one run from a YAML config and print its id")
+    run = sub.add_parser("run", help="train one run from a YAML config (or a report bundle's) and print its id")
     run.add_argument("config", type=Path)
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="resume a failed or cancelled run from its last completed task "
@@ -254,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_commands(sub, _open_store)
     from engine.weights import add_gc_command  # gc
     add_gc_command(sub, _open_store)
+    from engine.report.cli import add_report_command  # report
+    add_report_command(sub, _open_store)
     return parser
 
 
