@@ -8,6 +8,7 @@ from engine.reality import reality_rankings
 from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
 from pages.ui.charts import compare_spec
+from pages.ui.downloads import download_menu, report_downloads
 from pages.ui.lab import PAGES, lab
 from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
@@ -109,7 +110,15 @@ x_axis = c2.radio("x axis", list(X_AXES), index=list(X_AXES).index(DEFAULT_X_AXI
                   help="Task progress: task k spans k-1 to k whatever its length, so runs of different lengths "
                        "line up task by task. Global step: the training step itself.")
 configs = runs["config"].map(lambda c: json.dumps({k: v for k, v in c.items() if k not in ("name", "seed")}, sort_keys=True))
-st.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
+c1, c2 = st.columns([4, 1])
+c1.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
+with c2:  # the report of what is selected, grouped and plotted as on this page (engine/report)
+    pareto_axes = {k: st.session_state.get(f"pareto_{k}") for k in ("x", "y")}
+    download_menu(report_downloads(
+        store, [int(i) for i in runs["id"]], sweep_id=sweep_id if how == "By sweep" else None,
+        stem="comparison-report", group_by=group_by,
+        **(pareto_axes if None not in pareto_axes.values() and pareto_axes["x"] != pareto_axes["y"] else {})),
+        label="Export report")
 live = any_live(runs)
 run_ids = [int(i) for i in runs["id"]]
 labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["config"])}

@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.checkpoint import CheckpointError, resume_point
-from pages.ui.charts import accuracy_matrix_heatmap, run_panels
-from pages.ui.downloads import run_downloads
+from pages.ui.charts import accuracy_matrix_heatmap, gap_marks, run_panels
+from pages.ui.downloads import download_menu, run_downloads
 from pages.ui.lab import PAGES, lab
 from store.metrics import METRICS
 from store.queries import run_row, runs_table
@@ -37,13 +37,6 @@ live = run_row(store, run_id)["status"] not in FINAL_STATUSES
 
 SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
                    "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
-
-
-def gap_marks(records: list[dict]) -> pd.DataFrame:
-    rows = [{"switch_step": r["switch_step"], "task": f"task {x['task']}", "min_step": x["min_step"],
-             "min_acc": x["min"], "depth": x["depth"], "recovery_steps": x["recovery_steps"]}
-            for r in records for x in r["tasks"] if x["depth"] is not None and x["depth"] > 0]
-    return pd.DataFrame(rows, columns=["switch_step", "task", "min_step", "min_acc", "depth", "recovery_steps"])
 
 
 @st.fragment(run_every=1.0 if live else None)
@@ -84,10 +77,8 @@ def run_view() -> None:
                 st.rerun()
     else:
         action.empty()
-    with files.popover("Download", icon=":material/download:", width="stretch"):
-        for item in run_downloads(store, run_id):  # each file made only when clicked
-            st.download_button(item.label, item.make, file_name=item.file_name, mime=item.mime,
-                               key=f"download-{item.file_name}", on_click="ignore", width="stretch")
+    with files:
+        download_menu(run_downloads(store, run_id))
     if run["error"] and status != "finished":
         (st.warning if status == "cancelled" else st.error)(
             f"{status.capitalize()}: {run['error']}", icon=":material/error:")

@@ -53,6 +53,22 @@ def lab_launch_page(tmp_path, monkeypatch):
         _open.clear()
 
 
+def page_lab(tmp_path_factory, name: str):
+    """For a module-scoped fixture: a lab of its own (real DuckDB file, run manager, workers), the
+    same object the pages get through CL_LAB_DB; released (workers stopped, file closed) after."""
+    import os
+
+    from pages.ui.lab import _open
+
+    path = tmp_path_factory.mktemp(name) / "lab.duckdb"
+    os.environ["CL_LAB_DB"] = str(path)
+    try:
+        yield _open(str(path.resolve()))
+    finally:
+        _open.clear()
+        del os.environ["CL_LAB_DB"]
+
+
 def launched_run(at) -> int:
     """The run the Launch page just queued (the Run page's query parameter)."""
     run = at.query_params["run"]

@@ -56,9 +56,9 @@ def streamlit_server(db: Path, log_path: Path):
     try:
         yield url
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM: the lab commits what it received, then stops its workers
         try:
-            proc.wait(15)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()

@@ -4,7 +4,6 @@ live, group colours. Real DuckDB files, runs trained on Split-Digits or written 
 the real page in AppTest."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from engine.manager import run_in_process
 from pages.ui.palette import TABLEAU10, group_styles
 from store.compare import (clear_caches, group_curves, run_buckets, scenario_counts, scenario_key, select_runs)
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, page_lab, small_config
 
 
 def acc_value(run_id: int, step: int, task: int) -> float:
@@ -167,13 +166,7 @@ def test_group_colours_differ_and_past_twenty_groups_the_dash_tells_them_apart()
 # ---- the page --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    path = tmp_path_factory.mktemp("compare") / "lab.duckdb"
-    os.environ["CL_LAB_DB"] = str(path)
-    from pages.ui.lab import _open
-    the_lab = _open(str(path.resolve()))
-    yield the_lab
-    _open.clear()
-    del os.environ["CL_LAB_DB"]
+    yield from page_lab(tmp_path_factory, "compare")
 
 
 def compare_page(ids: list[int]) -> AppTest:
@@ -227,6 +220,15 @@ def test_the_page_shows_one_scenario_at_a_time_and_says_so_when_they_are_mixed(l
 
     at.radio(key="compare_x").set_value("step").run()
     assert curves_spec(at)["vconcat"][0]["layer"][0]["encoding"]["x"]["title"] == "global step"
+
+    # Export report: the comparison of the selection as grouped on the page (engine/report)
+    assert [d.proto.label for d in at.get("download_button")] == [
+        "Report (HTML, offline)", "Report (PDF, A4)", "Report (PDF, US Letter)",
+        "Report bundle (zip: HTML, PDF, config, data)"]
+    from pages.ui.downloads import report_downloads
+
+    html = report_downloads(lab.store, digits, group_by="strategy")[0].make().decode()
+    assert html.startswith("<!DOCTYPE html") and "\"naive\"" in html and "\"replay\"" in html
 
 
 def test_the_page_picks_up_new_rows_of_a_live_run_and_keeps_widgets_put(lab):

@@ -3,9 +3,9 @@ it trains; the chart builders at 2 to 20 tasks; the downloads' bytes."""
 
 import io
 import json
-import os
 import re
 import time
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -18,21 +18,14 @@ from engine.manager import run_in_process
 from pages.ui.charts import accuracy_matrix_heatmap, before_training, run_panels
 from pages.ui.downloads import run_downloads
 from store.queries import boundaries, downsampled_long, run_row, run_series
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, page_lab, small_config
 
 STATUS = re.compile(r"^\*\*(\w+)\*\* · .* · step (\d+)/(\d+|\?)")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run_page") / "lab.duckdb"
-    os.environ["CL_LAB_DB"] = str(path)
-    from pages.ui.lab import _open
-
-    the_lab = _open(str(path.resolve()))  # the same object the pages get
-    yield the_lab
-    _open.clear()
-    del os.environ["CL_LAB_DB"]
+    yield from page_lab(tmp_path_factory, "run_page")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +91,9 @@ def test_a_finished_run_shows_final_figures_full_width_charts_and_no_live_contro
         legend = next(e["legend"] for ch, e in encodings(panel) if ch == "color" and "legend" in e)
         assert legend["orient"] == "top" and legend["labelLimit"] == 0 and legend["titleLimit"] == 0
     assert downloads_shown(at) == ["Metrics, every step (Parquet)", "Metrics, every step (CSV)",
-                                   "Accuracy matrix (CSV)", "Summary (JSON)", "Config (YAML)"]
+                                   "Accuracy matrix (CSV)", "Summary (JSON)", "Config (YAML)",
+                                   "Report (HTML, offline)", "Report (PDF, A4)", "Report (PDF, US Letter)",
+                                   "Report bundle (zip: HTML, PDF, config, data)"]
     y = next(e for ch, e in encodings(matrix) if ch == "y")
     assert y["scale"]["domain"] == ["init", "task 1", "task 2", "task 3"]
 
@@ -115,7 +110,8 @@ def test_the_downloads_are_the_runs_metrics_matrix_summary_and_config(lab, finis
     files = {d.file_name: d for d in run_downloads(lab.store, finished_run)}
     stem = f"run-{finished_run}"
     assert set(files) == {f"{stem}-metrics.parquet", f"{stem}-metrics.csv", f"{stem}-accuracy_matrix.csv",
-                          f"{stem}-summary.json", f"{stem}-config.yaml"}
+                          f"{stem}-summary.json", f"{stem}-config.yaml", f"{stem}-report.html",
+                          f"{stem}-report-a4.pdf", f"{stem}-report-letter.pdf", f"{stem}-report-bundle.zip"}
     stored = lab.store.df("SELECT step, task, metric, value FROM metrics WHERE run_id = ? ORDER BY step, metric, task",
                           [finished_run])
     assert len(stored) > 100
@@ -132,6 +128,12 @@ def test_the_downloads_are_the_runs_metrics_matrix_summary_and_config(lab, finis
     assert summary["acc"] == pytest.approx(np.nanmean(R[-1]))
     config = yaml.safe_load(files[f"{stem}-config.yaml"].make())
     assert config == json.loads(run_row(lab.store, finished_run)["config"])
+    # the report: the run's own (engine/report builds it; tests/test_report.py checks its content)
+    html = files[f"{stem}-report.html"].make().decode()
+    assert html.startswith("<!DOCTYPE html") and f"Run {finished_run}" in html and f"{summary['acc']:.3f}" in html
+    assert files[f"{stem}-report-a4.pdf"].make().startswith(b"%PDF")
+    with zipfile.ZipFile(io.BytesIO(files[f"{stem}-report-bundle.zip"].make())) as bundle:
+        assert yaml.safe_load(bundle.read("config.yaml")) == config
 
 
 def test_a_queued_run_shows_waiting_progress_and_cancel_and_no_figures(lab):
@@ -144,15 +146,18 @@ def test_a_queued_run_shows_waiting_progress_and_cancel_and_no_figures(lab):
         assert view["status"] == "queued" and view["progress"] == 1 and view["cancel"]
         assert view["waiting"] and view["charts"] == []
         assert set(view["figures"].values()) == {"n/a"}
-        assert len(downloads_shown(at)) == 5
+        assert len(downloads_shown(at)) == 9
         assert lab.manager.cancel(run_id)
     finally:
         lab.manager.resume()
 
 
 def test_a_live_run_never_shows_mixed_states(lab):
-    run_id = lab.manager.submit(small_config("replay", n_tasks=5, train={"epochs_per_task": 3}, eval={"every": 1}))
-    seen, deadline = [], time.monotonic() + 120
+    # long enough (a few seconds on an idle machine) to be rendered several times while it trains
+    run_id = lab.manager.submit(small_config("replay", n_tasks=5, train={"epochs_per_task": 15}, eval={"every": 1}))
+    seen, deadline = [], time.monotonic() + 180
+    while run_row(lab.store, run_id)["status"] == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
     while time.monotonic() < deadline:
         at = run_page(run_id)
         assert not at.exception

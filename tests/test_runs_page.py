@@ -23,7 +23,7 @@ from store.metrics import summary
 from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
 from store.schema import migrate, schema_version
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, page_lab, small_config
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
 
 APP = str(ROOT / "app.py")
@@ -31,13 +31,7 @@ APP = str(ROOT / "app.py")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    path = tmp_path_factory.mktemp("runs_page") / "lab.duckdb"
-    os.environ["CL_LAB_DB"] = str(path)
-    from pages.ui.lab import _open
-    the_lab = _open(str(path.resolve()))
-    yield the_lab
-    _open.clear()
-    del os.environ["CL_LAB_DB"]
+    yield from page_lab(tmp_path_factory, "runs_page")
 
 
 def config(name: str, strategy: str = "replay", dataset: str = "digits", lr: float = 0.05) -> dict:

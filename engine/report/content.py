@@ -87,15 +87,6 @@ def metric_rows(keys: Iterable[str], values: dict | None = None) -> Table:
     return Table(columns, rows, widths=[0.22, 0.08, 0.45, 0.25])
 
 
-def gap_marks(records: list[dict]) -> pd.DataFrame:
-    """The stability-gap marks of the accuracy panel (the run page's), one per (switch, earlier task)
-    whose accuracy fell."""
-    rows = [{"switch_step": r["switch_step"], "task": f"task {x['task']}", "min_step": x["min_step"],
-             "min_acc": x["min"], "depth": x["depth"], "recovery_steps": x["recovery_steps"]}
-            for r in records for x in r["tasks"] if x["depth"] is not None and x["depth"] > 0]
-    return pd.DataFrame(rows, columns=["switch_step", "task", "min_step", "min_acc", "depth", "recovery_steps"])
-
-
 def run_environment(row: dict) -> dict[str, Any]:
     return {"run": {label: row.get(key) for key, label in VERSION_FIELDS.items()}, "report": generator()}
 
@@ -103,7 +94,7 @@ def run_environment(row: dict) -> dict[str, Any]:
 # ---- one run --------------------------------------------------------------------------------------
 
 def run_report(store, run_id: int) -> Report:
-    from pages.ui.charts import accuracy_matrix_heatmap, run_panels
+    from pages.ui.charts import accuracy_matrix_heatmap, gap_marks, run_panels
 
     row = run_row(store, run_id)
     if row is None:

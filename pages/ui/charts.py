@@ -65,6 +65,15 @@ def before_training(series: pd.DataFrame, bounds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "task", "value"])
 
 
+def gap_marks(records: list[dict]) -> pd.DataFrame:
+    """The stability-gap marks of the accuracy panel, one per (switch, earlier task) whose accuracy
+    fell, from ``store.metrics.summary(...)["stability_gaps"]``."""
+    rows = [{"switch_step": r["switch_step"], "task": f"task {x['task']}", "min_step": x["min_step"],
+             "min_acc": x["min"], "depth": x["depth"], "recovery_steps": x["recovery_steps"]}
+            for r in records for x in r["tasks"] if x["depth"] is not None and x["depth"] > 0]
+    return pd.DataFrame(rows, columns=["switch_step", "task", "min_step", "min_acc", "depth", "recovery_steps"])
+
+
 def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
                gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH) -> alt.VConcatChart:
     """The run page's three synchronized panels over the global step:

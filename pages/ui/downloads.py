@@ -16,6 +16,16 @@ class Download(NamedTuple):
     make: Callable[[], bytes]
 
 
+def download_menu(items: list[Download], label: str = "Download") -> None:
+    """A popover of download buttons; each file is made only when its button is clicked."""
+    import streamlit as st
+
+    with st.popover(label, icon=":material/download:", width="stretch"):
+        for item in items:
+            st.download_button(item.label, item.make, file_name=item.file_name, mime=item.mime,
+                               key=f"download-{item.file_name}", on_click="ignore", width="stretch")
+
+
 def run_downloads(store, run_id: int) -> list[Download]:
     from store.metrics import summary
 
@@ -35,4 +45,26 @@ def run_downloads(store, run_id: int) -> list[Download]:
         Download("Summary (JSON)", f"{stem}-summary.json", "application/json", summary_json),
         Download("Config (YAML)", f"{stem}-config.yaml", "application/yaml",
                  lambda: config_yaml(store, run_id).encode()),
+        *report_downloads(store, [run_id], stem=f"{stem}-report"),
+    ]
+
+
+def report_downloads(store, run_ids: list[int], sweep_id: int | None = None, stem: str = "report",
+                     **comparison) -> list[Download]:
+    """The report (engine/report) of one run, or of a comparison of runs or a sweep: one offline HTML
+    file, a PDF (A4 or US Letter) and the bundle (zip: both, the config and the data)."""
+    from engine.report import build_report, report_bundle, report_pdf
+    from engine.report.html import render_html
+
+    def html() -> bytes:
+        return render_html(build_report(store, run_ids, sweep_id, **comparison))
+
+    return [
+        Download("Report (HTML, offline)", f"{stem}.html", "text/html", html),
+        Download("Report (PDF, A4)", f"{stem}-a4.pdf", "application/pdf",
+                 lambda: report_pdf(store, run_ids, sweep_id, paper="a4", **comparison)),
+        Download("Report (PDF, US Letter)", f"{stem}-letter.pdf", "application/pdf",
+                 lambda: report_pdf(store, run_ids, sweep_id, paper="letter", **comparison)),
+        Download("Report bundle (zip: HTML, PDF, config, data)", f"{stem}-bundle.zip", "application/zip",
+                 lambda: report_bundle(store, run_ids, sweep_id, **comparison)),
     ]
