@@ -375,7 +375,7 @@ def _references(cur) -> str:
 def cached_summaries(source, run_ids: list[int], only) -> dict[int, dict]:
     """``store.metrics.summaries`` of these runs restricted to the metric keys ``only``, an ended
     run's taken from memory while it and the reference runs are unchanged."""
-    from store.metrics import summaries
+    from store.metrics import summaries, summary
 
     ids = [int(i) for i in run_ids]
     if not ids:
@@ -394,10 +394,13 @@ def cached_summaries(source, run_ids: list[int], only) -> dict[int, dict]:
         else:
             todo.append(int(row.id))
             keys[int(row.id)] = key if version else None
-    for s in summaries(cur, todo, only=only) if todo else []:
+    live = [i for i in todo if keys[i] is None]
+    ended = [i for i in todo if keys[i] is not None]
+    for run_id in live:  # from the series held between refreshes (store.run_cache): only new steps computed
+        out[run_id] = {**summary(cur, run_id), "run_id": run_id}
+    for s in summaries(cur, ended, only=only) if ended else []:
         out[s["run_id"]] = s
-        if keys[s["run_id"]]:
-            _SUMMARIES.put(keys[s["run_id"]], s)
+        _SUMMARIES.put(keys[s["run_id"]], s)
     return out
 
 
