@@ -7,7 +7,8 @@ switch; one run is filled, the others are copies of it with noise and their own 
 
 - cold: the first render (nothing in memory yet), once;
 - refresh: a later render (the ended runs' buckets and summaries come from memory);
-- refresh, one run live: the same with one run still running (it alone is queried).
+- refresh, one run live: one run more, still training its last task, writes ``--append`` steps before
+  each refresh (it alone is read again, from its last step on).
 
     python bench/compare_page.py [--runs 100] [--points 100000] [--repeat 3] [--db lab.duckdb]
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow as pa  # noqa: E402
 
-from bench.run_page import fill  # noqa: E402
+from bench.run_page import append, fill, synthetic  # noqa: E402
 from pages.ui.charts import compare_spec  # noqa: E402
 from pages.ui.palette import group_styles  # noqa: E402
 from pages.ui.pareto_charts import POINTS_DATA, pareto_spec  # noqa: E402
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000, help="evaluation steps per run (5 tasks each)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--x", choices=list(X_AXES), default="progress")
+    parser.add_argument("--append", type=int, default=1000, help="steps the live run writes before each refresh")
     parser.add_argument("--db", type=Path, help="a store file to reuse (filled if it has no runs)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Store(args.db or Path(tmp) / "bench.duckdb") as store:
@@ -125,13 +127,21 @@ def main() -> None:
         clear_caches()
         colds = [page(store, args.x)]  # once: minutes on a large store
         refreshes = [page(store, args.x) for _ in range(args.repeat)]
-        live_id = store.sql("SELECT max(id) FROM runs")[0][0]
-        store.set_status(live_id, "running")
-        lives = [page(store, args.x) for _ in range(args.repeat)]
-        store.set_status(live_id, "finished")
+        # one more run, still training its last task: --append steps more before each refresh
+        live_run = synthetic(args.points, seed=7)
+        upto = args.points - args.append * (args.repeat + 1)
+        live_id = fill(store, args.points, upto=upto, seed=7, config={
+            "strategy": {"name": "naive"}, "seed": 99, "eval": {"every": 1, "subset": None},
+            "scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}})
+        page(store, args.x)  # its first sight: read whole
+        lives = []
+        for i in range(args.repeat):
+            append(store, live_id, live_run, upto + i * args.append, upto + (i + 1) * args.append)
+            lives.append(page(store, args.x))
+        store.delete_run(live_id)  # a reused --db keeps its --runs runs
     report(f"Compare page, cold (nothing in memory), {args.runs} runs x {args.points:,} evaluation steps, x = {args.x}", colds)
     report("Compare page, refresh (ended runs from memory)", refreshes)
-    report("Compare page, refresh with one run live", lives)
+    report(f"Compare page, refresh with one run more, live ({args.append:,} steps written before each)", lives)
 
 
 if __name__ == "__main__":

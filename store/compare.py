@@ -381,7 +381,8 @@ def cached_summaries(source, run_ids: list[int], only) -> dict[int, dict]:
     if not ids:
         return {}
     cur = _cur(source)
-    only = tuple(sorted(set(only)))
+    # the table's metrics always among them: the frontier (two of them) then finds the table's entries
+    only = tuple(sorted(set(only) | set(TABLE_METRICS)))
     state = _run_state(cur, ids)
     db, refs = _database(cur), _references(cur)
     out, todo, keys = {}, [], {}
