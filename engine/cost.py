@@ -312,14 +312,16 @@ def check_runs(configs: list[RunConfig]) -> list[Cost]:
     return costs
 
 
-def pending_weights(store) -> int:
-    """Bytes the queued and running runs will still write: their weights not yet on disk, and one resume
-    checkpoint each."""
+def pending_weights(store, owner: str | None = None) -> int:
+    """Bytes the queued and running runs (of ``owner``, if given) will still write: their weights not yet
+    on disk, and one resume checkpoint each."""
     from engine.weights import disk_usage
 
     on_disk = disk_usage(store.path)["runs"]
     total = 0
-    for run_id, text in store.sql("SELECT id, config FROM runs WHERE status IN ('queued', 'running')"):
+    mine = "" if owner is None else " AND owner = ?"
+    for run_id, text in store.sql(f"SELECT id, config FROM runs WHERE status IN ('queued', 'running'){mine}",
+                                  [] if owner is None else [owner]):
         try:
             cost = estimate(RunConfig.model_validate_json(text) if isinstance(text, str) else RunConfig.model_validate(text))
         except Exception:  # a user's own run config the engine cannot read: it writes nothing of ours

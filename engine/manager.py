@@ -11,6 +11,13 @@ GPUs: counted without initialising CUDA here (``engine.devices``). A run whose `
 with ``CUDA_VISIBLE_DEVICES`` set to one GPU, at most ``runs_per_gpu`` at a time on each GPU (default
 1). CPU runs go to workers that see no GPU, up to ``max_parallel`` at a time (default: the CPU count),
 alongside the GPU runs. Without a GPU every run is a CPU run, as before.
+
+A shared lab (engine/access.py): every action takes a ``principal`` (the local admin by default in a
+local lab; required in a hosted one, see ``Store.acting``), is refused with ``AccessDenied`` by a role
+that may not take it, and a launch is refused with ``QuotaExceeded`` past a quota, before any row is
+written. The queue takes turns between owners: each free place goes to the next owner in turn (the
+one served longest ago first), and within an owner first come, first served; an owner at their
+``runs_at_once`` quota waits. In a local lab every run has one owner: first come, first served.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from itertools import zip_longest
 from pathlib import Path
 
 from engine import checkpoint as checkpoints, protocol
@@ -163,35 +171,75 @@ class RunManager:
         self._workers: list[_Worker] = []
         self._done: dict[int, threading.Event] = {}
         self._cancel_requested: set[int] = set()
+        self._owners: dict[int, str | None] = {}  # run id -> owner, of queued and running runs
+        self._served: dict[str | None, int] = {}  # owner -> when a run of theirs was last started (turns)
+        self._turn = 0
         self._closing = False
         self._recover()
         self._scheduler = threading.Thread(target=self._schedule, daemon=True, name="run-scheduler")
         self._scheduler.start()
 
     # ---- the public API --------------------------------------------------------------------------
+    def admit(self, principal=None, owner: str | None = None, configs=(), *, runs: int | None = None,
+              sweep_runs: int | None = None, check_cost: bool = True, quotas: bool = True):
+        """Everything checked before a launch writes a row: that ``principal`` may launch (``AccessDenied``),
+        each config's cost and the lab's weights budget (``ConfigError``, unless ``check_cost`` is False),
+        and the principal's quotas (``QuotaExceeded``): ``runs`` more runs queued (default: the configs),
+        a sweep of ``sweep_runs``, the configs' weights. Returns (principal, the owner of the new runs).
+        Call it holding ``engine.cost.QUEUE_LOCK`` up to the rows' creation."""
+        from engine.access import AccessDenied, check_quotas, denied
+        from engine.cost import check_queue
+
+        who = self.store.authorize(principal, "launch")
+        if principal is None and self.store.access is None:
+            owner = owner or default_owner()  # a local lab's callers, as before
+        elif owner not in (None, who.email):
+            reason = f"a run's owner is who launches it, not {owner}"
+            self.store.audit(who, None, "launch", allowed=False, detail=reason)
+            raise AccessDenied(denied(who, "launch", reason))
+        else:
+            owner = who.email
+        costs = check_queue(self.store, list(configs)) if check_cost else []
+        if quotas:
+            check_quotas(self.store, who, new_runs=len(configs) if runs is None else runs, sweep_runs=sweep_runs,
+                         new_weights=sum(c.weights_disk + c.checkpoint_disk for c in costs))
+        return who, owner
+
     def submit(self, config: RunConfig, owner: str | None = None, sweep_id: int | None = None,
-               sweep_phase: str | None = None, check_cost: bool = True) -> int:
-        """Queue a validated run config; returns the new run's id. Its cost is checked first
-        (``engine.cost.check_queue``: ``ConfigError`` with the figures, nothing written) unless the
-        caller checked it already (``launch_sweep``, for the whole sweep)."""
-        from engine.cost import QUEUE_LOCK, check_queue
+               sweep_phase: str | None = None, check_cost: bool = True, principal=None) -> int:
+        """Queue a validated run config for ``principal``; returns the new run's id. Checked first
+        (``admit``: nothing written when refused): who launches, its cost (unless the caller checked it
+        already: ``launch_sweep``, for the whole sweep) and their quotas (a sweep's runs were counted when
+        the sweep was launched). The run's owner is the principal's email."""
+        from engine.cost import QUEUE_LOCK
 
         with QUEUE_LOCK:
-            if check_cost:
-                check_queue(self.store, [config])
+            who, owner = self.admit(principal, owner, [config], check_cost=check_cost, quotas=sweep_id is None)
             run_id = self.store.create_run(config.model_dump(mode="json"), name=config.name,
-                                           owner=owner or default_owner(), sweep_id=sweep_id, sweep_phase=sweep_phase)
+                                           owner=owner, sweep_id=sweep_id, sweep_phase=sweep_phase)
+        if sweep_id is None:  # a sweep's runs are in its own audit row
+            self.store.audit(who, None, "launch", run_id=run_id, detail=f"queued {config.name!r}")
         with self._cv:
             self._done[run_id] = threading.Event()
+            self._owners[run_id] = owner
             self._queue.append(run_id)
             self._cv.notify_all()
         return run_id
 
-    def cancel(self, run_id: int) -> bool:
-        """Cancel a queued run, or stop a running one after its current step. False if neither."""
+    def cancel(self, run_id: int, principal=None) -> bool:
+        """Cancel a queued run, or stop a running one after its current step. False if neither.
+        ``AccessDenied`` for a principal who may not (nothing cancelled)."""
+        who = self.store.authorize(principal, "cancel", run_id=run_id)
+        cancelled = self._cancel(run_id)
+        if cancelled:
+            self.store.audit(who, None, "cancel", run_id=run_id)
+        return cancelled
+
+    def _cancel(self, run_id: int) -> bool:
         with self._cv:
             if run_id in self._queue:
                 self._queue.remove(run_id)
+                self._owners.pop(run_id, None)
                 worker = None
             else:
                 worker = next((w for w in self._workers if w.run_id == run_id), None)
@@ -205,18 +253,27 @@ class RunManager:
             worker.cancel()
         return True
 
-    def cancel_sweep(self, sweep_id: int) -> int:
-        """Cancel every queued or running run of a sweep; returns how many."""
+    def cancel_sweep(self, sweep_id: int, principal=None) -> int:
+        """Cancel every queued or running run of a sweep; returns how many (``AccessDenied`` for a
+        principal who may not cancel the sweep: nothing cancelled)."""
+        who = self.store.authorize(principal, "cancel", sweep_id=sweep_id)
         ids = [r[0] for r in self.store.sql(
             "SELECT id FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') ORDER BY id DESC", [sweep_id])]
-        return sum(self.cancel(run_id) for run_id in ids)
+        cancelled = sum(self._cancel(run_id) for run_id in ids)
+        self.store.audit(who, None, "cancel", sweep_id=sweep_id, detail=f"cancelled {cancelled} runs of the sweep")
+        return cancelled
 
-    def resume_run(self, run_id: int) -> dict:
+    def resume_run(self, run_id: int, principal=None) -> dict:
         """Queue a failed or cancelled run again, to go on from its last completed task under the same
         id and step numbering: its metrics after the checkpoint's step, and the boundaries of the
         tasks after it, are dropped (one transaction). Returns the checkpoint's header; raises
-        ``CheckpointError`` with the reason when the run cannot be resumed. (``resume()`` releases a
+        ``CheckpointError`` with the reason when the run cannot be resumed, ``AccessDenied`` when the
+        principal may not (``QuotaExceeded`` past their runs_queued quota). (``resume()`` releases a
         held queue.)"""
+        from engine.access import check_quotas
+        from engine.cost import QUEUE_LOCK
+
+        who = self.store.authorize(principal, "resume", run_id=run_id)
         rows = self.store.sql("SELECT status, config FROM runs WHERE id = ?", [run_id])
         if not rows:
             raise checkpoints.CheckpointError(f"there is no run {run_id}")
@@ -232,9 +289,10 @@ class RunManager:
                 "by a CL Lab without resume); launch it again instead")
         header = checkpoints.read_header(path)
         checkpoints.check(header, json.loads(config))
-        with self._cv:
+        with QUEUE_LOCK, self._cv:
             if run_id in self._queue or any(w.run_id == run_id for w in self._workers):
                 raise checkpoints.CheckpointError(f"run {run_id} is already queued or running")
+            check_quotas(self.store, who, new_runs=1)
             try:
                 self.store.rewind_run(run_id, header["step"], task=header["task"])
             except ValueError as err:
@@ -242,6 +300,7 @@ class RunManager:
             self._done[run_id] = threading.Event()
             self._queue.append(run_id)
             self._cv.notify_all()
+        self.store.audit(who, None, "resume", run_id=run_id, detail=f"from task {header['task'] + 1} at step {header['step']}")
         return header
 
     def wait(self, run_id: int, timeout: float | None = None) -> str | None:
@@ -297,6 +356,7 @@ class RunManager:
             if worker.run_id == run_id:
                 worker.run_id = None
             self._cancel_requested.discard(run_id)
+            self._owners.pop(run_id, None)
             self._cv.notify_all()
         self._event(run_id).set()
 
@@ -327,14 +387,41 @@ class RunManager:
             self._needs[run_id] = self.need((rows[0][0] if rows else None) or "auto")
         return self._needs[run_id]
 
+    def _owner_of(self, run_id: int) -> str | None:
+        if run_id not in self._owners:
+            rows = self.store.sql("SELECT owner FROM runs WHERE id = ?", [run_id])
+            self._owners[run_id] = rows[0][0] if rows else None
+        return self._owners[run_id]
+
+    def _fair_order(self) -> list[int]:
+        """The queued runs in the order they are offered a place: round robin over owners (the owner
+        served longest ago first, then by their oldest queued run), each owner's runs in queue order;
+        the runs of an owner at their ``runs_at_once`` quota are left out (they wait)."""
+        by_owner: dict[str | None, list[int]] = {}
+        for run_id in self._queue:
+            by_owner.setdefault(self._owner_of(run_id), []).append(run_id)
+        running: dict[str | None, int] = {}
+        for w in self._workers:
+            if w.run_id is not None:
+                owner = self._owner_of(w.run_id)
+                running[owner] = running.get(owner, 0) + 1
+        access = self.store.access
+        turns = []
+        for owner in sorted(by_owner, key=lambda o: self._served.get(o, -1)):  # stable: oldest queued run next
+            at_once = access.quotas_of(owner).runs_at_once if access is not None else None
+            if at_once is None or running.get(owner, 0) < at_once:
+                turns.append(by_owner[owner])
+        return [run_id for turn in zip_longest(*turns) for run_id in turn if run_id is not None]
+
     def _dispatch(self) -> bool:
-        """Start the first queued run that has a free place (a CPU run does not wait behind a GPU run,
-        nor one GPU's runs behind another's). True if it changed something."""
+        """Start the first run, in turn (``_fair_order``), that has a free place (a CPU run does not wait
+        behind a GPU run, nor one GPU's runs behind another's). True if it changed something."""
         busy = self._busy()
         blocked: set = set()
-        for run_id in list(self._queue):
+        for run_id in self._fair_order():
             need = self._need_of(run_id)
             if isinstance(need, str) and need != "any":  # cannot run on this machine: fail it, one line
+                self._owners.pop(run_id, None)
                 self._queue.remove(run_id)
                 self.store.set_status(run_id, "failed", error=need, only_if=("queued",))
                 self._done.setdefault(run_id, threading.Event()).set()
@@ -348,6 +435,8 @@ class RunManager:
                 if busy[place] < limit and idle:
                     self._queue.remove(run_id)
                     self._needs.pop(run_id, None)
+                    self._turn += 1
+                    self._served[self._owner_of(run_id)] = self._turn
                     rows = self.store.sql("SELECT config, coalesce(last_step, 0) FROM runs "
                                           "WHERE id = ? AND status = 'queued'", [run_id])
                     if rows:

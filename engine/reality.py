@@ -204,15 +204,17 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
 
 # ---- launching and advancing -------------------------------------------------------------------------
 
-def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None) -> int:
+def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None, principal=None) -> int:
     """Create the sweep (kind 'reality-check') and queue its tune phase (a search: start one driver a
-    strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later."""
-    from engine.cost import QUEUE_LOCK, check_queue
+    strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later. Every run
+    it plans counts against ``principal``'s quotas at launch (``RunManager.admit``)."""
+    from engine.cost import QUEUE_LOCK
 
     r = spec.reality
     configs = [] if r.tune_mode == "search" else expand(spec)
-    with QUEUE_LOCK:  # the tune phase's cost, before any row is written (search trials: each as it comes)
-        check_queue(manager.store, configs)
+    planned = r.planned_runs
+    with QUEUE_LOCK:  # the tune phase's cost and the quotas, before any row is written (search trials: each as it comes)
+        who, owner = manager.admit(principal, owner, configs, runs=planned, sweep_runs=planned)
         sweep_id = manager.store.create_sweep(spec.name, "reality-check", spec.raw, owner=owner)
         if r.tune_mode == "search":
             from engine.search import start_driver
@@ -220,7 +222,9 @@ def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None) -> 
             for s in r.strategies:
                 start_driver(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
         for config in configs:
-            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TUNE, check_cost=False)
+            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TUNE, check_cost=False,
+                           principal=principal)
+    manager.store.audit(who, None, "launch", sweep_id=sweep_id, detail=f"reality check {spec.name!r}: {planned} runs")
     return sweep_id
 
 
@@ -258,7 +262,8 @@ def advance_reality_check(manager, sweep_id: int) -> str:
         configs = [r.test_config(s, best[s]["config"], seed, keys) for s in r.strategies if s in best
                    for seed in r.test_seeds]
         for config in configs:
-            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TEST)
+            manager.submit(config, owner=owner, sweep_id=sweep_id, sweep_phase=TEST,
+                           principal=store.sweep_principal(sweep_id))
         return "testing" if configs else "done"
     test = phases[TEST]
     if test.get("queued", 0) + test.get("running", 0):

@@ -168,7 +168,8 @@ class SearchDriver(threading.Thread):
                 try:
                     config = parse_config(cfg)
                     run_id = self.manager.submit(config, owner=self.owner, sweep_id=self.sweep_id,
-                                                 sweep_phase=self.phase)
+                                                 sweep_phase=self.phase,
+                                                 principal=store.sweep_principal(self.sweep_id))
                 except ConfigError as err:  # a bad point, or one that costs more than the limits allow
                     trial.set_user_attr("error", "; ".join(err.problems))
                     study.tell(trial, state=TrialState.FAIL)
@@ -195,7 +196,7 @@ class SearchDriver(threading.Thread):
                     self._stop_event.set()
                     study.set_user_attr("cancelled", True)
                     for other in list(inflight):
-                        self.manager.cancel(other)
+                        self.manager.cancel(other, principal=store.sweep_principal(self.sweep_id))
             missing = [r for r in inflight if r not in {row[0] for row in rows}]
             for run_id in missing:  # deleted from the store
                 study.tell(inflight.pop(run_id), state=TrialState.FAIL)
@@ -219,9 +220,15 @@ def start_driver(manager, sweep_id: int, spec: SweepSpec, *, owner: str | None =
     return driver
 
 
-def start_search(manager, spec: SweepSpec, owner: str | None = None) -> int:
-    """Create the sweep (kind 'optuna') and start its driver thread; returns the sweep id."""
-    sweep_id = manager.store.create_sweep(spec.name, "optuna", spec.raw, owner=owner)
+def start_search(manager, spec: SweepSpec, owner: str | None = None, principal=None) -> int:
+    """Create the sweep (kind 'optuna') and start its driver thread; returns the sweep id. Its trials
+    count against ``principal``'s quotas at once (each trial's cost is checked as it comes)."""
+    from engine.cost import QUEUE_LOCK
+
+    with QUEUE_LOCK:
+        who, owner = manager.admit(principal, owner, runs=spec.search.trials, sweep_runs=spec.search.trials)
+        sweep_id = manager.store.create_sweep(spec.name, "optuna", spec.raw, owner=owner)
+    manager.store.audit(who, None, "launch", sweep_id=sweep_id, detail=f"search {spec.name!r}: {spec.search.trials} trials")
     start_driver(manager, sweep_id, spec, owner=owner)
     return sweep_id
 

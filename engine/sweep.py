@@ -674,30 +674,29 @@ def expand(spec: SweepSpec | Mapping) -> list[RunConfig]:
 
 # ---- launching, progress, cancelling ----------------------------------------------------------------
 
-def launch_sweep(manager, spec: SweepSpec | Mapping, owner: str | None = None) -> int:
+def launch_sweep(manager, spec: SweepSpec | Mapping, owner: str | None = None, principal=None) -> int:
     """Create the sweep row and queue its runs as one group (a search: start its driver thread; a
-    reality check: queue its tune phase). Returns the sweep id."""
-    from engine.manager import default_owner
-
+    reality check: queue its tune phase), for ``principal`` (``RunManager.admit``: who may launch,
+    the cost, and their quotas for the whole sweep, before any row is written). Returns the sweep id."""
     if not isinstance(spec, SweepSpec):
         spec = parse_sweep(spec)
-    owner = owner or default_owner()
     if spec.kind == "optuna":
         from engine.search import start_search
 
-        return start_search(manager, spec, owner=owner)
+        return start_search(manager, spec, owner=owner, principal=principal)
     if spec.kind == "reality-check":
         from engine.reality import launch_reality_check
 
-        return launch_reality_check(manager, spec, owner=owner)
+        return launch_reality_check(manager, spec, owner=owner, principal=principal)
     configs = expand(spec)
-    from engine.cost import QUEUE_LOCK, check_queue
+    from engine.cost import QUEUE_LOCK
 
-    with QUEUE_LOCK:  # every run's cost and the weights budget, before any row is written
-        check_queue(manager.store, configs)
+    with QUEUE_LOCK:  # every run's cost, the weights budget and the quotas, before any row is written
+        who, owner = manager.admit(principal, owner, configs, sweep_runs=len(configs))
         sweep_id = manager.store.create_sweep(spec.name, spec.kind, spec.raw, owner=owner)
         for config in configs:
-            manager.submit(config, owner=owner, sweep_id=sweep_id, check_cost=False)
+            manager.submit(config, owner=owner, sweep_id=sweep_id, check_cost=False, principal=principal)
+    manager.store.audit(who, None, "launch", sweep_id=sweep_id, detail=f"{spec.kind} sweep {spec.name!r}: {len(configs)} runs")
     return sweep_id
 
 
@@ -779,13 +778,15 @@ def advance(manager, sweep_id: int) -> str:
         return "cancelled" if p["counts"]["cancelled"] else "done"
 
 
-def cancel_sweep(manager, sweep_id: int) -> int:
+def cancel_sweep(manager, sweep_id: int, principal=None) -> int:
     """Cancel a sweep as a group: stop its search drivers (no new trials) and cancel every queued or
-    running run (``RunManager.cancel_sweep``). Returns how many runs were cancelled."""
+    running run (``RunManager.cancel_sweep``). Returns how many runs were cancelled. ``AccessDenied``,
+    before anything stops, for a principal who may not."""
     from engine.search import stop_drivers
 
+    manager.store.authorize(principal, "cancel", sweep_id=sweep_id)
     stop_drivers(sweep_id)
-    return manager.cancel_sweep(sweep_id)
+    return manager.cancel_sweep(sweep_id, principal=principal)
 
 
 def wait_sweep(manager, sweep_id: int, timeout: float | None = None, poll: float = 0.5,

@@ -12,6 +12,8 @@ Tables:
 - ``task_boundaries``: task ``task`` is trained over the steps ``(start_step, end_step]``;
   ``end_step`` is NULL while the task is training.
 - ``sweeps``: a group of runs queued together (``runs.sweep_id``, ``runs.sweep_phase``).
+- ``audit``: who (email and role) launched, cancelled, resumed, renamed or annotated, deleted or exported
+  which run or sweep, and when; ``allowed`` false for a refused attempt, with the reason in ``detail``.
 - ``tradeoffs``: accuracy on each ``task`` of the model interpolated with weight ``alpha`` between a
   run's weights after task ``from_task`` (alpha 0) and after task ``from_task + 1`` (alpha 1).
 
@@ -22,7 +24,7 @@ Model weights after each task are files beside the database (``artifacts_dir``),
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
 FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
@@ -103,8 +105,28 @@ def _v5(cur) -> None:
     cur.execute("ALTER TABLE runs ADD COLUMN tags VARCHAR[] DEFAULT []")
 
 
+def _v6(cur) -> None:
+    # A hosted lab (engine/access.py): who did what, and what was refused; local actions are kept too.
+    cur.execute("CREATE SEQUENCE IF NOT EXISTS audit_id_seq START 1")
+    cur.execute(
+        """
+        CREATE TABLE audit (
+            id BIGINT PRIMARY KEY DEFAULT nextval('audit_id_seq'),
+            happened_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
+            who VARCHAR NOT NULL,           -- the principal's email ('' when nobody was logged in)
+            role VARCHAR,                   -- admin, member, viewer; NULL when unknown
+            action VARCHAR NOT NULL,        -- launch, cancel, resume, annotate, delete, export
+            run_id INTEGER,
+            sweep_id INTEGER,
+            allowed BOOLEAN NOT NULL,
+            detail VARCHAR                  -- what was done, or why it was refused
+        )
+        """
+    )
+
+
 # MIGRATIONS[i] brings a file from version i to version i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

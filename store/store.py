@@ -5,6 +5,12 @@ owns the file; training runs in child processes that send their metrics here. Ev
 through one writer thread, which inserts metric batches as Arrow tables (never row by row) and keeps
 writes in the order they were made, so a run's status changes only after its metrics are in.
 Readers call ``cursor()`` (or ``sql``/``df``) and get a cursor of their own.
+
+Who may change what (engine/access.py): ``access`` is the hosted lab's policy, None for a local lab.
+The user actions here (``annotate_run``, ``delete_run``, ``check_export``) and in the run manager take a
+``principal``; in a local lab it defaults to the local admin, in a hosted one it must be given (no
+default exists) and its role and quotas are looked up again in the policy by its email, so a page
+cannot act for nobody or raise its own role. Every action and every refusal goes to the ``audit`` table.
 """
 
 from __future__ import annotations
@@ -85,8 +91,10 @@ def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True):
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True,
+                 access=None):
         self.path = Path(path)
+        self._access = access  # engine.access.Access of a hosted lab; None: a local lab (read-only: see ``access``)
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.IOException as err:
@@ -230,12 +238,14 @@ class Store:
         return bool(rows)
 
     def annotate_run(self, run_id: int, *, name: str | None = None, notes: str | None = None,
-                     tags: list[str] | None = None) -> bool:
-        """Rename a run, or set its notes or tags (the fields given; notes "" clears them). Every value is
-        checked first (``store.annotations``: ``AnnotationError``, one line), then all are written in one
-        statement: a refused value writes nothing. False if there is no such run."""
+                     tags: list[str] | None = None, principal=None) -> bool:
+        """Rename a run, or set its notes or tags (the fields given; notes "" clears them). Who may is
+        checked first (``AccessDenied``), then every value (``store.annotations``: ``AnnotationError``, one
+        line), then all are written in one statement with its audit row: a refused value writes nothing.
+        False if there is no such run."""
         from store.annotations import check_name, check_notes, check_tags
 
+        who = self.authorize(principal, "annotate", run_id=run_id)
         fields: dict[str, Any] = {}
         if name is not None:
             fields["name"] = check_name(name)
@@ -246,7 +256,13 @@ class Store:
         if not fields:
             return bool(self.sql("SELECT 1 FROM runs WHERE id = ?", [run_id]))
         sets = ", ".join(f"{column} = ?" for column in fields)  # column names from the code, values as parameters
-        return bool(self.write(f"UPDATE runs SET {sets} WHERE id = ? RETURNING id", [*fields.values(), run_id]))
+
+        def annotate(cur):
+            found = cur.execute(f"UPDATE runs SET {sets} WHERE id = ? RETURNING id", [*fields.values(), run_id]).fetchall()
+            if found:
+                self._audit(cur, who, "annotate", run_id=run_id, detail="set " + ", ".join(fields))
+            return bool(found)
+        return self.call(annotate).result()
 
     def start_task(self, run_id: int, task: int, start_step: int, wait: bool = True) -> None:
         fut = self.call(lambda cur: cur.execute("INSERT OR REPLACE INTO task_boundaries VALUES (?, ?, ?, NULL)",
@@ -260,13 +276,94 @@ class Store:
         if wait:
             fut.result()
 
-    def delete_run(self, run_id: int) -> None:
+    def delete_run(self, run_id: int, principal=None) -> None:
+        """Delete a run, its metrics and its files (``AccessDenied`` for one who may not: nothing deleted)."""
+        who = self.authorize(principal, "delete", run_id=run_id)
+
         def delete(cur):  # one transaction, as every batch of writes
+            name = cur.execute("SELECT name FROM runs WHERE id = ?", [run_id]).fetchone()
             for table, key in (("metrics", "run_id"), ("task_boundaries", "run_id"), ("tradeoffs", "run_id"),
                                ("runs", "id")):
                 cur.execute(f"DELETE FROM {table} WHERE {key} = ?", [run_id])
+            if name:
+                self._audit(cur, who, "delete", run_id=run_id, detail=f"deleted {name[0]!r}")
         self.call(delete).result()
         shutil.rmtree(artifacts_dir(self.path, run_id), ignore_errors=True)
+
+    # ---- who may do what (engine/access.py) ------------------------------------------------------
+    @property
+    def access(self):
+        """The hosted lab's policy (None: a local lab), fixed when the store is opened: no caller can
+        turn a hosted store into a local one."""
+        return self._access
+
+    def acting(self, principal=None, action: str = "launch"):
+        """The principal an action is checked against. Local lab: the one given, else the local admin.
+        Hosted lab: one must be given, and its role and quotas are the policy's for its email now."""
+        from engine.access import AccessDenied, denied, local_principal
+
+        if self.access is None:
+            return principal or local_principal()
+        if principal is None or principal.local:
+            reason = "nobody is logged in (a hosted lab takes actions only from a logged-in user)"
+            self.audit("", None, action, allowed=False, detail=reason)
+            raise AccessDenied(denied("an anonymous visitor", action, reason))
+        try:
+            return self.access.principal(principal.email)
+        except AccessDenied as err:
+            self.audit(str(principal.email), None, action, allowed=False, detail=str(err))
+            raise
+
+    def authorize(self, principal, action: str, *, run_id: int | None = None, sweep_id: int | None = None):
+        """``acting(principal)`` if it may take ``action`` (a key of ``engine.access.ACTIONS``) on the run
+        or sweep, else ``AccessDenied`` (who, what, which, why), written to the audit table as refused.
+        A run or sweep that is not there is left to the caller to report."""
+        from engine.access import AccessDenied, denied, refusal
+
+        who = self.acting(principal, action)
+        rows = []
+        if run_id is not None:
+            rows = self.sql("SELECT coalesce(owner, '') FROM runs WHERE id = ?", [run_id])
+        elif sweep_id is not None:
+            rows = self.sql("SELECT coalesce(owner, '') FROM sweeps WHERE id = ?", [sweep_id])
+        reason = refusal(who, action, rows[0][0] if rows else None)  # '': a run of nobody's (an older file)
+        if reason is not None:
+            self.audit(who, None, action, run_id=run_id, sweep_id=sweep_id, allowed=False, detail=reason)
+            raise AccessDenied(denied(who, action, reason, run_id, sweep_id))
+        return who
+
+    def sweep_principal(self, sweep_id: int):
+        """Who the runs a sweep queues later (search trials, a reality check's test phase) are queued
+        for: its owner as the policy has them now (None in a local lab: the manager's defaults)."""
+        from engine.access import Principal
+
+        if self.access is None:
+            return None
+        owner = next(iter(self.sql("SELECT owner FROM sweeps WHERE id = ?", [sweep_id])), (None,))[0]
+        return self.acting(Principal(owner or "", "viewer"), "launch")  # the role is the policy's
+
+    def check_export(self, run_ids, principal=None, detail: str = "export") -> None:
+        """Before a run's data leaves the lab (downloads, reports): ``AccessDenied`` unless the principal
+        may export every one of ``run_ids``; then one audit row a run (``detail``: what was exported)."""
+        ids = [int(r) for r in ([run_ids] if isinstance(run_ids, int) else run_ids)]
+        who = None
+        for run_id in ids:
+            who = self.authorize(principal, "export", run_id=run_id)
+        for run_id in ids:
+            self.audit(who, None, "export", run_id=run_id, detail=detail)
+
+    def audit(self, who, role: str | None, action: str, *, run_id: int | None = None, sweep_id: int | None = None,
+              allowed: bool = True, detail: str | None = None) -> None:
+        """Write one audit row (``who``: a principal, or an email with ``role``) and wait for it."""
+        self.call(lambda cur: self._audit(cur, who, action, role=role, run_id=run_id, sweep_id=sweep_id,
+                                          allowed=allowed, detail=detail)).result()
+
+    @staticmethod
+    def _audit(cur, who, action: str, *, role: str | None = None, run_id: int | None = None,
+               sweep_id: int | None = None, allowed: bool = True, detail: str | None = None) -> None:
+        email, role = (who, role) if isinstance(who, str) else (who.email, who.role)
+        cur.execute("INSERT INTO audit (who, role, action, run_id, sweep_id, allowed, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [email, role, action, run_id, sweep_id, allowed, detail])
 
     def create_sweep(self, name: str, kind: str, spec: Mapping[str, Any], owner: str | None = None) -> int:
         return self.write("INSERT INTO sweeps (name, kind, spec, owner) VALUES (?, ?, ?, ?) RETURNING id",

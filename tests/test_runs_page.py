@@ -22,7 +22,7 @@ from store.annotations import AnnotationError
 from store.metrics import summary
 from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
-from store.schema import migrate, schema_version
+from store.schema import SCHEMA_VERSION, migrate, schema_version
 from tests.conftest import ROOT, page_lab, small_config
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
 
@@ -226,7 +226,7 @@ def test_store_refuses_hostile_values_and_an_older_file_gets_notes_and_tags(tmp_
     con.execute("INSERT INTO runs (name, config, status) VALUES ('old run', '{}', 'finished')")
     con.close()
     with Store(path, serve=False) as store:
-        assert schema_version(store.cursor()) == 5
+        assert schema_version(store.cursor()) == SCHEMA_VERSION
         assert store.sql("SELECT name, notes, tags FROM runs") == [("old run", None, [])]
         for bad, message in (({"name": 5}, "name = 5: must be text"),
                              ({"name": "n" * 201}, "has 201 characters, at most 200 are allowed"),

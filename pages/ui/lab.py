@@ -92,10 +92,10 @@ class Lab:
         # the workers sent then (signal handlers can only be set from the main thread, not here)
         atexit.register(self.close)
 
-    def launch_sweep(self, spec) -> int:
+    def launch_sweep(self, spec, principal=None) -> int:
         from engine.sweep import launch_sweep
 
-        sweep_id = launch_sweep(self.manager, spec)
+        sweep_id = launch_sweep(self.manager, spec, principal=principal)
         self.sweeps.watch(sweep_id)
         return sweep_id
 
