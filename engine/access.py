@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.inputs import cut, cut_text
-from engine.limits import PROJECT_ROOT, limits, read_settings, settings_path
+from engine.inputs import ConfigError, cut, cut_text, decode, read_bytes
+from engine.limits import PROJECT_ROOT, read_settings, settings_path
 
 ROLES = ("admin", "member", "viewer")
 # actions a principal takes on the lab, and the words a refusal uses for them
@@ -57,12 +57,8 @@ class QuotaExceeded(AccessDenied):
     """A launch refused by a quota; the message has the figure and the limit."""
 
 
-class AccessFileError(ValueError):
-    """The access file has problems; one line each."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+class AccessFileError(ConfigError):
+    """The access file has problems; one line each (at most ``max_problems``)."""
 
 
 @dataclass(frozen=True)
@@ -250,26 +246,18 @@ def parse_access(data: Any, source: str = "the access file") -> Access:
         problems.append(f"{source}: lists no users and no domains, so nobody could use the lab "
                         "(add a [users] or [domains] table)")
     if problems:
-        most = limits().max_problems
-        raise AccessFileError(problems[:most] + ([f"... and {len(problems) - most} more"] if len(problems) > most else []))
+        raise AccessFileError(problems)
     return Access(users, domains, defaults, source)
 
 
 def load_access(path: str | os.PathLike) -> Access:
     """Read and check the access file at ``path`` (``AccessFileError`` with every problem)."""
-    path = Path(path)
-    most = limits().max_input_bytes
+    try:  # the guards every file the lab reads goes through: its size, then UTF-8
+        text = decode(read_bytes(path), cut_text(path))
+    except ConfigError as err:
+        raise AccessFileError(err.problems) from None
     try:
-        with open(path, "rb") as f:
-            raw = f.read(most + 1)
-    except OSError as err:
-        raise AccessFileError([f"{path}: cannot be read ({err.strerror or err})"]) from None
-    if len(raw) > most:
-        raise AccessFileError([f"{path}: larger than {most:,} bytes (lab.toml [limits] max_input_bytes)"])
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise AccessFileError([f"{path}: is not UTF-8 text"]) from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise AccessFileError([f"{path}: is not valid TOML ({err})"]) from None
     return parse_access(data, str(path))
