@@ -256,6 +256,11 @@ def test_sweeps_launch_and_cancel_by_role(lab):
     sweep_id = launch_sweep(manager, parse_sweep(spec), principal=who(store, BOB))
     assert store.sql("SELECT owner FROM sweeps WHERE id = ?", [sweep_id]) == [(BOB,)]
     assert store.sql("SELECT DISTINCT owner, status FROM runs WHERE sweep_id = ?", [sweep_id]) == [(BOB, "queued")]
+    # a sweep's later runs (search trials, a test phase) are queued for its owner as the policy has them now
+    assert store.sweep_principal(sweep_id) == who(store, BOB)
+    gone = store.create_sweep("old", "grid", {}, owner="gone@lab.org")
+    with pytest.raises(AccessDenied, match="gone@lab.org is not allowed in this lab"):
+        store.sweep_principal(gone)
     with pytest.raises(AccessDenied, match=re.escape(f"{DAN} (member) may not cancel sweep {sweep_id}: it is {BOB}'s")):
         cancel_sweep(manager, sweep_id, principal=who(store, DAN))
     assert store.sql("SELECT count(*) FROM runs WHERE sweep_id = ? AND status = 'queued'", [sweep_id]) == [(2,)]
@@ -386,6 +391,7 @@ def test_resume_by_role_on_a_real_cancelled_run(tmp_path):
 def test_a_local_lab_needs_no_principal_and_keeps_its_owner(tmp_path):
     with a_lab(tmp_path, None) as (store, manager):
         assert store.access is None and principal_for(None, "whoever@x.org") == local_principal()
+        assert store.sweep_principal(store.create_sweep("s", "grid", {}, owner="x")) is None  # the manager's default
         assert principal_for(load_access(access_file(tmp_path)), "CAT@lab.org").role == "viewer"
         run_id = manager.submit(config())
         named = manager.submit(config(), owner="tester")
