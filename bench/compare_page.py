@@ -18,7 +18,6 @@ With ``--db`` an existing file is reused (filled only if empty). Target (issue 1
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow as pa  # noqa: E402
 
+from bench import run_page  # noqa: E402
 from bench.run_page import append, fill, synthetic  # noqa: E402
 from pages.ui.charts import compare_spec  # noqa: E402
 from pages.ui.palette import group_styles  # noqa: E402
@@ -97,16 +97,7 @@ def page(store: Store, x_axis: str) -> dict[str, float]:
 
 
 def report(title: str, results: list[dict]) -> None:
-    print(f"\n{title} (median of {len(results)}):")
-    total = 0.0
-    for key in results[0]:
-        value = statistics.median(r[key] for r in results)
-        if key == "rows sent":
-            print(f"  {key:20s} {int(value):8,d}  (largest dataset; Altair's limit: 5,000)")
-        else:
-            total += value
-            print(f"  {key:20s} {value * 1000:8.1f} ms")
-    print(f"  {'total':20s} {total * 1000:8.1f} ms   target < 1000 ms: {'met' if total < 1 else 'MISSED'}")
+    run_page.report(title, results, target=1.0, rows_note="largest dataset; Altair's limit: 5,000")
 
 
 def main() -> None:
