@@ -126,6 +126,8 @@ class Store:
     # ---- reading -------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for this thread: DuckDB raises if threads share one."""
+        if self._con is None:  # closed (the connection object is dropped on close)
+            raise duckdb.ConnectionException(f"the lab's database {self.path} is closed")
         return self._con.cursor()
 
     def sql(self, query: str, params: list | None = None) -> list[tuple]:

@@ -118,3 +118,15 @@ def test_copy_to_makes_a_file_another_process_can_open_while_the_lab_runs(tmp_pa
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == "(100, 99)", out.stderr
         assert store.sql("SELECT count(*) FROM metrics") == [(150,)]
+
+
+def test_a_closed_store_says_so_and_holds_no_connection(tmp_path):
+    import duckdb
+
+    s = Store(tmp_path / "lab.duckdb")
+    s.close()
+    # the connection object is dropped, not only closed: one kept until exit made duckdb print
+    # "nanobind: leaked instances" when the lab stopped mid-run
+    assert s._con is None
+    with pytest.raises(duckdb.ConnectionException, match="is closed"):
+        s.sql("SELECT 1")
