@@ -351,15 +351,18 @@ def test_runs_at_once_holds_a_users_next_run_while_another_user_trains(tmp_path)
     access = load_access(access_file(tmp_path, '[users]\n"a@lab.org" = { role = "member", runs_at_once = 1 }\n'
                                                '"b@lab.org" = "member"'))
     with a_lab(tmp_path, access, max_parallel=2, warm_workers=2) as (store, manager):
+        # a's runs train long enough (seconds) that b, queued after both, starts while a's first trains;
+        # comparing b's start with a's second start instead raced: started_at is stamped by the worker
+        longer = small_config("naive", train={"weights": "none", "epochs_per_task": 30}, eval={"every": 50})
         tiny = small_config("naive", train={"weights": "none", "epochs_per_task": 3}, eval={"every": 50})
-        a = [manager.submit(tiny, principal=access.principal("a@lab.org")) for _ in range(2)]
+        a = [manager.submit(longer, principal=access.principal("a@lab.org")) for _ in range(2)]
         b = manager.submit(tiny, principal=access.principal("b@lab.org"))
         manager.resume()
         for run_id in (*a, b):
             assert manager.wait(run_id, timeout=180) == "finished"
         times = {r[0]: r[1:] for r in store.sql("SELECT id, started_at, finished_at FROM runs")}
         assert times[a[1]][0] >= times[a[0]][1]  # a's second run waited for a's first, though 2 places were free
-        assert times[b][0] < times[a[1]][0]  # b took the second place meanwhile
+        assert times[b][0] < times[a[0]][1]  # b took the second place while a's first trained
 
 
 def test_resume_by_role_on_a_real_cancelled_run(tmp_path):
