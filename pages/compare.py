@@ -3,13 +3,14 @@ import json
 import pandas as pd
 import streamlit as st
 
+from engine.access import AccessDenied
 from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
 from engine.reality import reality_rankings
 from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
 from pages.ui.charts import compare_spec
-from pages.ui.downloads import download_menu, report_downloads
-from pages.ui.lab import PAGES, lab
+from pages.ui.downloads import download_menu, exported, report_downloads
+from pages.ui.lab import PAGES, lab, may, me
 from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from pages.ui.palette import group_styles
@@ -29,8 +30,13 @@ def sweep_status(sweep_id: int) -> None:
     progress = sweep_progress(store, sweep_id)
     c1, c2 = st.columns([4, 1])
     c1.progress(progress["done_fraction"], text=format_progress(progress))
-    if progress["active"] and c2.button("Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
-        cancel_sweep(the_lab.manager, sweep_id)
+    owner = next(iter(store.sql("SELECT coalesce(owner, '') FROM sweeps WHERE id = ?", [sweep_id])), ("",))[0]
+    if progress["active"] and may(me(), "cancel", owner) and c2.button(
+            "Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
+        try:
+            cancel_sweep(the_lab.manager, sweep_id, principal=me())
+        except AccessDenied as err:
+            st.error(str(err), icon=":material/block:")
     if progress["kind"] == "reality-check":
         rows = reality_rankings(store, sweep_id)
         st.markdown("**Reality check**: each strategy tuned on scenario A, its best config tested on scenario B "
@@ -112,13 +118,17 @@ x_axis = c2.radio("x axis", list(X_AXES), index=list(X_AXES).index(DEFAULT_X_AXI
 configs = runs["config"].map(lambda c: json.dumps({k: v for k, v in c.items() if k not in ("name", "seed")}, sort_keys=True))
 c1, c2 = st.columns([4, 1])
 c1.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
-with c2:  # the report of what is selected, grouped and plotted as on this page (engine/report)
-    pareto_axes = {k: st.session_state.get(f"pareto_{k}") for k in ("x", "y")}
-    download_menu(report_downloads(
-        store, [int(i) for i in runs["id"]], sweep_id=sweep_id if how == "By sweep" else None,
-        stem="comparison-report", group_by=group_by,
-        **(pareto_axes if None not in pareto_axes.values() and pareto_axes["x"] != pareto_axes["y"] else {})),
-        label="Export report")
+owners = [o for (o,) in store.sql("SELECT DISTINCT coalesce(owner, '') FROM runs WHERE list_contains(?, id)",
+                                   [[int(i) for i in runs["id"]]])]
+if all(may(me(), "export", owner) for owner in owners):  # a member exports a comparison of their own runs
+    with c2:  # the report of what is selected, grouped and plotted as on this page (engine/report)
+        pareto_axes = {k: st.session_state.get(f"pareto_{k}") for k in ("x", "y")}
+        export_ids = [int(i) for i in runs["id"]]
+        download_menu(exported(report_downloads(
+            store, export_ids, sweep_id=sweep_id if how == "By sweep" else None,
+            stem="comparison-report", group_by=group_by,
+            **(pareto_axes if None not in pareto_axes.values() and pareto_axes["x"] != pareto_axes["y"] else {})),
+            store, export_ids, me()), label="Export report")
 live = any_live(runs)
 run_ids = [int(i) for i in runs["id"]]
 labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["config"])}

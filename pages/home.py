@@ -1,7 +1,8 @@
 import streamlit as st
 
+from engine.access import AccessDenied
 from engine.config import load_config
-from pages.ui.lab import PAGES, PROJECT_ROOT, lab
+from pages.ui.lab import PAGES, PROJECT_ROOT, lab, may, me
 from store.queries import status_counts
 
 DEMO = PROJECT_ROOT / "configs" / "replay-demo.yaml"  # the Home button launches exactly this file
@@ -30,6 +31,12 @@ st.markdown(
     "point is marked with a red ▼; the table under the charts gives its depth and recovery time. Final "
     "accuracy hides the dip; *min-ACC* and *WC-ACC* show it."
 )
-if st.button("Launch the demo run", type="primary", icon=":material/play_arrow:"):
-    run_id = the_lab.manager.submit(load_config(DEMO))
-    st.switch_page(PAGES["run"], query_params={"run": run_id})
+if not may(me(), "launch"):
+    st.info("You have read access: the lab's runs are on the Runs page.", icon=":material/visibility:")
+elif st.button("Launch the demo run", type="primary", icon=":material/play_arrow:"):
+    try:
+        run_id = the_lab.manager.submit(load_config(DEMO), principal=me())
+    except AccessDenied as err:  # a quota reached, or the role changed
+        st.error(str(err), icon=":material/block:")
+    else:
+        st.switch_page(PAGES["run"], query_params={"run": run_id})

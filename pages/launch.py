@@ -10,6 +10,7 @@ import typing
 
 import streamlit as st
 
+from engine.access import AccessDenied
 from engine.config import (ConfigError, EvalConfig, ScenarioConfig, TrainConfig, default_run_name,
                            next_copy_name, parse_config)
 from engine.datasets import DATASET_INFO, dataset_status
@@ -17,7 +18,7 @@ from engine.inputs import load_yaml
 from engine.limits import limits
 from engine.strategies import STRATEGIES
 from engine.sweep import grid_plan
-from pages.ui.lab import PAGES, lab
+from pages.ui.lab import PAGES, lab, may, me
 from pages.ui.model_form import list_text, model_config, model_inputs, parse_widths
 
 SWEEP_EXAMPLE = """name: lr-by-strategy
@@ -36,6 +37,10 @@ MORE = {"scenario": (ScenarioConfig, ["domain", "seed", "test_size", "tasks"]),
         "eval": (EvalConfig, ["batch_size"])}
 
 the_lab = lab()
+if not may(me(), "launch"):  # a viewer (the page is not in their sidebar; a link still leads here)
+    st.title("Launch")
+    st.info(f"{me()} may only read: launching runs needs the member or admin role.", icon=":material/visibility:")
+    st.stop()
 shown: set[str] = set()  # the fields drawn, whose problems are shown under them
 
 
@@ -339,11 +344,14 @@ def launch() -> None:
         st.session_state["refused"] = sum(map(len, found.values()))
         return
     try:
-        st.session_state["launched"] = the_lab.manager.submit(config)
+        st.session_state["launched"] = the_lab.manager.submit(config, principal=me())
     except ConfigError as err:  # the weights budget, known only against the database
         st.session_state["launch_problems"] = {"config": config.model_dump_json(),
                                                "lines": {field_of(line): [line] for line in err.problems}}
         st.session_state["refused"] = len(err.problems)
+    except AccessDenied as err:  # a quota reached (runs queued, weights), or the role changed
+        st.session_state["launch_problems"] = {"config": config.model_dump_json(), "lines": {"access": [str(err)]}}
+        st.session_state["refused"] = 1
 
 
 def sweep_form(v) -> dict:
@@ -441,10 +449,12 @@ def launch_sweep() -> None:
         st.session_state["sweep_problems"] = result.problems
         return
     try:
-        st.session_state["launched_sweep"] = the_lab.launch_sweep(result.sweep)
+        st.session_state["launched_sweep"] = the_lab.launch_sweep(result.sweep, principal=me())
         st.session_state["sweep_problems"] = []
     except ConfigError as err:  # a run's cost or the weights budget: nothing was queued
         st.session_state["sweep_problems"] = err.problems
+    except AccessDenied as err:  # a quota (the largest sweep, runs queued, weights): nothing was queued
+        st.session_state["sweep_problems"] = [str(err)]
 
 
 # ---- Cost and launch --------------------------------------------------------------------------------------

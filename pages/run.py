@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
 from pages.ui.charts import accuracy_matrix_heatmap, gap_marks, run_panels
-from pages.ui.downloads import download_menu, run_downloads
-from pages.ui.lab import PAGES, lab
+from pages.ui.downloads import download_menu, exported, run_downloads
+from pages.ui.lab import PAGES, lab, may, me
 from store.metrics import METRICS
 from store.queries import run_row, runs_table
 from store.run_view import run_view as read_run_view
@@ -61,24 +62,31 @@ def run_view() -> None:
         head.empty()
     else:
         head.progress(min(1.0, step / total) if total else 0.0)
-    point = resume_point(store, run_id) if final else None
-    if not final:
+    who, owner = me(), run["owner"] or ""  # the buttons shown are the actions who may take on this run
+    point = resume_point(store, run_id) if final and may(who, "resume", owner) else None
+    if not final and may(who, "cancel", owner):
         if action.button("Cancel run", icon=":material/stop:", key="cancel"):
-            the_lab.manager.cancel(run_id)
+            try:
+                the_lab.manager.cancel(run_id, principal=who)
+            except AccessDenied as err:
+                st.error(str(err), icon=":material/block:")
     elif point is not None:
         if action.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:", key="resume",
                          help=f"Go on from step {point['step']}: the weights, strategy state and random "
                               "states saved at that task's end; later metrics are replaced."):
             try:
-                the_lab.manager.resume_run(run_id)
-            except CheckpointError as err:
+                the_lab.manager.resume_run(run_id, principal=who)
+            except (CheckpointError, AccessDenied) as err:
                 st.error(str(err), icon=":material/error:")
             else:
                 st.rerun()
     else:
         action.empty()
-    with files:
-        download_menu(run_downloads(store, run_id))
+    if may(who, "export", owner):
+        with files:
+            download_menu(exported(run_downloads(store, run_id), store, [run_id], who))
+    else:
+        files.empty()
     if run["error"] and status != "finished":
         (st.warning if status == "cancelled" else st.error)(
             f"{status.capitalize()}: {run['error']}", icon=":material/error:")

@@ -4,10 +4,11 @@ actions refresh every 2 s; the selection follows the run (its id), never a row p
 
 import streamlit as st
 
+from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
 from engine.limits import limits
 from engine.strategies import STRATEGIES
-from pages.ui.lab import PAGES, lab
+from pages.ui.lab import PAGES, lab, may, me
 from store.annotations import AnnotationError, parse_tags
 from store.metrics import METRICS
 from store.runs_view import BASE_SORT, RUN_METRICS, column_options, runs_view
@@ -19,7 +20,7 @@ st.title("Runs")
 
 c0, c1, c2 = st.columns([2, 1, 1])
 search = c0.text_input("Search", key="runs_search", max_chars=limits().max_search_chars,
-                       placeholder="words in the name, notes, tags, strategy or dataset")
+                       placeholder="words in the name, notes, tags, strategy, dataset or owner")
 statuses = c1.multiselect("Status", RUN_STATUSES, key="filter_status")
 strategies = c2.multiselect("Strategy", list(STRATEGIES), key="filter_strategy")
 
@@ -82,7 +83,8 @@ def table() -> None:
         return
     df["open"] = "/run?run=" + df["id"].astype(str)
     run_id = selected_run(df["id"].tolist())
-    shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", "progress", *columns, "sweep", "created"]
+    shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", "progress", *columns, "sweep",
+             *(["owner"] if store.access is not None else []), "created"]  # a hosted lab's runs have owners
     st.dataframe(
         df[shown], hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",  # only what is shown goes to the browser
         column_config={
@@ -99,48 +101,60 @@ def table() -> None:
         actions(df.set_index("id").loc[run_id], run_id)
 
 
+def refused(action) -> bool:
+    """Run ``action`` (a button's); False, or True after showing why the lab refused it."""
+    try:
+        action()
+    except (AccessDenied, CheckpointError) as err:
+        st.error(str(err), icon=":material/block:")
+        return True
+    return False
+
+
 def actions(run, run_id: int) -> None:
-    status = run["status"]
-    st.write(f"**Run {run_id}** · {run['name']} · {status}")
+    """The selected run's buttons: those the session's principal may use on it (the manager and the
+    store check again)."""
+    status, who, owner = run["status"], me(), run["owner"]
+    st.write(f"**Run {run_id}** · {run['name']} · {status}" + (f" · {owner}" if store.access is not None else ""))
     b1, b2, b3, b4, b5 = st.columns(5)
     if b1.button("Open", icon=":material/open_in_new:", key="open_run"):
         st.switch_page(PAGES["run"], query_params={"run": run_id})
-    if b2.button("Relaunch with changes", icon=":material/restart_alt:", key="relaunch_run",
-                 help="Opens the Launch page with this run's config in the form"):
+    if may(who, "launch") and b2.button("Relaunch with changes", icon=":material/restart_alt:", key="relaunch_run",
+                                        help="Opens the Launch page with this run's config in the form"):
         st.switch_page(PAGES["launch"], query_params={"from": run_id})
-    if status in ("queued", "running") and b3.button("Cancel", icon=":material/stop:", key="cancel_run"):
-        the_lab.manager.cancel(run_id)
-        st.rerun(scope="fragment")
-    point = resume_point(store, run_id)
+    if status in ("queued", "running") and may(who, "cancel", owner) and b3.button(
+            "Cancel", icon=":material/stop:", key="cancel_run"):
+        if not refused(lambda: the_lab.manager.cancel(run_id, principal=who)):
+            st.rerun(scope="fragment")
+    point = resume_point(store, run_id) if may(who, "resume", owner) else None
     if point is not None and b3.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
                                        key="resume_run"):
-        try:
-            the_lab.manager.resume_run(run_id)
-        except CheckpointError as err:
-            st.error(str(err), icon=":material/error:")
-        else:
+        if not refused(lambda: the_lab.manager.resume_run(run_id, principal=who)):
             st.rerun(scope="fragment")
     sweep = run["sweep"]
-    if run["sweep_live"] > 0 and b4.button(f"Cancel sweep {sweep}", icon=":material/cancel:", key="cancel_sweep"):
-        cancelled = the_lab.manager.cancel_sweep(int(sweep))
-        st.toast(f"Cancelled {cancelled} run(s) of sweep {sweep}.")
-    if status in FINAL_STATUSES:
+    if run["sweep_live"] > 0 and may(who, "cancel", owner) and b4.button(
+            f"Cancel sweep {sweep}", icon=":material/cancel:", key="cancel_sweep"):
+        cancelled = []
+        if not refused(lambda: cancelled.append(the_lab.manager.cancel_sweep(int(sweep), principal=who))):
+            st.toast(f"Cancelled {cancelled[0]} run(s) of sweep {sweep}.")
+    if status in FINAL_STATUSES and may(who, "delete", owner):
         if b5.button("Delete", icon=":material/delete:", key="delete_run"):
             st.session_state["confirm_delete"] = run_id
         if st.session_state.get("confirm_delete") == run_id:
             st.warning(f"Delete run {run_id} and all its metrics? This cannot be undone.")
             yes, no = st.columns(2)
             if yes.button("Yes, delete it", type="primary", key="confirm_delete_yes"):
-                store.delete_run(run_id)
                 st.session_state.pop("confirm_delete", None)
-                st.rerun()
+                if not refused(lambda: store.delete_run(run_id, principal=who)):
+                    st.rerun()
             if no.button("Keep it", key="confirm_delete_no"):
                 st.session_state.pop("confirm_delete", None)
                 st.rerun(scope="fragment")
-    annotate(run, run_id)
+    if may(who, "annotate", owner):
+        annotate(run, run_id, who)
 
 
-def annotate(run, run_id: int) -> None:
+def annotate(run, run_id: int, who) -> None:
     """Rename the run, and set its tags and notes: checked as hostile input, written together or not at all."""
     lim = limits()
     with st.form(f"annotate_{run_id}", border=False):
@@ -152,8 +166,8 @@ def annotate(run, run_id: int) -> None:
         notes = st.text_area("Notes", value=run["notes"], max_chars=lim.max_notes_chars, key=f"run_notes_{run_id}")
         if st.form_submit_button("Save", icon=":material/save:"):
             try:
-                store.annotate_run(run_id, name=name, tags=parse_tags(tags), notes=notes)
-            except AnnotationError as err:
+                store.annotate_run(run_id, name=name, tags=parse_tags(tags), notes=notes, principal=who)
+            except (AnnotationError, AccessDenied) as err:
                 st.session_state[f"annotate_error_{run_id}"] = str(err)
             else:
                 st.session_state.pop(f"annotate_error_{run_id}", None)

@@ -229,7 +229,7 @@ def runs_table(source, statuses: list[str] | None = None, strategies: list[str] 
     """The runs page's table: one row a run, newest first, with its progress, tags and notes, its sweep
     as text ("" for none) and ``sweep_live`` (the queued or running runs of its sweep, 0 for none),
     and its ``config`` as JSON text. ``search``: words that must each appear (any case) in the run's
-    name, notes, tags, strategy or dataset (``search_terms``)."""
+    name, notes, tags, strategy, dataset or owner (``search_terms``)."""
     cur = _cur(source)
     return cur.execute(
         """
@@ -242,6 +242,7 @@ def runs_table(source, statuses: list[str] | None = None, strategies: list[str] 
             FROM runs
         )
         SELECT id, name, coalesce(tags, []) AS tags, coalesce(notes, '') AS notes, strategy, dataset,
+               coalesce(owner, '') AS owner,
                concat(dataset, ' ', config->'scenario'->>'setting', '-IL, ',
                       config->'scenario'->>'n_tasks', ' tasks') AS scenario,
                status, coalesce(last_step, 0) / greatest(total_steps, 1) AS progress,
@@ -251,7 +252,7 @@ def runs_table(source, statuses: list[str] | None = None, strategies: list[str] 
         WHERE ($statuses IS NULL OR list_contains($statuses, status))
           AND ($strategies IS NULL OR list_contains($strategies, strategy))
           AND ($terms IS NULL OR list_bool_and(list_transform($terms, lambda term: contains(
-                lower(concat_ws(chr(10), name, notes, array_to_string(tags, chr(10)), strategy, dataset)), term))))
+                lower(concat_ws(chr(10), name, notes, array_to_string(tags, chr(10)), strategy, dataset, owner)), term))))
         ORDER BY id DESC
         """,
         {"statuses": statuses or None, "strategies": strategies or None, "terms": search_terms(search) or None},

@@ -44,7 +44,7 @@ def lab_launch_page(tmp_path, monkeypatch):
     monkeypatch.setenv("CL_LAB_DB", str(db))
     from pages.ui.lab import _open
 
-    lab = _open(str(db.resolve()))
+    lab = _open(str(db.resolve()), False)
     try:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.switch_page("pages/launch.py").run()
@@ -63,7 +63,7 @@ def page_lab(tmp_path_factory, name: str):
     path = tmp_path_factory.mktemp(name) / "lab.duckdb"
     os.environ["CL_LAB_DB"] = str(path)
     try:
-        yield _open(str(path.resolve()))
+        yield _open(str(path.resolve()), False)
     finally:
         _open.clear()
         del os.environ["CL_LAB_DB"]

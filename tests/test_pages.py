@@ -21,7 +21,7 @@ def lab(tmp_path_factory):
     orphan.mkdir(parents=True)
     (orphan / "after-task-1.pt").write_bytes(b"x" * 100)
     from pages.ui.lab import _open
-    the_lab = _open(str(path.resolve()))  # the same object the pages get
+    the_lab = _open(str(path.resolve()), False)  # the same object the pages get
     yield the_lab
     _open.clear()  # releases it: workers stopped, file closed
     del os.environ["CL_LAB_DB"]

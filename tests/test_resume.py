@@ -133,7 +133,7 @@ def the_lab(tmp_path_factory):
     os.environ["CL_LAB_DB"] = str(path)
     from pages.ui.lab import _open
 
-    the_lab = _open(str(path.resolve()))
+    the_lab = _open(str(path.resolve()), False)
     the_lab.manager.warm_workers = 2
     yield the_lab
     _open.clear()

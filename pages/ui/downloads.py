@@ -26,6 +26,20 @@ def download_menu(items: list[Download], label: str = "Download") -> None:
                                key=f"download-{item.file_name}", on_click="ignore", width="stretch")
 
 
+def exported(items: list[Download], store, run_ids: list[int], who) -> list[Download]:
+    """The downloads, each checked and written to the audit table when its file is made: the store
+    refuses a principal who may not export every one of ``run_ids`` (engine/access.py)."""
+
+    def guarded(item: Download) -> Download:
+        def make() -> bytes:
+            store.check_export(run_ids, who, detail=item.file_name)
+            return item.make()
+
+        return item._replace(make=make)
+
+    return [guarded(item) for item in items]
+
+
 def run_downloads(store, run_id: int) -> list[Download]:
     from store.metrics import summary
 

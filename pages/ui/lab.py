@@ -1,5 +1,11 @@
 """The lab's shared resources for every page and session: one store (the process owns the DuckDB
-file) and one run manager, created once per server process."""
+file) and one run manager, created once per server process; and who the session is.
+
+A lab is hosted when Streamlit's secrets (``.streamlit/secrets.toml``, or ``--secrets.files``) have an
+``[auth]`` section: then a visitor sees nothing but the login page, and a logged-in user acts as the
+principal the access file gives their address (engine/access.py). Without it the lab is local: one
+local admin, no login. The pages only hide what a principal may not do; the run manager and the store
+refuse it."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from engine.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -23,28 +30,42 @@ PAGES = {  # page files, for links between pages
     "run": "pages/run.py",
     "compare": "pages/compare.py",
     "metrics": "pages/metrics.py",
+    "audit": "pages/audit.py",
+    "login": "pages/login.py",
 }
 
 
-def navigation_pages() -> list:
-    """The lab's pages, in the order of its sidebar (app.py draws it)."""
-    return [
-        st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True),
-        st.Page(PAGES["launch"], title="Launch", icon=":material/rocket_launch:"),
+def navigation_pages(who: Principal | None = None) -> list:
+    """The pages ``who`` may open, in the order of its sidebar (app.py draws it): a visitor of a hosted
+    lab (None) only the login page; a viewer no Launch page; a hosted lab's admin also the audit."""
+    if who is None:
+        return [st.Page(PAGES["login"], title="Log in", icon=":material/login:", default=True)]
+    pages = [st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True)]
+    if may(who, "launch"):
+        pages.append(st.Page(PAGES["launch"], title="Launch", icon=":material/rocket_launch:"))
+    pages += [
         st.Page(PAGES["runs"], title="Runs", icon=":material/table_rows:"),
         st.Page(PAGES["run"], title="Run", icon=":material/monitoring:", url_path="run"),
         st.Page(PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
         st.Page(PAGES["metrics"], title="Metrics", icon=":material/function:"),
     ]
+    if who.role == "admin" and not who.local:
+        pages.append(st.Page(PAGES["audit"], title="Audit", icon=":material/policy:"))
+    return pages
 
 
-def frame(pages: list) -> None:
-    """What every page shows around itself: the wide layout and the sidebar of page links."""
+def frame(pages: list, who: Principal | None = None) -> None:
+    """What every page shows around itself: the wide layout, the sidebar of page links and, in a hosted
+    lab, who is logged in with a Log out button."""
     st.set_page_config(page_title="CL Lab", page_icon=":material/science:", layout="wide")
     with st.sidebar:
         st.markdown("### CL Lab")
         for page in pages:
             st.page_link(page)
+        if who is not None and not who.local:
+            st.divider()
+            st.caption(f"{who.email} · {who.role}")
+            st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout")
 
 
 def leave_legacy_navigation() -> None:
@@ -56,7 +77,8 @@ def leave_legacy_navigation() -> None:
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
-        frame(navigation_pages())
+        who = principal_or_none(open_lab())
+        frame(navigation_pages(who), who)
 
 
 def db_path() -> Path:
@@ -75,12 +97,24 @@ def _warm_cost_estimate() -> None:
     estimate(parse_config({}))
 
 
+def hosted_mode() -> bool:
+    """Whether this lab is hosted: Streamlit's secrets have an ``[auth]`` section (st.login's)."""
+    from collections.abc import Mapping
+
+    try:
+        return isinstance(st.secrets.get("auth"), Mapping)
+    except FileNotFoundError:  # no secrets file at all: a local lab
+        return False
+
+
 class Lab:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, hosted: bool = False):
+        from engine.access import lab_access
         from engine.manager import RunManager  # starts warm workers: the first launch need not wait
         from engine.sweep import SweepKeeper
 
-        self.store = Store(path)
+        # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
+        self.store = Store(path, access=lab_access(hosted))
         from engine.weights import remove_orphans
 
         remove_orphans(self.store)  # the weights of runs deleted while the lab was closed
@@ -111,15 +145,72 @@ class Lab:
 
 
 @st.cache_resource(scope="global", show_spinner="Opening the lab's database...", on_release=Lab.close)
-def _open(path: str) -> Lab:
-    return Lab(Path(path))
+def _open(path: str, hosted: bool) -> Lab:
+    return Lab(Path(path), hosted)
 
 
-def lab() -> Lab:
-    leave_legacy_navigation()
-    path = db_path()
+def open_lab() -> Lab:
+    """The lab of this server process (opened by the first page load), or the reason it cannot open."""
     try:
-        return _open(str(path))
+        return _open(str(db_path()), hosted_mode())
     except (DatabaseLocked, NotADatabase) as err:
         st.error(str(err))
         st.stop()
+    except AccessFileError as err:  # the operator's file: every problem, one line each
+        st.error("The lab cannot start: its access file has problems.\n\n" + "\n".join(f"- {p}" for p in err.problems))
+        st.stop()
+
+
+def principal_or_none(the_lab: Lab) -> Principal | None:
+    """Who this session is: the local admin in a local lab; in a hosted lab the access file's principal
+    for the logged-in address, None for a visitor who is not logged in. A logged-in address the file
+    does not let in gets the reason and a Log out button, and the page stops."""
+    access = the_lab.store.access
+    if access is None:
+        return principal_for(None)
+    if not st.user.is_logged_in:
+        return None
+    try:
+        return principal_for(access, st.user.get("email"), st.user.get("email_verified"))
+    except AccessDenied as err:
+        st.error(str(err), icon=":material/block:")
+        st.button("Log out", on_click=st.logout, key="logout_refused")
+        st.stop()
+
+
+def lab() -> Lab:
+    """The lab, for a page a principal may see; a visitor of a hosted lab gets the login page instead
+    (also on a fresh server's first load, which runs the page file without app.py)."""
+    leave_legacy_navigation()
+    the_lab = open_lab()
+    if principal_or_none(the_lab) is None:
+        login_page()
+        st.stop()
+    return the_lab
+
+
+def me() -> Principal:
+    """The principal of this session (a page that called ``lab()`` has one)."""
+    who = principal_or_none(open_lab())
+    if who is None:
+        st.stop()
+    return who
+
+
+def may(who: Principal, action: str, owner: str | None = None) -> bool:
+    """Whether ``who`` may take ``action`` on a run of ``owner`` (None: a launch): the pages show only
+    what this allows; the manager and the store check it again and refuse the rest."""
+    return refusal(who, action, owner) is None
+
+
+def login_page() -> None:
+    """All a visitor of a hosted lab sees: what this is, and a Log in button per identity provider."""
+    from collections.abc import Mapping
+
+    st.title("CL Lab")
+    st.write("This continual-learning lab is shared by a team. Log in to see its runs and launch your own.")
+    providers = [name for name, value in st.secrets["auth"].items() if isinstance(value, Mapping)]
+    for provider in providers or [None]:
+        label = f"Log in with {provider}" if provider else "Log in"
+        st.button(label, type="primary", icon=":material/login:", on_click=st.login,
+                  args=(provider,) if provider else (), key=f"login-{provider or 'default'}")
