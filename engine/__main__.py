@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_gc_command(sub, _open_store)
     from engine.report.cli import add_report_command  # report
     add_report_command(sub, _open_store)
+    from store.backup import add_backup_command  # backup
+    add_backup_command(sub, DEFAULT_DB)
     return parser
 
 

@@ -113,25 +113,38 @@ def _read_line(conn: socket.socket) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+def request_snapshot(db_path: str | os.PathLike, dest: str | os.PathLike, timeout: float = 300.0) -> bool:
+    """Ask the process that holds ``db_path`` to write a consistent copy of it to ``dest`` (a new file
+    in an existing directory). False when no owner answers (no socket, or one left by a killed
+    process); ``OSError`` with the owner's one-line reason when it refuses or the copy fails."""
+    path = socket_path(db_path)
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(path))
+            conn.sendall((json.dumps({"snapshot": str(Path(dest).absolute())}) + "\n").encode())
+            reply = json.loads(_read_line(conn) or b"{}")
+    except (ConnectionRefusedError, FileNotFoundError):  # a socket left by a killed owner
+        return False
+    except ValueError as err:
+        raise OSError(f"the lab holding {db_path} answered badly: {err}") from None
+    if "ok" not in reply:
+        raise OSError(reply.get("error", "no answer from the lab holding the database"))
+    return True
+
+
 def open_snapshot(db_path: str | os.PathLike, timeout: float = 300.0):
     """A ``Store`` on a fresh snapshot of the database that another process holds, removed on close;
     None when no owner answers (no socket, or a socket left by a killed process)."""
     from store.store import Store
 
-    path = socket_path(db_path)
-    if not path.exists():
-        return None
     workdir = Path(tempfile.mkdtemp(prefix="cl-lab-snapshot-"))
-    dest = workdir / "snapshot.duckdb"
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(str(path))
-            conn.sendall((json.dumps({"snapshot": str(dest)}) + "\n").encode())
-            reply = json.loads(_read_line(conn) or b"{}")
-        if "ok" not in reply:
-            raise OSError(reply.get("error", "no answer"))
-        store = Store(dest, serve=False)
+        if not request_snapshot(db_path, workdir / "snapshot.duckdb", timeout):
+            raise OSError("no owner")
+        store = Store(workdir / "snapshot.duckdb", serve=False)
     except (OSError, ValueError):
         shutil.rmtree(workdir, ignore_errors=True)
         return None

@@ -1,0 +1,68 @@
+"""``python -m engine backup DEST.duckdb``: a consistent copy of a lab's database, taken while the lab
+runs (the lab that holds the file writes it: ``Store.copy_to`` through store/snapshot.py's socket,
+between two of its writer's transactions) or while it is stopped. ``--artifacts`` also copies the
+runs' weights and checkpoints (``<db>.artifacts/``) beside the copy, so the copy opens as a whole lab
+(``streamlit run app.py -- --db DEST.duckdb``). Restoring is using the copy, or moving it into place
+while the lab is stopped."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+
+
+def backup(db_path: Path, dest: Path, artifacts: bool = False) -> str:
+    """Copy the database at ``db_path`` (and its artifacts) to ``dest``; one line saying what was copied.
+    ``ValueError`` (one line) for a destination that is not a new file in an existing directory, or a
+    database that is not there; ``OSError`` when the lab holding it refuses or the copy fails."""
+    from store import DatabaseLocked, Store
+    from store.snapshot import request_snapshot
+
+    db_path, dest = Path(db_path).absolute(), Path(dest).absolute()
+    if not db_path.is_file():
+        raise ValueError(f"--db {db_path}: no such database file")
+    if dest.exists() or not dest.parent.is_dir() or dest == db_path:
+        raise ValueError(f"{dest}: the backup must be a new file in an existing directory")
+    art_src, art_dest = (p.with_name(p.name + ".artifacts") for p in (db_path, dest))
+    if artifacts and art_dest.exists():
+        raise ValueError(f"--artifacts: {art_dest} is there already; choose a new backup name")
+    if not request_snapshot(db_path, dest):  # no lab holds the file: copy it ourselves
+        try:
+            store = Store(db_path, serve=False)
+        except DatabaseLocked as err:  # held by a process that serves no snapshots
+            raise OSError(str(err)) from None
+        try:
+            store.copy_to(dest)
+        finally:
+            store.close()
+    line = f"backup: {dest} ({dest.stat().st_size / 1e6:.1f} MB)"
+    if artifacts and art_src.is_dir():
+        # a checkpoint is written to a temporary name and renamed (engine/checkpoint.py): a copy taken
+        # while runs train holds whole files; one finished after the database copy may be extra
+        shutil.copytree(art_src, art_dest)
+        size = sum(f.stat().st_size for f in art_dest.rglob("*") if f.is_file())
+        line += f"; artifacts: {art_dest} ({size / 1e6:.1f} MB)"
+    elif not artifacts:
+        line += f"; weights and checkpoints not copied (--artifacts copies {art_src.name}/)"
+    return line
+
+
+def cmd_backup(args) -> int:
+    try:
+        print(backup(args.db, args.dest, args.artifacts))
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_backup_command(sub, default_db: Path) -> None:
+    p = sub.add_parser("backup", help="copy the lab's database (and with --artifacts its weights) to a new "
+                                      "file, also while the lab runs")
+    p.add_argument("dest", type=Path, help="the backup: a new .duckdb file in an existing directory")
+    p.add_argument("--artifacts", action="store_true", help="also copy <db>.artifacts/ (weights, checkpoints)")
+    p.add_argument("--db", type=Path, default=default_db, help=f"the lab's DuckDB file (default {default_db})")
+    p.set_defaults(func=cmd_backup)
