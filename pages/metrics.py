@@ -1,9 +1,9 @@
 import streamlit as st
 
-from pages.ui.lab import leave_legacy_navigation
+from pages.ui.lab import lab
 from store.metrics import METRICS
 
-leave_legacy_navigation()
+lab()  # a visitor of a hosted lab gets the login page, also on a fresh server's first load
 
 GROUPS = {
     "matrix": ("At task boundaries", "From the accuracy matrix R: R[i][j] is the accuracy on task j after training "
