@@ -29,14 +29,16 @@ from store.audit import audit_rows
 from tests.conftest import ROOT, launched_run, small_config
 
 APP = str(ROOT / "app.py")
-ADA, BOB, CAT, VIC, EVE = "ada@example.org", "bob@example.org", "cat@example.org", "vic@example.org", "eve@elsewhere.org"
+ADA, BOB, CAT, VIC = "ada@example.org", "bob@example.org", "cat@example.org", "vic@example.org"
+EVE = "eve@elsewhere.org"  # listed neither by address nor by domain
 ACCESS = f'[users]\n"{ADA}" = "admin"\n"{BOB}" = "member"\n"{CAT}" = "member"\n"{VIC}" = "viewer"\n'
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "lab",
         "client_secret": "secret", "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
 VISITOR = {"is_logged_in": False}
 PAGES = ("home", "launch", "runs", "run", "compare", "metrics", "audit", "login")
 READ = ["Home", "Runs", "Run", "Compare", "Metrics"]
-NAV = {"viewer": READ, "member": READ[:1] + ["Launch"] + READ[1:], "admin": READ[:1] + ["Launch"] + READ[1:] + ["Audit"]}
+NAV = {"viewer": READ, "member": READ[:1] + ["Launch"] + READ[1:]}
+NAV["admin"] = NAV["member"] + ["Audit"]
 NAV["local"] = NAV["member"]  # the local admin: every page as before, no Audit, no Log in
 DOWNLOADS = "downloads"  # a Download / Export report menu, in what a page offers
 
@@ -46,8 +48,8 @@ def user(email: str, **claims) -> dict:
 
 
 def small_sweep(name: str) -> dict:
-    return {"name": name, "base": {"scenario": {"dataset": "digits", "n_tasks": 2}, "model": {"name": "mlp", "hidden": [16]},
-                                   "train": {"epochs_per_task": 1}},
+    return {"name": name, "base": {"scenario": {"dataset": "digits", "n_tasks": 2},
+                                   "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs_per_task": 1}},
             "grid": {"train.lr": [0.01, 0.05]}, "seeds": [0]}
 
 
@@ -76,7 +78,7 @@ def hosted(tmp_path_factory):
         # bob's run, in a worker, stops during its second task: cancelled as soon as the worker saved the
         # first task's checkpoint (so it can resume); the 3 tasks after the first give the cancel ample time
         stopped = manager.submit(small_config("naive", n_tasks=4, name="bob stopped", eval={"every": 50},
-                                              train={"epochs_per_task": 2, "weights": "none"}), principal=who[BOB])
+                                              train={"epochs_per_task": 5, "weights": "none"}), principal=who[BOB])
         checkpoint = checkpoint_path(store.artifacts_dir(stopped))
 
         def stop_after_the_first_task():
@@ -87,8 +89,8 @@ def hosted(tmp_path_factory):
         watcher.start()
         # meanwhile ada's and bob's finished runs train here (no second worker to start); cat's is a row
         # (only listed and deleted, never drawn)
-        done = {email: run_in_process(store, small_config("replay", name=f"{email} done", eval={"every": 10}), owner=email)
-                for email in (ADA, BOB)}
+        done = {email: run_in_process(store, small_config("replay", name=f"{email} done", eval={"every": 10}),
+                                      owner=email) for email in (ADA, BOB)}
         done[CAT] = store.create_run(small_config(name=f"{CAT} done").model_dump(mode="json"), name=f"{CAT} done",
                                      owner=CAT, status="finished")
         watcher.join()
@@ -96,7 +98,8 @@ def hosted(tmp_path_factory):
         wait_for(checkpoint.exists, "bob's checkpoint was not kept")  # once the metrics before it are committed
         manager.pause()  # from here queued runs wait: their Cancel buttons stay
         queued = {email: manager.submit(small_config(name=f"{email} queued"), principal=p) for email, p in who.items()}
-        sweeps = {email: the_lab.launch_sweep(small_sweep(email.split("@")[0]), principal=p) for email, p in who.items()}
+        sweeps = {email: the_lab.launch_sweep(small_sweep(email.split("@")[0]), principal=p)
+                  for email, p in who.items()}
         yield SimpleNamespace(lab=the_lab, store=store, manager=manager, stopped=stopped, done=done, queued=queued,
                               sweeps=sweeps)
     finally:
@@ -233,9 +236,11 @@ def session_principal(who: dict, hosted: bool = True):
 
 def test_a_visitor_sees_only_the_login_on_every_page(hosted):
     runs = hosted.store.sql("SELECT count(*) FROM runs")[0][0]
-    for page, at in [("home", session(VISITOR)), *((page, first_load(VISITOR, page, run=hosted.done[ADA])) for page in PAGES)]:
-        assert set(links(at)) <= {"Log in"}, page  # a first load of /login draws no sidebar
-        assert [b.label for b in at.button] == ["Log in"]
+    loads = {"the lab": session(VISITOR),
+             **{f"/{page}": first_load(VISITOR, page, run=hosted.done[ADA]) for page in PAGES}}
+    for where, at in loads.items():
+        assert links(at) == ([] if where == "/login" else ["Log in"]), where  # /login loaded first: no sidebar
+        assert [b.label for b in at.button] == ["Log in"], where
         assert texts(at.title) == ["CL Lab"] and "Log in to see its runs" in at.main.markdown[0].value
         assert not (at.dataframe or at.metric or at.get("vega_lite_chart") or at.get("download_button") or at.error)
     assert session_principal(VISITOR) is None
@@ -343,6 +348,8 @@ def test_a_member_launches_and_changes_their_own_runs(hosted):
     compare_sweep(at, h.sweeps[BOB])
     assert offered(at) == {"Cancel sweep", DOWNLOADS}
 
+    visit(at, "metrics")
+    assert texts(at.title) == ["Metrics"] and offered(at) == set()
     audit = first_load(user(BOB), "audit")  # not in the sidebar; a link still leads here
     assert texts(audit.error) == [f"{BOB} (member) may not read the audit table: it is for the lab's admins."]
     assert not audit.dataframe
@@ -408,6 +415,10 @@ def test_an_admin_may_do_everything_to_anyones_runs_and_reads_the_audit(hosted):
     assert {(ADA, "delete", h.done[CAT], None), (ADA, "cancel", h.queued[CAT], None),
             (ADA, "cancel", None, h.sweeps[CAT])} <= done
     assert audited(store, h.done[CAT], "delete") == [[ADA, "admin", True]]
+    visit(at, "metrics")
+    assert texts(at.title) == ["Metrics"] and offered(at) == set()
+    login = first_load(user(ADA), "login")  # logged in already: Home
+    assert texts(login.title) == ["CL Lab"] and links(login) == NAV["admin"]
 
 
 # ---- below the pages ---------------------------------------------------------------------------------------
@@ -420,8 +431,10 @@ def test_the_principal_the_pages_act_as_is_refused_below_them(hosted):
     runs = store.sql("SELECT id, status, name FROM runs ORDER BY id")
     refusals = [
         (lambda: manager.cancel(target, principal=bob), f"{BOB} (member) may not cancel run {target}: it is {ADA}'s"),
-        (lambda: store.delete_run(finished, principal=bob), f"{BOB} (member) may not delete run {finished}: it is {ADA}'s"),
-        (lambda: store.annotate_run(finished, name="taken", principal=bob), f"{BOB} (member) may not rename or annotate"),
+        (lambda: store.delete_run(finished, principal=bob),
+         f"{BOB} (member) may not delete run {finished}: it is {ADA}'s"),
+        (lambda: store.annotate_run(finished, name="taken", principal=bob),
+         f"{BOB} (member) may not rename or annotate run {finished}"),
         (lambda: store.check_export([finished], principal=bob), f"{BOB} (member) may not export run {finished}"),
         (lambda: manager.cancel_sweep(h.sweeps[ADA], principal=bob), f"{BOB} (member) may not cancel sweep"),
         (lambda: manager.cancel(h.queued[BOB], principal=vic), f"{VIC} (viewer) may not cancel run {h.queued[BOB]}: "
