@@ -1,19 +1,13 @@
-"""The README's hosting recipe: its access-file example and deploy/'s files are valid, and
-`python -m engine backup` copies a database that another process holds (as a running lab does)."""
+"""The README's hosting recipe: its access-file and secrets examples and deploy/'s files are valid
+(`python -m engine backup` is tested in tests/test_backup.py)."""
 
 import re
-import subprocess
-import sys
 import tomllib
 
-import duckdb
 import pytest
 
-from engine.__main__ import main
-from engine.access import AccessDenied, load_access, parse_access
-from store import Store
-
 from conftest import ROOT
+from engine.access import AccessDenied, load_access, parse_access
 
 AUTH_KEYS = {"redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url"}
 
@@ -64,50 +58,3 @@ def test_nginx_conf_passes_the_websocket_to_the_lab_on_localhost():
                  "proxy_read_timeout 1d;"):
         assert line in stream, line
 
-
-HOLD = """
-import sys
-from store import Store
-store = Store(sys.argv[1])  # holds the file and serves snapshots, as a running lab does
-run_id = store.create_run({"note": "held"}, name="held-run", owner="bob@example.org", status="running")
-store.add_metrics({"run_id": [run_id] * 3, "step": [0, 1, 2], "task": [1, 1, 1], "metric": ["acc"] * 3,
-                   "value": [0.1, 0.5, 0.9]})
-store.flush()
-print("held", flush=True)
-sys.stdin.readline()
-store.close()
-print("closed", flush=True)
-"""
-
-
-def runs_in(path):
-    with duckdb.connect(str(path), read_only=True) as con:
-        return (con.sql("SELECT id, name, owner FROM runs ORDER BY id").fetchall(),
-                con.sql("SELECT count(*), max(value) FROM metrics").fetchall()[0])
-
-
-def test_backup_while_another_process_holds_the_database_and_when_none_does(tmp_path, capsys):
-    db, copy, offline = tmp_path / "lab.duckdb", tmp_path / "backups" / "lab-1.duckdb", tmp_path / "lab-2.duckdb"
-    copy.parent.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        assert main(["backup", str(copy), "--db", str(db)]) == 0
-        assert "written by the process that holds it" in capsys.readouterr().out
-        assert runs_in(copy) == ([(1, "held-run", "bob@example.org")], (3, 0.9))  # the restore: open the copy
-        assert main(["backup", str(copy), "--db", str(db)]) == 2  # never over an existing file
-        assert "must be a new file" in capsys.readouterr().err
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "closed"
-    finally:
-        holder.kill()
-        holder.wait()
-    assert main(["backup", str(offline), "--db", str(db)]) == 0  # nobody holds it: this process copies
-    assert runs_in(offline) == runs_in(copy)
-    with Store(db, serve=False):  # the original is untouched and opens as before
-        pass
-    assert main(["backup", str(tmp_path / "x.duckdb"), "--db", str(tmp_path / "none.duckdb")]) == 2
-    assert "there is no database there" in capsys.readouterr().err
-    assert not (tmp_path / "none.duckdb").exists() and not (tmp_path / "x.duckdb").exists()
