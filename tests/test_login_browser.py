@@ -10,6 +10,8 @@ import re
 from urllib.parse import urlparse
 
 import pytest
+from oidc_provider_mock import User, run_server_in_thread
+from playwright.sync_api import expect, sync_playwright
 
 from tests import test_browser
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, no_exception, pytestmark  # noqa: F401
@@ -29,8 +31,6 @@ LAB_PAGES = ["Home", "Launch", "Runs", "Run", "Compare", "Metrics"]
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory):
     """The OIDC server and the hosted lab; yields the lab's URL and a dict the tests share (the run)."""
-    from oidc_provider_mock import User, run_server_in_thread
-
     folder = tmp_path_factory.mktemp("hosted")
     users = [User(sub=email, claims={"email": email, "email_verified": True}) for email in (A, B, C, D, OUTSIDER)]
     with run_server_in_thread(port=0, user_claims=users) as oidc, pytest.MonkeyPatch.context() as mp:
@@ -55,8 +55,6 @@ server_metadata_url = "http://localhost:{oidc.server_port}/.well-known/openid-co
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -65,14 +63,18 @@ def browser():
 
 @pytest.fixture(scope="module")
 def sessions(browser):
-    """One browser context per user, kept for the module: a user logs in once."""
+    """A new page for a user, in their own browser context (their cookies: a user logs in once). The
+    pages open before are closed, so the server does not keep refreshing live views nobody looks at."""
     contexts = {}
 
     def session(who: str):
+        for context in contexts.values():
+            for page in context.pages:
+                page.close()
         if who not in contexts:
             contexts[who] = browser.new_context(viewport={"width": 1400, "height": 1000})
             contexts[who].set_default_timeout(30_000)
-        return contexts[who].pages[0] if contexts[who].pages else contexts[who].new_page()
+        return contexts[who].new_page()
 
     yield session
     for context in contexts.values():
@@ -81,15 +83,11 @@ def sessions(browser):
 
 def expect_sidebar(page, names: list[str]) -> None:
     """The sidebar's page links are exactly these (each link's text is its icon's name, then its title)."""
-    from playwright.sync_api import expect
-
     links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
     expect(links).to_have_text([re.compile(rf"{name}$") for name in names], timeout=60_000)
 
 
 def expect_login_page(page) -> None:
-    from playwright.sync_api import expect
-
     expect(page.get_by_role("button", name="Log in")).to_be_visible(timeout=60_000)
     assert page.locator('[data-testid="stDataFrame"]').count() == 0  # no runs
     expect_sidebar(page, ["Log in"])
@@ -118,8 +116,6 @@ def log_out(page, url: str) -> None:
 
 
 def logged_in_as(page, email: str, role: str) -> None:
-    from playwright.sync_api import expect
-
     expect(page.locator('[data-testid="stSidebar"]').get_by_text(f"{email} · {role}")).to_be_visible(timeout=60_000)
     no_exception(page)
 
@@ -137,8 +133,6 @@ def test_a_visitor_sees_only_the_login_on_every_page(hosted, sessions):
 
 
 def test_a_member_logs_in_and_launches_a_run_they_may_cancel(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, shared = hosted
     page = sessions(A)
     log_in(page, url, A)
@@ -162,8 +156,6 @@ def test_a_member_logs_in_and_launches_a_run_they_may_cancel(hosted, sessions):
 
 
 def test_another_member_sees_the_run_but_may_not_cancel_or_delete_it(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, shared = hosted
     run_id = shared["run"]
     page = sessions(B)
@@ -185,11 +177,9 @@ def test_another_member_sees_the_run_but_may_not_cancel_or_delete_it(hosted, ses
 
 
 def test_a_quota_stops_a_launch_with_its_message(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, shared = hosted
     page = sessions(B)  # logged in by the test above
-    page.get_by_role("link", name="Home").first.click()
+    page.goto(url, wait_until="networkidle")
     page.get_by_role("button", name="Launch the demo run").click(timeout=60_000)
     refusal = page.locator('[data-testid="stAlert"]').filter(has_text="may not launch runs")
     expect(refusal).to_be_visible(timeout=60_000)
@@ -201,8 +191,6 @@ def test_a_quota_stops_a_launch_with_its_message(hosted, sessions):
 
 
 def test_an_admin_cancels_and_deletes_another_users_run(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, shared = hosted
     run_id = shared["run"]
     page = sessions(C)
@@ -228,8 +216,6 @@ def test_an_admin_cancels_and_deletes_another_users_run(hosted, sessions):
 
 
 def test_a_viewer_reads_but_cannot_launch(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, _ = hosted
     page = sessions(D)
     log_in(page, url, D)
@@ -249,8 +235,6 @@ def test_a_viewer_reads_but_cannot_launch(hosted, sessions):
 
 
 def test_a_login_the_access_file_does_not_list_is_refused_and_logging_out_ends_a_session(hosted, sessions):
-    from playwright.sync_api import expect
-
     url, _ = hosted
     page = sessions(OUTSIDER)
     log_in(page, url, OUTSIDER)
@@ -259,6 +243,7 @@ def test_a_login_the_access_file_does_not_list_is_refused_and_logging_out_ends_a
     log_out(page, url)
 
     page = sessions(D)  # logged in by the test above
+    page.goto(f"{url}/runs", wait_until="networkidle")
     log_out(page, url)
     page.goto(f"{url}/runs", wait_until="networkidle")
     expect_login_page(page)
