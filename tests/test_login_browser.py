@@ -11,10 +11,11 @@ from urllib.parse import urlparse
 
 import pytest
 from oidc_provider_mock import User, run_server_in_thread
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests import test_browser
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, no_exception, pytestmark  # noqa: F401
+from tests.test_browser import free_port, no_exception, pytestmark  # noqa: F401
+from tests.test_report_browser import browser  # noqa: F401 - the fixture
 
 A, B, C, D = "a@lab.test", "b@lab.test", "c@lab.test", "d@lab.test"
 OUTSIDER = "e@elsewhere.test"  # a login the access file does not let in
@@ -51,14 +52,6 @@ server_metadata_url = "http://localhost:{oidc.server_port}/.well-known/openid-co
         with test_browser.streamlit_server(folder / "lab.duckdb", folder / "streamlit.log") as url:
             assert urlparse(url).port == port
             yield url, {}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +108,13 @@ def log_out(page, url: str) -> None:
     expect_login_page(page)
 
 
-def logged_in_as(page, email: str, role: str) -> None:
+def logged_in(sessions, url: str, email: str, role: str):
+    """A page of ``email``'s, logged in: the sidebar says who they are and as what."""
+    page = sessions(email)
+    log_in(page, url, email)
     expect(page.locator('[data-testid="stSidebar"]').get_by_text(f"{email} · {role}")).to_be_visible(timeout=60_000)
     no_exception(page)
+    return page
 
 
 def test_a_visitor_sees_only_the_login_on_every_page(hosted, sessions):
@@ -134,9 +131,7 @@ def test_a_visitor_sees_only_the_login_on_every_page(hosted, sessions):
 
 def test_a_member_logs_in_and_launches_a_run_they_may_cancel(hosted, sessions):
     url, shared = hosted
-    page = sessions(A)
-    log_in(page, url, A)
-    logged_in_as(page, A, "member")
+    page = logged_in(sessions, url, A, "member")
     expect_sidebar(page, LAB_PAGES)  # no Audit page for a member
     page.get_by_role("link", name="Launch").first.click()
     page.get_by_role("heading", name="Launch a run").wait_for()
@@ -158,9 +153,7 @@ def test_a_member_logs_in_and_launches_a_run_they_may_cancel(hosted, sessions):
 def test_another_member_sees_the_run_but_may_not_cancel_or_delete_it(hosted, sessions):
     url, shared = hosted
     run_id = shared["run"]
-    page = sessions(B)
-    log_in(page, url, B)
-    logged_in_as(page, B, "member")
+    page = logged_in(sessions, url, B, "member")
     page.goto(f"{url}/run?run={run_id}", wait_until="networkidle")
     expect(page.get_by_role("heading", name=f"Run {run_id}: a-long-run")).to_be_visible(timeout=60_000)
     expect(page.get_by_text(re.compile(rf"(queued|running) · .* owner {re.escape(A)}"))).to_be_visible()
@@ -193,9 +186,7 @@ def test_a_quota_stops_a_launch_with_its_message(hosted, sessions):
 def test_an_admin_cancels_and_deletes_another_users_run(hosted, sessions):
     url, shared = hosted
     run_id = shared["run"]
-    page = sessions(C)
-    log_in(page, url, C)
-    logged_in_as(page, C, "admin")
+    page = logged_in(sessions, url, C, "admin")
     expect_sidebar(page, [*LAB_PAGES, "Audit"])
     page.goto(f"{url}/run?run={run_id}", wait_until="networkidle")
     page.get_by_role("button", name="Cancel run").click(timeout=60_000)
@@ -217,9 +208,7 @@ def test_an_admin_cancels_and_deletes_another_users_run(hosted, sessions):
 
 def test_a_viewer_reads_but_cannot_launch(hosted, sessions):
     url, _ = hosted
-    page = sessions(D)
-    log_in(page, url, D)
-    logged_in_as(page, D, "viewer")
+    page = logged_in(sessions, url, D, "viewer")
     expect_sidebar(page, [p for p in LAB_PAGES if p != "Launch"])
     expect(page.get_by_text("You have read access")).to_be_visible()
     assert page.get_by_role("button", name="Launch the demo run").count() == 0
