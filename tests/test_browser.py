@@ -32,10 +32,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(db: Path, log_path: Path):
-    """`streamlit run app.py` on a free port over the lab file ``db``, its output in ``log_path``;
-    yields its URL."""
-    port = free_port()
+def streamlit_server(db: Path, log_path: Path, port: int | None = None):
+    """`streamlit run app.py` on ``port`` (a free one if None) over the lab file ``db``, its output in
+    ``log_path``; yields its URL."""
+    port = port or free_port()
     log = open(log_path, "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -48,8 +48,7 @@ server_metadata_url = "http://localhost:{oidc.server_port}/.well-known/openid-co
         (folder / "access.toml").write_text(ACCESS)
         mp.setenv("STREAMLIT_SECRETS_FILES", str(folder / "secrets.toml"))  # never the project's own secrets
         mp.setenv("CL_LAB_ACCESS", str(folder / "access.toml"))
-        mp.setattr(test_browser, "free_port", lambda: port)  # streamlit_server serves on the port the secrets name
-        with test_browser.streamlit_server(folder / "lab.duckdb", folder / "streamlit.log") as url:
+        with test_browser.streamlit_server(folder / "lab.duckdb", folder / "streamlit.log", port) as url:
             assert urlparse(url).port == port
             yield url, {}
 
