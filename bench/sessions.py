@@ -14,18 +14,22 @@ Then ``--sessions`` browser sessions (one headless Chromium, one browser context
 cookies, cache and Streamlit sessions; Playwright's async API, one task a session) loop for
 ``--seconds``: open the Runs page (``/runs``), wait until it is drawn, open a Run page
 (``/run?run=ID``, in turn a finished demo and a training run), wait until it is drawn, and so on.
-Each page read is a fresh navigation: a new page load and a new Streamlit session on the server.
-Before the minute each session loads the Runs page once (its browser cache then holds the app's
-JavaScript, as for a user who has the lab open); those loads are not timed.
+Each page read is a fresh navigation: a new page load and a new Streamlit session on the server;
+no pause between reads (the worst case of 20 readers). Before the minute each session loads the Runs
+page once, four sessions at a time (its browser cache then holds the app's JavaScript, as for a user
+who has the lab open); those loads are not timed, but their errors count. The sessions' first
+measured loads are spread over 2 s.
 
-Drawn means, checked in the page every 50 ms:
+Drawn means, checked in the page every 100 ms:
 - Runs page: the "Runs" title, the table with a row for every run in the lab (its grid cells) and the
   caption under it ("N run(s).", the fragment's last element).
 - Run page: the "Run ID: name" title, the six summary figures with values, the first chart (the
   accuracy panels) rendered by Vega with its lines drawn (an SVG path with data), and the Config
   expander (the fragment's last element). The live Run page reruns its fragment every second, so
   the Streamlit "running" indicator is not a usable signal; these elements are.
-The time is the browser's own clock (performance.now(), from navigation start) when drawn.
+The time is the browser's own clock (performance.now(), from navigation start) when drawn; the
+table also gives the median time to the page's title (the app booted in the browser and the server's
+first answer drawn), which tells the browser's start-up apart from the rest.
 
 Errors, each counted against the page being read: an uncaught JavaScript error (pageerror), an HTTP
 response of 400 or more, a failed request (but the ones aborted by leaving the page), a Streamlit
@@ -69,9 +73,13 @@ from store.snapshot import open_snapshot  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+WARM_UP_TIMEOUT = 120  # s: a session's first load (its browser cache cold), not timed
+WARMING_AT_ONCE = 4  # sessions loading their first page at the same time
+STAGGER = 2.0  # s: the sessions' first measured loads are spread over this
 FINISHED, TRAINING = ("finished-1", "finished-2"), ("training-1", "training-2")
 
-# In the page: null until drawn; then {t: ms since navigation start} or {error: what the page shows}.
+# In the page, every 100 ms: null until drawn; then {t: ms since navigation start, title: ms until its
+# title was seen} or {error: what the page shows}.
 PAGE_CHECK = """({page, runs}) => {
   const q = (s) => document.querySelectorAll(s);
   for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
@@ -80,20 +88,29 @@ PAGE_CHECK = """({page, runs}) => {
     if (el) return {error: what + ': ' + el.innerText.slice(0, 200).replace(/\\s+/g, ' ')};
   }
   const title = [...q('h1')].map((h) => h.innerText.trim());
+  const titled = page === 'runs' ? title.includes('Runs') : title.some((t) => /^Run \\d+: /.test(t));
+  if (titled && window.__titled === undefined) window.__titled = performance.now();
   if (page === 'runs') {
     const rows = new Set([...q('[data-testid^="glide-cell-2-"]')].map((c) => c.dataset.testid));
     const caption = [...q('[data-testid="stCaptionContainer"]')].some((c) => /\\d+ run\\(s\\)\\./.test(c.innerText));
-    if (!title.includes('Runs') || rows.size < runs || !caption) return null;
+    if (!titled || rows.size < runs || !caption) return null;
   } else {
-    if (!title.some((t) => /^Run \\d+: /.test(t))) return null;
+    if (!titled) return null;
     const values = [...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim());
     const chart = document.querySelector('[data-testid="stVegaLiteChart"] svg');
     const line = chart && [...chart.querySelectorAll('.mark-line path')].some((p) => (p.getAttribute('d') || '').length > 10);
     const config = [...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'));
     if (values.length < 6 || !line || !config) return null;
   }
-  return {t: performance.now()};
+  return {t: performance.now(), title: window.__titled};
 }"""
+
+
+START = time.monotonic()
+
+
+def progress(what: str) -> None:
+    print(f"[{time.monotonic() - START:5.0f} s] {what}", flush=True)
 
 
 def free_port() -> int:
@@ -268,12 +285,14 @@ PROBE = re.compile(r"^/[^/?]+/_stcore/(health|host-config)$")
 
 class Tally:
     def __init__(self):
-        self.times: dict[str, list[float]] = {}
+        self.times: dict[str, list[float]] = {}  # ms from navigation start to drawn
+        self.titles: dict[str, list[float]] = {}  # ms to the page's title
         self.errors: dict[str, list[str]] = {}
         self.notes: dict[str, list[str]] = {}  # not errors: what failed outside the lab, console lines
 
-    def loaded(self, page: str, ms: float) -> None:
+    def loaded(self, page: str, ms: float, title_ms: float) -> None:
         self.times.setdefault(page, []).append(ms)
+        self.titles.setdefault(page, []).append(title_ms)
 
     def error(self, page: str, what: str) -> None:
         self.errors.setdefault(page, []).append(what)
@@ -288,7 +307,7 @@ async def read_page(tab, url: str, page: str, runs: int, timeout: float) -> dict
 
     try:
         await tab.goto(url, wait_until="commit", timeout=timeout * 1000)
-        handle = await tab.wait_for_function(PAGE_CHECK, arg={"page": page, "runs": runs}, polling=50,
+        handle = await tab.wait_for_function(PAGE_CHECK, arg={"page": page, "runs": runs}, polling=100,
                                              timeout=timeout * 1000)
         return await handle.json_value()
     except PlaywrightError as err:  # TimeoutError is one
@@ -305,8 +324,8 @@ def failed(request, url: str, page: str, tally: Tally) -> None:
         tally.error(page, f"request failed: {request.failure} {request.url}")
 
 
-async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs: int, args, ready: list,
-                  start: asyncio.Event, stop_at: list[float], tally: Tally) -> None:
+async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs: int, args, warming: asyncio.Semaphore,
+                  ready: list, start: asyncio.Event, stop_at: list[float], tally: Tally) -> None:
     """One user: warm up (one Runs page), wait for ``start``, then read the pages of ``plan`` in turn."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
@@ -317,13 +336,15 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
                and tally.error(current[0], f"HTTP {r.status} {r.url}"))
         tab.on("requestfailed", lambda r: failed(r, base, current[0], tally))
         tab.on("console", lambda m: m.type == "error" and tally.note(current[0], f"console error: {m.text}"))
-        result = await read_page(tab, plan[0][1], "runs", runs, args.timeout)
+        async with warming:  # a few at a time: 20 cold browser caches at once is no reader's case
+            result = await read_page(tab, plan[0][1], "runs", runs, WARM_UP_TIMEOUT)
         if "error" in result:
             tally.error("warm-up", result["error"])
     finally:
         ready.append(n)
     try:
         await start.wait()
+        await asyncio.sleep(STAGGER * n / args.sessions)  # users do not all click in the same millisecond
         i = n  # sessions start at different places of the plan
         while time.monotonic() < stop_at[0]:
             page, url = plan[i % len(plan)]
@@ -332,7 +353,7 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
             if "error" in result:
                 tally.error(page, result["error"])
             else:
-                tally.loaded(page, result["t"])
+                tally.loaded(page, result["t"], result["title"])
             i += 1
     finally:
         await context.close()
@@ -354,19 +375,22 @@ async def drive(url: str, args, db: Path, processes: Processes) -> dict:
     and errors, the runs before and after it, the CPU time used and the memory sampled every second."""
     from playwright.async_api import async_playwright
 
-    tally, ready, start, stop_at = Tally(), [], asyncio.Event(), [0.0]
+    tally, warming, ready, start, stop_at = Tally(), asyncio.Semaphore(WARMING_AT_ONCE), [], asyncio.Event(), [0.0]
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         opener = await browser.new_page()  # the lab opens (store, run manager, workers) on its first page load
         await opener.goto(url, timeout=args.timeout * 1000)
         await opener.get_by_role("heading", name="CL Lab").wait_for(timeout=args.timeout * 1000)
         await opener.close()
+        progress("the lab is open; its workers train the demos, then the long runs")
         runs = await asyncio.to_thread(wait_until_training, db)
+        progress(f"the demos finished and the long runs train; {args.sessions} sessions warm up")
         plan = plan_of(url, {name: runs[name][0] for name in (*FINISHED, *TRAINING)}, args.pages)
-        tasks = [asyncio.create_task(session(n, browser, url, plan, len(runs), args, ready, start, stop_at, tally))
+        tasks = [asyncio.create_task(session(n, browser, url, plan, len(runs), args, warming, ready, start, stop_at, tally))
                  for n in range(args.sessions)]
         while len(ready) < len(tasks):
             await asyncio.sleep(0.2)
+        progress(f"the sessions are ready; the measured {args.seconds:g} s begin")
         before = read_runs(db)
         processes.start()
         stop_at[0] = time.monotonic() + args.seconds
@@ -394,13 +418,16 @@ def report(args, out: dict) -> int:
     print(f"\n{args.sessions} sessions for {args.seconds} s on {', '.join(args.pages)}; "
           f"{out['runs']} runs in the lab; machine: {os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"\n{'page':18s} {'loads':>6s} {'errors':>6s} {'median ms':>10s} {'p95 ms':>8s} {'max ms':>8s}")
+    print(f"\n{'page':18s} {'loads':>6s} {'errors':>6s} {'median ms':>10s} {'p95 ms':>8s} {'max ms':>8s}"
+          f" {'title, median ms':>17s}")
     pages = [*tally.times, *(p for p in tally.errors if p not in tally.times)]
     everything = [t for times in tally.times.values() for t in times]
-    for page, times in [*((p, tally.times.get(p, [])) for p in pages), ("all", everything)]:
+    all_titles = [t for titles in tally.titles.values() for t in titles]
+    for page, times, titles in [*((p, tally.times.get(p, []), tally.titles.get(p, [])) for p in pages),
+                                ("all", everything, all_titles)]:
         errors = len(tally.errors.get(page, [])) if page != "all" else sum(map(len, tally.errors.values()))
         figures = (f"{statistics.median(times):10.0f} {percentile(times, 95):8.0f} {max(times):8.0f}"
-                   if times else f"{'-':>10s} {'-':>8s} {'-':>8s}")
+                   f" {statistics.median(titles):17.0f}" if times else f"{'-':>10s} {'-':>8s} {'-':>8s} {'-':>17s}")
         print(f"{page:18s} {len(times):6d} {errors:6d} {figures}")
     print(f"(throughput: {len(everything) / args.seconds:.1f} page reads/s)")
 
@@ -458,12 +485,11 @@ def main() -> None:
         raise SystemExit(f"{CHROMIUM} is not installed (Debian's chromium; Playwright's own download does not work here)")
     with tempfile.TemporaryDirectory(prefix="cl-lab-sessions-") as tmp:
         db = Path(tmp) / "lab.duckdb"
-        t = time.perf_counter()
         queue_runs(db, args.epochs)
+        progress("four runs queued; the lab starts")
         with lab_server(db, Path(tmp) / "streamlit.log") as (url, proc):
             out = asyncio.run(drive(url, args, db, Processes(proc.pid)))
-            print(f"(set up in {time.perf_counter() - t - args.seconds:.0f} s: the lab started, the demos trained, "
-                  f"the sessions warmed up)")
+            progress("the minute is over; the lab stops")
         problems = report(args, out)
     sys.exit(1 if problems else 0)
 
