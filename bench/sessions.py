@@ -215,12 +215,12 @@ def descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
 
 
 def cpu_seconds(pids) -> dict[int, float]:
-    """CPU time (user + system, and of children reaped) of each live process in ``pids``."""
+    """CPU time (user + system) of each live process in ``pids``."""
     out = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[pid] = sum(int(x) for x in fields[11:15]) / TICK
+            out[pid] = (int(fields[11]) + int(fields[12])) / TICK
         except (OSError, ValueError):
             pass
     return out
@@ -268,7 +268,8 @@ class Processes:
         self.busy0, self.t0 = machine_busy(), time.monotonic()
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds each group used since ``start`` (processes gone meanwhile are missed), the others'."""
+        """CPU seconds each group used since ``start`` (processes that ended meanwhile are missed: the
+        others' share is an upper bound), and the whole machine's."""
         used = {}
         for name, pids in self.groups().items():
             used[name] = sum(s - self.cpu0[name].get(pid, 0.0) for pid, s in cpu_seconds(pids).items())
@@ -340,6 +341,7 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
             result = await read_page(tab, plan[0][1], "runs", runs, WARM_UP_TIMEOUT)
         if "error" in result:
             tally.error("warm-up", result["error"])
+        await tab.goto("about:blank")  # an open Runs page refreshes every 2 s: no load before the minute
     finally:
         ready.append(n)
     try:
