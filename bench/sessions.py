@@ -54,7 +54,6 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,10 +68,8 @@ sys.path.insert(0, str(ROOT))
 
 from store import Store  # noqa: E402
 from store.snapshot import open_snapshot  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (the browser tests' Chromium)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 WARM_UP_TIMEOUT = 120  # s: a session's first load (its browser cache cold), not timed
 WARMING_AT_ONCE = 4  # sessions loading their first page at the same time
 STAGGER = 2.0  # s: the sessions' first measured loads are spread over this
@@ -111,12 +108,6 @@ START = time.monotonic()
 
 def progress(what: str) -> None:
     print(f"[{time.monotonic() - START:5.0f} s] {what}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
