@@ -40,7 +40,11 @@ Also printed: the steps the two training runs made during the minute, the server
 (the Streamlit process; its workers apart), and the CPU time the server, its workers, the browser and
 everything else on the machine used during the minute (/proc), which tells who was short of CPU.
 
-    python bench/sessions.py [--sessions 20] [--seconds 60] [--pages runs,run] [--epochs 1000]
+    python bench/sessions.py [--sessions 20] [--seconds 60] [--pages runs,run] [--epochs 1000] [--timeout 30]
+
+The browsers run on the lab's machine: each page load costs Chromium one to two CPU seconds (booting
+Streamlit's app, drawing the table or the Vega charts), more than it costs the server. Read the times
+with the CPU lines: on a small or shared machine they measure the browsers' wait for a core.
 
 Exit code 1 if any error happened (or a training run was not training for the whole minute).
 
@@ -408,7 +412,7 @@ def percentile(values: list[float], q: float) -> float:
 def report(args, out: dict) -> int:
     """Print the figures; the number of problems (errors, and training runs that were not training)."""
     tally, cpu = out["tally"], out["cpu"]
-    print(f"\n{args.sessions} sessions for {args.seconds} s on {', '.join(args.pages)}; "
+    print(f"\n{args.sessions} sessions for {args.seconds:g} s on {', '.join(args.pages)}; "
           f"{out['runs']} runs in the lab; machine: {os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\n{'page':18s} {'loads':>6s} {'errors':>6s} {'median ms':>10s} {'p95 ms':>8s} {'max ms':>8s}"
