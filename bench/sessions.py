@@ -377,7 +377,7 @@ async def drive(url: str, args, db: Path, processes: Processes) -> dict:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         opener = await browser.new_page()  # the lab opens (store, run manager, workers) on its first page load
         await opener.goto(url, timeout=args.timeout * 1000)
-        await opener.get_by_role("heading", name="CL Lab").wait_for(timeout=args.timeout * 1000)
+        await opener.get_by_role("heading", name="CL Lab", level=1).wait_for(timeout=args.timeout * 1000)
         await opener.close()
         progress("the lab is open; its workers train the demos, then the long runs")
         runs = await asyncio.to_thread(wait_until_training, db)
