@@ -18,7 +18,6 @@ def backup(db_path: Path, dest: Path, artifacts: bool = False) -> str:
     """Copy the database at ``db_path`` (and its artifacts) to ``dest``; one line saying what was copied.
     ``ValueError`` (one line) for a destination that is not a new file in an existing directory, or a
     database that is not there; ``OSError`` when the lab holding it refuses or the copy fails."""
-    from store import DatabaseLocked, Store
     from store.snapshot import request_snapshot
 
     db_path, dest = Path(db_path).absolute(), Path(dest).absolute()
@@ -29,32 +28,52 @@ def backup(db_path: Path, dest: Path, artifacts: bool = False) -> str:
     art_src, art_dest = (p.with_name(p.name + ".artifacts") for p in (db_path, dest))
     if artifacts and art_dest.exists():
         raise ValueError(f"--artifacts: {art_dest} is there already; choose a new backup name")
-    if not request_snapshot(db_path, dest):  # no lab holds the file: copy it ourselves
-        try:
-            store = Store(db_path, serve=False)
-        except DatabaseLocked as err:  # held by a process that serves no snapshots
-            raise OSError(str(err)) from None
-        try:
-            store.copy_to(dest)
-        finally:
-            store.close()
-    line = f"backup: {dest} ({dest.stat().st_size / 1e6:.1f} MB)"
-    if artifacts and art_src.is_dir():
-        # a checkpoint is written to a temporary name and renamed (engine/checkpoint.py): a copy taken
-        # while runs train holds whole files; one finished after the database copy may be extra
-        shutil.copytree(art_src, art_dest)
-        size = sum(f.stat().st_size for f in art_dest.rglob("*") if f.is_file())
-        line += f"; artifacts: {art_dest} ({size / 1e6:.1f} MB)"
-    elif not artifacts:
-        line += f"; weights and checkpoints not copied (--artifacts copies {art_src.name}/)"
+    try:
+        if not request_snapshot(db_path, dest):  # no lab holds the file: copy it ourselves
+            _copy_here(db_path, dest)
+        line = f"backup: {dest} ({dest.stat().st_size / 1e6:.1f} MB)"
+        if artifacts and art_src.is_dir():
+            # a checkpoint is written to a temporary name and renamed (engine/checkpoint.py): a copy taken
+            # while runs train holds whole files; one finished after the database copy may be extra
+            try:
+                shutil.copytree(art_src, art_dest)
+            except shutil.Error as err:  # a list of (source, destination, why): say the first
+                failed = err.args[0]
+                raise OSError(f"--artifacts: {len(failed)} file(s) could not be copied; the first, "
+                              f"{failed[0][0]}: {failed[0][2]}") from None
+            size = sum(f.stat().st_size for f in art_dest.rglob("*") if f.is_file())
+            line += f"; artifacts: {art_dest} ({size / 1e6:.1f} MB)"
+        elif not artifacts:
+            line += f"; weights and checkpoints not copied (--artifacts copies {art_src.name}/)"
+    except BaseException:  # a disk that filled up, Ctrl-C: no half-written backup is left to trust
+        for path in (dest, dest.with_name(dest.name + ".wal")):
+            path.unlink(missing_ok=True)
+        if artifacts:
+            shutil.rmtree(art_dest, ignore_errors=True)
+        raise
     return line
+
+
+def _copy_here(db_path: Path, dest: Path) -> None:
+    from store import DatabaseLocked, Store
+
+    try:
+        store = Store(db_path, serve=False)
+    except DatabaseLocked as err:  # held by a process that serves no snapshots
+        raise OSError(str(err)) from None
+    try:
+        store.copy_to(dest)
+    except Exception as err:  # DuckDB's error (a full disk, say), as one line
+        raise OSError(f"the copy failed: {str(err).splitlines()[0][:300]}") from None
+    finally:
+        store.close()
 
 
 def cmd_backup(args) -> int:
     try:
         print(backup(args.db, args.dest, args.artifacts))
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {(str(err).splitlines() or [''])[0][:500]}", file=sys.stderr)
         return 2
     return 0
 

@@ -77,3 +77,19 @@ def test_a_backup_of_a_stopped_lab_and_the_destinations_refused(tmp_path, capsys
     proc = backup_here(capsys, tmp_path / "y.duckdb", "--db", tmp_path / "missing.duckdb")
     assert proc.returncode == 2 and "no such database file" in proc.stderr
     assert not (tmp_path / "y.duckdb").exists()
+
+
+def test_a_backup_that_fails_halfway_leaves_nothing(tmp_path, capsys):
+    db = tmp_path / "lab.duckdb"
+    store = Store(db)
+    fill(store)
+    weights = store.artifacts_dir(1)
+    store.close()
+    weights.mkdir(parents=True)
+    (weights / "after-task-1.pt").write_bytes(b"w")
+    (weights / "gone.pt").symlink_to(tmp_path / "nowhere")  # the artifacts copy fails after the database copy
+    dest = tmp_path / "copy.duckdb"
+    proc = backup_here(capsys, dest, "--artifacts", "--db", db)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "1 file(s) could not be copied" in proc.stderr
+    assert "gone.pt" in proc.stderr, proc.stderr
+    assert not dest.exists() and not (tmp_path / "copy.duckdb.artifacts").exists()
