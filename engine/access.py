@@ -1,6 +1,7 @@
 """Who may do what in a hosted lab: the operator's access file, principals, roles and quotas.
 
-A lab is hosted when ``.streamlit/secrets.toml`` has an ``[auth]`` section (Streamlit's login). Then the
+A lab is hosted when Streamlit's secrets (``.streamlit/secrets.toml``, or ``--secrets.files``) have an
+``[auth]`` section (Streamlit's login; ``pages.ui.lab.hosted_mode`` reads them). Then the
 access file says who may come in and what each may do. Its path: ``$CL_LAB_ACCESS``, else ``file`` in the
 ``[access]`` table of lab.toml (relative to lab.toml). Without ``[auth]`` the lab is local: one local
 admin (the OS user, as run owner), no quotas, nothing refused, exactly as before. The file::
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from engine.inputs import ConfigError, cut, cut_text, decode, read_bytes
-from engine.limits import PROJECT_ROOT, read_settings, settings_path
+from engine.limits import read_settings, settings_path
 
 ROLES = ("admin", "member", "viewer")
 # actions a principal takes on the lab, and the words a refusal uses for them
@@ -274,25 +275,15 @@ def access_path() -> Path | None:
     return settings.parent / table["file"] if table.get("file") else None
 
 
-def hosted(secrets: str | os.PathLike | None = None) -> bool:
-    """Whether the lab is hosted: its ``.streamlit/secrets.toml`` has an ``[auth]`` section."""
-    path = Path(secrets) if secrets else PROJECT_ROOT / ".streamlit" / "secrets.toml"
-    try:
-        return isinstance(tomllib.loads(path.read_text(encoding="utf-8")).get("auth"), dict)
-    except FileNotFoundError:
-        return False
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise AccessFileError([f"{path}: cannot be read as TOML ({err})"]) from None
-
-
-def lab_access(is_hosted: bool | None = None) -> Access | None:
-    """The policy a lab runs under: None for a local lab; for a hosted one, the access file read and
-    checked (``AccessFileError`` when there is none or it has problems: a hosted lab must not start)."""
-    if not (hosted() if is_hosted is None else is_hosted):
+def lab_access(is_hosted: bool) -> Access | None:
+    """The policy a lab runs under: None for a local lab; for a hosted one (Streamlit's secrets have an
+    ``[auth]`` section: ``pages.ui.lab.hosted_mode``), the access file read and checked
+    (``AccessFileError`` when there is none or it has problems: a hosted lab must not start)."""
+    if not is_hosted:
         return None
     path = access_path()
     if path is None:
-        raise AccessFileError(["this lab is hosted ([auth] in .streamlit/secrets.toml) but has no access file: "
+        raise AccessFileError(["this lab is hosted ([auth] in its Streamlit secrets) but has no access file: "
                                "set $CL_LAB_ACCESS or file = \"PATH\" in lab.toml's [access] table"])
     return load_access(path)
 

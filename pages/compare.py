@@ -21,6 +21,7 @@ from store.schema import RUN_STATUSES
 
 the_lab = lab()
 store = the_lab.store
+who = me()  # the session's principal: the buttons and menus below are what it may use
 st.title("Compare")
 
 @st.fragment(run_every=2.0)
@@ -31,10 +32,10 @@ def sweep_status(sweep_id: int) -> None:
     c1, c2 = st.columns([4, 1])
     c1.progress(progress["done_fraction"], text=format_progress(progress))
     owner = next(iter(store.sql("SELECT coalesce(owner, '') FROM sweeps WHERE id = ?", [sweep_id])), ("",))[0]
-    if progress["active"] and may(me(), "cancel", owner) and c2.button(
+    if progress["active"] and may(who, "cancel", owner) and c2.button(
             "Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
         try:
-            cancel_sweep(the_lab.manager, sweep_id, principal=me())
+            cancel_sweep(the_lab.manager, sweep_id, principal=who)
         except AccessDenied as err:
             st.error(str(err), icon=":material/block:")
     if progress["kind"] == "reality-check":
@@ -118,19 +119,17 @@ x_axis = c2.radio("x axis", list(X_AXES), index=list(X_AXES).index(DEFAULT_X_AXI
 configs = runs["config"].map(lambda c: json.dumps({k: v for k, v in c.items() if k not in ("name", "seed")}, sort_keys=True))
 c1, c2 = st.columns([4, 1])
 c1.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
-owners = [o for (o,) in store.sql("SELECT DISTINCT coalesce(owner, '') FROM runs WHERE list_contains(?, id)",
-                                   [[int(i) for i in runs["id"]]])]
-if all(may(me(), "export", owner) for owner in owners):  # a member exports a comparison of their own runs
+run_ids = [int(i) for i in runs["id"]]
+owners = [o for (o,) in store.sql("SELECT DISTINCT coalesce(owner, '') FROM runs WHERE list_contains(?, id)", [run_ids])]
+if all(may(who, "export", owner) for owner in owners):  # a member exports a comparison of their own runs
     with c2:  # the report of what is selected, grouped and plotted as on this page (engine/report)
         pareto_axes = {k: st.session_state.get(f"pareto_{k}") for k in ("x", "y")}
-        export_ids = [int(i) for i in runs["id"]]
         download_menu(exported(report_downloads(
-            store, export_ids, sweep_id=sweep_id if how == "By sweep" else None,
+            store, run_ids, sweep_id=sweep_id if how == "By sweep" else None,
             stem="comparison-report", group_by=group_by,
             **(pareto_axes if None not in pareto_axes.values() and pareto_axes["x"] != pareto_axes["y"] else {})),
-            store, export_ids, me()), label="Export report")
+            store, run_ids, who), label="Export report")
 live = any_live(runs)
-run_ids = [int(i) for i in runs["id"]]
 labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["config"])}
 styles = group_styles(sorted(set(labels.values())))
 

@@ -31,11 +31,12 @@ st.markdown(
     "point is marked with a red ▼; the table under the charts gives its depth and recovery time. Final "
     "accuracy hides the dip; *min-ACC* and *WC-ACC* show it."
 )
-if not may(me(), "launch"):
+who = me()
+if not may(who, "launch"):
     st.info("You have read access: the lab's runs are on the Runs page.", icon=":material/visibility:")
 elif st.button("Launch the demo run", type="primary", icon=":material/play_arrow:"):
     try:
-        run_id = the_lab.manager.submit(load_config(DEMO), principal=me())
+        run_id = the_lab.manager.submit(load_config(DEMO), principal=who)
     except AccessDenied as err:  # a quota reached, or the role changed
         st.error(str(err), icon=":material/block:")
     else:

@@ -7,7 +7,6 @@ while the lab is stopped."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path

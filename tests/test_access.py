@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import checkpoint as checkpoints
-from engine.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, hosted, lab_access, load_access,
+from engine.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, lab_access, load_access,
                            local_principal, parse_access, principal_for)
 from engine.manager import RunManager, default_owner
 from engine.sweep import cancel_sweep, launch_sweep, parse_sweep
@@ -140,13 +140,7 @@ def test_an_access_file_that_is_not_text_too_large_or_missing(tmp_path):
         parse_access([1, 2])
 
 
-def test_hosted_or_local_and_where_the_access_file_is(tmp_path, monkeypatch):
-    secrets = tmp_path / "secrets.toml"
-    assert not hosted(secrets)  # no file: local
-    secrets.write_text('[server]\nx = 1\n')
-    assert not hosted(secrets)
-    secrets.write_text('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\n')
-    assert hosted(secrets)
+def test_where_the_access_file_is(tmp_path, monkeypatch):
     monkeypatch.delenv("CL_LAB_ACCESS", raising=False)
     monkeypatch.setenv("CL_LAB_SETTINGS", str(tmp_path / "lab.toml"))
     assert lab_access(is_hosted=False) is None  # a local lab has no policy, whatever the files say
