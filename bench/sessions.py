@@ -14,8 +14,11 @@ Then ``--sessions`` browser sessions (one headless Chromium, one browser context
 cookies, cache and Streamlit sessions; Playwright's async API, one task a session) loop for
 ``--seconds``: open the Runs page (``/runs``), wait until it is drawn, open a Run page
 (``/run?run=ID``, in turn a finished demo and a training run), wait until it is drawn, and so on.
-Each page read is a fresh navigation: a new page load and a new Streamlit session on the server;
-no pause between reads (the worst case of 20 readers). Before the minute each session loads the Runs
+``--navigation in-app`` (the default): each session keeps its tab, one Streamlit session, and moves
+within the app (the sidebar's Runs link; a Run page by the browser's history navigation, as back and
+forward do); the time runs from the click to the drawn page. ``--navigation fresh``: each read is a
+new page load and a new Streamlit session. ``--think S`` keeps a session on a drawn page S seconds
+(default 0: no pause between reads, the worst case of 20 readers). Before the minute each session loads the Runs
 page once, four sessions at a time (its browser cache then holds the app's JavaScript, as for a user
 who has the lab open); those loads are not timed, but their errors count. The sessions' first
 measured loads are spread over 2 s.
@@ -64,6 +67,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from urllib.parse import parse_qs, urlsplit
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,7 +85,7 @@ FINISHED, TRAINING = ("finished-1", "finished-2"), ("training-1", "training-2")
 
 # In the page, every 100 ms: null until drawn; then {t: ms since navigation start, title: ms until its
 # title was seen} or {error: what the page shows}.
-PAGE_CHECK = """({page, runs}) => {
+PAGE_CHECK = """({page, runs, run}) => {
   const q = (s) => document.querySelectorAll(s);
   for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
                              ['[data-testid="stAlertContentWarning"]', 'warning box'], ['[role="dialog"]', 'dialog']]) {
@@ -89,8 +93,9 @@ PAGE_CHECK = """({page, runs}) => {
     if (el) return {error: what + ': ' + el.innerText.slice(0, 200).replace(/\\s+/g, ' ')};
   }
   const title = [...q('h1')].map((h) => h.innerText.trim());
-  const titled = page === 'runs' ? title.includes('Runs') : title.some((t) => /^Run \\d+: /.test(t));
-  if (titled && window.__titled === undefined) window.__titled = performance.now();
+  const titled = page === 'runs' ? title.includes('Runs') : title.some((t) => t.startsWith(`Run ${run}: `));
+  const since = window.__nav || 0;  // an in-app read: when it was asked for; a fresh load: navigation start
+  if (titled && window.__titled === undefined) window.__titled = performance.now() - since;
   if (page === 'runs') {
     const rows = new Set([...q('[data-testid^="glide-cell-2-"]')].map((c) => c.dataset.testid));
     const caption = [...q('[data-testid="stCaptionContainer"]')].some((c) => /\\d+ run\\(s\\)\\./.test(c.innerText));
@@ -103,7 +108,21 @@ PAGE_CHECK = """({page, runs}) => {
     const config = [...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'));
     if (values.length < 6 || !line || !config) return null;
   }
-  return {t: performance.now(), title: window.__titled};
+  return {t: performance.now() - since, title: window.__titled};
+}"""
+
+# An in-app read, in the page: the Runs page by its sidebar link (the user's click); a Run page by the
+# browser's history navigation (what back and forward do: history.pushState and a popstate event),
+# which Streamlit answers in the same session, as it does the Runs page's Open button.
+NAVIGATE = """({page, path}) => {
+  window.__titled = undefined;
+  window.__nav = performance.now();
+  if (page === 'runs') {
+    document.querySelector('[data-testid="stSidebar"] a[href="runs"], [data-testid="stSidebar"] a[href$="/runs"]').click();
+  } else {
+    history.pushState({}, '', path);
+    dispatchEvent(new PopStateEvent('popstate', {state: {}}));
+  }
 }"""
 
 
@@ -297,13 +316,19 @@ class Tally:
         self.notes.setdefault(page, []).append(what)
 
 
-async def read_page(tab, url: str, page: str, runs: int, timeout: float) -> dict:
-    """Open ``url`` and wait until it is drawn (PAGE_CHECK); {"t": ms} or {"error": ...}."""
+async def read_page(tab, url: str, page: str, runs: int, timeout: float, in_app: bool = False) -> dict:
+    """Open ``url`` (a fresh page load, or ``in_app``: a navigation in the open app, NAVIGATE) and
+    wait until it is drawn (PAGE_CHECK); {"t": ms, "title": ms} or {"error": ...}."""
     from playwright.async_api import Error as PlaywrightError
 
+    run = parse_qs(urlsplit(url).query).get("run", [""])[0]
     try:
-        await tab.goto(url, wait_until="commit", timeout=timeout * 1000)
-        handle = await tab.wait_for_function(PAGE_CHECK, arg={"page": page, "runs": runs}, polling=100,
+        if in_app:
+            split = urlsplit(url)
+            await tab.evaluate(NAVIGATE, {"page": page, "path": f"{split.path}?{split.query}" if split.query else split.path})
+        else:
+            await tab.goto(url, wait_until="commit", timeout=timeout * 1000)
+        handle = await tab.wait_for_function(PAGE_CHECK, arg={"page": page, "runs": runs, "run": run}, polling=100,
                                              timeout=timeout * 1000)
         return await handle.json_value()
     except PlaywrightError as err:  # TimeoutError is one
@@ -336,21 +361,29 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
             result = await read_page(tab, plan[0][1], "runs", runs, WARM_UP_TIMEOUT)
         if "error" in result:
             tally.error("warm-up", result["error"])
-        await tab.goto("about:blank")  # an open Runs page refreshes every 2 s: no load before the minute
+        if not args.in_app:
+            await tab.goto("about:blank")  # an open Runs page refreshes every 2 s: no load before the minute
     finally:
         ready.append(n)
     try:
         await start.wait()
         await asyncio.sleep(STAGGER * n / args.sessions)  # users do not all click in the same millisecond
         i = n  # sessions start at different places of the plan
+        if args.in_app and plan[i % len(plan)][0] == "runs":
+            i += 1  # the session is on the Runs page: its first read is a Run page
         while time.monotonic() < stop_at[0]:
             page, url = plan[i % len(plan)]
             current[0] = page
-            result = await read_page(tab, url, page.split()[0], runs, args.timeout)
+            result = await read_page(tab, url, page.split()[0], runs, args.timeout, args.in_app)
             if "error" in result:
                 tally.error(page, result["error"])
+                if args.in_app:  # as a user would: reload the lab (the Runs page), then go on from there
+                    await read_page(tab, f"{base}/runs", "runs", runs, args.timeout)
+                    if plan[(i + 1) % len(plan)][0] == "runs":
+                        i += 1
             else:
                 tally.loaded(page, result["t"], result["title"])
+                await asyncio.sleep(args.think)  # the user reads the page (a live one keeps refreshing)
             i += 1
     finally:
         await context.close()
@@ -412,7 +445,8 @@ def percentile(values: list[float], q: float) -> float:
 def report(args, out: dict) -> int:
     """Print the figures; the number of problems (errors, and training runs that were not training)."""
     tally, cpu = out["tally"], out["cpu"]
-    print(f"\n{args.sessions} sessions for {args.seconds:g} s on {', '.join(args.pages)}; "
+    print(f"\n{args.sessions} sessions for {args.seconds:g} s on {', '.join(args.pages)} ({args.navigation} reads, "
+          f"{args.think:g} s on each page); "
           f"{out['runs']} runs in the lab; machine: {os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\n{'page':18s} {'loads':>6s} {'errors':>6s} {'median ms':>10s} {'p95 ms':>8s} {'max ms':>8s}"
@@ -472,12 +506,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000,
                         help="epochs a task of the two training runs (45 steps a task an epoch): long enough to outlast the minute")
     parser.add_argument("--timeout", type=float, default=30, help="seconds a page may take to be drawn")
+    parser.add_argument("--navigation", choices=["in-app", "fresh"], default="in-app",
+                        help="in-app: each session keeps its tab (one Streamlit session) and moves between pages in "
+                             "it; fresh: every read is a new page load (a new Streamlit session)")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="seconds a session stays on a page once it is drawn, before the next read")
     args = parser.parse_args()
     args.pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     if not args.pages or set(args.pages) - {"runs", "run"}:
         parser.error(f"--pages {','.join(args.pages)!r}: a comma-separated list of runs and run")
-    if args.sessions < 1 or args.seconds <= 0 or args.timeout <= 0 or not 1 <= args.epochs <= 10000:
-        parser.error("--sessions at least 1, --seconds and --timeout above 0, --epochs from 1 to 10000")
+    if args.sessions < 1 or args.seconds <= 0 or args.timeout <= 0 or args.think < 0 or not 1 <= args.epochs <= 10000:
+        parser.error("--sessions at least 1, --seconds and --timeout above 0, --think 0 or more, --epochs from 1 to 10000")
+    args.in_app = args.navigation == "in-app"
+    if args.in_app and args.pages == ["runs"]:
+        parser.error("--pages runs: in-app reads need two pages to move between (add run, or --navigation fresh)")
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is not installed (Debian's chromium; Playwright's own download does not work here)")
     with tempfile.TemporaryDirectory(prefix="cl-lab-sessions-") as tmp:

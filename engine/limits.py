@@ -47,6 +47,9 @@ class Limits:
     max_tags: int = 20                      # tags on one run
     max_tag_chars: int = 40
     max_search_chars: int = 200             # the Runs page's search text
+    # what training may take from the pages: the workers run at this nice level (1-19, os.nice), so
+    # a page read gets a core at once and training has every cycle the pages leave
+    worker_nice: int = 10
 
 
 class SettingsError(ValueError):

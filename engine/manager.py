@@ -36,6 +36,7 @@ from pathlib import Path
 from engine import checkpoint as checkpoints, protocol
 from engine.config import RunConfig
 from engine.devices import DEVICE_PATTERN, gpu_indices
+from engine.limits import limits
 from store import Store
 from store.schema import FINAL_STATUSES
 
@@ -54,7 +55,8 @@ class _Worker:
         self.manager = manager
         self.gpu = gpu  # the machine's GPU index this worker trains on; None: a CPU worker
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LAB_OWNER_PID": str(os.getpid()),
-               "CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu)}
+               "CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu),
+               "CL_LAB_WORKER_NICE": str(limits().worker_nice)}
         if gpu is not None:
             env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # train.deterministic needs it before cuBLAS starts
         self.proc = subprocess.Popen(

@@ -48,6 +48,8 @@ def watch_owner(owner_pid: int, every: float = 0.02) -> None:
 
 
 def main() -> None:
+    # below the lab's pages (engine/limits.py, worker_nice): a page read must not wait for training
+    os.nice(min(19, max(0, int(os.environ.get("CL_LAB_WORKER_NICE") or 0))))
     watch_owner(int(os.environ.get("CL_LAB_OWNER_PID") or os.getppid()))
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the message stream

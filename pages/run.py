@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
-from pages.ui.charts import accuracy_matrix_heatmap, gap_marks, run_panels
+from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, may, me
 from store.metrics import METRICS
@@ -104,15 +104,15 @@ def run_view() -> None:
     if series.empty:
         st.info("Waiting for the first evaluation..." if not final else "This run has no evaluation to draw.")
     else:
-        st.altair_chart(run_panels(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"])),
-                        width="stretch", key="panels")
+        st.vega_lite_chart(run_spec(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"])),
+                           width="stretch", key="panels")
     st.caption("Plasticity (panel 2) is drawn from the first evaluation after training on a task begins; "
                "the hollow marker at each switch is the new task's accuracy before training on it.")
 
     matrix_column, gap_column = st.columns([1, 1.5], gap="medium")
     matrix = np.array(metrics["accuracy_matrix"], dtype=float)
     if np.isfinite(matrix).any():
-        matrix_column.altair_chart(accuracy_matrix_heatmap(matrix), width="stretch", key="matrix")
+        matrix_column.vega_lite_chart(accuracy_matrix_spec(matrix), width="stretch", key="matrix")
     else:
         matrix_column.empty()
     gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],

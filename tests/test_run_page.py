@@ -15,7 +15,7 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from engine.manager import run_in_process
-from pages.ui.charts import accuracy_matrix_heatmap, before_training, run_panels
+from pages.ui.charts import accuracy_matrix_heatmap, before_training, gap_marks, run_panels, run_spec
 from pages.ui.downloads import run_downloads
 from store.queries import boundaries, downsampled_long, run_row, run_series
 from tests.conftest import ROOT, page_lab, small_config
@@ -227,3 +227,28 @@ def test_plasticity_is_drawn_a_segment_a_task_with_the_value_before_training_as_
     markers = [layer for layer in stability["layer"] if layer.get("mark", {}).get("type") == "point"]
     assert len(markers) == 1 and markers[0]["mark"]["filled"] is False
     assert spec["width"] if "width" in spec else stability["width"] == 640  # a numeric width still works
+
+
+def test_a_refresh_sends_the_same_spec_with_new_data(lab, finished_run):
+    """The Run page's chart is a spec built once per layout with named datasets: two moments of a run
+    give the same spec (the browser then updates the data in place) and the Altair chart the report
+    draws, with the data each moment holds."""
+    cur = lab.store.cursor()
+    series, loss = run_series(cur, finished_run), downsampled_long(cur, finished_run, "train_loss")
+    bounds = pd.DataFrame(boundaries(cur, finished_run), columns=["task", "start_step", "end_step"])
+    cur.close()
+    switch = int(bounds["start_step"].iloc[1])
+    early = (series[series["step"] < switch + 3], loss[loss["step"] < switch + 3], bounds.iloc[:2].assign(end_step=[switch, None]))
+    late = (series, loss, bounds)
+    specs = [run_spec(*moment, gap_marks([])) for moment in (early, late)]
+    data = [spec.pop("datasets") for spec in specs]
+    assert specs[0] == specs[1]  # nothing but the data changed
+    assert len(data[0]["run_series"]) < len(data[1]["run_series"]) == len(series)
+    newest = max(early[0]["step"].max(), early[1]["step"].max())
+    assert data[0]["run_spans"]["end_step"].tolist() == [switch, newest]  # the task training now ends at the newest step
+    assert data[1]["run_spans"]["label"].tolist() == ["task 1", "task 2", "task 3"]
+    altair = run_panels(*late, gap_marks([])).to_dict()
+    assert {k: v for k, v in altair.items() if k != "datasets"} == specs[1]
+    assert len(altair["datasets"]["run_loss"]) == len(loss)
+    starts = pd.DataFrame(altair["datasets"]["run_starts"])
+    pd.testing.assert_frame_equal(starts, before_training(series, bounds), check_exact=False, rtol=1e-9)

@@ -55,6 +55,16 @@ def test_a_run_finishes_in_a_worker_with_its_metrics_and_versions(lab):
     assert store.sql("SELECT count(*) FROM task_boundaries WHERE run_id = ? AND end_step IS NOT NULL", [run_id])[0][0] == 2
 
 
+def test_workers_train_below_the_pages_cpu_priority(lab):
+    """Training yields the CPU to the lab's pages: each worker runs at the lab's nice level plus
+    limits.worker_nice (10 unless lab.toml says otherwise), capped at 19."""
+    store, manager = lab
+    workers = wait_for(lambda: [w for w in manager._workers if w.alive and w.proc.poll() is None])
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    # the worker lowers its own priority as it starts, before it loads torch
+    assert wait_for(lambda: all(os.getpriority(os.PRIO_PROCESS, w.proc.pid) == expected for w in workers))
+
+
 def test_a_huge_learning_rate_ends_as_diverged_with_its_step(lab):
     store, manager = lab
     run_id = manager.submit(small_config("naive", train={"lr": 10.0}))  # the largest allowed; diverges here

@@ -19,28 +19,6 @@ def _task_columns(series: pd.DataFrame) -> list[str]:
     return [c for c in series.columns if c.startswith("task ")]
 
 
-def _boundary_layers(bounds: pd.DataFrame, n_tasks: int, labels: bool) -> list[alt.Chart]:
-    """Each task's training span as a faint band, with a rule at each switch and the task named.
-    The layers are there even before the first task starts: a live chart keeps one structure, so
-    Streamlit updates its data in place instead of drawing it anew."""
-    n = max(n_tasks, len(bounds))
-    # "task k" while there is room for it; past 6 tasks the number alone, and past 40 every few
-    spans = bounds.assign(label=("task " if n <= 6 else "") + bounds["task"].astype(str))
-    # every other span shaded; a fixed colour keeps the bands out of the lines' colour scale
-    band = alt.Chart(spans).mark_rect(color="#000").encode(
-        x=alt.X("start_step:Q"), x2=alt.X2("end_step"),
-        opacity=alt.condition("datum.task % 2 == 0", alt.value(0.05), alt.value(0.0)))
-    rules = alt.Chart(spans).transform_filter("datum.start_step > 0").mark_rule(strokeDash=[4, 3], color="#888").encode(
-        x=alt.X("start_step:Q"))
-    layers = [band, rules]
-    if labels:
-        every = max(1, -(-n // 40))
-        layers.append(alt.Chart(spans).transform_filter(f"(datum.task - 1) % {every} == 0")
-                      .mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
-                      .encode(x=alt.X("start_step:Q"), y=alt.value(0), text=alt.Text("label:N")))
-    return layers
-
-
 def _legend(title: str | None, n_entries: int, columns: int = 10) -> alt.Legend:
     """A legend above its panel, in rows of at most ``columns`` entries, labels never cut short: a
     legend at the side took width from the plot and was clipped ("evaluate…") in a narrow column."""
@@ -74,6 +52,9 @@ def gap_marks(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["switch_step", "task", "min_step", "min_acc", "depth", "recovery_steps"])
 
 
+SERIES_DATA, SPANS_DATA, LOSS_DATA, GAPS_DATA, STARTS_DATA = "run_series", "run_spans", "run_loss", "run_gaps", "run_starts"
+
+
 def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
                gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH) -> alt.VConcatChart:
     """The run page's three synchronized panels over the global step:
@@ -92,14 +73,70 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
 
     series: ``store.queries.run_series``; loss: step/task/value rows of the training loss;
     bounds: task/start_step/end_step; gaps: switch_step/task/depth/min_step rows (optional)."""
+    data, layout = _run_data(series, loss, bounds, gaps)
+    chart = _run_chart(*layout, width)
+    chart.datasets = {name: _records(df) for name, df in data.items()}
+    return chart
+
+
+def run_spec(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
+             gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH) -> dict:
+    """``run_panels`` as a Vega-Lite spec for ``st.vega_lite_chart``. The spec without its data is
+    built and validated by Altair once per layout (the tasks evaluated, whether gaps are marked) and
+    kept; the data are named datasets. A live page's refresh thus sends the same spec with new data:
+    the browser updates the chart in place instead of building it anew, and the server skips Altair
+    (whose conversion Streamlit runs under one process-wide lock)."""
+    data, layout = _run_data(series, loss, bounds, gaps)
+    spec = copy.deepcopy(_run_template(*layout, width))
+    spec["datasets"] = data
+    return spec
+
+
+def _run_data(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame, gaps: pd.DataFrame | None):
+    """The panels' named datasets, and the layout key: (task columns, label every n-th task, gaps marked)."""
     tasks = _task_columns(series)
     bounds = bounds.copy()
     if not bounds.empty:
         last = max(series["step"].max() if len(series) else 0, loss["step"].max() if len(loss) else 0)
         bounds["end_step"] = bounds["end_step"].fillna(last)
-    # The series is the top-level data, converted once; layers without data of their own inherit it
-    # (giving it to every layer converted and validated it a dozen times).
-    data = series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC", "training task": "training_task"})
+    n = max(len(tasks), len(bounds))
+    # "task k" while there is room for it; past 6 tasks the number alone, and past 40 every few
+    spans = bounds.assign(label=("task " if n <= 6 else "") + bounds["task"].astype(str))
+    data = {SERIES_DATA: series.rename(columns={"min_acc": "min-ACC", "wc_acc": "WC-ACC", "training task": "training_task"}),
+            SPANS_DATA: spans[["task", "start_step", "end_step", "label"]],
+            LOSS_DATA: loss[["step", "value"]],
+            STARTS_DATA: before_training(series, bounds)}
+    if gaps is not None:
+        data[GAPS_DATA] = gaps
+    return data, (tuple(tasks), max(1, -(-n // 40)), gaps is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def _run_template(tasks: tuple, label_every: int, has_gaps: bool, width: int) -> dict:
+    return _run_chart(tasks, label_every, has_gaps, width).to_dict()
+
+
+def _boundary_layers(labels_every: int | None) -> list[alt.Chart]:
+    """Each task's training span as a faint band, with a rule at each switch and the task named
+    (every ``labels_every``-th task; None: no names). The layers are there even before the first task
+    starts: a live chart keeps one structure, so its data are updated in place."""
+    spans = alt.Chart(alt.Data(name=SPANS_DATA))
+    # every other span shaded; a fixed colour keeps the bands out of the lines' colour scale
+    band = spans.mark_rect(color="#000").encode(
+        x=alt.X("start_step:Q"), x2=alt.X2("end_step"),
+        opacity=alt.condition("datum.task % 2 == 0", alt.value(0.05), alt.value(0.0)))
+    rules = spans.transform_filter("datum.start_step > 0").mark_rule(strokeDash=[4, 3], color="#888").encode(
+        x=alt.X("start_step:Q"))
+    layers = [band, rules]
+    if labels_every is not None:
+        layers.append(spans.transform_filter(f"(datum.task - 1) % {labels_every} == 0")
+                      .mark_text(align="left", baseline="top", dx=3, dy=2, color="#555", fontSize=11)
+                      .encode(x=alt.X("start_step:Q"), y=alt.value(0), text=alt.Text("label:N")))
+    return layers
+
+
+def _run_chart(tasks: tuple, label_every: int, has_gaps: bool, width: int) -> alt.VConcatChart:
+    tasks = list(tasks)
     # One zoom and one hover parameter, declared once at the top level and attached to the same
     # sub-layer (the "pointer" layer) of every panel: interacting with any panel moves them all.
     params, _ = _shared_x_params(["accuracy", "stability", "loss"])
@@ -116,14 +153,16 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         return [catcher, rule]
 
     height = 220
+    # The series is the top-level data; layers without data of their own inherit it.
     acc_lines = alt.Chart().transform_fold(tasks, as_=["task", "accuracy"]).mark_line(strokeWidth=1.5).encode(
         x=x, y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("task:N", sort=tasks, legend=_legend("evaluated on", len(tasks)),
                         # past 10 tasks, 20 colours: the theme's 10 would repeat
                         scale=alt.Scale(scheme="tableau20") if len(tasks) > 10 else alt.Undefined))
-    acc_layers = [*_boundary_layers(bounds, len(tasks), labels=True), acc_lines]
-    if gaps is not None:  # even empty: one structure from the first refresh to the last
-        acc_layers.append(alt.Chart(gaps).mark_point(shape="triangle-down", size=70, filled=True, color="#d62728")
+    acc_layers = [*_boundary_layers(label_every), acc_lines]
+    if has_gaps:  # even empty: one structure from the first refresh to the last
+        acc_layers.append(alt.Chart(alt.Data(name=GAPS_DATA)).mark_point(shape="triangle-down", size=70, filled=True,
+                                                                         color="#d62728")
                           .encode(x=alt.X("min_step:Q"), y=alt.Y("min_acc:Q"),
                                   tooltip=[alt.Tooltip("task:N", title="old task"),
                                            alt.Tooltip("switch_step:Q", title="switch at"),
@@ -140,23 +179,22 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
         detail=alt.Detail("training_task:O"),  # one segment a training task
         strokeDash=alt.condition("datum.series == 'min-ACC' || datum.series == 'WC-ACC'",
                                  alt.value([5, 3]), alt.value([1, 0])))
-    sp_layers = [*_boundary_layers(bounds, len(tasks), labels=False), sp_lines]
-    starts = before_training(series, bounds)
-    # even when empty, as the gaps' layer: one structure from the first refresh to the last
-    sp_layers.append(alt.Chart(starts).mark_point(filled=False, size=30, strokeWidth=1.2,
-                                                  color=STABILITY_COLORS["plasticity"]).encode(
+    # the markers before training: even when empty, as the gaps' layer: one structure throughout
+    starts = alt.Chart(alt.Data(name=STARTS_DATA)).mark_point(filled=False, size=30, strokeWidth=1.2,
+                                                              color=STABILITY_COLORS["plasticity"]).encode(
         x=alt.X("step:Q"), y=alt.Y("value:Q"),
         tooltip=[alt.Tooltip("task:N", title="before training on"), alt.Tooltip("step:Q"),
-                 alt.Tooltip("value:Q", format=".3f", title="accuracy")]))
-    stability = alt.layer(*sp_layers, *hover_layers("stability", sp_names)).properties(
+                 alt.Tooltip("value:Q", format=".3f", title="accuracy")])
+    stability = alt.layer(*_boundary_layers(None), sp_lines, starts, *hover_layers("stability", sp_names)).properties(
         width=width, height=160, title="Plasticity and stability")
 
-    loss_line = alt.Chart(loss).mark_line(strokeWidth=1, color="#555").encode(
+    loss_line = alt.Chart(alt.Data(name=LOSS_DATA)).mark_line(strokeWidth=1, color="#555").encode(
         x=x, y=alt.Y("value:Q", title="training loss"))
-    training = alt.layer(*_boundary_layers(bounds, len(tasks), labels=False), loss_line, *hover_layers("loss", ["train_loss"])).properties(
+    training = alt.layer(*_boundary_layers(None), loss_line, *hover_layers("loss", ["train_loss"])).properties(
         width=width, height=120, title="Training loss")
 
-    chart = alt.vconcat(accuracy, stability, training, data=data).resolve_scale(x="shared", color="independent")
+    chart = alt.vconcat(accuracy, stability, training, data=alt.Data(name=SERIES_DATA)).resolve_scale(
+        x="shared", color="independent")
     chart.params = params
     # fit-x: ``width`` is the whole chart's, axes included, so the chart never spills out of its container
     return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
@@ -194,6 +232,18 @@ def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
     return alt.layer(*layers).properties(
         width=width, height=height, title="Accuracy matrix",
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
+def accuracy_matrix_spec(matrix: np.ndarray, width: int = 260) -> dict:
+    """``accuracy_matrix_heatmap`` as a Vega-Lite spec for ``st.vega_lite_chart``, kept per matrix:
+    the matrix changes once a task, a live page refreshes every second."""
+    matrix = np.asarray(matrix, dtype=float)
+    return copy.deepcopy(_matrix_template(matrix.tobytes(), matrix.shape, width))
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix_template(values: bytes, shape: tuple, width: int) -> dict:
+    return accuracy_matrix_heatmap(np.frombuffer(values, dtype=float).reshape(shape), width).to_dict()
 
 
 def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
