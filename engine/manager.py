@@ -327,7 +327,9 @@ class RunManager:
     def counts(self) -> dict[str, int]:
         with self._cv:
             return {"running": sum(w.run_id is not None for w in self._workers), "queued": len(self._queue),
-                    "workers": sum(w.alive for w in self._workers), "gpus": len(self.gpus)}
+                    "workers": sum(w.alive for w in self._workers),
+                    "idle": sum(w.alive and w.ready and w.run_id is None for w in self._workers),
+                    "gpus": len(self.gpus)}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the workers; runs still training are marked failed ("the lab was shut down")."""

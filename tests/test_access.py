@@ -351,6 +351,12 @@ def test_runs_at_once_holds_a_users_next_run_while_another_user_trains(tmp_path)
         tiny = small_config("naive", train={"weights": "none", "epochs_per_task": 3}, eval={"every": 50})
         a = [manager.submit(longer, principal=access.principal("a@lab.org")) for _ in range(2)]
         b = manager.submit(tiny, principal=access.principal("b@lab.org"))
+        # both places ready first: on a loaded machine a's first run could end before a second worker had
+        # imported torch, and b would then wait for a free place, not for its turn (a CI failure)
+        deadline = time.monotonic() + 120
+        while manager.counts()["idle"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert manager.counts()["idle"] == 2
         manager.resume()
         for run_id in (*a, b):
             assert manager.wait(run_id, timeout=180) == "finished"
