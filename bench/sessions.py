@@ -87,6 +87,19 @@ FINISHED, TRAINING = ("finished-1", "finished-2"), ("training-1", "training-2")
 # title was seen} or {error: what the page shows}.
 PAGE_CHECK = """({page, runs, run}) => {
   const q = (s) => document.querySelectorAll(s);
+  // the panels drawn: an SVG with a line path, or (a live run's, and Streamlit's past 2,000 marks) a
+  // canvas with coloured pixels on it (axes and bands are grey; the lines are coloured)
+  const drawnLine = (chart) => {
+    const svg = chart && chart.querySelector('svg');
+    if (svg) return [...svg.querySelectorAll('.mark-line path')].some((p) => (p.getAttribute('d') || '').length > 10);
+    const canvas = chart && chart.querySelector('canvas');
+    if (!canvas || !canvas.width || !canvas.height) return false;
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 0; i < px.length; i += 12) {
+      if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) return true;
+    }
+    return false;
+  };
   for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
                              ['[data-testid="stAlertContentWarning"]', 'warning box'], ['[role="dialog"]', 'dialog']]) {
     const el = document.querySelector(sel);
@@ -103,8 +116,7 @@ PAGE_CHECK = """({page, runs, run}) => {
   } else {
     if (!titled) return null;
     const values = [...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim());
-    const chart = document.querySelector('[data-testid="stVegaLiteChart"] svg');
-    const line = chart && [...chart.querySelectorAll('.mark-line path')].some((p) => (p.getAttribute('d') || '').length > 10);
+    const line = drawnLine(document.querySelector('[data-testid="stVegaLiteChart"]'));
     const config = [...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'));
     if (values.length < 6 || !line || !config) return null;
   }

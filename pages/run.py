@@ -36,6 +36,10 @@ if run_id is None or not str(run_id).isdigit() or run_row(store, int(run_id)) is
 run_id = int(run_id)
 live = run_row(store, run_id)["status"] not in FINAL_STATUSES
 
+# About how many rows the panels draw, each bucket's extremes kept (a dip is never smoothed away).
+# Fewer while the run trains: the browser redraws the live panels every second, and its cost grows
+# with the rows (one tab's main thread: ~0.42 CPU-s/s at 2,000 rows, ~0.19 at 600; bench/sessions.py).
+LIVE_POINTS, FINISHED_POINTS = 800, 2000
 SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
                    "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
 
@@ -43,7 +47,7 @@ SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_
 @st.fragment(run_every=1.0 if live else None)
 def run_view() -> None:
     # One snapshot, read before anything is drawn: every element below shows the same moment.
-    view = read_run_view(store, run_id)
+    view = read_run_view(store, run_id, points=LIVE_POINTS if live else FINISHED_POINTS)
     if view is None:
         st.warning(f"Run {run_id} was deleted.")
         return
@@ -104,7 +108,7 @@ def run_view() -> None:
     if series.empty:
         st.info("Waiting for the first evaluation..." if not final else "This run has no evaluation to draw.")
     else:
-        st.vega_lite_chart(run_spec(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"])),
+        st.vega_lite_chart(run_spec(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"]), live=not final),
                            width="stretch", key="panels")
     st.caption("Plasticity (panel 2) is drawn from the first evaluation after training on a task begins; "
                "the hollow marker at each switch is the new task's accuracy before training on it.")

@@ -28,8 +28,9 @@ class RunView:
         return self.run["status"]
 
 
-def run_view(store, run_id: int) -> RunView | None:
-    """Everything the Run page draws of ``run_id`` as of one moment; None if there is no such run."""
+def run_view(store, run_id: int, points: int = 2000) -> RunView | None:
+    """Everything the Run page draws of ``run_id`` as of one moment; None if there is no such run.
+    ``points``: about how many rows the series and the loss are downsampled to (extremes kept)."""
     cur = store.cursor()
     try:
         with read_snapshot(cur):
@@ -38,8 +39,8 @@ def run_view(store, run_id: int) -> RunView | None:
                 return None
             return RunView(
                 run=run,
-                series=run_series(cur, run_id),
-                loss=downsampled_long(cur, run_id, "train_loss"),
+                series=run_series(cur, run_id, points),
+                loss=downsampled_long(cur, run_id, "train_loss", points),
                 bounds=pd.DataFrame(boundaries(cur, run_id), columns=["task", "start_step", "end_step"]),
                 summary=summary(cur, run_id),
             )

@@ -108,17 +108,15 @@ def test_a_live_run_is_updated_in_place_and_laid_out_as_a_finished_one(run_serve
     def step() -> int:
         return int(header.inner_text().split("step ")[1].split("/")[0])
 
-    # Updated in place: over a second or two of refreshes the chart's SVG node stays the same
-    # (a remount each refresh was the flicker) while the step moves on.
-    kept = False
-    for _ in range(4):
-        panels.evaluate("e => e.dataset.probe = 'kept'")
-        before = step()
-        page.wait_for_timeout(2000)
-        if page.locator("[data-probe='kept']").count() and step() > before:
-            kept = True
-            break
-    assert kept, "the live chart was redrawn from scratch at every refresh"
+    # Updated in place: over several seconds of refreshes the chart's node stays the same while the
+    # step moves on (a remount each refresh was the flicker; a spec that changed with the rows' count
+    # rebuilt the chart, blank for seconds under load). The live panels are a canvas (pinned).
+    assert panels.evaluate("e => e.tagName") == "CANVAS"
+    panels.evaluate("e => e.dataset.probe = 'kept'")
+    before = step()
+    page.wait_for_timeout(6000)
+    assert page.locator("[data-probe='kept']").count() == 1, "the live chart was built anew during refreshes"
+    assert step() > before
     layout = page.evaluate(LAYOUT_JS)
     check_layout(layout, None)
     no_exception(page)

@@ -250,5 +250,13 @@ def test_a_refresh_sends_the_same_spec_with_new_data(lab, finished_run):
     altair = run_panels(*late, gap_marks([])).to_dict()
     assert {k: v for k, v in altair.items() if k != "datasets"} == specs[1]
     assert len(altair["datasets"]["run_loss"]) == len(loss)
+    # live: the renderer and ARIA pinned, so the spec does not change as the rows grow past the counts
+    # at which Streamlit's front end would pick them itself (2,000 marks a row, 5,000 marks)
+    big = pd.concat([series.assign(step=series["step"] + k * 100_000) for k in range(-(-5000 // len(series)))], ignore_index=True)
+    live = [run_spec(*moment, gap_marks([]), live=True) for moment in (early, (big, loss, bounds))]
+    assert len(live[0].pop("datasets")["run_series"]) < 100 < 5000 <= len(live[1].pop("datasets")["run_series"])
+    assert live[0] == live[1]
+    assert live[0]["usermeta"]["embedOptions"]["renderer"] == "canvas" and live[0]["config"]["mark"]["aria"] is False
+    assert "usermeta" not in specs[1]  # a finished run's chart: Streamlit's choice (SVG while it is small)
     starts = pd.DataFrame(altair["datasets"]["run_starts"])
     pd.testing.assert_frame_equal(starts, before_training(series, bounds), check_exact=False, rtol=1e-9)

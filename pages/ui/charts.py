@@ -80,14 +80,22 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
 
 
 def run_spec(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
-             gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH) -> dict:
+             gaps: pd.DataFrame | None = None, width: int = PANEL_WIDTH, live: bool = False) -> dict:
     """``run_panels`` as a Vega-Lite spec for ``st.vega_lite_chart``. The spec without its data is
     built and validated by Altair once per layout (the tasks evaluated, whether gaps are marked) and
     kept; the data are named datasets. A live page's refresh thus sends the same spec with new data:
     the browser updates the chart in place instead of building it anew, and the server skips Altair
-    (whose conversion Streamlit runs under one process-wide lock)."""
+    (whose conversion Streamlit runs under one process-wide lock).
+
+    ``live``: the renderer and ARIA are pinned. Streamlit's front end (1.67) otherwise picks them from
+    the datasets' row counts (canvas past 2,000 marks drawn per row, no ARIA past 5,000 marks), so a
+    growing run's spec changed as it crossed them and the chart was built anew (blank, under load,
+    for seconds). A canvas also costs the browser less for a chart redrawn every second."""
     data, layout = _run_data(series, loss, bounds, gaps)
     spec = copy.deepcopy(_run_template(*layout, width))
+    if live:
+        spec["usermeta"] = {"embedOptions": {"renderer": "canvas"}}
+        spec.setdefault("config", {}).setdefault("mark", {})["aria"] = False
     spec["datasets"] = data
     return spec
 
