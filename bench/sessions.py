@@ -19,17 +19,20 @@ within the app (the sidebar's Runs link; a Run page by the browser's history nav
 forward do); the time runs from the click to the drawn page. ``--navigation fresh``: each read is a
 new page load and a new Streamlit session. ``--think S`` keeps a session on a drawn page S seconds
 (default 0: no pause between reads, the worst case of 20 readers). Before the minute each session loads the Runs
-page once, four sessions at a time (its browser cache then holds the app's JavaScript, as for a user
-who has the lab open); those loads are not timed, but their errors count. The sessions' first
+page, a finished Run page and the Runs page again, four sessions at a time (its browser then holds
+the app's JavaScript and Vega's, as for a user who has the lab open); those loads are not timed, but
+their errors count. The sessions' first
 measured loads are spread over 2 s.
 
 Drawn means, checked in the page every 100 ms:
 - Runs page: the "Runs" title, the table with a row for every run in the lab (its grid cells) and the
   caption under it ("N run(s).", the fragment's last element).
 - Run page: the "Run ID: name" title, the six summary figures with values, the first chart (the
-  accuracy panels) rendered by Vega with its lines drawn (an SVG path with data), and the Config
-  expander (the fragment's last element). The live Run page reruns its fragment every second, so
-  the Streamlit "running" indicator is not a usable signal; these elements are.
+  accuracy panels) rendered by Vega with its lines drawn (an SVG path with data, or, for a live run,
+  whose panels are a canvas, coloured pixels on it), and the Config expander (the fragment's last
+  element). A live page reruns its fragment every ``live_refresh_s`` (2 s), so the Streamlit
+  "running" indicator is not a usable signal; these elements are. A page not drawn in time is
+  reported with what it lacked.
 The time is the browser's own clock (performance.now(), from navigation start) when drawn; the
 table also gives the median time to the page's title (the app booted in the browser and the server's
 first answer drawn), which tells the browser's start-up apart from the rest.
@@ -83,24 +86,30 @@ WARMING_AT_ONCE = 4  # sessions loading their first page at the same time
 STAGGER = 2.0  # s: the sessions' first measured loads are spread over this
 FINISHED, TRAINING = ("finished-1", "finished-2"), ("training-1", "training-2")
 
-# In the page, every 100 ms: null until drawn; then {t: ms since navigation start, title: ms until its
-# title was seen} or {error: what the page shows}.
-PAGE_CHECK = """({page, runs, run}) => {
-  const q = (s) => document.querySelectorAll(s);
-  // the panels drawn: an SVG with a line path, or (a live run's, and Streamlit's past 2,000 marks) a
+DRAWN_LINE = """  // the panels drawn: an SVG with a line path, or (a live run's, and Streamlit's past 2,000 marks) a
   // canvas with coloured pixels on it (axes and bands are grey; the lines are coloured)
   const drawnLine = (chart) => {
     const svg = chart && chart.querySelector('svg');
     if (svg) return [...svg.querySelectorAll('.mark-line path')].some((p) => (p.getAttribute('d') || '').length > 10);
     const canvas = chart && chart.querySelector('canvas');
     if (!canvas || !canvas.width || !canvas.height) return false;
+    if (canvas.__drawn) return true;  // read once: a live chart is updated in place, on the same canvas
     const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
     for (let i = 0; i < px.length; i += 12) {
-      if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) return true;
+      if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) {
+        canvas.__drawn = true;
+        return true;
+      }
     }
     return false;
   };
-  for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
+"""
+
+# In the page, every 100 ms: null until drawn; then {t: ms since navigation start, title: ms until its
+# title was seen} or {error: what the page shows}.
+PAGE_CHECK = """({page, runs, run}) => {
+  const q = (s) => document.querySelectorAll(s);
+""" + DRAWN_LINE + """  for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
                              ['[data-testid="stAlertContentWarning"]', 'warning box'], ['[role="dialog"]', 'dialog']]) {
     const el = document.querySelector(sel);
     if (el) return {error: what + ': ' + el.innerText.slice(0, 200).replace(/\\s+/g, ' ')};
@@ -116,11 +125,30 @@ PAGE_CHECK = """({page, runs, run}) => {
   } else {
     if (!titled) return null;
     const values = [...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim());
-    const line = drawnLine(document.querySelector('[data-testid="stVegaLiteChart"]'));
     const config = [...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'));
-    if (values.length < 6 || !line || !config) return null;
+    // the chart last: reading a canvas's pixels is the check's one costly part
+    if (values.length < 6 || !config || !drawnLine(document.querySelector('[data-testid="stVegaLiteChart"]'))) return null;
   }
   return {t: performance.now() - since, title: window.__titled};
+}"""
+
+# At a timeout: the parts of PAGE_CHECK's drawn page that were missing, in a few words.
+LACKING = """({page, run}) => {
+  const q = (s) => document.querySelectorAll(s);
+""" + DRAWN_LINE + """  const title = [...q('h1')].map((h) => h.innerText.trim());
+  const lacking = [];
+  if (!(page === 'runs' ? title.includes('Runs') : title.some((t) => t.startsWith(`Run ${run}: `)))) lacking.push('title');
+  if (page === 'runs') {
+    if (!q('[data-testid^="glide-cell-2-"]').length) lacking.push('rows');
+  } else {
+    if ([...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim()).length < 6) lacking.push('figures');
+    const chart = document.querySelector('[data-testid="stVegaLiteChart"]');
+    if (!chart) lacking.push('chart');
+    else if (!chart.querySelector('svg, canvas')) lacking.push('panels (no svg or canvas yet)');
+    else if (!drawnLine(chart)) lacking.push('panels (a ' + chart.querySelector('svg, canvas').tagName.toLowerCase() + ' with no line)');
+    if (![...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'))) lacking.push('config');
+  }
+  return lacking.join(', ') || 'nothing (drawn just now)';
 }"""
 
 # An in-app read, in the page: the Runs page by its sidebar link (the user's click); a Run page by the
@@ -345,7 +373,13 @@ async def read_page(tab, url: str, page: str, runs: int, timeout: float, in_app:
         return await handle.json_value()
     except PlaywrightError as err:  # TimeoutError is one
         first = str(err).splitlines()[0]
-        return {"error": f"not drawn in {timeout:.0f} s" if "Timeout" in first else first}
+        if "Timeout" not in first:
+            return {"error": first}
+        try:  # what the page lacked, so that the error says where the time went
+            lacked = await asyncio.wait_for(tab.evaluate(LACKING, {"page": page, "run": run}), 5)
+        except (PlaywrightError, asyncio.TimeoutError):
+            lacked = "unknown"
+        return {"error": f"not drawn in {timeout:.0f} s (lacking: {lacked})"}
 
 
 def failed(request, url: str, page: str, tally: Tally) -> None:
@@ -370,9 +404,14 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
         tab.on("requestfailed", lambda r: failed(r, base, current[0], tally))
         tab.on("console", lambda m: m.type == "error" and tally.note(current[0], f"console error: {m.text}"))
         async with warming:  # a few at a time: 20 cold browser caches at once is no reader's case
-            result = await read_page(tab, plan[0][1], "runs", runs, WARM_UP_TIMEOUT)
-        if "error" in result:
-            tally.error("warm-up", result["error"])
+            # the Runs page, a finished Run page (Vega's code is loaded by the first chart) and Runs again
+            finished_run = next(url for page, url in plan if page == "run (finished)") if "run" in args.pages else None
+            for page, url, in_app in (("runs", plan[0][1], False), ("run", finished_run, args.in_app),
+                                      ("runs", plan[0][1], args.in_app)):
+                result = await read_page(tab, url, page, runs, WARM_UP_TIMEOUT, in_app) if url else {}
+                if "error" in result:
+                    tally.error("warm-up", result["error"])
+                    break
         if not args.in_app:
             await tab.goto("about:blank")  # an open Runs page refreshes every 2 s: no load before the minute
     finally:
@@ -418,6 +457,7 @@ async def drive(url: str, args, db: Path, processes: Processes) -> dict:
     from playwright.async_api import async_playwright
 
     tally, warming, ready, start, stop_at = Tally(), asyncio.Semaphore(WARMING_AT_ONCE), [], asyncio.Event(), [0.0]
+    os.nice(args.browser_nice)  # this script, Playwright's driver and Chromium (the lab was started before)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         opener = await browser.new_page()  # the lab opens (store, run manager, workers) on its first page load
@@ -523,6 +563,9 @@ def main() -> None:
                              "it; fresh: every read is a new page load (a new Streamlit session)")
     parser.add_argument("--think", type=float, default=0.0,
                         help="seconds a session stays on a page once it is drawn, before the next read")
+    parser.add_argument("--browser-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
+                        help="the browsers' CPU priority below the lab's server (nice); 10: the browsers take only "
+                             "the CPU the server leaves, as when they run on the users' own machines")
     args = parser.parse_args()
     args.pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     if not args.pages or set(args.pages) - {"runs", "run"}:

@@ -50,6 +50,13 @@ class Limits:
     # what training may take from the pages: the workers run at this nice level (1-19, os.nice), so
     # a page read gets a core at once and training has every cycle the pages leave
     worker_nice: int = 10
+    # how often a live page (Run, Runs, Compare) is redrawn: each redraw of a live Run page costs its
+    # browser about a tenth of a CPU-second, and the server a script run
+    live_refresh_s: float = 2.0
+
+
+# the limits with bounds besides "positive" (inclusive)
+BOUNDS = {"worker_nice": (1, 19), "live_refresh_s": (0.5, 3600)}
 
 
 class SettingsError(ValueError):
@@ -84,8 +91,11 @@ def load_limits(path: Path | None = None) -> Limits:
         kind = fields[key].type
         ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
               and (kind != "int" or isinstance(value, int)))
+        low, high = BOUNDS.get(key, (None, None))
         if not ok:
             problems.append(f"limits.{key} = {str(value)[:40]!r}: must be a positive {'integer' if kind == 'int' else 'number'}")
+        elif low is not None and not low <= value <= high:
+            problems.append(f"limits.{key} = {value!r}: must be from {low} to {high}")
         else:
             values[key] = value
     if problems:

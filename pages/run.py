@@ -6,6 +6,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
+from engine.limits import limits
 from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, may, me
@@ -37,14 +38,14 @@ run_id = int(run_id)
 live = run_row(store, run_id)["status"] not in FINAL_STATUSES
 
 # About how many rows the panels draw, each bucket's extremes kept (a dip is never smoothed away).
-# Fewer while the run trains: the browser redraws the live panels every second, and its cost grows
-# with the rows (one tab's main thread: ~0.42 CPU-s/s at 2,000 rows, ~0.19 at 600; bench/sessions.py).
+# Fewer while the run trains: the browser redraws the live panels at every refresh, and its cost grows
+# with the rows (one tab's main thread at 1 s refreshes: ~0.42 CPU-s/s at 2,000 rows, ~0.19 at 600).
 LIVE_POINTS, FINISHED_POINTS = 800, 2000
 SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
                    "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
 
 
-@st.fragment(run_every=1.0 if live else None)
+@st.fragment(run_every=limits().live_refresh_s if live else None)
 def run_view() -> None:
     # One snapshot, read before anything is drawn: every element below shows the same moment.
     view = read_run_view(store, run_id, points=LIVE_POINTS if live else FINISHED_POINTS)

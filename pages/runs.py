@@ -68,7 +68,7 @@ def selected_run(ids: list[int]) -> int | None:
     return run_id
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=limits().live_refresh_s)
 def table() -> None:
     try:
         df = runs_view(store, statuses=statuses, strategies=strategies, search=search, columns=columns,

@@ -48,7 +48,7 @@ def run_server(tmp_path_factory):
     db, log = folder / "lab.duckdb", folder / "streamlit.log"
     store = Store(db, serve=False)
     finished = {n: run_in_process(store, small_config("replay", n_tasks=n, eval={"every": 2})) for n in TASKS}
-    live = store.create_run(small_config("replay", n_tasks=5, train={"epochs_per_task": 120}, eval={"every": 1})
+    live = store.create_run(small_config("replay", n_tasks=5, train={"epochs_per_task": 200}, eval={"every": 1})
                             .model_dump(mode="json"), name="live-run")
     store.close()
     with streamlit_server(db, log) as url:
@@ -115,6 +115,8 @@ def test_a_live_run_is_updated_in_place_and_laid_out_as_a_finished_one(run_serve
     panels.evaluate("e => e.dataset.probe = 'kept'")
     before = step()
     page.wait_for_timeout(6000)
+    assert header.inner_text().split(" ")[0].strip("*") == "running", \
+        f"the run ended within the window, so it tells nothing: make it longer ({header.inner_text()})"
     assert page.locator("[data-probe='kept']").count() == 1, "the live chart was built anew during refreshes"
     assert step() > before
     layout = page.evaluate(LAYOUT_JS)

@@ -260,6 +260,24 @@ def test_the_run_cap_is_the_limit_in_lab_toml(tmp_path, monkeypatch):
         monkeypatch.setattr(lim, "_cached", None)
 
 
+@pytest.mark.parametrize("line, expected", [
+    ("live_refresh_s = 0.1", "limits.live_refresh_s = 0.1: must be from 0.5 to 3600"),
+    ("worker_nice = 40", "limits.worker_nice = 40: must be from 1 to 19"),
+    ("live_refresh_s = true", "limits.live_refresh_s = 'True': must be a positive number"),
+    ("refresh = 2", "limits.refresh: is not a known limit"),
+])
+def test_a_limit_out_of_its_bounds_is_refused_with_its_line(tmp_path, line, expected):
+    from engine.limits import SettingsError, load_limits
+
+    settings = tmp_path / "lab.toml"
+    settings.write_text(f"[limits]\n{line}\n")
+    with pytest.raises(SettingsError) as err:
+        load_limits(settings)
+    assert str(err.value).startswith(expected)
+    settings.write_text("[limits]\nlive_refresh_s = 5\nworker_nice = 19\n")
+    assert (load_limits(settings).live_refresh_s, load_limits(settings).worker_nice) == (5, 19)
+
+
 def test_the_guarded_entry_is_the_one_config_and_sweep_files_come_through(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("name: a\nseed: &s 1\n")
