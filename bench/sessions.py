@@ -47,6 +47,10 @@ Also printed: the steps the two training runs made during the minute, the server
 everything else on the machine used during the minute (/proc), which tells who was short of CPU.
 
     python bench/sessions.py [--sessions 20] [--seconds 60] [--pages runs,run] [--epochs 1000] [--timeout 30]
+                             [--navigation in-app|fresh] [--think 0] [--browser-nice 0]
+
+``--browser-nice 10`` runs the browsers below the lab's server (its workers are at nice 10 too):
+the browsers then take only the CPU the server leaves, as when they run on the users' machines.
 
 The browsers run on the lab's machine: each page load costs Chromium one to two CPU seconds (booting
 Streamlit's app, drawing the table or the Vega charts), more than it costs the server. Read the times

@@ -53,10 +53,12 @@ class Limits:
     # how often a live page (Run, Runs, Compare) is redrawn: each redraw of a live Run page costs its
     # browser about a tenth of a CPU-second, and the server a script run
     live_refresh_s: float = 2.0
+    # ... and longer with many browser sessions open: this many seconds a session (pages.ui.lab.live_refresh)
+    live_refresh_per_session_s: float = 0.25
 
 
 # the limits with bounds besides "positive" (inclusive)
-BOUNDS = {"worker_nice": (1, 19), "live_refresh_s": (0.5, 3600)}
+BOUNDS = {"worker_nice": (1, 19), "live_refresh_s": (0.5, 3600), "live_refresh_per_session_s": (0.01, 60)}
 
 
 class SettingsError(ValueError):

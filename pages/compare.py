@@ -5,13 +5,12 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
-from engine.limits import limits
 from engine.reality import reality_rankings
 from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
 from pages.ui.charts import compare_spec
 from pages.ui.downloads import download_menu, exported, report_downloads
-from pages.ui.lab import PAGES, lab, may, me
+from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from pages.ui.palette import group_styles
@@ -25,7 +24,7 @@ store = the_lab.store
 who = me()  # the session's principal: the buttons and menus below are what it may use
 st.title("Compare")
 
-@st.fragment(run_every=limits().live_refresh_s)
+@st.fragment(run_every=live_refresh())
 def sweep_status(sweep_id: int) -> None:
     """The sweep's progress, a group cancel, and its outcome: a reality check's two rankings side by
     side, or a search's best trials."""
@@ -135,7 +134,7 @@ labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["con
 styles = group_styles(sorted(set(labels.values())))
 
 
-@st.fragment(run_every=limits().live_refresh_s if live else None)
+@st.fragment(run_every=live_refresh() if live else None)
 def results() -> None:
     """Curves, metrics and frontier; refreshed every 2 s while a selected run is queued or running."""
     current = select_runs(store, run_ids=run_ids)  # fresh statuses

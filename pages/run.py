@@ -6,10 +6,9 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
-from engine.limits import limits
 from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
-from pages.ui.lab import PAGES, lab, may, me
+from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from store.metrics import METRICS
 from store.queries import run_row, runs_table
 from store.run_view import run_view as read_run_view
@@ -45,7 +44,10 @@ SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_
                    "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
 
 
-@st.fragment(run_every=limits().live_refresh_s if live else None)
+refresh = live_refresh() if live else None
+
+
+@st.fragment(run_every=refresh)
 def run_view() -> None:
     # One snapshot, read before anything is drawn: every element below shows the same moment.
     view = read_run_view(store, run_id, points=LIVE_POINTS if live else FINISHED_POINTS)
@@ -62,7 +64,8 @@ def run_view() -> None:
     head, action, files = st.columns([4, 1.5, 1.5], vertical_alignment="center")
     head.markdown(f"**{status}** · {config['strategy']['name']} on {config['scenario']['dataset']}, "
                   f"{config['scenario']['setting']}-incremental, {config['scenario']['n_tasks']} tasks · "
-                  f"step {step}/{total or '?'} · owner {run['owner']}")
+                  f"step {step}/{total or '?'} · owner {run['owner']}"
+                  + (f" · redrawn every {refresh:.3g} s" if refresh and not final else ""))
     if final:
         head.empty()
     else:
@@ -117,7 +120,7 @@ def run_view() -> None:
     matrix_column, gap_column = st.columns([1, 1.5], gap="medium")
     matrix = np.array(metrics["accuracy_matrix"], dtype=float)
     if np.isfinite(matrix).any():
-        matrix_column.vega_lite_chart(accuracy_matrix_spec(matrix), width="stretch", key="matrix")
+        matrix_column.vega_lite_chart(accuracy_matrix_spec(matrix, live=not final), width="stretch", key="matrix")
     else:
         matrix_column.empty()
     gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],

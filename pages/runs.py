@@ -8,7 +8,7 @@ from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
 from engine.limits import limits
 from engine.strategies import STRATEGIES
-from pages.ui.lab import PAGES, lab, may, me
+from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from store.annotations import AnnotationError, parse_tags
 from store.metrics import METRICS
 from store.runs_view import BASE_SORT, RUN_METRICS, column_options, runs_view
@@ -68,7 +68,7 @@ def selected_run(ids: list[int]) -> int | None:
     return run_id
 
 
-@st.fragment(run_every=limits().live_refresh_s)
+@st.fragment(run_every=live_refresh())
 def table() -> None:
     try:
         df = runs_view(store, statuses=statuses, strategies=strategies, search=search, columns=columns,

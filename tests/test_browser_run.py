@@ -48,7 +48,7 @@ def run_server(tmp_path_factory):
     db, log = folder / "lab.duckdb", folder / "streamlit.log"
     store = Store(db, serve=False)
     finished = {n: run_in_process(store, small_config("replay", n_tasks=n, eval={"every": 2})) for n in TASKS}
-    live = store.create_run(small_config("replay", n_tasks=5, train={"epochs_per_task": 200}, eval={"every": 1})
+    live = store.create_run(small_config("replay", n_tasks=5, train={"epochs_per_task": 300}, eval={"every": 1})
                             .model_dump(mode="json"), name="live-run")
     store.close()
     with streamlit_server(db, log) as url:
@@ -99,6 +99,19 @@ def check_layout(layout, n_tasks: int | None) -> None:
 
 def test_a_live_run_is_updated_in_place_and_laid_out_as_a_finished_one(run_server, page):
     url, _, live, _ = run_server
+    # A live page's period grows with the browser sessions open (live_refresh_per_session_s, 0.25 s
+    # each): with 11 more sessions it is at least 12 x 0.25 = 3 s; they close, and it is 2 s again.
+    others = [page.context.browser.new_context() for _ in range(11)]
+    try:
+        for context in others:
+            context.new_page().goto(f"{url}/runs")
+        open_run(page, url, live)
+        header = page.locator('[data-testid="stMarkdownContainer"]', has_text="redrawn every ").first
+        period = float(header.inner_text().split("redrawn every ")[1].split(" s")[0])
+        assert 3.0 <= period <= 0.25 * 16, header.inner_text()
+    finally:
+        for context in others:
+            context.close()
     open_run(page, url, live)
     page.get_by_text("running", exact=True).first.wait_for(timeout=60_000)
     panels = page.locator('[data-testid="stVegaLiteChart"]').first.locator("svg, canvas").first
@@ -119,6 +132,7 @@ def test_a_live_run_is_updated_in_place_and_laid_out_as_a_finished_one(run_serve
         f"the run ended within the window, so it tells nothing: make it longer ({header.inner_text()})"
     assert page.locator("[data-probe='kept']").count() == 1, "the live chart was built anew during refreshes"
     assert step() > before
+    assert "redrawn every 2 s" in header.inner_text()  # one session: the lab's live_refresh_s
     layout = page.evaluate(LAYOUT_JS)
     check_layout(layout, None)
     no_exception(page)

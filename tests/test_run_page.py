@@ -15,7 +15,7 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from engine.manager import run_in_process
-from pages.ui.charts import accuracy_matrix_heatmap, before_training, gap_marks, run_panels, run_spec
+from pages.ui.charts import accuracy_matrix_heatmap, accuracy_matrix_spec, before_training, gap_marks, run_panels, run_spec
 from pages.ui.downloads import run_downloads
 from store.queries import boundaries, downsampled_long, run_row, run_series
 from tests.conftest import ROOT, page_lab, small_config
@@ -207,6 +207,23 @@ def test_the_matrix_labels_every_row_and_column_at_any_number_of_tasks(n_tasks):
     assert enc["x"]["scale"]["domain"] == rows[1:] and enc["x"]["axis"]["labelOverlap"] is False
     assert spec["height"] >= 16 * (n_tasks + 1)  # room for every row's label
     assert spec["title"] == "Accuracy matrix"
+
+
+def test_a_live_matrix_keeps_its_spec_as_its_cells_are_measured():
+    """The live Run page's matrix: a new evaluation changes the training task's row; the spec stays
+    the same (the browser updates the chart in place) and the report's Altair chart has the same."""
+    R = np.full((4, 3), np.nan)
+    R[0], R[1] = [0.1, 0.1, 0.1], [0.9, 0.2, 0.1]
+    before = accuracy_matrix_spec(R, live=True)
+    R[2, :2] = [0.5, 0.7]
+    after = accuracy_matrix_spec(R, live=True)
+    cells = [spec.pop("datasets")["accuracy_matrix"] for spec in (before, after)]
+    assert before == after and after["usermeta"]["embedOptions"]["renderer"] == "canvas"
+    assert (len(cells[0]), len(cells[1])) == (6, 8)
+    assert cells[1].set_index(["after", "on"]).loc[("task 2", "task 2"), "accuracy"] == 0.7
+    report = accuracy_matrix_heatmap(R).to_dict()
+    assert {k: v for k, v in report.items() if k != "datasets"} == {k: v for k, v in accuracy_matrix_spec(R).items() if k != "datasets"}
+    assert len(report["datasets"]["accuracy_matrix"]) == 8
 
 
 def test_plasticity_is_drawn_a_segment_a_task_with_the_value_before_training_as_a_marker(lab, finished_run):

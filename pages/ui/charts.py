@@ -94,10 +94,16 @@ def run_spec(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     data, layout = _run_data(series, loss, bounds, gaps)
     spec = copy.deepcopy(_run_template(*layout, width))
     if live:
-        spec["usermeta"] = {"embedOptions": {"renderer": "canvas"}}
-        spec.setdefault("config", {}).setdefault("mark", {})["aria"] = False
+        _pin_renderer(spec)
     spec["datasets"] = data
     return spec
+
+
+def _pin_renderer(spec: dict) -> None:
+    """A live chart's renderer (canvas) and ARIA (off) set in its spec, so that Streamlit's front end
+    does not choose them from the data's size and rebuild the chart when the choice changes."""
+    spec["usermeta"] = {"embedOptions": {"renderer": "canvas"}}
+    spec.setdefault("config", {}).setdefault("mark", {})["aria"] = False
 
 
 def _run_data(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame, gaps: pd.DataFrame | None):
@@ -208,19 +214,54 @@ def _run_chart(tasks: tuple, label_every: int, has_gaps: bool, width: int) -> al
     return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
-def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
+MATRIX_DATA = "accuracy_matrix"
+
+
+def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.LayerChart:
     """R[i][j], accuracy on task j after training task i; row 0 is before training ("init").
     Every row keeps its label at any number of tasks (a row is at least 16 px high and labels never
     hide each other); the values are printed in the cells up to 10 tasks, in the tooltip always."""
     matrix = np.asarray(matrix, dtype=float)
-    n_rows, n_tasks = matrix.shape if matrix.ndim == 2 else (0, 0)
+    chart = _matrix_chart(*_matrix_shape(matrix), width)
+    chart.datasets = {MATRIX_DATA: _records(_matrix_rows(matrix))}
+    return chart
+
+
+def accuracy_matrix_spec(matrix: np.ndarray, width: int = 260, live: bool = False) -> dict:
+    """``accuracy_matrix_heatmap`` as a Vega-Lite spec for ``st.vega_lite_chart``: the spec without
+    its data is built once per shape and kept, the cells are a named dataset. A live run's matrix
+    changes at every evaluation (the row of the task training now): the browser then updates the
+    chart in place, and the server skips Altair. ``live``: as ``run_spec``'s."""
+    matrix = np.asarray(matrix, dtype=float)
+    spec = copy.deepcopy(_matrix_template(*_matrix_shape(matrix), width))
+    if live:
+        _pin_renderer(spec)
+    spec["datasets"] = {MATRIX_DATA: _matrix_rows(matrix)}
+    return spec
+
+
+def _matrix_shape(matrix: np.ndarray) -> tuple[int, int]:
+    return matrix.shape if matrix.ndim == 2 else (0, 0)
+
+
+def _matrix_rows(matrix: np.ndarray) -> pd.DataFrame:
+    """One row a measured cell: after (its row's name), on (its column's), accuracy."""
+    n_rows, n_tasks = _matrix_shape(matrix)
+    rows = [{"after": "init" if i == 0 else f"task {i}", "on": f"task {j + 1}", "accuracy": float(v)}
+            for i, row in enumerate(matrix) for j, v in enumerate(row) if v == v]
+    return pd.DataFrame(rows, columns=["after", "on", "accuracy"])
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix_template(n_rows: int, n_tasks: int, width: int) -> dict:
+    return _matrix_chart(n_rows, n_tasks, width).to_dict()
+
+
+def _matrix_chart(n_rows: int, n_tasks: int, width) -> alt.LayerChart:
     row_names = ["init" if i == 0 else f"task {i}" for i in range(n_rows)]
     columns = [f"task {j + 1}" for j in range(n_tasks)]
-    rows = [{"after": row_names[i], "on": columns[j], "accuracy": float(v)}
-            for i, row in enumerate(matrix) for j, v in enumerate(row) if v == v]
-    df = pd.DataFrame(rows, columns=["after", "on", "accuracy"])
     # fixed domains: a row or column not measured yet keeps its place and its label
-    base = alt.Chart(df).encode(
+    base = alt.Chart().encode(
         x=alt.X("on:N", title="evaluated on", sort=columns, scale=alt.Scale(domain=columns),
                 axis=alt.Axis(orient="top", labelAngle=0 if n_tasks <= 6 else -90, labelOverlap=False,
                               labelLimit=0, labelFontSize=10 if n_tasks <= 10 else 9)),
@@ -237,21 +278,9 @@ def accuracy_matrix_heatmap(matrix: np.ndarray, width: int = 260) -> alt.Chart:
             color=alt.condition("datum.accuracy > 0.6", alt.value("black"), alt.value("white"))))
     height = max(16 * n_rows, min(int(width), 22 * n_rows)) if isinstance(width, (int, float)) else 18 * n_rows
     # the title is placed outside the axes' bounds: above the column labels, never on them
-    return alt.layer(*layers).properties(
+    return alt.layer(*layers, data=alt.Data(name=MATRIX_DATA)).properties(
         width=width, height=height, title="Accuracy matrix",
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
-
-
-def accuracy_matrix_spec(matrix: np.ndarray, width: int = 260) -> dict:
-    """``accuracy_matrix_heatmap`` as a Vega-Lite spec for ``st.vega_lite_chart``, kept per matrix:
-    the matrix changes once a task, a live page refreshes every second."""
-    matrix = np.asarray(matrix, dtype=float)
-    return copy.deepcopy(_matrix_template(matrix.tobytes(), matrix.shape, width))
-
-
-@functools.lru_cache(maxsize=64)
-def _matrix_template(values: bytes, shape: tuple, width: int) -> dict:
-    return accuracy_matrix_heatmap(np.frombuffer(values, dtype=float).reshape(shape), width).to_dict()
 
 
 def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:

@@ -197,6 +197,24 @@ def me() -> Principal:
     return who
 
 
+def live_refresh() -> float:
+    """Seconds between two redraws of a live page (its fragment's ``run_every``): the lab's
+    ``live_refresh_s``, or ``live_refresh_per_session_s`` times the browser sessions open, if longer.
+    Each redraw is a script run on the one server process and a redraw in the browser, so with many
+    viewers the live pages together cost the server about the same (at most one redraw every
+    ``live_refresh_per_session_s`` seconds, all sessions together), and no page falls behind its own
+    refreshes. Read when a page is opened (a full run)."""
+    from engine.limits import limits
+
+    try:  # Streamlit 1.67 has no public count of sessions; the runtime's session manager has it
+        from streamlit.runtime import Runtime
+
+        sessions = Runtime.instance()._session_mgr.num_active_sessions() if Runtime.exists() else 1
+    except (AttributeError, RuntimeError):
+        sessions = 1
+    return max(limits().live_refresh_s, limits().live_refresh_per_session_s * sessions)
+
+
 def may(who: Principal, action: str, owner: str | None = None) -> bool:
     """Whether ``who`` may take ``action`` on a run of ``owner`` (None: a launch): the pages show only
     what this allows; the manager and the store check it again and refuse the rest."""
