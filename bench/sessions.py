@@ -29,8 +29,8 @@ Drawn means, checked in the page every 100 ms:
   caption under it ("N run(s).", the fragment's last element).
 - Run page: the "Run ID: name" title, the six summary figures with values, the first chart (the
   accuracy panels) rendered by Vega with its lines drawn (an SVG path with data, or, for a live run,
-  whose panels are a canvas, coloured pixels on it), and the Config expander (the fragment's last
-  element). A live page reruns its fragment every ``live_refresh_s`` (2 s), so the Streamlit
+  whose panels are a canvas, coloured pixels on it), and the Config expander (the page's last
+  element, below the live fragment). A live page reruns its fragment every ``live_refresh_s`` (2 s), so the Streamlit
   "running" indicator is not a usable signal; these elements are. A page not drawn in time is
   reported with what it lacked.
 The time is the browser's own clock (performance.now(), from navigation start) when drawn; the

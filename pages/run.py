@@ -135,10 +135,14 @@ def run_view() -> None:
             st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps", height=300)
         else:
             st.caption("Stability gaps: none yet (they are measured once a task has ended).")
-    with st.expander("Config"):
-        st.json(config)
     if live and final:
         st.rerun()  # the run ended: one last full render, and no more refreshing
 
 
 run_view()
+# A run's config does not change: drawn once, below the live part (each redraw of the fragment is
+# rendered again in the browser, a JSON tree included)
+row = run_row(store, run_id)
+if row is not None:
+    with st.expander("Config"):
+        st.json(json.loads(row["config"]))
