@@ -30,7 +30,8 @@ Drawn means, checked in the page every 100 ms:
 - Run page: the "Run ID: name" title, the six summary figures with values, the first chart (the
   accuracy panels) rendered by Vega with its lines drawn (an SVG path with data, or, for a live run,
   whose panels are a canvas, coloured pixels on it), and the Config expander (the page's last
-  element, below the live fragment). A live page reruns its fragment every ``live_refresh_s`` (2 s), so the Streamlit
+  element, below the live fragment). A live page reruns its fragment every ``pages.ui.lab.live_refresh()`` (2 s, 0.25 s a
+  session past 8 sessions: about 5 s with 20), so the Streamlit
   "running" indicator is not a usable signal; these elements are. A page not drawn in time is
   reported with what it lacked.
 The time is the browser's own clock (performance.now(), from navigation start) when drawn; the

@@ -13,6 +13,7 @@ Unknown keys and values of the wrong type are refused with one line each when th
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -91,11 +92,11 @@ def load_limits(path: Path | None = None) -> Limits:
             problems.append(f"limits.{key}: is not a known limit (known: {', '.join(fields)})")
             continue
         kind = fields[key].type
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-              and (kind != "int" or isinstance(value, int)))
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+              and (kind != "int" or isinstance(value, int)))  # TOML allows inf and nan
         low, high = BOUNDS.get(key, (None, None))
         if not ok:
-            problems.append(f"limits.{key} = {str(value)[:40]!r}: must be a positive {'integer' if kind == 'int' else 'number'}")
+            problems.append(f"limits.{key} = {str(value)[:40]!r}: must be a positive {'integer' if kind == 'int' else 'finite number'}")
         elif low is not None and not low <= value <= high:
             problems.append(f"limits.{key} = {value!r}: must be from {low} to {high}")
         else:

@@ -136,7 +136,7 @@ styles = group_styles(sorted(set(labels.values())))
 
 @st.fragment(run_every=live_refresh() if live else None)
 def results() -> None:
-    """Curves, metrics and frontier; refreshed every 2 s while a selected run is queued or running."""
+    """Curves, metrics and frontier; refreshed every ``live_refresh()`` while a selected run is queued or running."""
     current = select_runs(store, run_ids=run_ids)  # fresh statuses
     still_live = any_live(current)
     if mixed:

@@ -34,7 +34,8 @@ if run_id is None or not str(run_id).isdigit() or run_row(store, int(run_id)) is
     st.stop()
 
 run_id = int(run_id)
-live = run_row(store, run_id)["status"] not in FINAL_STATUSES
+opened = run_row(store, run_id)  # the run as the page opens: its config, and whether it is live
+live = opened["status"] not in FINAL_STATUSES
 
 # About how many rows the panels draw, each bucket's extremes kept (a dip is never smoothed away).
 # Fewer while the run trains: the browser redraws the live panels at every refresh, and its cost grows
@@ -142,7 +143,5 @@ def run_view() -> None:
 run_view()
 # A run's config does not change: drawn once, below the live part (each redraw of the fragment is
 # rendered again in the browser, a JSON tree included)
-row = run_row(store, run_id)
-if row is not None:
-    with st.expander("Config"):
-        st.json(json.loads(row["config"]))
+with st.expander("Config"):
+    st.json(json.loads(opened["config"]))

@@ -263,7 +263,9 @@ def test_the_run_cap_is_the_limit_in_lab_toml(tmp_path, monkeypatch):
 @pytest.mark.parametrize("line, expected", [
     ("live_refresh_s = 0.1", "limits.live_refresh_s = 0.1: must be from 0.5 to 3600"),
     ("worker_nice = 40", "limits.worker_nice = 40: must be from 1 to 19"),
-    ("live_refresh_s = true", "limits.live_refresh_s = 'True': must be a positive number"),
+    ("live_refresh_s = true", "limits.live_refresh_s = 'True': must be a positive finite number"),
+    ("max_memory_fraction = inf", "limits.max_memory_fraction = 'inf': must be a positive finite number"),
+    ("weights_budget_gb = nan", "limits.weights_budget_gb = 'nan': must be a positive finite number"),
     ("refresh = 2", "limits.refresh: is not a known limit"),
 ])
 def test_a_limit_out_of_its_bounds_is_refused_with_its_line(tmp_path, line, expected):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from engine.limits import limits
 from engine.manager import RunManager
 from store import DatabaseLocked, Store
 from tests.conftest import ROOT, small_config
@@ -60,7 +61,7 @@ def test_workers_train_below_the_pages_cpu_priority(lab):
     limits.worker_nice (10 unless lab.toml says otherwise), capped at 19."""
     store, manager = lab
     workers = wait_for(lambda: [w for w in manager._workers if w.alive and w.proc.poll() is None])
-    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits().worker_nice)
     # the worker lowers its own priority as it starts, before it loads torch
     assert wait_for(lambda: all(os.getpriority(os.PRIO_PROCESS, w.proc.pid) == expected for w in workers))
 
