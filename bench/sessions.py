@@ -45,10 +45,13 @@ within ``--timeout`` seconds. Timed-out loads are left out of the times (and fai
 
 Also printed: the steps the two training runs made during the minute, the server's resident memory
 (the Streamlit process; its workers apart), and the CPU time the server, its workers, the browser and
-everything else on the machine used during the minute (/proc), which tells who was short of CPU.
+everything else on the machine used during the minute (/proc), which tells who was short of CPU; the
+browser's share is split by Chromium process kind (the tabs' renderers, the one GPU process that
+composites every tab, the main process). ``--trace reads.csv`` writes every measured read with its
+start and end in the minute, to see whether slow reads came together (a stall) or apart.
 
     python bench/sessions.py [--sessions 20] [--seconds 60] [--pages runs,run] [--epochs 1000] [--timeout 30]
-                             [--navigation in-app|fresh] [--think 0] [--browser-nice 0]
+                             [--navigation in-app|fresh] [--think 0] [--browser-nice 0] [--trace reads.csv]
 
 ``--browser-nice 10`` runs the browsers below the lab's server (its workers are at nice 10 too):
 the browsers then take only the CPU the server leaves, as when they run on the users' machines.
@@ -67,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import re
 import statistics
@@ -111,26 +115,28 @@ DRAWN_LINE = """  // the panels drawn: an SVG with a line path, or (a live run's
 """
 
 # In the page, every 100 ms: null until drawn; then {t: ms since navigation start, title: ms until its
-# title was seen} or {error: what the page shows}.
+# title was seen} or {error: what the page shows}. It reads textContent, never innerText: innerText
+# lays the page out, and 20 tabs doing that ten times a second while they draw slowed the pages it
+# measures (the check is the bench's cost, not a reader's).
 PAGE_CHECK = """({page, runs, run}) => {
   const q = (s) => document.querySelectorAll(s);
 """ + DRAWN_LINE + """  for (const [sel, what] of [['[data-testid="stException"]', 'exception'], ['[data-testid="stAlertContentError"]', 'error box'],
                              ['[data-testid="stAlertContentWarning"]', 'warning box'], ['[role="dialog"]', 'dialog']]) {
     const el = document.querySelector(sel);
-    if (el) return {error: what + ': ' + el.innerText.slice(0, 200).replace(/\\s+/g, ' ')};
+    if (el) return {error: what + ': ' + el.textContent.slice(0, 200).replace(/\\s+/g, ' ')};
   }
-  const title = [...q('h1')].map((h) => h.innerText.trim());
+  const title = [...q('h1')].map((h) => h.textContent.trim());
   const titled = page === 'runs' ? title.includes('Runs') : title.some((t) => t.startsWith(`Run ${run}: `));
   const since = window.__nav || 0;  // an in-app read: when it was asked for; a fresh load: navigation start
   if (titled && window.__titled === undefined) window.__titled = performance.now() - since;
   if (page === 'runs') {
     const rows = new Set([...q('[data-testid^="glide-cell-2-"]')].map((c) => c.dataset.testid));
-    const caption = [...q('[data-testid="stCaptionContainer"]')].some((c) => /\\d+ run\\(s\\)\\./.test(c.innerText));
+    const caption = [...q('[data-testid="stCaptionContainer"]')].some((c) => /\\d+ run\\(s\\)\\./.test(c.textContent));
     if (!titled || rows.size < runs || !caption) return null;
   } else {
     if (!titled) return null;
-    const values = [...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim());
-    const config = [...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'));
+    const values = [...q('[data-testid="stMetricValue"]')].filter((v) => v.textContent.trim());
+    const config = [...q('[data-testid="stExpander"]')].some((e) => e.textContent.includes('Config'));
     // the chart last: reading a canvas's pixels is the check's one costly part
     if (values.length < 6 || !config || !drawnLine(document.querySelector('[data-testid="stVegaLiteChart"]'))) return null;
   }
@@ -140,20 +146,25 @@ PAGE_CHECK = """({page, runs, run}) => {
 # At a timeout: the parts of PAGE_CHECK's drawn page that were missing, in a few words.
 LACKING = """({page, run}) => {
   const q = (s) => document.querySelectorAll(s);
-""" + DRAWN_LINE + """  const title = [...q('h1')].map((h) => h.innerText.trim());
+""" + DRAWN_LINE + """  const title = [...q('h1')].map((h) => h.textContent.trim());
   const lacking = [];
   if (!(page === 'runs' ? title.includes('Runs') : title.some((t) => t.startsWith(`Run ${run}: `)))) lacking.push('title');
   if (page === 'runs') {
     if (!q('[data-testid^="glide-cell-2-"]').length) lacking.push('rows');
   } else {
-    if ([...q('[data-testid="stMetricValue"]')].filter((v) => v.innerText.trim()).length < 6) lacking.push('figures');
+    if ([...q('[data-testid="stMetricValue"]')].filter((v) => v.textContent.trim()).length < 6) lacking.push('figures');
     const chart = document.querySelector('[data-testid="stVegaLiteChart"]');
     if (!chart) lacking.push('chart');
     else if (!chart.querySelector('svg, canvas')) lacking.push('panels (no svg or canvas yet)');
     else if (!drawnLine(chart)) lacking.push('panels (a ' + chart.querySelector('svg, canvas').tagName.toLowerCase() + ' with no line)');
-    if (![...q('[data-testid="stExpander"]')].some((e) => e.innerText.includes('Config'))) lacking.push('config');
+    if (![...q('[data-testid="stExpander"]')].some((e) => e.textContent.includes('Config'))) lacking.push('config');
   }
-  return lacking.join(', ') || 'nothing (drawn just now)';
+  // and the page's state, which tells a slow tab from a stuck one
+  const n = (sel) => q(sel).length;
+  const state = `elements ${n('[data-testid="stElementContainer"]')}, stale ${n('[data-stale="true"]')}, ` +
+    `charts ${n('[data-testid="stVegaLiteChart"]')}, skeletons ${n('[data-testid="stSkeleton"]')}, ` +
+    `status ${(document.querySelector('[data-testid="stStatusWidget"]') || {}).textContent || 'idle'}`;
+  return (lacking.join(', ') || 'nothing (drawn just now)') + '; ' + state;
 }"""
 
 # An in-app read, in the page: the Runs page by its sidebar link (the user's click); a Run page by the
@@ -296,6 +307,19 @@ def rss_mib(pids) -> float:
     return total / 1024
 
 
+def process_kind(pid: int) -> str:
+    """What a browser-side process is: Chromium's own ``--type`` (renderer, gpu-process, utility), its
+    main process ("chromium"), or "driver" (Playwright's driver and this script)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()  # Chromium rewrites it
+    except OSError:
+        return "gone"
+    if not argv or "chrom" not in Path(argv[0].decode(errors="replace")).name:
+        return "driver"
+    kind = next((a[7:].decode() for a in argv if a.startswith(b"--type=")), "chromium")
+    return kind
+
+
 def machine_busy() -> float:
     """CPU seconds every core has spent busy since boot (/proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -332,6 +356,13 @@ class Processes:
         used = {}
         for name, pids in self.groups().items():
             used[name] = sum(s - self.cpu0[name].get(pid, 0.0) for pid, s in cpu_seconds(pids).items())
+        # the browser's share by process kind: 20 tabs share one main browser process and one GPU
+        # process (compositing), each tab has its renderer; a kind near a whole core is a bottleneck
+        kinds: dict[str, float] = {}
+        for pid, s in cpu_seconds(self.groups()["browser"]).items():
+            kind = process_kind(pid)
+            kinds[kind] = kinds.get(kind, 0.0) + s - self.cpu0["browser"].get(pid, 0.0)
+        used["browser kinds"] = kinds
         used["machine"] = machine_busy() - self.busy0
         used["elapsed"] = time.monotonic() - self.t0
         return used
@@ -349,6 +380,10 @@ class Tally:
         self.titles: dict[str, list[float]] = {}  # ms to the page's title
         self.errors: dict[str, list[str]] = {}
         self.notes: dict[str, list[str]] = {}  # not errors: what failed outside the lab, console lines
+        self.reads: list[tuple] = []  # (session, page, began, ended (monotonic s), ms drawn or the error)
+
+    def read(self, session: int, page: str, began: float, result: dict) -> None:
+        self.reads.append((session, page, began, time.monotonic(), result.get("t", result.get("error"))))
 
     def loaded(self, page: str, ms: float, title_ms: float) -> None:
         self.times.setdefault(page, []).append(ms)
@@ -430,7 +465,9 @@ async def session(n: int, browser, base: str, plan: list[tuple[str, str]], runs:
         while time.monotonic() < stop_at[0]:
             page, url = plan[i % len(plan)]
             current[0] = page
+            began = time.monotonic()
             result = await read_page(tab, url, page.split()[0], runs, args.timeout, args.in_app)
+            tally.read(n, page, began, result)
             if "error" in result:
                 tally.error(page, result["error"])
                 if args.in_app:  # as a user would: reload the lab (the Runs page), then go on from there
@@ -487,6 +524,7 @@ async def drive(url: str, args, db: Path, processes: Processes) -> dict:
             await asyncio.sleep(1)
             memory.append(processes.sample())
         cpu = processes.stop()  # the minute is over: a load still under way finishes and is counted
+        cpu["began"] = stop_at[0] - args.seconds
         after = read_runs(db)
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception):  # a session that broke down is an error, reported
@@ -540,6 +578,8 @@ def report(args, out: dict) -> int:
           f"{os.cpu_count() * cpu['elapsed']:.0f} available):")
     for group in ("server", "workers", "browser"):
         print(f"  {group:8s} {cpu[group]:6.1f}")
+    for kind, seconds in sorted(cpu["browser kinds"].items(), key=lambda k: -k[1]):
+        print(f"    {kind:14s} {seconds:6.1f}")
     print(f"  {'others':8s} {max(0.0, cpu['machine'] - ours):6.1f}  (the rest of the machine: other users' processes)")
     print(f"  {'busy':8s} {cpu['machine']:6.1f}  ({100 * cpu['machine'] / (os.cpu_count() * cpu['elapsed']):.0f}% of the machine)")
 
@@ -552,6 +592,14 @@ def report(args, out: dict) -> int:
                     kinds[(page, what[:200])] = kinds.get((page, what[:200]), 0) + 1
             for (page, what), count in list(kinds.items())[:20]:
                 print(f"  {page}: {count} x {what}")
+    if args.trace:
+        with open(args.trace, "w", newline="") as f:
+            out_csv = csv.writer(f)
+            out_csv.writerow(["session", "page", "began_s", "ended_s", "drawn_ms_or_error"])
+            for n, page, began, ended, what in sorted(tally.reads, key=lambda r: r[2]):
+                out_csv.writerow([n, page, f"{began - cpu['began']:.2f}", f"{ended - cpu['began']:.2f}",
+                                  f"{what:.0f}" if isinstance(what, float | int) else what])
+        print(f"\nevery read, with its start and end in the minute: {args.trace}")
     return problems
 
 
@@ -571,12 +619,16 @@ def main() -> None:
     parser.add_argument("--browser-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
                         help="the browsers' CPU priority below the lab's server (nice); 10: the browsers take only "
                              "the CPU the server leaves, as when they run on the users' own machines")
+    parser.add_argument("--trace", metavar="CSV", help="write every measured read (session, page, start and end in "
+                                                         "the minute, time to drawn or the error) to this CSV file")
     args = parser.parse_args()
     args.pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     if not args.pages or set(args.pages) - {"runs", "run"}:
         parser.error(f"--pages {','.join(args.pages)!r}: a comma-separated list of runs and run")
     if args.sessions < 1 or args.seconds <= 0 or args.timeout <= 0 or args.think < 0 or not 1 <= args.epochs <= 10000:
         parser.error("--sessions at least 1, --seconds and --timeout above 0, --think 0 or more, --epochs from 1 to 10000")
+    if args.trace and not Path(args.trace).resolve().parent.is_dir():
+        parser.error(f"--trace {args.trace!r}: its folder does not exist")
     args.in_app = args.navigation == "in-app"
     if args.in_app and args.pages == ["runs"]:
         parser.error("--pages runs: in-app reads need two pages to move between (add run, or --navigation fresh)")

@@ -90,6 +90,13 @@ def no_exception(page) -> None:
 def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
     url, db = server
     ARTIFACTS.mkdir(exist_ok=True)
+    # nothing the lab's pages load comes from another host (a hosted lab's readers are not sent to
+    # Google for icons, and an offline lab has no failed request): checked at the end of the test
+    elsewhere: list[str] = []
+    def note_elsewhere(request) -> None:
+        if not request.url.startswith((url + "/", "data:", "blob:")):
+            elsewhere.append(request.url)
+    page.on("request", note_elsewhere)
     # a freshly started server's first page, opened by a link to a page (the hard case: Streamlit
     # runs it without app.py), shows the lab's own navigation and no pages/ listing
     page.goto(f"{url}/launch", wait_until="networkidle")
@@ -126,6 +133,9 @@ def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
     assert page.get_by_role("heading", name="Run 1: browser-run").count() == 1
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "run_page.png"), full_page=True)
+    assert page.locator("link[rel='shortcut icon']").get_attribute("href").startswith("data:image/svg+xml")
+    page.remove_listener("request", note_elsewhere)
+    assert elsewhere == []
 
 
 def test_clicking_a_frontier_point_opens_its_run(server, page):

@@ -35,33 +35,42 @@ PAGES = {  # page files, for links between pages
 }
 
 
+# Each page's icon, drawn by its sidebar link. The pages themselves have none: Streamlit's front end
+# makes a page's Material icon the tab's favicon, fetched from fonts.gstatic.com, which a hosted lab's
+# readers should not be sent to (and an offline lab fails to reach on every page load).
+PAGE_ICONS = {"Log in": ":material/login:", "Home": ":material/home:", "Launch": ":material/rocket_launch:",
+              "Runs": ":material/table_rows:", "Run": ":material/monitoring:", "Compare": ":material/compare_arrows:",
+              "Metrics": ":material/function:", "Audit": ":material/policy:"}
+FAVICON = "🧪"  # an emoji favicon is drawn in the browser (an inline SVG): nothing is fetched
+
+
 def navigation_pages(who: Principal | None = None) -> list:
     """The pages ``who`` may open, in the order of its sidebar (app.py draws it): a visitor of a hosted
     lab (None) only the login page; a viewer no Launch page; a hosted lab's admin also the audit."""
     if who is None:
-        return [st.Page(PAGES["login"], title="Log in", icon=":material/login:", default=True)]
-    pages = [st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True)]
+        return [st.Page(PAGES["login"], title="Log in", default=True)]
+    pages = [st.Page(PAGES["home"], title="Home", default=True)]
     if may(who, "launch"):
-        pages.append(st.Page(PAGES["launch"], title="Launch", icon=":material/rocket_launch:"))
+        pages.append(st.Page(PAGES["launch"], title="Launch"))
     pages += [
-        st.Page(PAGES["runs"], title="Runs", icon=":material/table_rows:"),
-        st.Page(PAGES["run"], title="Run", icon=":material/monitoring:", url_path="run"),
-        st.Page(PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
-        st.Page(PAGES["metrics"], title="Metrics", icon=":material/function:"),
+        st.Page(PAGES["runs"], title="Runs"),
+        st.Page(PAGES["run"], title="Run", url_path="run"),
+        st.Page(PAGES["compare"], title="Compare"),
+        st.Page(PAGES["metrics"], title="Metrics"),
     ]
     if who.role == "admin" and not who.local:
-        pages.append(st.Page(PAGES["audit"], title="Audit", icon=":material/policy:"))
+        pages.append(st.Page(PAGES["audit"], title="Audit"))
     return pages
 
 
 def frame(pages: list, who: Principal | None = None) -> None:
     """What every page shows around itself: the wide layout, the sidebar of page links and, in a hosted
     lab, who is logged in with a Log out button."""
-    st.set_page_config(page_title="CL Lab", page_icon=":material/science:", layout="wide")
+    st.set_page_config(page_title="CL Lab", page_icon=FAVICON, layout="wide")
     with st.sidebar:
         st.markdown("### CL Lab")
         for page in pages:
-            st.page_link(page)
+            st.page_link(page, icon=PAGE_ICONS[page.title])
         if who is not None and not who.local:
             st.divider()
             st.caption(f"{who.email} · {who.role}")
