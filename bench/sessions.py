@@ -316,8 +316,7 @@ def process_kind(pid: int) -> str:
         return "gone"
     if not argv or "chrom" not in Path(argv[0].decode(errors="replace")).name:
         return "driver"
-    kind = next((a[7:].decode() for a in argv if a.startswith(b"--type=")), "chromium")
-    return kind
+    return next((a[7:].decode() for a in argv if a.startswith(b"--type=")), "chromium")
 
 
 def machine_busy() -> float:
