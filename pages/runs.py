@@ -1,6 +1,7 @@
 """The lab's runs: search, filter and sort them by any hyperparameter or metric, open, cancel, resume,
 relaunch with changes, rename, annotate, tag and delete them. The table and the selected run's
-actions refresh every 2 s; the selection follows the run (its id), never a row position."""
+actions refresh live; the selection follows the run (its id), never a row position
+(pages/ui/selection.py)."""
 
 import streamlit as st
 
@@ -9,6 +10,7 @@ from engine.checkpoint import CheckpointError, resume_point
 from engine.limits import limits
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
+from pages.ui.selection import selected_row
 from store.annotations import AnnotationError, parse_tags
 from store.metrics import METRICS
 from store.runs_view import BASE_SORT, RUN_METRICS, column_options, runs_view
@@ -50,24 +52,6 @@ with st.expander("Columns, filters and sorting", icon=":material/tune:"):
                           high.number_input(f"{column} at most", value=None, format="%g", key=f"runs_max_{column}"))
 
 
-def selected_run(ids: list[int]) -> int | None:
-    """The run selected, by id. The table's selection is a row position in the rows the user saw
-    (``runs_shown``): read it as that row's run; when the rows move (a new run, a delete, another
-    sort) the selection is set to the run's new row, or cleared if the run is no longer listed."""
-    rows = (st.session_state.get("runs_table") or {}).get("selection", {}).get("rows", [])
-    shown = st.session_state.get("runs_shown", [])
-    if rows != st.session_state.get("runs_rows"):  # the user clicked
-        st.session_state["runs_selected"] = shown[rows[0]] if rows and rows[0] < len(shown) else None
-    run_id = st.session_state.get("runs_selected")
-    if run_id not in ids:
-        run_id = st.session_state["runs_selected"] = None
-    want = [ids.index(run_id)] if run_id is not None else []
-    if want != rows:
-        st.session_state["runs_table"] = {"selection": {"rows": want}}
-    st.session_state["runs_shown"], st.session_state["runs_rows"] = ids, want
-    return run_id
-
-
 @st.fragment(run_every=live_refresh())
 def table() -> None:
     try:
@@ -82,11 +66,12 @@ def table() -> None:
                 "No runs yet. Launch one from the Launch page, or the demo from Home.")
         return
     df["open"] = "/run?run=" + df["id"].astype(str)
-    run_id = selected_run(df["id"].tolist())
+    run_id, key, selection = selected_row(st.session_state, "runs_table", df["id"].tolist())
     shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", "progress", *columns, "sweep",
              *(["owner"] if store.access is not None else []), "created"]  # a hosted lab's runs have owners
     st.dataframe(
-        df[shown], hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",  # only what is shown goes to the browser
+        df[shown], hide_index=True, on_select="rerun", selection_mode="single-row",  # only what is shown goes to the browser
+        key=key, selection_default=selection,
         column_config={
             "open": st.column_config.LinkColumn("", display_text="open"),
             "tags": st.column_config.ListColumn("tags"),

@@ -25,6 +25,7 @@ from engine.access import AccessDenied, local_principal
 from engine.checkpoint import checkpoint_path, pending_path
 from engine.config import load_config
 from engine.manager import default_owner, run_in_process
+from pages.ui.selection import table_key
 from store.audit import audit_rows
 from tests.conftest import ROOT, launched_run, small_config
 
@@ -179,7 +180,7 @@ def texts(elements) -> list[str]:
 def select(at: AppTest, run_id: int) -> AppTest:
     """Click the run's row in the Runs table (the browser sends the row's position)."""
     rows = at.dataframe[0].value["id"].tolist()
-    at.session_state["runs_table"] = {"selection": {"rows": [rows.index(run_id)]}}
+    at.session_state[table_key("runs_table", rows)] = {"selection": {"rows": [rows.index(run_id)]}}
     at.run()
     assert not at.exception
     return at

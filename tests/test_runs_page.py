@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.limits import limits
 from engine.manager import run_in_process
+from pages.ui.selection import selected_row, table_key
 from store import Store
 from store.annotations import AnnotationError
 from store.metrics import summary
@@ -72,10 +73,15 @@ def table(at):
 
 def select(at, run_id: int) -> None:
     """Click the run's row (what the browser sends: the row's position in the table shown)."""
-    row = table(at)["id"].tolist().index(run_id)
-    at.session_state["runs_table"] = {"selection": {"rows": [row]}}
+    ids = table(at)["id"].tolist()
+    at.session_state[table_key("runs_table", ids)] = {"selection": {"rows": [ids.index(run_id)]}}
     at.run()
     assert not at.exception
+
+
+def highlighted_rows(at) -> list[int]:
+    """The rows the table is drawn with selected (its widget's state, for the rows it shows)."""
+    return at.session_state[table_key("runs_table", table(at)["id"].tolist())]["selection"]["rows"]
 
 
 def panel(at) -> str | None:
@@ -250,18 +256,46 @@ def test_the_selection_follows_its_run_and_is_cleared_when_the_run_is_deleted(la
     at = page(runs_search="follow")
     assert table(at)["id"].tolist() == [last, middle, first]
     select(at, middle)
+    assert table_key("runs_table", [last, middle, first]) in at.session_state
     newer = add_run(s, "newer", tag="follow")  # a new run on top: every row moves down one
     at.run()
     assert table(at)["id"].tolist() == [newer, last, middle, first]
-    assert at.session_state["runs_table"]["selection"]["rows"] == [2]
+    assert highlighted_rows(at) == [2]
+    # the old rows' widget went with them: a selection sent late for them has nothing to land on
+    assert table_key("runs_table", [last, middle, first]) not in at.session_state
     assert panel(at).startswith(f"**Run {middle}** · middle")
     button(at, "Delete").click().run()
     button(at, "Yes, delete it").click().run()
     assert not at.exception
     assert table(at)["id"].tolist() == [newer, last, first]
-    assert at.session_state["runs_table"]["selection"]["rows"] == []  # not row 2, now another run
+    assert highlighted_rows(at) == []  # not row 2, now another run
     assert panel(at) is None and button(at, "Delete") is None
     assert s.sql("SELECT count(*) FROM runs WHERE id = ?", [middle]) == [(0,)]
+
+
+def test_a_selection_is_read_only_against_the_rows_it_was_made_on():
+    """The browser's refresh timer can send its selection (a row position) after the rows moved:
+    that position in the new rows is another run, so it must not be read there."""
+    state = {}
+    old_rows, new_rows = [30, 20, 10], [10, 20, 30]  # sorted newest first, then oldest first
+    run_id, key, default = selected_row(state, "t", old_rows)
+    assert (run_id, default) == (None, None)
+    state[key] = {"selection": {"rows": [0]}}  # the user clicks the first row: run 30
+    assert selected_row(state, "t", old_rows)[0] == 30
+    # the sort's run: the rows moved; the browser still sends the old rows' selection, row 0
+    run_id, new_key, default = selected_row(state, "t", new_rows)
+    assert (run_id, default) == (30, {"selection": {"rows": [2]}}) and new_key != key
+    state[new_key] = default  # the table drawn with its default selection
+    assert selected_row(state, "t", new_rows)[0] == 30  # row 0 of the old rows is not run 10
+    state[new_key] = {"selection": {"rows": [1]}}  # a click on the new rows
+    assert selected_row(state, "t", new_rows)[0] == 20
+    state[new_key] = {"selection": {"rows": []}}  # unticked
+    run_id, _, default = selected_row(state, "t", new_rows)
+    assert (run_id, default) == (None, None)
+    state[new_key] = {"selection": {"rows": [1]}}
+    assert selected_row(state, "t", [10, 30])[0] is None  # deleted or filtered out: nothing selected
+    assert selected_row({"t_run": 20, table_key("t", [20]): {"selection": {"rows": [7]}}}, "t", [20])[0] is None
+    assert table_key("t", [1, 2]) != table_key("t", [2, 1]) and table_key("t", [1, 2]) == table_key("t", [1, 2])
 
 
 def test_cancel_sweep_only_while_it_has_queued_or_running_runs_and_the_sweep_column(lab):
@@ -315,12 +349,42 @@ def test_the_cli_lists_a_runs_tags(tmp_path):
 def shown(page, selected_only: bool = False) -> list[str]:
     """The table's rows as the browser has them (its accessible copy of the canvas), by their link."""
     rows = page.locator('[data-testid="stDataFrame"] tr[role="row"][aria-selected]')
-    return [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())
-            if not selected_only or rows.nth(i).get_attribute("aria-selected") == "true"]
+    # read in one go: the table may be redrawn between two reads (a row read after it went would wait)
+    return rows.evaluate_all("(rows, selectedOnly) => rows.filter(r => !selectedOnly || "
+                             "r.getAttribute('aria-selected') === 'true').map(r => r.querySelector('td').innerText)",
+                             selected_only)
 
 
 def highlighted(page) -> list[str]:
     return shown(page, selected_only=True)
+
+
+class HeldServer:
+    """The page's Streamlit WebSocket routed through the test: after ``hold()`` the server's messages
+    wait, in order, while the browser's go on; ``release()`` delivers them."""
+
+    def __init__(self, page) -> None:
+        self.holding, self.waiting, self.routes = False, [], []
+        page.route_web_socket(re.compile(r".*/_stcore/stream$"), self.route)
+
+    def route(self, ws) -> None:
+        self.routes.append(ws)
+        ws.connect_to_server().on_message(lambda message: self.deliver(ws, message))
+
+    def deliver(self, ws, message) -> None:
+        if self.holding:
+            self.waiting.append((ws, message))
+        else:
+            ws.send(message)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+        while self.waiting:
+            ws, message = self.waiting.pop(0)
+            ws.send(message)
 
 
 def settled(read, expected, seconds: float = 30.0):
@@ -349,6 +413,7 @@ def test_in_a_browser_the_selection_follows_its_run_and_a_delete_clears_it(tmp_p
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            server_messages = HeldServer(page)
             for _ in range(60):  # the server starting
                 try:
                     page.goto(f"http://127.0.0.1:{port}/runs")
@@ -363,7 +428,12 @@ def test_in_a_browser_the_selection_follows_its_run_and_a_delete_clears_it(tmp_p
             selected.first.wait_for(timeout=30_000)
             assert selected.first.inner_text().startswith(f"Run {last} · last")
             page.get_by_text("Columns, filters and sorting").click()
+            # what a loaded server does: the sort's script run reaches the browser late, so its refresh timer
+            # sends the selection it still has (the first row, of the old order) after the rows moved
+            server_messages.hold()
             page.get_by_text("Descending").click()  # oldest first: the run moves to the last row
+            page.wait_for_timeout(5_000)  # two refresh periods
+            server_messages.release()
             oldest_first = [f"/run?run={i}" for i in (first, middle, last)]
             assert settled(lambda: shown(page), oldest_first) == oldest_first
             # the row the browser highlights: the run's new row (a selection kept by position would be the first)
