@@ -224,6 +224,38 @@ def live_refresh() -> float:
     return max(limits().live_refresh_s, limits().live_refresh_per_session_s * sessions)
 
 
+def drop_refreshes_while_running() -> bool:
+    """Install, once per server process: a live refresh (a fragment's ``run_every`` rerun, sent by the
+    browser's timer whatever is in flight) that reaches a session while its script is still running is
+    dropped; the next comes one period later. True if installed.
+
+    Why: Streamlit 1.67 queues such a refresh behind the run in progress and starts it the moment that
+    run ends, and the new run's start clears from the session's outgoing queue every message of the
+    fragment not yet sent to the browser. On a loaded server (bench/sessions.py: 20 browsers on
+    2 cores) a run took longer than the period, so refreshes ran back to back and each cleared the
+    last one's output before it was sent: a live Run page kept its title and figures but never got its
+    chart (a WebSocket trace showed the chart's delta enqueued, then cleared). With this, a session's
+    runs from refreshes start only after a refresh sent once the last run ended, and what a run drew
+    is sent."""
+    try:
+        from streamlit.runtime.app_session import AppSession, AppSessionState
+    except ImportError:  # another Streamlit layout: leave it as it is
+        return False
+    if getattr(AppSession, "_cl_lab_drops_refreshes", False):
+        return True
+    request_rerun = AppSession.request_rerun
+
+    def request_rerun_unless_refreshing_a_running_session(self, client_state=None) -> None:
+        if (client_state is not None and client_state.is_auto_rerun and client_state.fragment_id
+                and getattr(self, "_state", None) == AppSessionState.APP_IS_RUNNING):
+            return
+        request_rerun(self, client_state)
+
+    AppSession.request_rerun = request_rerun_unless_refreshing_a_running_session
+    AppSession._cl_lab_drops_refreshes = True
+    return True
+
+
 def may(who: Principal, action: str, owner: str | None = None) -> bool:
     """Whether ``who`` may take ``action`` on a run of ``owner`` (None: a launch): the pages show only
     what this allows; the manager and the store check it again and refuse the rest."""
