@@ -31,6 +31,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def goto_when_listening(page, url: str, seconds: int = 60) -> None:
+    """``page.goto(url)`` once the server started apart from the test listens (refused until then)."""
+    for _ in range(seconds - 1):
+        try:
+            page.goto(url)
+            return
+        except Exception:  # noqa: BLE001 - connection refused until it listens
+            time.sleep(1)
+    page.goto(url)
+
+
 @contextmanager
 def streamlit_server(db: Path, log_path: Path, port: int | None = None):
     """`streamlit run app.py` on ``port`` (a free one if None) over the lab file ``db``, its output in

@@ -8,13 +8,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, goto_when_listening
 
 SLOW_FRAGMENT_APP = textwrap.dedent('''
     import time
@@ -79,12 +78,7 @@ def test_a_refresh_sent_while_the_script_runs_is_dropped_so_runs_never_follow_ba
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
             seen = frames(page)
-            for _ in range(60):  # the server starting
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/")
-                    break
-                except Exception:  # noqa: BLE001 - connection refused until it listens
-                    time.sleep(1)
+            goto_when_listening(page, f"http://127.0.0.1:{port}/")
             page.get_by_text("dropping: True").wait_for(timeout=60_000)
             page.wait_for_timeout(12_000)
             browser.close()

@@ -25,7 +25,7 @@ from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
 from store.schema import SCHEMA_VERSION, migrate, schema_version
 from tests.conftest import ROOT, page_lab, small_config
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, goto_when_listening
 
 APP = str(ROOT / "app.py")
 
@@ -414,12 +414,7 @@ def test_in_a_browser_the_selection_follows_its_run_and_a_delete_clears_it(tmp_p
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             server_messages = HeldServer(page)
-            for _ in range(60):  # the server starting
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/runs")
-                    break
-                except Exception:  # noqa: BLE001 - connection refused until it listens
-                    time.sleep(1)
+            goto_when_listening(page, f"http://127.0.0.1:{port}/runs")
             grid = page.locator('[data-testid="stDataFrame"]').first
             grid.wait_for(timeout=90_000)
             box = grid.bounding_box()
