@@ -226,17 +226,17 @@ def live_refresh() -> float:
 
 def drop_refreshes_while_running() -> bool:
     """Install, once per server process: a live refresh (a fragment's ``run_every`` rerun, sent by the
-    browser's timer whatever is in flight) that reaches a session while its script is still running is
-    dropped; the next comes one period later. True if installed.
+    browser's timer whatever is in flight) that reaches a session while its script runs is dropped if
+    a run of that fragment was already asked for since the session was last idle (a full run draws
+    every fragment); the next comes one period later. A refresh of another fragment goes through, so
+    two live fragments of one page cannot starve each other. True if installed.
 
     Why: Streamlit 1.67 queues such a refresh behind the run in progress and starts it the moment that
     run ends, and the new run's start clears from the session's outgoing queue every message of the
     fragment not yet sent to the browser. On a loaded server (bench/sessions.py: 20 browsers on
     2 cores) a run took longer than the period, so refreshes ran back to back and each cleared the
     last one's output before it was sent: a live Run page kept its title and figures but never got its
-    chart (a WebSocket trace showed the chart's delta enqueued, then cleared). With this, a session's
-    runs from refreshes start only after a refresh sent once the last run ended, and what a run drew
-    is sent."""
+    chart (a WebSocket trace showed the chart's delta enqueued, then cleared)."""
     try:
         from streamlit.runtime.app_session import AppSession, AppSessionState
     except ImportError:  # another Streamlit layout: leave it as it is
@@ -245,13 +245,17 @@ def drop_refreshes_while_running() -> bool:
         return True
     request_rerun = AppSession.request_rerun
 
-    def request_rerun_unless_refreshing_a_running_session(self, client_state=None) -> None:
-        if (client_state is not None and client_state.is_auto_rerun and client_state.fragment_id
-                and getattr(self, "_state", None) == AppSessionState.APP_IS_RUNNING):
+    def request_rerun_unless_already_asked(self, client_state=None) -> None:
+        running = getattr(self, "_state", None) == AppSessionState.APP_IS_RUNNING
+        asked = self.__dict__.get("_cl_lab_asked", set()) if running else set()  # "" is a full run
+        fragment = (client_state.fragment_id if client_state is not None else "") or ""
+        if running and fragment and client_state.is_auto_rerun and (fragment in asked or "" in asked):
             return
+        asked.add(fragment)
+        self._cl_lab_asked = asked
         request_rerun(self, client_state)
 
-    AppSession.request_rerun = request_rerun_unless_refreshing_a_running_session
+    AppSession.request_rerun = request_rerun_unless_already_asked
     AppSession._cl_lab_drops_refreshes = True
     return True
 
