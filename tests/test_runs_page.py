@@ -295,6 +295,10 @@ def test_a_selection_is_read_only_against_the_rows_it_was_made_on():
     state[new_key] = {"selection": {"rows": [1]}}
     assert selected_row(state, "t", [10, 30])[0] is None  # deleted or filtered out: nothing selected
     assert selected_row({"t_run": 20, table_key("t", [20]): {"selection": {"rows": [7]}}}, "t", [20])[0] is None
+    # a crafted WebSocket message is the browser's widget state too: any shape selects nothing, no traceback
+    for hostile in ({"selection": {"rows": ["0"]}}, {"selection": {"rows": [0.0]}}, {"selection": {"rows": [True]}},
+                    {"selection": {"rows": [-1]}}, {"selection": {"rows": "0"}}, {"selection": [0]}, {"rows": [0]}, "x"):
+        assert selected_row({"t_run": 20, table_key("t", [20, 10]): hostile}, "t", [20, 10])[0] is None, hostile
     assert table_key("t", [1, 2]) != table_key("t", [2, 1]) and table_key("t", [1, 2]) == table_key("t", [1, 2])
 
 
@@ -364,11 +368,10 @@ class HeldServer:
     wait, in order, while the browser's go on; ``release()`` delivers them."""
 
     def __init__(self, page) -> None:
-        self.holding, self.waiting, self.routes = False, [], []
+        self.holding, self.waiting = False, []
         page.route_web_socket(re.compile(r".*/_stcore/stream$"), self.route)
 
     def route(self, ws) -> None:
-        self.routes.append(ws)
         ws.connect_to_server().on_message(lambda message: self.deliver(ws, message))
 
     def deliver(self, ws, message) -> None:

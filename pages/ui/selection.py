@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 
 def table_key(name: str, ids: list[int]) -> str:
@@ -27,8 +27,11 @@ def selected_row(state: MutableMapping, name: str, ids: list[int]) -> tuple[int 
     key, remembered = table_key(name, ids), f"{name}_run"
     widget = state.get(key)
     if widget is not None:  # the selection made on these rows, by the user or as set below
-        rows = list(widget.get("selection", {}).get("rows", []))
-        state[remembered] = ids[rows[0]] if rows and 0 <= rows[0] < len(ids) else None
+        # the browser's widget state (any shape a crafted message sends): a row is an int among the rows
+        selection = widget.get("selection") if isinstance(widget, Mapping) else None
+        rows = selection.get("rows") if isinstance(selection, Mapping) else None
+        row = rows[0] if isinstance(rows, list | tuple) and rows else None
+        state[remembered] = ids[row] if type(row) is int and 0 <= row < len(ids) else None
     run_id = state.get(remembered)
     if run_id not in ids:  # deleted, or filtered out
         run_id = state[remembered] = None
