@@ -11,6 +11,7 @@ arguments, a --db that is not a DuckDB database; nothing written), 3 the databas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,16 @@ from engine.config import ConfigError, load_config
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 
-def _open_store(path: Path, read_only: bool = False) -> Store:
+def _open_store(path: Path, read_only: bool = False, create: bool = True) -> Store:
     """The store at ``path``; exit 3 with the lock's message if another process holds it. A
-    ``read_only`` command then reads a snapshot that the holding process serves (store/snapshot.py)."""
+    ``read_only`` command opens the file read-only (it must be a current lab's: nothing is created or
+    migrated), or reads a snapshot that the holding process serves (store/snapshot.py). A command
+    about runs already there (``create`` False) refuses a path with no file, creating none."""
+    if not create and not path.exists():
+        print(f"error: --db {path}: there is no such file; expected the lab's DuckDB database file", file=sys.stderr)
+        sys.exit(2)
     try:
-        return Store(path, serve=not read_only)
+        return Store(path, serve=not read_only, read_only=read_only)
     except DatabaseLocked as err:
         if read_only:
             from store.snapshot import open_snapshot
@@ -82,17 +88,17 @@ def cmd_resume(args) -> int:
               f"in {args.db}", flush=True)
         return args.run_id
 
-    return _train(args, submit)
+    return _train(args, submit, create=False)
 
 
-def _train(args, submit) -> int:
+def _train(args, submit, create: bool = True) -> int:
     """Own the store, queue a run with ``submit(manager)`` (None: refused, exit 2), follow it until it
     ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
     from engine.manager import RunManager, flush_on_signals
 
-    store = _open_store(args.db)
+    store = _open_store(args.db, create=create)
     flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
-    manager = RunManager(store, max_parallel=1)
+    manager = RunManager(store, max_parallel=1, take_queue=False)  # runs left queued wait for the lab
     interrupted, run_id = False, None
     try:
         run_id = submit(manager)
@@ -107,7 +113,10 @@ def _train(args, submit) -> int:
         status = manager.wait(run_id, timeout=30)
     finally:
         manager.shutdown()
-        store.close()
+        if run_id is None:
+            store.discard_if_new()  # refused before anything was written: leave no empty database
+        else:
+            store.close()
     row_store = Store(args.db, serve=False)
     try:
         (status, error, last_step, total) = row_store.sql(
@@ -272,5 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def main_quietly_on_a_closed_stdout(argv: list[str] | None = None) -> int:
+    """``main``, ending quietly when stdout's reader went away (``... | head``): Python's recipe, stdout
+    pointed at devnull so the flush at exit does not fail again."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_quietly_on_a_closed_stdout())

@@ -84,7 +84,7 @@ def cmd_frontier(args, open_store) -> int:
 def cmd_tradeoff(args, open_store) -> int:
     from engine.interpolate import MissingWeights, tradeoff_curve
 
-    store = open_store(args.db)
+    store = open_store(args.db, create=False)
     try:
         try:
             table = tradeoff_curve(store, args.run_id, args.task)

@@ -160,8 +160,9 @@ class RunManager:
     """Queue runs, run up to ``max_parallel`` at once, cancel them, and notice workers that die."""
 
     def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False,
-                 gpus: tuple[int, ...] | None = None, runs_per_gpu: int = 1):
+                 gpus: tuple[int, ...] | None = None, runs_per_gpu: int = 1, take_queue: bool = True):
         self.store = store
+        self._take_queue = take_queue  # the lab runs the runs left queued in the file; a CLI command only its own
         self._paused = paused  # queued runs wait (maintenance, or building a queue by hand)
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)  # CPU runs at once
         self.warm_workers = min(warm_workers, self.max_parallel)
@@ -365,13 +366,14 @@ class RunManager:
         self._event(run_id).set()
 
     def _recover(self) -> None:
-        """A lab that stopped left runs behind: running ones failed; queued ones run again."""
+        """A lab that stopped left runs behind: running ones failed; queued ones run again (in the lab:
+        ``take_queue``)."""
         self.store.write(
             "UPDATE runs SET status = 'failed', finished_at = current_localtimestamp(), "
             "error = 'the lab process stopped while this run was training', error_step = last_step "
             "WHERE status = 'running'"
         )
-        for (run_id,) in self.store.sql("SELECT id FROM runs WHERE status = 'queued' ORDER BY id"):
+        for (run_id,) in self.store.sql("SELECT id FROM runs WHERE status = 'queued' ORDER BY id") if self._take_queue else []:
             self._queue.append(run_id)
 
     def need(self, device: str) -> str | int | None:

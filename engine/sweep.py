@@ -946,7 +946,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the
     # workers are up and the sweep is queued.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    manager = RunManager(store, max_parallel=args.parallel, warm_workers=args.parallel or 64)
+    manager = RunManager(store, max_parallel=args.parallel, warm_workers=args.parallel or 64,
+                         take_queue=False)  # runs left queued in the file wait for the lab
     deadline = time.monotonic() + 10
     while manager.counts()["workers"] < manager.max_parallel and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -994,7 +995,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         stop_drivers(sweep_id, join=True)
         manager.shutdown()
-        store.close()
+        if sweep_id is None:
+            store.discard_if_new()  # refused (its cost) before anything was written: no empty database left
+        else:
+            store.close()
     if interrupted:
         return 130
     bad = sum(p["counts"][s] for s in ("failed", "diverged", "cancelled"))

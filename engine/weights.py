@@ -80,7 +80,7 @@ def cmd_gc(args) -> int:
     from engine.cost import human_bytes
     from engine.limits import limits
 
-    store = args.open_store(args.db)  # exits 3 while the lab holds the file: the lab cleans up as it opens
+    store = args.open_store(args.db, create=False)  # exits 3 while the lab holds the file: the lab cleans up as it opens
     try:
         removed, freed = remove_orphans(store)
         left = disk_usage(store.path)["total"]

@@ -140,14 +140,33 @@ def schema_version(cur) -> int:
     return int(row[0]) if row else 0
 
 
+class NotALabFile(ValueError):
+    """A DuckDB database the lab must not open: another program's, or a newer lab's. The message is one
+    line, without the path."""
+
+
+def check_lab_file(cur) -> int:
+    """The file's schema version (0: a new, empty file), after checking it is a lab's that this CL Lab
+    may open: a database holding tables but no lab version is another program's (never migrated: that
+    would add the lab's tables to it); a newer version is refused."""
+    version = schema_version(cur)
+    if version == 0:
+        tables = [r[0] for r in cur.execute(
+            "SELECT table_name FROM information_schema.tables ORDER BY table_name LIMIT 6").fetchall()]
+        if tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise NotALabFile(f"is a DuckDB database but not a CL Lab's (its tables: {shown}); expected the "
+                              "lab's DuckDB database file, or the name of a new one")
+    if version > SCHEMA_VERSION:
+        raise NotALabFile(f"has schema version {version}, newer than this CL Lab knows ({SCHEMA_VERSION}): "
+                          "upgrade CL Lab to open it")
+    return version
+
+
 def migrate(cur, target: int = SCHEMA_VERSION) -> tuple[int, int]:
-    """Upgrade the file to ``target``, one transaction a step. Returns (version before, after)."""
-    before = schema_version(cur)
-    if before > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"this database has schema version {before}, newer than this CL Lab knows ({SCHEMA_VERSION}): "
-            "upgrade CL Lab to open it"
-        )
+    """Upgrade the file to ``target``, one transaction a step. Returns (version before, after).
+    ``NotALabFile`` for a file that is not a lab's, or is newer (``check_lab_file``)."""
+    before = check_lab_file(cur)
     for version in range(before, target):
         cur.execute("BEGIN TRANSACTION")
         try:

@@ -20,6 +20,7 @@ import os
 import queue
 import shutil
 import sys
+import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -29,7 +30,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from store.schema import artifacts_dir, migrate
+from store.disk import disk_full_message
+from store.schema import SCHEMA_VERSION, NotALabFile, artifacts_dir, check_lab_file, migrate
 
 METRIC_SCHEMA = pa.schema(
     [
@@ -92,18 +94,37 @@ def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
 
 class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True,
-                 access=None):
+                 access=None, read_only: bool = False):
         self.path = Path(path)
         self._access = access  # engine.access.Access of a hosted lab; None: a local lab (read-only: see ``access``)
+        # read_only: the file must exist and be a lab's; nothing is created or migrated (an older one is read
+        # through an upgraded copy)
+        if read_only and not self.path.exists():
+            raise NotADatabase(f"{self.path}: there is no such file; expected the lab's DuckDB database file")
+        self.created = not self.path.exists()  # by this open: a refused command removes it (``discard_if_new``)
         try:
-            self._con = duckdb.connect(str(self.path))
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
                 raise DatabaseLocked(_lock_message(self.path, err)) from None
+            self._remove_if_created()
             raise NotADatabase(_not_a_database(self.path, err)) from None
         except duckdb.Error as err:
+            self._remove_if_created()
             raise NotADatabase(_not_a_database(self.path, err)) from None
-        self.migrated_from, _ = migrate(self._con.cursor())
+        self.remove_on_close: Path | None = None  # a snapshot's own directory (store/snapshot.py)
+        try:
+            self.migrated_from = check_lab_file(self._con.cursor())
+            if read_only and self.migrated_from < SCHEMA_VERSION:
+                self._read_an_upgraded_copy()
+            elif not read_only:
+                migrate(self._con.cursor())
+        except (NotALabFile, duckdb.Error, OSError) as err:  # another program's file, a newer lab's, a full disk
+            self._con.close()
+            self._remove_if_created()
+            if self.remove_on_close is not None:
+                shutil.rmtree(self.remove_on_close, ignore_errors=True)
+            raise NotADatabase(f"{self.path}: {disk_full_message(self.path, err) or err}") from None
         self._queue: queue.Queue = queue.Queue()
         self._flush_rows = flush_rows
         self.writer_error: BaseException | None = None
@@ -116,7 +137,6 @@ class Store:
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
         self._closed = False
-        self.remove_on_close: Path | None = None  # a snapshot's own directory (store/snapshot.py)
         self._server = None
         if serve:  # read-only CLI commands get a snapshot through it while this process holds the file
             from store.snapshot import SnapshotServer
@@ -408,6 +428,33 @@ class Store:
         self._con = None
         if self.remove_on_close is not None:
             shutil.rmtree(self.remove_on_close, ignore_errors=True)
+
+    def _read_an_upgraded_copy(self) -> None:
+        """Reading a file of an older lab: it is left as it is, and a copy in a directory of its own
+        (removed on close) is upgraded and read instead."""
+        self._con.close()
+        workdir = Path(tempfile.mkdtemp(prefix="cl-lab-read-"))
+        self.remove_on_close = workdir
+        copy = workdir / self.path.name
+        shutil.copyfile(self.path, copy)
+        if (wal := self.path.with_name(self.path.name + ".wal")).exists():
+            shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+        self._con = duckdb.connect(str(copy))
+        migrate(self._con.cursor())
+
+    def _remove_if_created(self) -> None:
+        if self.created:
+            for leftover in (self.path, self.path.with_name(self.path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+
+    def discard_if_new(self) -> None:
+        """Close, and remove the file if this store created it and nothing was written since: a command
+        refused before it wrote (a sweep over the cost limit) leaves no empty database behind."""
+        empty = self._con is not None and not self.sql(
+            "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM sweeps) + (SELECT count(*) FROM audit)")[0][0]
+        self.close()
+        if empty:
+            self._remove_if_created()
 
     def __enter__(self) -> "Store":
         return self

@@ -19,9 +19,9 @@ LONG = ("name: long\nscenario: {n_tasks: 3}\nmodel: {hidden: [32]}\nstrategy: {n
         "train: {epochs_per_task: 30}\neval: {every: 10}\n")
 
 
-def start_owner(tmp_path) -> tuple[subprocess.Popen, os.PathLike]:
+def start_owner(tmp_path, config_text: str = LONG) -> tuple[subprocess.Popen, os.PathLike]:
     config, db = tmp_path / "long.yaml", tmp_path / "lab.duckdb"
-    config.write_text(LONG)
+    config.write_text(config_text)
     owner = subprocess.Popen([sys.executable, "-m", "engine", "run", str(config), "--db", str(db)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = checkpoints.checkpoint_path(tmp_path / "lab.duckdb.artifacts" / "run-1")

@@ -2,7 +2,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from store import Store
+from store import NotADatabase, Store
 from store.schema import SCHEMA_VERSION, migrate, schema_version
 
 
@@ -33,7 +33,7 @@ def test_a_file_from_a_newer_lab_is_refused(tmp_path):
     path = tmp_path / "new.duckdb"
     with Store(path) as store:
         store.write("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match="newer than this CL Lab"):
+    with pytest.raises(NotADatabase, match="newer than this CL Lab"):
         Store(path)
 
 
