@@ -115,9 +115,10 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
 
 def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]:
     """Saves ``after-task-<task>.pt`` (written then renamed: a crash leaves no half file); with policy
-    last, the previous task's file goes once the new one is in place."""
+    last, the previous task's file goes once the new one is in place, also one left by the run this one
+    resumes."""
     weights_dir.mkdir(parents=True, exist_ok=True)
-    previous: list[Path] = []
+    previous: list[Path] = sorted(weights_dir.glob("after-task-*.pt")) if policy == "last" else []
 
     def save(task: int) -> None:
         path = weights_dir / f"after-task-{task}.pt"
@@ -125,7 +126,8 @@ def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]
         path.with_suffix(".tmp").replace(path)
         if policy == "last":
             for old in previous:
-                old.unlink(missing_ok=True)
+                if old != path:
+                    old.unlink(missing_ok=True)
             previous[:] = [path]
 
     return save
