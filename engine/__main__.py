@@ -28,8 +28,10 @@ def _open_store(path: Path, read_only: bool = False, create: bool = True) -> Sto
     if not create and not path.exists():
         print(f"error: --db {path}: there is no such file; expected the lab's DuckDB database file", file=sys.stderr)
         sys.exit(2)
+    from engine.limits import limits
+
     try:
-        return Store(path, serve=not read_only, read_only=read_only)
+        return Store(path, serve=not read_only, read_only=read_only, disk_wait_s=limits().disk_wait_s)
     except DatabaseLocked as err:
         if read_only:
             from store.snapshot import open_snapshot
@@ -95,6 +97,7 @@ def _train(args, submit, create: bool = True) -> int:
     """Own the store, queue a run with ``submit(manager)`` (None: refused, exit 2), follow it until it
     ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
     from engine.manager import RunManager, flush_on_signals
+    from store.schema import FINAL_STATUSES
 
     store = _open_store(args.db, create=create)
     flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
@@ -117,12 +120,14 @@ def _train(args, submit, create: bool = True) -> int:
             store.discard_if_new()  # refused before anything was written: leave no empty database
         else:
             store.close()
-    row_store = Store(args.db, serve=False)
+    row_store = Store(args.db, serve=False, read_only=True)
     try:
         (status, error, last_step, total) = row_store.sql(
             "SELECT status, error, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
     finally:
         row_store.close()
+    if status not in FINAL_STATUSES and run_id in manager.outcomes:  # a full disk took no status
+        status, error = manager.outcomes[run_id]
     print(f"run {run_id} {status} at step {last_step}/{total or '?'}" + (f": {error}" if error else ""))
     if interrupted:
         return 130
@@ -165,6 +170,7 @@ def _follow(store: Store, manager, run_id: int) -> str:
             started = now
         status, line = progress_line(store, run_id, now - (started or now))
         done = status in ("finished", "failed", "cancelled", "diverged")
+        done = done or manager.ended(run_id)  # also when a full disk takes no status now
         if tty or done or now - last_print > 5:
             print(("\r" + line.ljust(100)) if tty else line, end="" if tty and not done else "\n", flush=True)
             last_print = now

@@ -51,14 +51,15 @@ def pending_path(final: str | os.PathLike) -> Path:
     return final.with_name(final.name + ".pending")
 
 
-def promote(store, pending: str | os.PathLike, final: str | os.PathLike) -> None:
+def promote(store, run_id: int, pending: str | os.PathLike, final: str | os.PathLike) -> None:
     """Make ``pending`` the run's checkpoint once every metric queued before this call is committed:
     the rename runs on the store's writer thread right after its commit, so a checkpoint never gets
-    ahead of the metrics in the file (a lab killed in between resumes from the previous checkpoint)."""
+    ahead of the metrics in the file (a lab killed in between resumes from the previous checkpoint).
+    Never once a batch of the run's metrics was lost (a full disk): the run resumes from before it."""
     pending, final = Path(pending), Path(final)
 
     def rename(fut) -> None:
-        if fut.exception() is None and pending.exists():
+        if fut.exception() is None and not store.rows_lost.get(run_id) and pending.exists():
             os.replace(pending, final)
 
     store.call(lambda cur: None).add_done_callback(rename)
@@ -196,11 +197,15 @@ def save(path: str | os.PathLike, config, module, strategy, batches, evaluation,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.dump(body, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(body, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: no half file left taking space
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -354,8 +354,11 @@ def check_budget(store, costs: list[Cost]) -> None:
 def check_queue(store, configs: list[RunConfig]) -> list[Cost]:
     """Every check made before runs are queued: each run's cost, then the weights budget. Call it
     holding ``QUEUE_LOCK`` up to the rows' creation, so that two launches cannot both pass."""
+    from engine.weights import check_free_disk
+
     costs = check_runs(configs)
     check_budget(store, costs)
+    check_free_disk(store, costs)
     return costs
 
 

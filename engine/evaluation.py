@@ -35,6 +35,7 @@ class BufferedSink:
         self.run_id = run_id
         self.max_rows = max_rows
         self.max_seconds = max_seconds
+        self.rows_sent = 0  # handed on; the owner counts them committed before it calls a run finished
         self._reset()
 
     def _reset(self) -> None:
@@ -66,6 +67,7 @@ class BufferedSink:
     def flush(self) -> None:
         if self.values:
             self.emit(self.batch())
+            self.rows_sent += len(self.values)
         self._reset()
 
     def emit(self, batch: dict) -> None:  # pragma: no cover - abstract

@@ -39,6 +39,8 @@ class Limits:
     max_runs: int = 10_000                  # runs one sweep may queue, whatever its kind
     # disk
     weights_budget_gb: float = 20.0         # saved weights of all runs in one lab
+    disk_wait_s: float = 60.0               # a write that finds the disk full is tried again this long, then
+                                            # its runs fail (resumable) with the disk's name
     # the Launch page's sweep check, in a child process (engine/check_sweep.py)
     sweep_check_seconds: float = 60.0       # time to parse, validate and expand a pasted sweep
     sweep_check_memory_mb: int = 1024       # memory it may take beyond the interpreter and its imports

@@ -38,6 +38,7 @@ from engine.config import RunConfig
 from engine.devices import DEVICE_PATTERN, gpu_indices
 from engine.limits import limits
 from store import Store
+from store.disk import disk_full_message
 from store.schema import FINAL_STATUSES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,19 @@ def default_owner() -> str:
         return getpass.getuser()
     except Exception:  # no user name in some containers
         return "local"
+
+
+def every_row_committed(store: Store, run_id: int, status: str, error: str | None, sent: int | None,
+                        committed_before: int = 0) -> tuple[str, str | None]:
+    """A run's (status, error) at its end: as the training gave them if every metric row it ``sent`` (this
+    attempt) is committed, else failed with the reason (the writer's lost batches: a full disk), so it is
+    never "finished" with rows missing, and resumes from its last checkpoint."""
+    store.flush()  # what was sent before the end is committed, or lost
+    committed = store.rows_committed.get(run_id, 0) - committed_before
+    if sent is None or committed >= sent:
+        return status, error
+    why = store.lost_because.get(run_id) or "the store did not commit them"
+    return "failed", f"{why}: {committed:,} of the {sent:,} metric rows it sent are in the file"
 
 
 class _Worker:
@@ -67,6 +81,7 @@ class _Worker:
         self.alive = True
         self.run_id: int | None = None
         self.last_step = 0
+        self.committed_before = 0  # the run's metric rows committed before this attempt (``assign``)
         self.stderr_tail: deque[str] = deque(maxlen=40)
         threading.Thread(target=self._read_stderr, daemon=True, name="worker-stderr").start()
         self.reader = threading.Thread(target=self._read, daemon=True, name="worker-reader")
@@ -74,6 +89,7 @@ class _Worker:
 
     def assign(self, run_id: int, config: str, last_step: int) -> None:
         self.run_id, self.ready, self.last_step = run_id, False, last_step
+        self.committed_before = self.manager.store.rows_committed.get(run_id, 0)  # by an earlier attempt
         run_dir = self.manager.store.artifacts_dir(run_id)
         checkpoint = checkpoints.checkpoint_path(run_dir)
         # a queued run with steps and a checkpoint was rewound by RunManager.resume_run
@@ -108,42 +124,57 @@ class _Worker:
         manager, store = self.manager, self.manager.store
         while (message := protocol.receive(self.proc.stdout)) is not None:
             kind, p = message
-            if kind == "metrics":
-                store.add_metrics(p["batch"])
-                if len(p["batch"]["step"]):
-                    self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
-            elif kind == "task_start":  # ordered by the writer; nobody waits on it
-                store.start_task(p["run_id"], p["task"], p["step"], wait=False)
-            elif kind == "task_end":
-                store.end_task(p["run_id"], p["task"], p["step"], wait=False)
-            elif kind == "checkpoint":  # written by the worker; the run's once its metrics are committed
-                final = checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"]))
-                checkpoints.promote(store, checkpoints.pending_path(final), final)
-            elif kind == "started":
-                run_id = p.pop("run_id")
-                store.update_run(run_id, **p)
-                store.set_status(run_id, "running", only_if=("queued",))
-                if run_id in manager._cancel_requested:  # cancelled while it was being handed over
-                    self.cancel()
-            elif kind == "end":
-                error_step = None if p["status"] == "finished" else p["step"]
-                store.set_status(p["run_id"], p["status"], error=p["error"], error_step=error_step)
-                if p["status"] in ("finished", "diverged"):  # nothing left to resume
-                    checkpoints.discard(checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"])))
+            try:
+                self._handle(kind, p)
+            except Exception as err:  # a write that found the disk full past the store's wait: not recorded
+                if (full := disk_full_message(store.path, err)) is None:
+                    raise
+                self.stderr_tail.append(f"{kind} of run {p.get('run_id')} not written: {full}")
+            if kind == "end":
                 manager._finished(self, p["run_id"])
-            elif kind == "ready":
-                with manager._cv:
-                    self.ready = True
-                    manager._cv.notify_all()
         code = self.proc.wait()
         with manager._cv:
             self.alive = False
             run_id, self.run_id = self.run_id, None
             manager._cv.notify_all()
         if run_id is not None:
-            store.set_status(run_id, "failed", error=self._death_reason(code), error_step=self.last_step,
-                             only_if=("queued", "running"))
-            manager._finished(self, run_id)
+            try:
+                store.set_status(run_id, "failed", error=self._death_reason(code), error_step=self.last_step,
+                                 only_if=("queued", "running"))
+            finally:
+                manager._finished(self, run_id)
+
+    def _handle(self, kind: str, p: dict) -> None:
+        """One message of the worker's, handed to the store."""
+        manager, store = self.manager, self.manager.store
+        if kind == "metrics":
+            store.add_metrics(p["batch"])
+            if len(p["batch"]["step"]):
+                self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
+        elif kind == "task_start":  # ordered by the writer; nobody waits on it
+            store.start_task(p["run_id"], p["task"], p["step"], wait=False)
+        elif kind == "task_end":
+            store.end_task(p["run_id"], p["task"], p["step"], wait=False)
+        elif kind == "checkpoint":  # written by the worker; the run's once its metrics are committed
+            final = checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"]))
+            checkpoints.promote(store, p["run_id"], checkpoints.pending_path(final), final)
+        elif kind == "started":
+            run_id = p.pop("run_id")
+            store.update_run(run_id, **p)
+            store.set_status(run_id, "running", only_if=("queued",))
+            if run_id in manager._cancel_requested:  # cancelled while it was being handed over
+                self.cancel()
+        elif kind == "end":
+            status, error = every_row_committed(store, p["run_id"], p["status"], p["error"], p.get("rows"),
+                                                self.committed_before)
+            manager.outcomes[p["run_id"]] = (status, error)  # also when the disk takes no status now
+            store.set_status(p["run_id"], status, error=error, error_step=None if status == "finished" else p["step"])
+            if status in ("finished", "diverged"):  # nothing left to resume
+                checkpoints.discard(checkpoints.checkpoint_path(store.artifacts_dir(p["run_id"])))
+        elif kind == "ready":
+            with manager._cv:
+                self.ready = True
+                manager._cv.notify_all()
 
     def _death_reason(self, code: int) -> str:
         if self.manager._closing:
@@ -178,6 +209,7 @@ class RunManager:
         self._served: dict[str | None, int] = {}  # owner -> when a run of theirs was last started (turns)
         self._turn = 0
         self._closing = False
+        self.outcomes: dict[int, tuple[str, str | None]] = {}  # run id -> (status, error) its end gave
         self._recover()
         self._scheduler = threading.Thread(target=self._schedule, daemon=True, name="run-scheduler")
         self._scheduler.start()
@@ -305,6 +337,10 @@ class RunManager:
             self._cv.notify_all()
         self.store.audit(who, None, "resume", run_id=run_id, detail=f"from task {header['task'] + 1} at step {header['step']}")
         return header
+
+    def ended(self, run_id: int) -> bool:
+        """Whether the run's worker reported its end (its status may not be in the file yet: a full disk)."""
+        return self._event(run_id).is_set()
 
     def wait(self, run_id: int, timeout: float | None = None) -> str | None:
         """Wait for a run to end; returns its status (None if it is unknown)."""
@@ -545,14 +581,14 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
         result = train_run(config, sink, on_start=started, weights_dir=store.artifacts_dir(run_id),
                            checkpoint=checkpoints.pending_path(checkpoint), scenario=scenario,
                            on_checkpoint=lambda: (sink.flush(), checkpoints.promote(
-                               store, checkpoints.pending_path(checkpoint), checkpoint)))
+                               store, run_id, checkpoints.pending_path(checkpoint), checkpoint)))
     except Exception as err:
         sink.flush()
         store.set_status(run_id, "failed", error=str(err))
         raise
-    store.set_status(run_id, result.status, error=result.error,
-                     error_step=None if result.status == "finished" else result.step)
-    if result.status in ("finished", "diverged"):
+    status, error = every_row_committed(store, run_id, result.status, result.error, sink.rows_sent)
+    store.set_status(run_id, status, error=error, error_step=None if status == "finished" else result.step)
+    if status in ("finished", "diverged"):
         checkpoints.discard(checkpoint)
     store.flush()
     return run_id

@@ -122,7 +122,11 @@ def _weights_saver(net, weights_dir: Path, policy: str) -> Callable[[int], None]
 
     def save(task: int) -> None:
         path = weights_dir / f"after-task-{task}.pt"
-        torch.save(net.state_dict(), path.with_suffix(".tmp"))
+        try:
+            torch.save(net.state_dict(), path.with_suffix(".tmp"))
+        except BaseException:  # a full disk: no half file left taking space
+            path.with_suffix(".tmp").unlink(missing_ok=True)
+            raise
         path.with_suffix(".tmp").replace(path)
         if policy == "last":
             for old in previous:

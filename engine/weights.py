@@ -50,6 +50,36 @@ def disk_usage(db_path) -> dict:
     return {"total": total, "runs": runs}
 
 
+# what a metric row takes in the database and its log at their peak, about (measured: 10 to 22 bytes)
+METRIC_ROW_DISK = 32
+
+
+def disk_free_line(db_path) -> str:
+    """"12.3 GB free on /dev/sda1 mounted at /srv": the disk that holds the database (Home)."""
+    from engine.cost import human_bytes
+    from store.disk import free_bytes, mount_of
+
+    device, mount = mount_of(db_path)
+    return f"{human_bytes(free_bytes(db_path))} free on {device} mounted at {mount}"
+
+
+def check_free_disk(store, costs) -> None:
+    """``ConfigError`` unless the disk that holds the database has room for what these runs will write
+    (their metric rows, weights and resume checkpoints), checked before they are queued."""
+    from engine.config import ConfigError
+    from engine.cost import human_bytes
+    from store.disk import free_bytes, mount_of
+
+    need = sum(c.metric_rows * METRIC_ROW_DISK + c.weights_disk + c.checkpoint_disk for c in costs)
+    free = free_bytes(store.path)
+    if need > free:
+        device, mount = mount_of(store.path)
+        runs = f"these {len(costs)} runs" if len(costs) > 1 else "this run"
+        raise ConfigError([f"disk: {runs} would write about {human_bytes(need)} (metrics, weights and checkpoints), "
+                           f"and {device} mounted at {mount} has {human_bytes(free)} free ({store.path}): free "
+                           "some space, or pass --db on another disk"])
+
+
 def remove_orphans(store) -> tuple[list[Path], int]:
     """Remove the artifact folders of runs that are not in the store; returns them and the bytes freed."""
     root = artifacts_root(store.path)

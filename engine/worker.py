@@ -64,6 +64,7 @@ def main() -> None:
     from engine.devices import device_label
     from engine.evaluation import BufferedSink
     from engine.train import train_run
+    from store.disk import disk_full_message
 
     torch.set_num_threads(int(os.environ.get("CL_LAB_THREADS", "1")))
     _warm_up()
@@ -105,12 +106,15 @@ def main() -> None:
                 # the metrics before a checkpoint go first; the owner promotes it once they are committed
                 on_checkpoint=lambda: (sink.flush(), protocol.send(out, "checkpoint", run_id=run_id)),
             )
-            protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step)
+            protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step,
+                          rows=sink.rows_sent)
         except Exception as err:  # the run fails; the worker stays for the next one
             sink.flush()
-            detail = "".join(traceback.format_exception_only(err)).strip()
+            # a save on a full disk: the line names the disk (torch's own says only "file write failed")
+            detail = disk_full_message(job.get("weights_dir") or ".", err) \
+                or "".join(traceback.format_exception_only(err)).strip()
             traceback.print_exc()
-            protocol.send(out, "end", run_id=run_id, status="failed", error=detail, step=None)
+            protocol.send(out, "end", run_id=run_id, status="failed", error=detail, step=None, rows=sink.rows_sent)
         protocol.send(out, "ready", pid=os.getpid())
 
 

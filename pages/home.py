@@ -2,6 +2,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.config import load_config
+from engine.weights import disk_free_line
 from pages.ui.lab import PAGES, PROJECT_ROOT, lab, may, me
 from store.queries import status_counts
 
@@ -19,7 +20,9 @@ running, queued, done = st.columns(3)
 running.metric("Running", counts.get("running", 0))
 queued.metric("Queued", counts.get("queued", 0))
 done.metric("Done", sum(counts.get(s, 0) for s in ("finished", "failed", "cancelled", "diverged")))
-st.caption(f"Database: `{the_lab.store.path}`")
+st.caption(f"Database: `{the_lab.store.path}` · {disk_free_line(the_lab.store.path)}")
+if the_lab.store.disk_full:  # the writer is waiting for space: runs fail if none comes back
+    st.warning(the_lab.store.disk_full, icon=":material/hard_drive:")
 
 st.subheader("Try it: the stability gap")
 st.write("Experience Replay on 5-task class-incremental Split-Digits, every task evaluated at every step "

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -58,6 +59,8 @@ class NotADatabase(ValueError):
 
 def _not_a_database(path: Path, err: Exception) -> str:
     text = str(err)
+    if (full := disk_full_message(path, err)) is not None:
+        return f"{path}: {full}"
     if path.is_dir():
         what = "is a directory"
     elif "not a valid DuckDB database" in text:
@@ -94,7 +97,7 @@ def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
 
 class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True,
-                 access=None, read_only: bool = False):
+                 access=None, read_only: bool = False, disk_wait_s: float = 60.0):
         self.path = Path(path)
         self._access = access  # engine.access.Access of a hosted lab; None: a local lab (read-only: see ``access``)
         # read_only: the file must exist and be a lab's; nothing is created or migrated (an older one is read
@@ -131,6 +134,13 @@ class Store:
         # metric rows per run: handed to the store, and committed to the file (the shutdown report)
         self.rows_received: dict[int, int] = {}
         self.rows_committed: dict[int, int] = {}
+        # A write that finds the disk full is tried again (in order: nothing after it is written first)
+        # for up to disk_wait_s; then its metric rows are lost, counted here with the reason, so the run
+        # fails (never "finished") and resumes from a checkpoint whose metrics are all in the file.
+        self.disk_wait_s = disk_wait_s
+        self.disk_full: str | None = None  # while the writer waits for space: one line naming the disk
+        self.rows_lost: dict[int, int] = {}
+        self.lost_because: dict[int, str] = {}
         self._count_lock = threading.Lock()
         self._accepting = threading.Event()
         self._accepting.set()
@@ -410,6 +420,8 @@ class Store:
             cur.execute("DELETE FROM task_boundaries WHERE run_id = ? AND start_step >= ?", [run_id, step])
             cur.execute("UPDATE runs SET status = 'queued', error = NULL, error_step = NULL, finished_at = NULL,"
                         " last_step = ? WHERE id = ?", [step, run_id])
+            self.rows_lost.pop(run_id, None)  # lost after the checkpoint: trained again
+            self.lost_because.pop(run_id, None)
 
         self.call(rewind).result()
 
@@ -482,7 +494,7 @@ class Store:
                     work.append(item)
                     continue
                 if work:  # what came before, in its transaction
-                    self._apply(cur, work)
+                    self._apply_on_disk(cur, work)
                     work = []
                 if kind == "stop":
                     cur.close()
@@ -492,12 +504,29 @@ class Store:
                 except BaseException as err:
                     fut.set_exception(err)
             if work:
-                self._apply(cur, work)
+                self._apply_on_disk(cur, work)
 
-    def _apply(self, cur, items: list) -> None:
+    def _apply_on_disk(self, cur, items: list) -> None:
+        """``_apply``, tried again while the disk is full: every second, up to ``disk_wait_s``."""
+        deadline = time.monotonic() + self.disk_wait_s
+        while True:
+            full = self._apply(cur, items, last_try=time.monotonic() >= deadline)
+            if full is None:
+                if self.disk_full is not None:
+                    print("store writer: there is space again; the waiting writes are in", file=sys.stderr, flush=True)
+                self.disk_full = None
+                return
+            if self.disk_full is None:
+                print(f"store writer: {full}; waiting up to {self.disk_wait_s:g} s for space", file=sys.stderr,
+                      flush=True)
+            self.disk_full = full
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _apply(self, cur, items: list, last_try: bool = True) -> str | None:
         """Apply writes in order in one transaction; results are handed back after the commit, so a
         caller reading next sees its write. If anything fails, each write is applied again alone, so
-        one bad write fails alone."""
+        one bad write fails alone. A full disk fails none of them unless ``last_try``: nothing is
+        applied, and the line naming the disk is returned for the caller to try again."""
         results = []
         try:
             cur.execute("BEGIN TRANSACTION")
@@ -521,19 +550,26 @@ class Store:
                 cur.execute("ROLLBACK")
             except duckdb.Error:
                 pass
+            full = disk_full_message(self.path, err)
+            if full is not None and not last_try:
+                return full
             if len(items) > 1:
                 for item in items:
                     self._apply(cur, [item])
-                return
+                return None
             kind, payload, fut = items[0]
             if fut is not None:
                 fut.set_exception(err)
             else:
                 self.writer_error = err
-                print(f"store writer: a batch of {payload.num_rows} metric rows failed: {err}", file=sys.stderr)
-            return
+                for run_id, n in zip(*np.unique(payload.column("run_id").to_numpy(), return_counts=True)):
+                    self.rows_lost[int(run_id)] = self.rows_lost.get(int(run_id), 0) + int(n)
+                    self.lost_because[int(run_id)] = full or str(err).splitlines()[0]
+                print(f"store writer: a batch of {payload.num_rows} metric rows failed: {full or err}", file=sys.stderr)
+            return None
         for fut, result in results:
             fut.set_result(result)
+        return None
 
     def _insert(self, cur, tables: list[pa.Table]) -> None:
         """Insert metric batches as one Arrow table, and move each run's ``last_step`` on."""

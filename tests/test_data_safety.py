@@ -2,12 +2,16 @@
 refused command, a resume beside a queue, the weights a resume leaves, a closed stdout. Real CLI
 processes, real DuckDB files."""
 
+import errno
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import duckdb
+import pytest
 
 from engine.weights import disk_usage
 from store import Store
@@ -146,3 +150,108 @@ def test_a_closed_stdout_ends_every_command_quietly(tmp_path):
         err = proc.stderr.read()
         proc.wait(timeout=60)
         assert "Traceback" not in err and "BrokenPipeError" not in err and not err.strip(), (argv, err)
+
+
+# ---- a full disk (item 5): a real small filesystem, a tmpfs mounted for the test -----------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs holding the database; the runs' weights folder is a link to the test's own
+    directory, so that only the metric writer meets the full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    (tmp_path / "artifacts").mkdir()
+    (mount / "lab.duckdb.artifacts").symlink_to(tmp_path / "artifacts")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(mount) -> None:
+    """Write a file on ``mount`` until the disk is full."""
+    with open(mount / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
+def settings(tmp_path, disk_wait_s: float) -> dict:
+    path = tmp_path / "lab.toml"
+    path.write_text(f"[limits]\ndisk_wait_s = {disk_wait_s}\n")
+    return {**os.environ, "CL_LAB_SETTINGS": str(path)}
+
+
+def start_on(mount, tmp_path, env) -> subprocess.Popen:
+    """The long run on ``mount``, once task 1 ended (its checkpoint is there): the run trains task 2."""
+    config = tmp_path / "long.yaml"
+    config.write_text(LONG)
+    owner = subprocess.Popen([sys.executable, "-m", "engine", "run", str(config), "--db", str(mount / "lab.duckdb")],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "artifacts" / "run-1" / "resume.pt"
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists():
+        assert owner.poll() is None and time.monotonic() < deadline, owner.communicate() if owner.poll() else "slow"
+        time.sleep(0.01)
+    return owner
+
+
+def assert_every_row_is_there(db) -> None:
+    with Store(db, serve=False) as store:
+        (total,) = store.sql("SELECT total_steps FROM runs WHERE id = 1")[0]
+        rows, steps = store.sql("SELECT count(*), count(DISTINCT step) FROM metrics "
+                                "WHERE run_id = 1 AND metric = 'train_loss'")[0]
+        evals = store.sql("SELECT count(*) FROM metrics WHERE run_id = 1 AND metric = 'acc' GROUP BY step")
+    assert rows == steps == total, (rows, steps, total)  # every step's training loss, once
+    assert {n for (n,) in evals} == {3}, evals  # every evaluation, on each of the 3 tasks
+
+
+def test_a_full_disk_that_frees_again_loses_no_metric_row(small_disk, tmp_path):
+    owner = start_on(small_disk, tmp_path, settings(tmp_path, 60))
+    fill(small_disk)
+    time.sleep(4)  # the writer meets the full disk and waits
+    (small_disk / "filler").unlink()
+    out, err = owner.communicate(timeout=300)
+    assert owner.returncode == 0, (out, err)
+    assert f"no space left on tmpfs mounted at {small_disk}" in err and "Traceback" not in err, err
+    assert_every_row_is_there(small_disk / "lab.duckdb")
+
+
+def test_a_disk_that_stays_full_fails_the_run_in_one_line_and_it_resumes(small_disk, tmp_path):
+    env = settings(tmp_path, 2)
+    owner = start_on(small_disk, tmp_path, env)
+    fill(small_disk)
+    out, err = owner.communicate(timeout=300)
+    assert owner.returncode == 1 and "Traceback" not in err, (out, err)
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"run 1 failed at step \d+/\d+: no space left on tmpfs mounted at {small_disk} "
+                        rf"\({small_disk}/lab.duckdb.wal\): [\d,]+ of the [\d,]+ metric rows it sent are in the file",
+                        last), last
+    (small_disk / "filler").unlink()
+    resumed = cli("resume", 1, "--db", small_disk / "lab.duckdb", env=env)
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    assert_every_row_is_there(small_disk / "lab.duckdb")
+
+
+def test_a_command_on_a_full_disk_leaves_no_file(small_disk, tmp_path):
+    fill(small_disk)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\nscenario: {n_tasks: 2}\nmodel: {hidden: [16]}\n")
+    new = small_disk / "new.duckdb"
+    one_line_exit_2(cli("runs", "--db", new), f"error: --db {new}: there is no such file")
+    one_line_exit_2(cli("run", config, "--db", new), f"error: --db {new}: no space left on tmpfs mounted at {small_disk}")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "lab.duckdb.artifacts"]
+
+
+def test_a_run_that_would_not_fit_on_the_disk_is_refused_before_it_starts(small_disk, tmp_path):
+    big = tmp_path / "big.yaml"  # about 750 k metric rows: more than the 16 MB disk holds
+    big.write_text("name: big\nscenario: {n_tasks: 5}\nmodel: {hidden: [16]}\ntrain: {epochs_per_task: 1500}\n"
+                   "eval: {every: 1}\n")
+    refused = cli("run", big, "--db", small_disk / "lab.duckdb")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "disk: this run would write about " in refused.stderr, refused.stderr  # the config check's report
+    assert f"mounted at {small_disk} has " in refused.stderr and "MB free" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == ["lab.duckdb.artifacts"]  # no database left

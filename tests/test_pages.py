@@ -56,6 +56,21 @@ def test_home_shows_counts_and_the_database_and_launches_the_demo(lab, finished_
     lab.manager.cancel(run_id)
 
 
+def test_home_shows_the_free_space_of_the_disk_that_holds_the_database(lab):
+    import re
+    import shutil
+
+    from store.disk import mount_of
+
+    at = app().run()
+    device, mount = mount_of(lab.store.path)
+    shown = re.search(rf"([\d.]+) (GB|MB|kB) free on {re.escape(device)} mounted at {re.escape(mount)}",
+                      at.caption[0].value)
+    assert shown, at.caption[0].value
+    free = float(shown.group(1)) * {"GB": 1e9, "MB": 1e6, "kB": 1e3}[shown.group(2)]
+    assert abs(free - shutil.disk_usage(lab.store.path.parent).free) < 0.05 * free + 50e6
+
+
 def next_to(at, key: str) -> list[str]:
     """The error messages drawn right after the widget ``key``, in the same container."""
     def after(block):

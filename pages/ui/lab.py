@@ -123,7 +123,9 @@ class Lab:
         from engine.sweep import SweepKeeper
 
         # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
-        self.store = Store(path, access=lab_access(hosted))
+        from engine.limits import limits
+
+        self.store = Store(path, access=lab_access(hosted), disk_wait_s=limits().disk_wait_s)
         from engine.weights import remove_orphans
 
         remove_orphans(self.store)  # the weights of runs deleted while the lab was closed
