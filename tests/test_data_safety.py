@@ -54,11 +54,15 @@ def test_a_foreign_or_newer_database_is_one_line_exit_2_and_left_unchanged(tmp_p
         store.write("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     config = tmp_path / "c.yaml"
     config.write_text("name: c\nscenario: {n_tasks: 2}\nmodel: {hidden: [16]}\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nbase: {model: {hidden: [16]}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0]\n")
     before = {path: (path.read_bytes(), tables_of(path)) for path in (customers, own_runs, newer)}
     for path, expected in ((customers, "is a DuckDB database but not a CL Lab's (its tables: customers)"),
                            (own_runs, "is a DuckDB database but not a CL Lab's (its tables: runs)"),
                            (newer, "has schema version 99, newer than this CL Lab knows")):
-        for argv in (("runs",), ("metrics", 1), ("frontier",), ("run", config)):
+        every_command = (("export", 1, "-o", tmp_path / "out"), ("report", 1, "-o", tmp_path / "r.html"),
+                         ("resume", 1), ("gc",), ("sweep", sweep)) if path == customers else ()
+        for argv in (("runs",), ("metrics", 1), ("frontier",), ("run", config), *every_command):
             one_line_exit_2(cli(*argv, "--db", path), f"error: --db {path}: {expected}")
         assert (path.read_bytes(), tables_of(path)) == before[path], path  # not a byte changed
         assert not path.with_name(path.name + ".wal").exists()
