@@ -110,9 +110,9 @@ def time_page(path: Path, repeat: int) -> None:
     from streamlit.testing.v1 import AppTest
 
     os.environ["CL_LAB_DB"] = str(path)
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
-    _open(str(path.resolve()))
+    lab_at(str(path.resolve()), False)
     try:
         at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
         t = time.perf_counter()
@@ -128,7 +128,7 @@ def time_page(path: Path, repeat: int) -> None:
         print(f"page, later runs (whole script, {len(at.dataframe[0].value)} rows in the table): "
               f"median {statistics.median(times):.3f} s, max {max(times):.3f} s")
     finally:
-        _open.clear()
+        close_labs()
 
 
 if __name__ == "__main__":

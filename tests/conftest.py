@@ -42,15 +42,15 @@ def lab_launch_page(tmp_path, monkeypatch):
 
     db = tmp_path / "lab.duckdb"
     monkeypatch.setenv("CL_LAB_DB", str(db))
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
-    lab = _open(str(db.resolve()), False)
+    lab = lab_at(str(db.resolve()), False)
     try:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.switch_page("pages/launch.py").run()
         yield lab, at
     finally:
-        _open.clear()
+        close_labs()
 
 
 def page_lab(tmp_path_factory, name: str):
@@ -58,14 +58,14 @@ def page_lab(tmp_path_factory, name: str):
     same object the pages get through CL_LAB_DB; released (workers stopped, file closed) after."""
     import os
 
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
     path = tmp_path_factory.mktemp(name) / "lab.duckdb"
     os.environ["CL_LAB_DB"] = str(path)
     try:
-        yield _open(str(path.resolve()), False)
+        yield lab_at(str(path.resolve()), False)
     finally:
-        _open.clear()
+        close_labs()
         del os.environ["CL_LAB_DB"]
 
 

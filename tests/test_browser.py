@@ -42,6 +42,19 @@ def goto_when_listening(page, url: str, seconds: int = 60) -> None:
     page.goto(url)
 
 
+def launch_from_the_form(page, fields: dict[str, str]) -> int:
+    """On the Launch page: type each field's value (by its label), press Launch, and return the id of
+    the run whose page opens."""
+    for label, value in fields.items():
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+    page.wait_for_timeout(500)  # the last field's rerun
+    page.get_by_role("button", name="Launch").last.click()
+    page.wait_for_url("**/run?run=*", timeout=60_000)
+    return int(page.url.rsplit("=", 1)[1])
+
+
 @contextmanager
 def streamlit_server(db: Path, log_path: Path, port: int | None = None):
     """`streamlit run app.py` on ``port`` (a free one if None) over the lab file ``db``, its output in

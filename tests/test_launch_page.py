@@ -11,7 +11,7 @@ import pytest
 from engine.config import RunConfig, default_run_name, load_config, parse_config
 from store.pareto import _flat  # a config's fields as dotted keys
 from tests.conftest import launched_run
-from tests.test_browser import CHROMIUM, no_exception, page, server  # noqa: F401 - fixtures
+from tests.test_browser import CHROMIUM, launch_from_the_form, no_exception, page, server  # noqa: F401 - fixtures
 from tests.test_datasets import write_cifar10
 
 SMALL = {"scenario.n_tasks": 2, "train.epochs_per_task": 1}
@@ -223,14 +223,7 @@ def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_fi
     page.goto(f"{url}/launch", wait_until="networkidle")
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
     expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL", timeout=60_000)
-    for label, value in (("Tasks", "2"), ("Epochs per task", "1")):
-        field = page.get_by_label(label, exact=True)
-        field.fill(value)
-        field.press("Enter")
-    page.wait_for_timeout(500)
-    page.get_by_role("button", name="Launch").last.click()
-    page.wait_for_url("**/run?run=*", timeout=60_000)
-    source = page.url.rsplit("=", 1)[1]
+    source = launch_from_the_form(page, {"Tasks": "2", "Epochs per task": "1"})
 
     page.goto(f"{url}/launch?from={source}", wait_until="networkidle")
     page.get_by_text(f"The form holds run {source}'s config").wait_for(timeout=60_000)
@@ -241,7 +234,7 @@ def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_fi
     page.get_by_role("button", name="Launch").last.click()
     page.wait_for_url("**/run?run=*", timeout=60_000)
     copy = page.url.rsplit("=", 1)[1]
-    assert copy != source
+    assert int(copy) != source
     page.get_by_role("heading", name=f"Run {copy}: naive digits class-IL (2)").wait_for(timeout=60_000)
 
     page.goto(f"{url}/launch?from=nope", wait_until="networkidle")

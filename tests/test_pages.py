@@ -20,10 +20,10 @@ def lab(tmp_path_factory):
     orphan = path.with_name(path.name + ".artifacts") / "run-77"  # weights of a run no longer in the database
     orphan.mkdir(parents=True)
     (orphan / "after-task-1.pt").write_bytes(b"x" * 100)
-    from pages.ui.lab import _open
-    the_lab = _open(str(path.resolve()), False)  # the same object the pages get
+    from pages.ui.lab import close_labs, lab_at
+    the_lab = lab_at(str(path.resolve()), False)  # the same object the pages get
     yield the_lab
-    _open.clear()  # releases it: workers stopped, file closed
+    close_labs()  # releases it: workers stopped, file closed
     del os.environ["CL_LAB_DB"]
 
 

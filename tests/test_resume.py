@@ -131,12 +131,12 @@ def the_lab(tmp_path_factory):
     """The lab the pages get (pages/ui/lab.py), with its store, run manager and warm workers."""
     path = tmp_path_factory.mktemp("resume") / "lab.duckdb"
     os.environ["CL_LAB_DB"] = str(path)
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
-    the_lab = _open(str(path.resolve()), False)
+    the_lab = lab_at(str(path.resolve()), False)
     the_lab.manager.warm_workers = 2
     yield the_lab
-    _open.clear()
+    close_labs()
     del os.environ["CL_LAB_DB"]
 
 

@@ -66,14 +66,14 @@ def hosted(tmp_path_factory):
     """One hosted lab, the same object the pages get (CL_LAB_DB, CL_LAB_ACCESS, [auth] in at.secrets), with
     runs of ada (admin), bob and cat (members): each one's finished run; bob's run cancelled after its
     first task (it can resume); then, the queue held, each one's queued run and sweep."""
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
     tmp = tmp_path_factory.mktemp("roles")
     (tmp / "access.toml").write_text(ACCESS)
     path = str((tmp / "lab.duckdb").resolve())
     os.environ["CL_LAB_DB"], os.environ["CL_LAB_ACCESS"] = path, str(tmp / "access.toml")
     try:
-        the_lab = _open(path, True)
+        the_lab = lab_at(path, True)
         store, manager = the_lab.store, the_lab.manager
         who = {email: store.access.principal(email) for email in (ADA, BOB, CAT)}
         # bob's run, in a worker, stops during its second task: cancelled as soon as the worker saved the
@@ -104,23 +104,23 @@ def hosted(tmp_path_factory):
         yield SimpleNamespace(lab=the_lab, store=store, manager=manager, stopped=stopped, done=done, queued=queued,
                               sweeps=sweeps)
     finally:
-        _open.clear(path, True)  # workers stopped, file closed
+        close_labs()  # workers stopped, file closed
         del os.environ["CL_LAB_DB"], os.environ["CL_LAB_ACCESS"]
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     """A local lab (no [auth]): one finished run of the local admin, then the queue held."""
-    from pages.ui.lab import _open
+    from pages.ui.lab import close_labs, lab_at
 
     path = str((tmp_path_factory.mktemp("roles_local") / "lab.duckdb").resolve())
     try:
-        the_lab = _open(path, False)
+        the_lab = lab_at(path, False)
         the_lab.manager.pause()
         run_id = run_in_process(the_lab.store, small_config("replay", name="local done", eval={"every": 10}))
         yield SimpleNamespace(lab=the_lab, store=the_lab.store, path=path, done=run_id)
     finally:
-        _open.clear(path, False)
+        close_labs()
 
 
 # ---- reaching pages, and what they show -------------------------------------------------------------------

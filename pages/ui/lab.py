@@ -147,7 +147,7 @@ class Lab:
     def close(self) -> None:
         from engine.search import stop_drivers
 
-        if self.store._closed:  # released by Streamlit, then again at exit
+        if self.store._closed:  # closed by close_labs, then again at exit
             return
         self.sweeps.stop()
         stop_drivers(None, join=True)
@@ -155,15 +155,40 @@ class Lab:
         self.store.close()
 
 
-@st.cache_resource(scope="global", show_spinner="Opening the lab's database...", on_release=Lab.close)
-def _open(path: str, hosted: bool) -> Lab:
-    return Lab(Path(path), hosted)
+# The lab of each (database, hosted) this process opened. Held here, not in st.cache_resource: any
+# client that reaches the port can send a clear_cache message, which clears Streamlit's caches for
+# everyone, and a lab released with them would stop every run. The lab lives for the process (closed
+# at exit by Lab.__init__'s atexit hook, or by close_labs).
+_LABS: dict[tuple[str, bool], Lab] = {}
+_LABS_LOCK = threading.Lock()  # the first page loads of a fresh server open one lab, not one each
+
+
+def lab_at(path: str, hosted: bool) -> Lab:
+    """The lab over the database at ``path`` (opened on first use); the same object on every call."""
+    with _LABS_LOCK:
+        the_lab = _LABS.get((path, hosted))
+        if the_lab is None:
+            the_lab = _LABS[(path, hosted)] = Lab(Path(path), hosted)
+        return the_lab
+
+
+def close_labs() -> None:
+    """Close every lab this process opened (workers stopped, files closed): for tests and benchmarks."""
+    with _LABS_LOCK:
+        labs = list(_LABS.values())
+        _LABS.clear()
+    for the_lab in labs:
+        the_lab.close()
 
 
 def open_lab() -> Lab:
     """The lab of this server process (opened by the first page load), or the reason it cannot open."""
+    path, hosted = str(db_path()), hosted_mode()
     try:
-        return _open(str(db_path()), hosted_mode())
+        if (path, hosted) in _LABS:
+            return lab_at(path, hosted)
+        with st.spinner("Opening the lab's database..."):
+            return lab_at(path, hosted)
     except (DatabaseLocked, NotADatabase) as err:
         st.error(str(err))
         st.stop()
