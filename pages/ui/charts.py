@@ -61,8 +61,8 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     1. accuracy on every task, with each task's training span marked (and stability gaps, if given);
     2. plasticity and stability, with min-ACC and WC-ACC;
     3. the training loss.
-    The panels share the x axis: zooming or panning one moves all (an x-only interval bound to the
-    scales), and a hover rule marks the same step in every panel with the values in a tooltip.
+    The panels share the x axis: zooming (Shift + wheel) or panning (drag) one moves all (an x-only
+    interval bound to the scales), and a hover rule marks the same step in every panel with the values in a tooltip.
     ``width`` is the whole chart's, axes and all (autosize fit-x); Streamlit's ``width="stretch"``
     replaces it with the container's.
 
@@ -283,13 +283,20 @@ def _matrix_chart(n_rows: int, n_tasks: int, width) -> alt.LayerChart:
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
+# Vega's event filter: a wheel event zooms only with Shift held (Vega lets the others through to the page)
+ZOOM_EVENTS = "wheel![event.shiftKey]"
+ZOOM_HINT = "Shift + wheel zooms, a drag pans, a double click resets; hover for values"
+
+
 def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
     """A zoom (x-only, bound to the scales) and a hover (nearest step) parameter for the "pointer"
-    sub-layer of each panel; Altair suffixes a named layer in the i-th panel of a concat with "_i"."""
+    sub-layer of each panel; Altair suffixes a named layer in the i-th panel of a concat with "_i".
+    The wheel zooms only with Shift held (``ZOOM_EVENTS``): a plain wheel scrolls the page, as on any
+    page that scrolls; a drag pans, a double click resets."""
     pointers = [f"{p}_pointer_{i}" for i, p in enumerate(panels)]
     zoom = alt.TopLevelSelectionParameter(
-        name="zoom", bind="scales", select=alt.IntervalSelectionConfig(type="interval", encodings=["x"]),
-        views=pointers)
+        name="zoom", bind="scales",
+        select=alt.IntervalSelectionConfig(type="interval", encodings=["x"], zoom=ZOOM_EVENTS), views=pointers)
     hover = alt.TopLevelSelectionParameter(
         name="hover", select=alt.PointSelectionConfig(type="point", on="pointerover", nearest=True, fields=["step"],
                                                       clear="pointerout"),
