@@ -10,7 +10,7 @@ from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from store.metrics import METRICS
-from store.queries import run_row, runs_table
+from store.queries import SERIES_EMPTY, run_row, runs_table
 from store.run_view import run_view as read_run_view
 from store.schema import FINAL_STATUSES
 
@@ -58,6 +58,25 @@ def run_view() -> None:
     run, status, metrics, series = view.run, view.status, view.summary, view.series
     final = status in FINAL_STATUSES
     config = json.loads(run["config"])
+    # Everything drawn is made before the first element is sent: the browser shows each element as it
+    # comes, and a chart built after the numbers were sent (Altair takes seconds for a new layout on a
+    # loaded machine) left the new numbers beside the previous refresh's chart for that long.
+    waiting = series.empty
+    if waiting and not final:
+        # Until the first evaluation the panels are drawn empty, with the columns they will have: one
+        # chart from the first refresh on, its data updated in place. Drawn only at the first evaluation,
+        # the browser first loaded its chart code and meanwhile showed this waiting note beside the new numbers.
+        n_tasks = int(config["scenario"].get("n_tasks") or 0)
+        series = pd.DataFrame(columns=["step", *(f"task {j}" for j in range(1, n_tasks + 1)), *SERIES_EMPTY[1:]])
+    panels = None if series.empty and final else run_spec(series, view.loss, view.bounds,
+                                                          gap_marks(metrics["stability_gaps"]), live=not final)
+    matrix = np.array(metrics["accuracy_matrix"], dtype=float)
+    matrix = accuracy_matrix_spec(matrix, live=not final) if np.isfinite(matrix).any() else None
+    gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],
+             "before": x["before"], "lowest": x["min"], "at step": x["min_step"], "depth": x["depth"],
+             "recovery (steps)": x["recovery_steps"], "note": x["reason"] or ""}
+            for r in metrics["stability_gaps"] for x in r["tasks"]]
+    point = resume_point(store, run_id) if final and may(me(), "resume", run["owner"] or "") else None
     st.title(f"Run {run_id}: {run['name']}")
     total, step = run["total_steps"] or 0, run["last_step"] or 0
     # Every slot below is filled on every render (an empty placeholder where there is nothing to
@@ -72,7 +91,6 @@ def run_view() -> None:
     else:
         head.progress(min(1.0, step / total) if total else 0.0)
     who, owner = me(), run["owner"] or ""  # the buttons shown are the actions who may take on this run
-    point = resume_point(store, run_id) if final and may(who, "resume", owner) else None
     if not final and may(who, "cancel", owner):
         if action.button("Cancel run", icon=":material/stop:", key="cancel"):
             try:
@@ -110,24 +128,22 @@ def run_view() -> None:
         column.metric(label, "n/a" if value is None else f"{value:.3f}", help=help_text)
     st.caption(f"So far: over the {metrics['tasks_done']} task(s) ended." if metrics.get("partial") else " ")
 
-    if series.empty:
+    if waiting:
         st.info("Waiting for the first evaluation..." if not final else "This run has no evaluation to draw.")
     else:
-        st.vega_lite_chart(run_spec(series, view.loss, view.bounds, gap_marks(metrics["stability_gaps"]), live=not final),
-                           width="stretch", key="panels")
+        st.empty()
+    if panels is None:
+        st.empty()
+    else:
+        st.vega_lite_chart(panels, width="stretch", key="panels")
     st.caption("Plasticity (panel 2) is drawn from the first evaluation after training on a task begins; "
                "the hollow marker at each switch is the new task's accuracy before training on it.")
 
     matrix_column, gap_column = st.columns([1, 1.5], gap="medium")
-    matrix = np.array(metrics["accuracy_matrix"], dtype=float)
-    if np.isfinite(matrix).any():
-        matrix_column.vega_lite_chart(accuracy_matrix_spec(matrix, live=not final), width="stretch", key="matrix")
+    if matrix is not None:
+        matrix_column.vega_lite_chart(matrix, width="stretch", key="matrix")
     else:
         matrix_column.empty()
-    gaps = [{"switch at step": r["switch_step"], "to task": r["to_task"], "old task": x["task"],
-             "before": x["before"], "lowest": x["min"], "at step": x["min_step"], "depth": x["depth"],
-             "recovery (steps)": x["recovery_steps"], "note": x["reason"] or ""}
-            for r in metrics["stability_gaps"] for x in r["tasks"]]
     with gap_column:
         if gaps:
             st.markdown("**Stability gap at each task switch**")

@@ -193,3 +193,44 @@ def test_the_server_log_has_no_chart_warning(run_server, page):
     text = log.read_text()
     assert not [line for line in text.splitlines()
                 if any(word in line for word in ("altair", "Altair", "vega", "Vega", "UserWarning", "Traceback"))], text
+
+
+# One sample of the live page, read in one go: the header, whether the waiting note is shown, the
+# panels drawn (a chart with its svg or canvas), and the figures' values.
+SAMPLE_JS = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  if (!main) return null;
+  const header = [...main.querySelectorAll('[data-testid="stMarkdownContainer"]')].map(e => e.innerText)
+    .find(t => t.includes(' · step '));
+  return {header: header || '',
+          waiting: [...main.querySelectorAll('[data-testid="stAlert"]')].some(e => e.innerText.includes('Waiting')),
+          panels: main.querySelectorAll('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').length,
+          figures: [...main.querySelectorAll('[data-testid="stMetricValue"]')].map(e => e.innerText.trim())};
+}"""
+
+
+def test_the_live_chart_and_the_figures_beside_it_show_the_same_moment(tmp_path, page):
+    """A run whose first evaluation comes after some steps, watched from before it starts to its end:
+    no sample shows a figure measured from an evaluation beside "Waiting for the first evaluation..."
+    (the panels were drawn a refresh after the numbers: the browser loaded the chart's code first)."""
+    db = tmp_path / "lab.duckdb"
+    store = Store(db, serve=False)
+    run_id = store.create_run(small_config("replay", n_tasks=3, train={"epochs_per_task": 40}, eval={"every": 25})
+                              .model_dump(mode="json"), name="first-eval-late")
+    store.close()
+    with streamlit_server(db, tmp_path / "streamlit.log") as url:
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.goto(f"{url}/run?run={run_id}", wait_until="networkidle")
+        samples, deadline = [], time.monotonic() + 180
+        while time.monotonic() < deadline:
+            sample = page.evaluate(SAMPLE_JS)
+            if sample and sample["header"]:
+                samples.append(sample)
+                measured = [f for f in sample["figures"] if f != "n/a"]
+                assert not (measured and sample["waiting"]), sample
+                if sample["header"].startswith("finished"):
+                    break
+            page.wait_for_timeout(50)
+    assert samples and samples[-1]["header"].startswith("finished"), samples[-1:]
+    assert any(s["waiting"] for s in samples) and any(s["header"].startswith("running") for s in samples)
+    assert samples[-1]["panels"] >= 1 and not samples[-1]["waiting"]

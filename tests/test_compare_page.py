@@ -163,6 +163,40 @@ def test_group_colours_differ_and_past_twenty_groups_the_dash_tells_them_apart()
     assert len({(c, tuple(d)) for c, d in zip(many["colors"], many["dashes"])}) == 45
 
 
+def test_every_compare_panel_says_which_colour_is_which_group_and_its_hover_gives_each_groups_value(store):
+    import vl_convert
+
+    from pages.ui.charts import compare_panels
+    from store.compare import COMPARE_SERIES
+
+    ids = [write_run(store, per_task=10, every=2, seed=s) for s in (0, 1)]
+    for run_id, epochs in zip(ids, (1, 2)):  # two groups by a dotted key, as the page groups them
+        store.sql("UPDATE runs SET config = json_merge_patch(config, ?) WHERE id = ?",
+                  [json.dumps({"train": {"epochs_per_task": epochs}}), run_id])
+    runs = select_runs(store, run_ids=ids)
+    curves = group_curves(store, runs, "train.epochs_per_task", x="progress")
+    labels = sorted(curves["group"].unique())
+    assert labels == ["epochs_per_task=1", "epochs_per_task=2"]
+    chart = compare_panels(curves, COMPARE_SERIES, group_title="train.epochs_per_task", styles=group_styles(labels))
+    spec = chart.to_dict()
+    assert spec["resolve"]["legend"]["color"] == "independent"  # a legend on each panel
+    for panel, name in zip(spec["vconcat"], COMPARE_SERIES):
+        line = next(l for l in panel["layer"] if l["mark"]["type"] == "line")
+        legend = line["encoding"]["color"]["legend"]
+        assert legend["title"] == "train.epochs_per_task" and legend["labelLimit"] == 0  # never cut short
+        # the hover's tooltip sits on the pointer layer (its voronoi is what the pointer is over)
+        pointer = next(l for l in panel["layer"] if "_pointer" in l.get("name", ""))
+        assert [t["title"] for t in pointer["encoding"]["tooltip"]][1:] == labels
+        assert [t["field"] for t in pointer["encoding"]["tooltip"]][1:] == [f"g{i}_{name}" for i in range(2)]
+    # as Vega draws it: four legends, each naming both groups, and a tooltip on each hover voronoi
+    svg = vl_convert.vegalite_to_svg(spec)
+    assert svg.count(">epochs_per_task=1<") == 4 and svg.count(">epochs_per_task=2<") == 4
+    vega = vl_convert.vegalite_to_vega(spec)
+    vega = json.loads(vega) if isinstance(vega, str) else vega
+    voronoi = [m for panel in vega["marks"] for m in panel.get("marks", []) if m["name"].endswith("_voronoi")]
+    assert len(voronoi) == 4 and all("g1_" in m["encode"]["update"]["tooltip"]["signal"] for m in voronoi)
+
+
 # ---- the page --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):

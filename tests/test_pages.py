@@ -244,6 +244,7 @@ def test_run_page_link_draws_synchronized_panels_and_the_summary(lab, finished_r
     assert spec["resolve"]["scale"]["x"] == "shared"
     params = {p["name"]: p for p in spec["params"]}
     assert params["zoom"]["bind"] == "scales" and params["zoom"]["select"]["encodings"] == ["x"]
+    assert params["zoom"]["select"]["zoom"] == "wheel![event.shiftKey]"  # a plain wheel scrolls the page
     assert params["hover"]["select"]["on"] == "pointerover" and params["hover"]["select"]["nearest"]
     # both parameters sit on the same, existing sub-layer of each of the three panels
     pointer_layers = [[layer.get("name") for layer in panel["layer"] if layer.get("name")] for panel in spec["vconcat"]]

@@ -101,9 +101,19 @@ def test_run_panels_keep_their_shared_zoom_and_hover(reports, browser):
     hover(page, "loss", box["x"] + 600, box["y"] + box["height"] - 70)
     again = page.evaluate(f"async () => (await {view}).data('hover_store')")
     assert len(again) == 1 and again[0]["values"][0] > hovered[0]["values"][0]
-    # wheel on the accuracy panel: the shared x scale zooms, for all three panels
+    # a plain wheel over the panels scrolls the page and zooms nothing
     page.mouse.move(box["x"] + 300, box["y"] + 120)
+    top = page.evaluate("() => window.scrollY")
+    page.mouse.wheel(0, 200)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => window.scrollY") > top
+    assert page.evaluate(f"async () => (await {view}).scale('x').domain()") == full
+    # Shift + wheel on the accuracy panel: the shared x scale zooms, for all three panels
+    box = panels.bounding_box()
+    page.mouse.move(box["x"] + 300, box["y"] + 120)
+    page.keyboard.down("Shift")
     page.mouse.wheel(0, -400)
+    page.keyboard.up("Shift")
     page.wait_for_timeout(500)
     zoomed = page.evaluate(f"async () => (await {view}).scale('x').domain()")
     assert zoomed[1] - zoomed[0] < full[1] - full[0]

@@ -19,11 +19,11 @@ def _task_columns(series: pd.DataFrame) -> list[str]:
     return [c for c in series.columns if c.startswith("task ")]
 
 
-def _legend(title: str | None, n_entries: int, columns: int = 10) -> alt.Legend:
+def _legend(title: str | None, n_entries: int, columns: int = 10, **options) -> alt.Legend:
     """A legend above its panel, in rows of at most ``columns`` entries, labels never cut short: a
     legend at the side took width from the plot and was clipped ("evaluate…") in a narrow column."""
     return alt.Legend(title=title, orient="top", direction="horizontal", columns=min(max(n_entries, 1), columns),
-                      labelLimit=0, titleLimit=0, symbolType="stroke", offset=4)
+                      labelLimit=0, titleLimit=0, symbolType="stroke", offset=4, **options)
 
 
 def before_training(series: pd.DataFrame, bounds: pd.DataFrame) -> pd.DataFrame:
@@ -61,8 +61,8 @@ def run_panels(series: pd.DataFrame, loss: pd.DataFrame, bounds: pd.DataFrame,
     1. accuracy on every task, with each task's training span marked (and stability gaps, if given);
     2. plasticity and stability, with min-ACC and WC-ACC;
     3. the training loss.
-    The panels share the x axis: zooming or panning one moves all (an x-only interval bound to the
-    scales), and a hover rule marks the same step in every panel with the values in a tooltip.
+    The panels share the x axis: zooming (Shift + wheel) or panning (drag) one moves all (an x-only
+    interval bound to the scales), and a hover rule marks the same step in every panel with the values in a tooltip.
     ``width`` is the whole chart's, axes and all (autosize fit-x); Streamlit's ``width="stretch"``
     replaces it with the container's.
 
@@ -160,8 +160,11 @@ def _run_chart(tasks: tuple, label_every: int, has_gaps: bool, width: int) -> al
     def hover_layers(panel: str, fields: list[str]) -> list[alt.Chart]:
         base = alt.Chart()
         # named views: the shared parameters list exactly these three
-        catcher = base.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{panel}_pointer")
         tooltip = [alt.Tooltip("step:Q")] + [alt.Tooltip(f"{f}:Q", format=".3f") for f in fields]
+        # the tooltip on the pointer layer: the nearest-step hover covers it with a voronoi, which is
+        # what the pointer is over and takes its tooltip (on the 1 px rule only, it was hardly ever shown)
+        catcher = base.mark_rule(strokeWidth=12, opacity=0).encode(x=x, tooltip=tooltip).properties(
+            name=f"{panel}_pointer")
         rule = base.mark_rule(color="#444").encode(
             x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)), tooltip=tooltip)
         return [catcher, rule]
@@ -283,13 +286,20 @@ def _matrix_chart(n_rows: int, n_tasks: int, width) -> alt.LayerChart:
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
+# Vega's event filter: a wheel event zooms only with Shift held (Vega lets the others through to the page)
+ZOOM_EVENTS = "wheel![event.shiftKey]"
+ZOOM_HINT = "Shift + wheel zooms, a drag pans, a double click resets; hover for values"
+
+
 def _shared_x_params(panels: list[str]) -> tuple[list, list[str]]:
     """A zoom (x-only, bound to the scales) and a hover (nearest step) parameter for the "pointer"
-    sub-layer of each panel; Altair suffixes a named layer in the i-th panel of a concat with "_i"."""
+    sub-layer of each panel; Altair suffixes a named layer in the i-th panel of a concat with "_i".
+    The wheel zooms only with Shift held (``ZOOM_EVENTS``): a plain wheel scrolls the page, as on any
+    page that scrolls; a drag pans, a double click resets."""
     pointers = [f"{p}_pointer_{i}" for i, p in enumerate(panels)]
     zoom = alt.TopLevelSelectionParameter(
-        name="zoom", bind="scales", select=alt.IntervalSelectionConfig(type="interval", encodings=["x"]),
-        views=pointers)
+        name="zoom", bind="scales",
+        select=alt.IntervalSelectionConfig(type="interval", encodings=["x"], zoom=ZOOM_EVENTS), views=pointers)
     hover = alt.TopLevelSelectionParameter(
         name="hover", select=alt.PointSelectionConfig(type="point", on="pointerover", nearest=True, fields=["step"],
                                                       clear="pointerout"),
@@ -366,8 +376,12 @@ def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, gr
     params[1].select.fields = ["x"]  # the hover finds the nearest bucket
     hovered = {"param": "hover", "empty": False}
     x = alt.X("x:Q", title=x_title)
-    color = alt.Color("group:N", title=group_title, sort=domain, scale=alt.Scale(domain=domain, range=colors))
-    dash = {"strokeDash": alt.StrokeDash("group:N", title=group_title, sort=domain,
+    # every panel has its own legend (one scrolled out of view tells nothing), labels never cut short
+    # (its symbols opaque and thick: the band's opacity would otherwise pale them)
+    legend = _legend(group_title, len(domain), columns=5, symbolOpacity=1, symbolStrokeWidth=2.5)
+    color = alt.Color("group:N", title=group_title, sort=domain, scale=alt.Scale(domain=domain, range=colors),
+                      legend=legend)
+    dash = {"strokeDash": alt.StrokeDash("group:N", title=group_title, sort=domain, legend=legend,
                                          scale=alt.Scale(domain=domain, range=[list(d) for d in dashes]))
             } if len(domain) > 20 else {}
     panels = []
@@ -377,16 +391,18 @@ def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, gr
         valid = f"isValid(datum['{name}_mean'])"  # a bucket without this series (loss-only steps)
         band = alt.Chart().transform_filter(valid).mark_area(opacity=0.18).encode(
             x=x, y=alt.Y(f"{name}_lo:Q", scale=y_scale, title="accuracy" if is_acc else "loss"),
-            y2=alt.Y2(f"{name}_hi:Q"), color=color.legend(None), detail=alt.Detail("task:N"))
+            y2=alt.Y2(f"{name}_hi:Q"), color=color, detail=alt.Detail("task:N"))
         line = alt.Chart().transform_filter(valid).mark_line(strokeWidth=1.6).encode(
             x=x, y=alt.Y(f"{name}_mean:Q"), color=color, detail=alt.Detail("task:N"), **dash)
         per_bucket = alt.Chart(alt.Data(name=HOVER_DATA))
-        catcher = per_bucket.mark_rule(strokeWidth=12, opacity=0).encode(x=x).properties(name=f"{name}_pointer")
+        tooltip = [alt.Tooltip("x:Q", title=x_title, format=".3f")] + \
+            [alt.Tooltip(f"g{i}_{name}:Q", title=g, format=".3f") for i, g in enumerate(groups)]
+        catcher = per_bucket.mark_rule(strokeWidth=12, opacity=0).encode(x=x, tooltip=tooltip).properties(
+            name=f"{name}_pointer")
         rule = per_bucket.mark_rule(color="#444").encode(
-            x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)),
-            tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3f")]
-                    + [alt.Tooltip(f"g{i}_{name}:Q", title=g, format=".3f") for i, g in enumerate(groups)])
+            x=x, opacity=alt.condition(hovered, alt.value(0.6), alt.value(0)), tooltip=tooltip)
         panels.append(alt.layer(band, line, catcher, rule).properties(width=width, height=150, title=title))
-    chart = alt.vconcat(*panels, data=alt.Data(name=CURVES_DATA)).resolve_scale(x="shared")
+    chart = alt.vconcat(*panels, data=alt.Data(name=CURVES_DATA)).resolve_scale(x="shared").resolve_legend(
+        color="independent", strokeDash="independent")
     chart.params = params
     return chart
