@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, create_model,
                       field_validator, model_validator)
 
-from engine.datasets import DATASET_INFO
+from engine.datasets import DATASET_INFO, DatasetError, Header, dataset_header
 from engine.devices import device_problem, wants_gpu
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
@@ -87,10 +87,34 @@ class ScenarioConfig(_Section):
     @classmethod
     def _tasks_fit_classes(cls, value: int, info: ValidationInfo) -> int:
         dataset, setting = info.data.get("dataset"), info.data.get("setting")
-        n_classes = DATASET_INFO[dataset].n_classes if dataset in DATASET_INFO else None  # None: known once read
+        n_classes = DATASET_INFO[dataset].n_classes if dataset in DATASET_INFO else None  # None: in the files
         if setting != "domain" and n_classes and value > n_classes:
             raise ValueError(f"must be at most {n_classes}: {dataset} has {n_classes} classes to share out")
         return value
+
+    @model_validator(mode="after")
+    def _fits_the_files(self, info: ValidationInfo):
+        """A file dataset's header is read here (cheaply, cached: engine.datasets.dataset_header): files that
+        declare more than they hold or than memory allows are refused before anything reads them, and a
+        generic dataset (npz, image_folder), whose shape and classes are in its files, gets the checks above."""
+        if DATASET_INFO[self.dataset].header is None or (info.context or {}).get("input_shape"):
+            return self
+        header = self.header()
+        if self.setting != "domain" and self.n_tasks > header.n_classes:
+            raise ValueError(f"scenario.n_tasks = {self.n_tasks}: must be at most {header.n_classes}: {self.dataset} "
+                             f"has {header.n_classes} classes to share out")
+        if self.setting == "domain" and self.domain == "rotated" and len(header.input_shape) != 3:
+            raise ValueError(f"scenario.domain = 'rotated': needs an image dataset ({self.dataset} has rows of "
+                             f"{header.input_shape[0]} values)")
+        return self
+
+    def header(self) -> Header:
+        """What the dataset's files hold (engine.datasets.dataset_header); a file that cannot be read is
+        one line (ValueError) naming it."""
+        try:
+            return dataset_header(self)
+        except DatasetError as err:
+            raise ValueError(f"scenario.dataset = {self.dataset!r}: {err}") from None
 
 
 class ModelConfig(_Section):
@@ -281,7 +305,8 @@ class RunConfig(_Section):
             raise ValueError(f"strategy.name = {strategy.name!r}: does not work with model {self.model.name} "
                              f"(model.name; it works with: {', '.join(strategy.models)})")
         # an in-memory scenario (train_run's ``scenario``) gives its own input shape in the context
-        shape = (info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
+        shape = ((info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
+                 or self.scenario.header().input_shape)
         if MODELS[self.model.name].kind == "image" and len(shape) != 3:
             raise ValueError(f"model.name = {self.model.name!r}: needs image input (channels, height, width), and "
                              f"dataset {self.scenario.dataset} gives flat rows of {shape[0]} values (use mlp, or an "

@@ -2,8 +2,9 @@
 
 ``estimate(config)`` is a plain function: no data is loaded and no memory is taken. The model is built
 on torch's ``meta`` device (shapes only) and one forward pass there gives its activation sizes; the
-tasks' sample counts come from ``DATASET_INFO``, and the strategy's schedule (``experiences``) runs on
-meta tensors of those sizes, so Joint's merged tasks count as they train. The figures are estimates of
+input shape and each class's train and test counts come from the files' header (``ScenarioConfig.header``,
+after the split the run makes), and the strategy's schedule (``experiences``) runs on meta tensors of
+those sizes, so Joint's merged tasks count as they train. The figures are estimates of
 the peak (float32 weights, gradients, optimizer state, the strategy's state, a batch's activations
 and their gradients, the dataset and its tasks, the evaluation tensors and one evaluation pass).
 
@@ -16,17 +17,16 @@ carry the figures; nothing is written.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.config import ConfigError, RunConfig
-from engine.datasets import DATASET_INFO
-from engine.limits import limits
-from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData
+from engine.datasets import Header
+from engine.limits import limits, machine_memory
+from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, class_order
 from engine.strategies import STRATEGIES, Strategy
 
 # Optimizer state per trainable parameter, in copies of the weights: SGD's momentum buffer, Adam's two moments.
@@ -139,35 +139,29 @@ def describe_model(model_cfg) -> str:
 
 # ---- the tasks, as shapes ---------------------------------------------------------------------------------
 
-def shadow_scenario(sc) -> Scenario:
-    """The scenario ``build_scenario`` would make, over one pool of meta tensors of the sizes it would
-    have (tasks are index views of it, as in the real one)."""
-    info = DATASET_INFO[sc.dataset]
-    per_class = info.n_samples / info.n_classes
-    shape = tuple(info.input_shape)
-    storage = torch.uint8 if len(shape) == 3 else torch.float32  # images stay uint8 until a batch needs them
+def shadow_scenario(sc, header: Header) -> Scenario:
+    """The scenario ``build_scenario`` would make, over one pool of meta tensors of the sizes the files
+    hold (``header``: each class's train and test counts; tasks are index views of the pool, as in the
+    real one)."""
+    shape, n_classes = tuple(header.input_shape), header.n_classes
+    storage = torch.uint8 if header.pixels else torch.float32  # images stay uint8 until a batch needs them
     meta = lambda *size, dtype=torch.long: torch.empty(size, dtype=dtype, device="meta")  # noqa: E731
-    pool = Pool(meta(info.n_samples, *shape, dtype=storage), meta(info.n_samples), None, None,
-                DomainShift(None, shape, 1, 0))
+    n_samples = sum(header.train_counts) + sum(header.test_counts)
+    pool = Pool(meta(n_samples, *shape, dtype=storage), meta(n_samples), None, None, DomainShift(None, shape, 1, 0))
 
-    def task(classes: list[int], n_classes: int) -> TaskData:
-        n_train = round(n_classes * per_class * (1 - sc.test_size))
-        n_test = round(n_classes * per_class * sc.test_size)
+    def task(classes: list[int]) -> TaskData:
+        n_train = sum(header.train_counts[c] for c in classes)
+        n_test = sum(header.test_counts[c] for c in classes)
         return TaskData(classes, Samples(pool, meta(n_train), meta(n_train)), Samples(pool, meta(n_test), meta(n_test)))
 
     if sc.setting == "domain":
-        tasks = [task(list(range(info.n_classes)), info.n_classes) for _ in range(sc.n_tasks)]
-    else:
-        order = list(range(info.n_classes))
-        size, extra = divmod(info.n_classes, sc.n_tasks)  # as np.array_split shares the classes out
-        tasks, start = [], 0
-        for k in range(sc.n_tasks):
-            n = size + (k < extra)
-            tasks.append(task(order[start:start + n], n))
-            start += n
+        tasks = [task(list(range(n_classes))) for _ in range(sc.n_tasks)]
+    else:  # the classes shared out as build_scenario does
+        order = class_order(n_classes, sc.class_seed)
+        tasks = [task([int(c) for c in classes]) for classes in np.array_split(np.array(order), sc.n_tasks)]
     if sc.tasks is not None:
         tasks = [tasks[t - 1] for t in sc.tasks]
-    return Scenario(sc.dataset, sc.setting, info.n_classes, shape, tasks, None)
+    return Scenario(sc.dataset, sc.setting, n_classes, shape, tasks, None)
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -193,10 +187,13 @@ def estimate(config: RunConfig) -> Cost:
 
 
 def _estimate(config: RunConfig) -> Cost:
-    info = DATASET_INFO[config.scenario.dataset]
-    shape = tuple(info.input_shape)
-    profile = model_profile(config.model, shape, info.n_classes)
-    scenario = shadow_scenario(config.scenario)
+    try:
+        header = config.scenario.header()  # the files' real sizes: read when the config was checked (cached)
+    except ValueError as err:  # a file changed since
+        raise ConfigError([str(err)]) from None
+    shape = tuple(header.input_shape)
+    profile = model_profile(config.model, shape, header.n_classes)
+    scenario = shadow_scenario(config.scenario, header)
     cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
     hparams = config.strategy_hparams
     experiences = cls(seed=0, **hparams).experiences(scenario)
@@ -223,7 +220,8 @@ def _estimate(config: RunConfig) -> Cost:
         # the dataset's one stored copy (tasks are index views of it), and the largest experience taken
         # whole at once (EWC's Fisher, a buffer filled at a task's end)
         "data": _bytes(scenario.tasks[0].train.pool.x) + max(len(e) for e in experiences) * sample,
-        "evaluation": (test + held) * sample + test * max(pairs) * el,  # stacked held-out sets, one pass
+        # the stacked held-out sets (and the periodic subset), and one pass of eval.batch_size samples
+        "evaluation": (test + held) * sample + min(test, config.eval.batch_size) * max(pairs) * el,
     }
     files = {"none": 0, "last": 1, "every": len(experiences) + 1}[train.weights]
     return Cost(
@@ -231,34 +229,6 @@ def _estimate(config: RunConfig) -> Cost:
         weights_disk=files * (profile.weight_bytes + FILE_OVERHEAD),
         checkpoint_disk=profile.weight_bytes + memory["optimizer"] + strategy_state + FILE_OVERHEAD,
     )
-
-
-# ---- the machine ------------------------------------------------------------------------------------------
-
-def machine_memory() -> int:
-    """Bytes of memory this process may use: the machine's (/proc/meminfo), or its container's limit
-    (cgroup v2 memory.max) where that is lower."""
-    total = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if not total:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            total = 8 * 1024 ** 3  # unknown: a small machine's
-    try:
-        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if cap.isdigit():
-            total = min(total, int(cap))
-    except OSError:
-        pass
-    return total
 
 
 # ---- the checks -------------------------------------------------------------------------------------------

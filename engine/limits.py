@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import resource
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,37 @@ def limits() -> Limits:
     if _cached is None:
         _cached = load_limits()
     return _cached
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's (/proc/meminfo), or its container's limit
+    (cgroup v2 memory.max) or its address-space limit (``ulimit -v``, RLIMIT_AS) where that is lower."""
+    total = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 8 * 1024 ** 3  # unknown: a small machine's
+    try:
+        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cap.isdigit():
+            total = min(total, int(cap))
+    except OSError:
+        pass
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        total = min(total, soft)
+    return total
+
+
+def memory_allowance() -> int:
+    """Bytes one run (and the dataset it reads) may take: ``max_memory_fraction`` of ``machine_memory()``."""
+    return int(limits().max_memory_fraction * machine_memory())

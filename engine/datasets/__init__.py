@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from engine.datasets.base import Dataset, DatasetError, DatasetInfo, data_dir
+import threading
+from pathlib import Path
+
+from engine.datasets.base import Dataset, DatasetError, DatasetInfo, Header, data_dir, declared_header
 from engine.datasets import cifar10, cifar100, digits, image_folder, mnist, mnist1d, npz, svhn, tiny_imagenet
 
 DATASET_INFO: dict[str, DatasetInfo] = {info.name: info for info in (
@@ -25,4 +28,55 @@ def dataset_status(root=None) -> list[dict]:
     return rows
 
 
-__all__ = ["DATASETS", "DATASET_INFO", "Dataset", "DatasetError", "DatasetInfo", "data_dir", "dataset_status"]
+_headers: dict[tuple, Header] = {}
+_headers_lock = threading.Lock()
+
+
+def dataset_header(scenario) -> Header:
+    """What the files of ``scenario`` (a ``ScenarioConfig``, or anything with dataset, root, seed and
+    test_size) hold: input shape, classes and each part's class counts, read cheaply (headers, labels,
+    a folder's listing) and kept until a file changes. ``DatasetError`` (one line naming the file) for
+    files that cannot be read or declare more than they hold or than memory allows."""
+    info = DATASET_INFO[scenario.dataset]
+    if info.header is None:  # embedded, or too slow to survey (Tiny-ImageNet's 110,000 files): as declared
+        return declared_header(info, scenario.test_size)
+    where = info.location(scenario.root)
+    seed, test_size = (0, 0.0) if info.own_split else (scenario.seed, scenario.test_size)
+    key = (info.name, str(where), seed, test_size, _signature(info, where))
+    with _headers_lock:
+        if key in _headers:
+            return _headers[key]
+    header = info.header(seed=seed, test_size=test_size, root=where if info.path_name else scenario.root)
+    with _headers_lock:
+        if len(_headers) > 256:
+            _headers.clear()
+        _headers[key] = header
+    return header
+
+
+def _signature(info: DatasetInfo, where: Path) -> tuple:
+    """Size and modification time of the dataset's files (a folder: of it and its class folders, whose
+    times change when an image is added or removed)."""
+    if info.path_name:  # a folder's class folders (or train/ and test/ and theirs)
+        paths = [where]
+        try:
+            if where.is_dir():
+                paths += [d for d in where.iterdir() if d.is_dir()]
+                paths += [d for part in ("train", "test") if (where / part).is_dir() for d in (where / part).iterdir()
+                          if d.is_dir()]
+        except OSError:  # unreadable: the header says so
+            pass
+    else:
+        paths = [where / f for f in info.files] + [where / f"{f}.gz" for f in info.files if info.gzip_ok]
+    stats = []
+    for path in paths:
+        try:
+            st = path.stat()
+            stats.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((str(path), None))
+    return tuple(stats)
+
+
+__all__ = ["DATASETS", "DATASET_INFO", "Dataset", "DatasetError", "DatasetInfo", "Header", "data_dir", "dataset_header",
+           "dataset_status"]

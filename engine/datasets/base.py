@@ -10,6 +10,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # data/ beside the app
+# A compressed file (gzip, a deflated .npz member, a compressed .mat variable) may declare at most this many
+# times its own size: real image data packs 1-10x, a file of zeros built to exhaust memory ~1000x.
+# Below EXPANSION_FLOOR any ratio passes: a small dataset cannot exhaust memory.
+MAX_EXPANSION = 100
+EXPANSION_FLOOR = 256 * 1024 ** 2
 
 
 class DatasetError(ValueError):
@@ -46,6 +51,8 @@ class DatasetInfo:
     layout: str = ""                     # what to put where, for the message when a file is missing
     path_name: str = ""                  # generic datasets: scenario.root is the data itself; this is its default name
     own_split: bool = True               # comes with a train/test split (else the lab splits it by scenario.seed)
+    # header(seed=, test_size=, root=) -> Header: what the files hold, read cheaply (no pixels); None: as declared
+    header: Callable[..., "Header"] | None = field(default=None, repr=False)
 
     @property
     def is_image(self) -> bool:
@@ -79,6 +86,68 @@ def _stat(path: Path, test) -> bool:
         return test(path)
     except (OSError, ValueError):  # a name too long, no permission, a NUL byte: not usable either
         return False
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a dataset's files hold, read without decoding them (headers, labels, a folder's listing): the
+    config check's input shape and classes, and the cost estimate's sizes. Counts are after the split the
+    run will make."""
+
+    input_shape: tuple[int, ...]
+    train_counts: tuple[int, ...]  # training samples of each class 0..K-1
+    test_counts: tuple[int, ...]
+    pixels: bool = True            # stored as uint8 (images from files), else float32
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.train_counts)
+
+
+def declared_header(info: DatasetInfo, test_size: float) -> Header:
+    """A dataset's header from what ``info`` declares: classes of equal size."""
+    per_class = info.n_samples / info.n_classes
+    n_train, n_test = round(per_class * (1 - test_size)), round(per_class * test_size)
+    return Header(tuple(info.input_shape), (n_train,) * info.n_classes, (n_test,) * info.n_classes,
+                  len(info.input_shape) == 3)
+
+
+def counts_of(y: np.ndarray, n_classes: int) -> tuple[int, ...]:
+    return tuple(int(c) for c in np.bincount(y, minlength=n_classes))
+
+
+def split_counts(y: np.ndarray, seed: int, test_size: float, where) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each class's train and test counts after the stratified split ``split_images`` and
+    ``split_and_standardize`` make (the split depends on the labels only, so the counts are exact)."""
+    n_classes = int(y.max()) + 1
+    try:
+        train_y, test_y = train_test_split(y, test_size=test_size, random_state=seed, stratify=y)
+    except ValueError as err:  # too few samples of a class to hold some out
+        raise DatasetError(f"{where}: cannot hold out {test_size:g} of each class ({err})") from None
+    return counts_of(train_y, n_classes), counts_of(test_y, n_classes)
+
+
+def check_size(path, what: str, declared: int, stored: int | None = None) -> None:
+    """Refuse, before anything is allocated, ``what`` (e.g. "images (60000, 28, 28)") in the file ``path``
+    declaring more bytes than a run may take here, or (``stored``: its compressed size) more than a
+    compressed file of real data can hold."""
+    from engine.limits import limits, machine_memory
+
+    fraction, machine = limits().max_memory_fraction, machine_memory()
+    if declared > fraction * machine:
+        raise DatasetError(f"{path}: {what} declares {_human(declared)}, more than a run may take here "
+                           f"({_human(fraction * machine)}: limits.max_memory_fraction {fraction:g} of {_human(machine)})")
+    if stored is not None and declared > max(EXPANSION_FLOOR, MAX_EXPANSION * stored):
+        raise DatasetError(f"{path}: {what} declares {_human(declared)} from {_human(stored)} compressed "
+                           f"({declared / max(stored, 1):,.0f}x; real data packs at most {MAX_EXPANSION}x): "
+                           "a decompression bomb, not read")
+
+
+def _human(n: float) -> str:
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} bytes"
 
 
 @dataclass

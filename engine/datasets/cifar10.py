@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.datasets.base import DatasetError, DatasetInfo, image_dataset, reading
+from engine.datasets.base import DatasetError, DatasetInfo, Header, counts_of, image_dataset, reading
 
 FOLDER = "cifar-10-batches-py"
 TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -42,7 +42,20 @@ def read_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise DatasetError(f"{path}: expected a dict with b'data' and {label_key!r} (found {keys})")
-    x, y = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    x, y = batch[b"data"], batch[label_key]
+    # a pickle repeats one object by reference for 2 bytes: a list of lists in a small file can ask
+    # np.asarray for gigabytes. Images come as an array whose bytes are in the file (a bare ndarray(shape)
+    # call is only an empty reservation, refused here before it is touched); labels as an array or a list
+    # of plain integers (8 bytes each for the bytes they took in the file)
+    if not isinstance(x, np.ndarray):
+        raise DatasetError(f"{path}: b'data' is a {type(x).__name__}, expected a uint8 array N x 3072")
+    stored = path.stat().st_size
+    for key, a in ((b"data", x), (label_key, y)):
+        if isinstance(a, np.ndarray) and a.nbytes > stored:
+            raise DatasetError(f"{path}: {key!r} declares {a.nbytes:,} bytes in a file of {stored:,}: not a CIFAR batch")
+    if isinstance(y, list) and not all(type(v) is int for v in y):
+        raise DatasetError(f"{path}: {label_key!r} must be a list of integers")
+    y = np.asarray(y)
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
         raise DatasetError(f"{path}: b'data' is {x.dtype} {x.shape}, expected uint8 N x 3072")
     if y.shape != (len(x),):
@@ -50,6 +63,17 @@ def read_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
         raise DatasetError(f"{path}: {label_key!r} must be integers from 0 to {n_classes - 1}")
     return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def header(info: DatasetInfo, label_key: bytes, n_train: int, seed: int = 0, test_size: float = 0.25, root=None):
+    """Each part's class counts, from the labels: a pickle has no header to read, so the batches are read
+    (their bytes are the file's own) and cached by the caller."""
+    where = info.location(root)
+    counts = []
+    for names in (info.files[:n_train], info.files[n_train:]):
+        y = np.concatenate([read_batch(where / name, label_key, info.n_classes)[1] for name in names])
+        counts.append(counts_of(y, info.n_classes))
+    return Header(info.input_shape, *counts)
 
 
 def load_batches(info: DatasetInfo, label_key: bytes, n_train: int, seed: int = 0, test_size: float = 0.25, root=None):
@@ -68,4 +92,5 @@ INFO = DatasetInfo(
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), augment=("crop", "flip"),
     files=tuple(f"{FOLDER}/{f}" for f in TRAIN + TEST),
     layout=f"the CIFAR-10 python version ({FOLDER}/data_batch_1..5, test_batch)")
-INFO = dataclasses.replace(INFO, load=functools.partial(load_batches, INFO, b"labels", len(TRAIN)))
+INFO = dataclasses.replace(INFO, load=functools.partial(load_batches, INFO, b"labels", len(TRAIN)),
+                           header=functools.partial(header, INFO, b"labels", len(TRAIN)))

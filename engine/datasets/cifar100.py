@@ -9,7 +9,7 @@ import dataclasses
 import functools
 
 from engine.datasets.base import DatasetInfo
-from engine.datasets.cifar10 import load_batches
+from engine.datasets.cifar10 import header, load_batches
 
 FOLDER = "cifar-100-python"
 
@@ -20,7 +20,8 @@ def _info(name: str, title: str, n_classes: int, label_key: bytes) -> DatasetInf
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), augment=("crop", "flip"),
         files=(f"{FOLDER}/train", f"{FOLDER}/test"),
         layout=f"the CIFAR-100 python version ({FOLDER}/train, test)")
-    return dataclasses.replace(info, load=functools.partial(load_batches, info, label_key, 1))
+    return dataclasses.replace(info, load=functools.partial(load_batches, info, label_key, 1),
+                               header=functools.partial(header, info, label_key, 1))
 
 
 CIFAR100 = _info("cifar100", "CIFAR-100", 100, b"fine_labels")
