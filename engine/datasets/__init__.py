@@ -22,8 +22,10 @@ def dataset_status(root=None) -> list[dict]:
     where to put them): for ``python -m engine datasets`` and the launch form."""
     rows = []
     for name, info in DATASET_INFO.items():
-        # a generic dataset's root is its folder or file: here it is looked for under the data directory
-        ok, message = info.ready(data_dir(root) / info.path_name if info.path_name else root)
+        # a generic dataset's root is its folder or file (a root that is one is taken as it), else it is
+        # looked for under the data directory
+        ok, message = info.ready(root) if info.path_name and root and info.ready(root)[0] else \
+            info.ready(data_dir(root) / info.path_name if info.path_name else root)
         rows.append({"name": name, "title": info.title, "ready": ok, "message": message})
     return rows
 

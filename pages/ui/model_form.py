@@ -34,7 +34,7 @@ def model_inputs(dataset: str, hparam_input, field_error) -> None:
             if name == "mlp" and key == "hidden":  # what the widths make, and what empty means
                 try:
                     widths = parse_widths(text)
-                    layers = " → ".join(["x".join(map(str, info.input_shape)), *map(str, widths),
+                    layers = " → ".join(["x".join(map(str, info.input_shape or ("input",))), *map(str, widths),
                                          str(info.n_classes or "?")])
                     st.caption(f"{len(widths)} hidden layer{'s' * (len(widths) != 1)}: {layers}" if widths else
                                f"Empty: a linear model, no hidden layer ({layers})")
@@ -44,7 +44,7 @@ def model_inputs(dataset: str, hparam_input, field_error) -> None:
         else:
             hparam_input(f"model.{name}.{key}", f"model.{key}", spec)
     field_error("model.name", "model")
-    if model.kind == "image" and len(info.input_shape) != 3:
+    if model.kind == "image" and not info.is_image:
         st.warning(f"{model.title} needs images; {dataset} has flat rows.", icon=":material/warning:")
     c1, c2 = st.columns(2)
     gpus = gpu_indices()
