@@ -2,14 +2,15 @@
 (train, 50,000 images) and ``test_batch`` (10,000), each a pickled dict with ``b"data"`` (N x 3072
 uint8, the red, green then blue planes of a 32x32 image) and ``b"labels"`` (0..9).
 
-The pickles are read with an unpickler that builds only dicts, lists and NumPy arrays: a pickle from
-elsewhere cannot run code when it is opened.
+The pickles are read with an unpickler that builds only dicts, lists and NumPy arrays backed by the
+file's own bytes: a pickle from elsewhere cannot run code, nor reserve memory, when it is opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pickle
 from pathlib import Path
 
@@ -28,11 +29,27 @@ _ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray", 
                                                                        "_frombuffer")} | {("_codecs", "encode")}
 
 
+def _reconstruct(subtype, shape, dtype):
+    """numpy's pickles make an array as an empty one (shape (0,)) that BUILD then fills with the file's
+    bytes: any other shape would reserve memory that no byte of the file backs."""
+    if math.prod(shape) != 0:
+        raise pickle.UnpicklingError(f"refused to reserve an array of shape {tuple(shape)}: its bytes must be in the file")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+class _NoBareArray:
+    """Stands for numpy.ndarray, which a pickle names only as _reconstruct's first argument: called
+    itself (``ndarray(shape, dtype)``) it would reserve any size for a few bytes of pickle."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("refused to call numpy.ndarray: an array's bytes must be in the file")
+
+
 class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refused to build {module}.{name}: a CIFAR batch holds only arrays and lists")
-        return super().find_class(module, name)
+        return {"ndarray": _NoBareArray, "_reconstruct": _reconstruct}.get(name) or super().find_class(module, name)
 
 
 def read_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,15 +61,10 @@ def read_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray
         raise DatasetError(f"{path}: expected a dict with b'data' and {label_key!r} (found {keys})")
     x, y = batch[b"data"], batch[label_key]
     # a pickle repeats one object by reference for 2 bytes: a list of lists in a small file can ask
-    # np.asarray for gigabytes. Images come as an array whose bytes are in the file (a bare ndarray(shape)
-    # call is only an empty reservation, refused here before it is touched); labels as an array or a list
-    # of plain integers (8 bytes each for the bytes they took in the file)
+    # np.asarray for gigabytes. Images come as an array, whose bytes are in the file (the unpickler builds
+    # no other); labels as an array or a list of plain integers (8 bytes each, for 2 or more in the file)
     if not isinstance(x, np.ndarray):
         raise DatasetError(f"{path}: b'data' is a {type(x).__name__}, expected a uint8 array N x 3072")
-    stored = path.stat().st_size
-    for key, a in ((b"data", x), (label_key, y)):
-        if isinstance(a, np.ndarray) and a.nbytes > stored:
-            raise DatasetError(f"{path}: {key!r} declares {a.nbytes:,} bytes in a file of {stored:,}: not a CIFAR batch")
     if isinstance(y, list) and not all(type(v) is int for v in y):
         raise DatasetError(f"{path}: {label_key!r} must be a list of integers")
     y = np.asarray(y)
