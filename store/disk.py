@@ -12,21 +12,23 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _FULL_TEXT = ("no space left on device", "disk quota exceeded", "file too large")
 
 
-def free_bytes(path: str | os.PathLike) -> int:
-    """Free bytes (for this user) on the filesystem that holds ``path`` (or its nearest existing folder)."""
+def _nearest_existing(path: str | os.PathLike) -> Path:
+    """``path``, or its nearest folder that exists (a file not yet written is on its folder's disk)."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    return path
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes (for this user) on the filesystem that holds ``path`` (or its nearest existing folder)."""
+    return shutil.disk_usage(_nearest_existing(path)).free
 
 
 def mount_of(path: str | os.PathLike) -> tuple[str, str]:
     """(device, mount point) of the filesystem holding ``path``, from /proc/mounts (the mount point
     alone, as the device, where that cannot be read)."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    real = os.path.realpath(path)
+    real = os.path.realpath(_nearest_existing(path))
     best = ("", "/")
     try:
         for line in Path("/proc/mounts").read_text().splitlines():

@@ -259,3 +259,11 @@ def test_a_run_that_would_not_fit_on_the_disk_is_refused_before_it_starts(small_
     assert "disk: this run would write about " in refused.stderr, refused.stderr  # the config check's report
     assert f"mounted at {small_disk} has " in refused.stderr and "MB free" in refused.stderr, refused.stderr
     assert sorted(p.name for p in small_disk.iterdir()) == ["lab.duckdb.artifacts"]  # no database left
+
+
+def test_the_free_space_of_a_path_not_yet_written_is_its_nearest_folders(tmp_path):
+    from store.disk import free_bytes, mount_of
+
+    not_yet = tmp_path / "a" / "b" / "lab.duckdb"  # a new database in folders the lab will make
+    assert mount_of(not_yet) == mount_of(tmp_path)
+    assert abs(free_bytes(not_yet) - free_bytes(tmp_path)) < 64 << 20
