@@ -44,6 +44,15 @@ if not may(me(), "launch"):  # a viewer (the page is not in their sidebar; a lin
 shown: set[str] = set()  # the fields drawn, whose problems are shown under them
 
 
+def whole(value):
+    """Integral floats as ints, throughout a mapping: the form's number inputs are all of floats (an
+    integer input cuts a typed 2.5 to 2 unseen), so 2.0 is the whole number 2 (a float field takes it
+    as 2.0) and 2.5 reaches the check, which says it must be an integer."""
+    if isinstance(value, dict):
+        return {k: whole(v) for k, v in value.items()}
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def form_config(v) -> dict:
     """The run config from the widgets' values (the session state holds them before the widgets are
     drawn again, and in a button's callback)."""
@@ -74,7 +83,7 @@ def form_config(v) -> dict:
                 except ValueError:
                     pass  # stays text: parse_config says what is wrong
             data[section][field] = value
-    return data
+    return whole(data)
 
 
 def form_state(config: dict) -> tuple[dict, list[str]]:
@@ -143,7 +152,11 @@ def fill_from_run(source: str) -> None:
     taken = {name for (name,) in the_lab.store.sql("SELECT name FROM runs WHERE starts_with(name, ?)", [stem])}
     state["name"] = next_copy_name(run["name"], taken)
     st.session_state.update(state)
-    st.session_state["name_auto"] = None  # the copy's name is kept, as a name typed
+    # a run named by default: its copy is named so while the form's default name is the run's, and
+    # follows the form once it is not; a name the user gave is kept, as a name typed
+    by_default = stem == default_run_name(config)
+    st.session_state["relaunch_copy"] = (stem, state["name"]) if by_default else None
+    st.session_state["name_auto"] = state["name"] if by_default else None
     st.session_state["relaunch_note"] = ("info", f"The form holds run {source}'s config ({run['name']}): change what "
                                                  "you want and launch." + "".join(f" {line}." for line in missing))
     st.rerun()
@@ -158,8 +171,20 @@ def follow_name(mode: str) -> None:
         chosen = v.get("sweep.strategy.name", [data["strategy"]["name"]])
         data["strategy"]["name"] = "+".join(chosen) or "no strategy"
     auto = default_run_name(data)[:100]
+    copy = v.get("relaunch_copy")
+    if copy and auto == copy[0]:  # still what the relaunched run was: its copy's name
+        auto = copy[1]
     if not (v.get("name") or "").strip() or v.get("name") == v.get("name_auto"):
         v["name"] = v["name_auto"] = auto
+
+
+def strategy_changed() -> None:
+    """The Strategy box's new strategy takes the old one's place in the sweep's list (else a sweep
+    listing the old one ran it, with the new one's settings shown above)."""
+    v = st.session_state
+    old, new, chosen = v.get("strategy_drawn"), v["strategy.name"], v.get("sweep.strategy.name")
+    if chosen is not None and old in chosen and new not in chosen:
+        v["sweep.strategy.name"] = [new if name == old else name for name in chosen]
 
 
 def field_of(line: str) -> str:
@@ -190,7 +215,7 @@ def check(v) -> tuple[object | None, dict[str, list[str]]]:
 if "from" in st.query_params:
     fill_from_run(str(st.query_params["from"]))
 else:  # a later visit, not a relaunch: neither the note nor the run it was about
-    for key in ("relaunch_from", "relaunch_note"):
+    for key in ("relaunch_from", "relaunch_note", "relaunch_copy"):
         st.session_state.pop(key, None)
 mode = st.session_state.get("launch_mode", MODES[0])
 st.title("Launch a sweep" if mode == MODES[1] else "Launch a run")
@@ -215,11 +240,24 @@ def field_error(*keys: str) -> None:
             st.error(line, icon=":material/error:")
 
 
+def initial(key: str, value) -> str:
+    """``key``, its widget's first value set through the session state: a widget given a default as
+    well logs a warning with a stack trace when the state already holds its value (a relaunch)."""
+    st.session_state.setdefault(key, value)
+    return key
+
+
+def number_input(label: str, key: str, value, **kw):
+    """A number input of floats, even for a whole number (see ``whole``): a typed 2.5 stays 2.5 and
+    the check says what is wrong; steps of 1 for a whole number."""
+    return st.number_input(label, key=initial(key, value), format="%g", step=1.0 if type(value) is int else None, **kw)
+
+
 def number(label: str, key: str, value, *, where=None, **kw):
     """A number input that keeps the value typed (no min or max: Streamlit would put back the previous
     value), with its problems under it."""
     with where or st.container():
-        out = st.number_input(label, value=value, key=key, **kw)
+        out = number_input(label, key, value, **kw)
         field_error(key)
     return out
 
@@ -228,13 +266,11 @@ def hparam_input(key: str, problem_key: str, spec):
     label = key.rsplit(".", 1)[-1].replace("_", " ")
     help = f"{spec.help} ({spec.describe()})"
     if spec.choices:
-        st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=help, key=key)
+        st.selectbox(label, spec.choices, help=help, key=initial(key, spec.default))
     elif spec.type is bool:
-        st.checkbox(label, value=spec.default, help=help, key=key)
-    elif spec.type is int:
-        st.number_input(label, value=spec.default, step=1, help=help, key=key)
+        st.checkbox(label, help=help, key=initial(key, spec.default))
     else:
-        st.number_input(label, value=float(spec.default), help=help, key=key, format="%g")
+        number_input(label, key, spec.default if spec.type is int else float(spec.default), help=help)
     field_error(problem_key)
 
 
@@ -245,14 +281,11 @@ def more_settings(section: str) -> None:
         info, key = cls.model_fields[field], f"{section}.{field}"
         label, kind, help = field.replace("_", " "), info.annotation, info.description
         if typing.get_origin(kind) is typing.Literal:
-            options = list(typing.get_args(kind))
-            st.selectbox(label, options, index=options.index(info.default), key=key, help=help)
+            st.selectbox(label, typing.get_args(kind), key=initial(key, info.default), help=help)
         elif kind is bool:
-            st.checkbox(label, value=info.default, key=key, help=help)
-        elif kind is int:
-            number(label, key, info.default, step=1, help=help)
-        elif kind is float:
-            number(label, key, info.default, format="%g", help=help)
+            st.checkbox(label, key=initial(key, info.default), help=help)
+        elif kind in (int, float):
+            number(label, key, info.default, help=help)
         else:  # scenario.tasks: a list of task numbers or none
             st.text_input(label, value="", key=key, max_chars=SHORT_TEXT, placeholder="empty: all",
                           help=f"{help} (whole numbers, comma-separated)")
@@ -273,17 +306,19 @@ with left:
                               "embedded digits and MNIST-1D)").strip()
     field_error("scenario.root")
     data_status = {row["name"]: row for row in dataset_status(root or None)}
-    dataset = st.selectbox("Dataset", list(DATASET_INFO), key="scenario.dataset",
-                           format_func=lambda n: DATASET_INFO[n].title + ("" if data_status[n]["ready"] else " (files missing)"))
+    # the label is the dataset's title alone: the browser sends the label back as the choice, so a label
+    # that changed with the data directory ("(files missing)") came back as an unknown dataset
+    dataset = st.selectbox("Dataset", list(DATASET_INFO), key="scenario.dataset", format_func=lambda n: DATASET_INFO[n].title,
+                           help="whether the chosen dataset's files are found is said under the box")
     (st.caption if data_status[dataset]["ready"] else st.warning)(data_status[dataset]["message"])
     field_error("scenario.dataset", "scenario.setting")
-    number("Tasks", "scenario.n_tasks", 5, step=1,
+    number("Tasks", "scenario.n_tasks", 5,
            help=f"classes are shared out over the tasks ({dataset}: "
                 f"{DATASET_INFO[dataset].n_classes or 'as in the files'} classes)")
     shuffle = st.checkbox("Shuffle the class order", key="shuffle_classes")
-    number("Class-order seed", "scenario.class_seed", 0, step=1, disabled=not shuffle,
+    number("Class-order seed", "scenario.class_seed", 0, disabled=not shuffle,
            help="used only with the box above ticked; otherwise the classes come in order 0, 1, 2, ...")
-    number("Seed", "seed", 0, step=1, help="model initialisation and batch order")
+    number("Seed", "seed", 0, help="model initialisation and batch order")
     with st.expander("More scenario settings"):
         more_settings("scenario")
     field_error("scenario")
@@ -296,7 +331,9 @@ with right:
     # ---- Strategy -----------------------------------------------------------------------------------
     st.subheader("Strategy")
     supported = [n for n, cls in STRATEGIES.items() if setting in cls.settings]
-    strategy_name = st.selectbox("Strategy", supported, format_func=lambda n: STRATEGIES[n].title, key="strategy.name")
+    strategy_name = st.selectbox("Strategy", supported, format_func=lambda n: STRATEGIES[n].title, key="strategy.name",
+                                 on_change=strategy_changed)
+    st.session_state["strategy_drawn"] = strategy_name
     strategy = STRATEGIES[strategy_name]
     st.caption(strategy.description)
     if setting == "class" and strategy_name in ("ewc", "lwf"):
@@ -304,6 +341,9 @@ with right:
                 "accuracy): the known result, not a bug.", icon=":material/info:")
     for key, spec in strategy.hparams.items():
         hparam_input(f"strategy.{strategy_name}.{key}", f"strategy.{key}", spec)  # keyed per strategy: choices differ
+    if mode == MODES[1] and strategy_name not in st.session_state.get("sweep.strategy.name", [strategy_name]):
+        st.warning(f"{strategy.title} is not among the sweep's strategies below: this strategy and its settings "
+                   "are not run.", icon=":material/warning:")
     field_error("strategy", "strategy.name")
 
     # ---- Training -----------------------------------------------------------------------------------
@@ -312,13 +352,13 @@ with right:
     with c1:
         optimizer = st.selectbox("Optimizer", OPTIMIZERS, format_func=str.upper, key="train.optimizer")
         field_error("train.optimizer")
-    number("Learning rate", "train.lr", 0.05, format="%g", where=c2)
-    number("Momentum", "train.momentum", 0.0, format="%g", where=c1, disabled=optimizer != "sgd",
+    number("Learning rate", "train.lr", 0.05, where=c2)
+    number("Momentum", "train.momentum", 0.0, where=c1, disabled=optimizer != "sgd",
            help="SGD only: from 0 up to, not including, 1")
-    number("Weight decay", "train.weight_decay", 0.0, format="%g", where=c2)
-    number("Batch size", "train.batch_size", 32, step=1, where=c1)
-    number("Epochs per task", "train.epochs_per_task", 5, step=1, where=c2)
-    st.selectbox("Weights kept", WEIGHTS, index=WEIGHTS.index("last"), key="train.weights",
+    number("Weight decay", "train.weight_decay", 0.0, where=c2)
+    number("Batch size", "train.batch_size", 32, where=c1)
+    number("Epochs per task", "train.epochs_per_task", 5, where=c2)
+    st.selectbox("Weights kept", WEIGHTS, key=initial("train.weights", "last"),
                  help=TrainConfig.model_fields["weights"].description)
     with st.expander("More training settings"):
         more_settings("train")
@@ -327,8 +367,8 @@ with right:
     # ---- Continual evaluation -----------------------------------------------------------------------
     st.subheader("Continual evaluation")
     c1, c2 = st.columns(2)
-    number("Evaluate every (steps)", "eval.every", 10, step=1, where=c1)
-    number("Samples per task (0: all)", "eval.subset", 0, step=1, where=c2,
+    number("Evaluate every (steps)", "eval.every", 10, where=c1)
+    number("Samples per task (0: all)", "eval.subset", 0, where=c2,
            help="a fixed random subset of each task's held-out set for the periodic evaluations; 0: all of it")
     with st.expander("More evaluation settings"):
         more_settings("eval")
@@ -414,9 +454,10 @@ if mode == MODES[1]:
                "the grid is every combination, times every seed. A strategy's hyperparameters apply to the runs of "
                "the strategies that declare them.")
     c1, c2 = st.columns(2)
-    c1.multiselect("Strategies", supported, default=[strategy_name], format_func=lambda n: STRATEGIES[n].title,
-                   key="sweep.strategy.name", help="exactly these run (the strategy above only if it is listed)")
-    c2.text_input("Seeds", value="0, 1, 2", key="sweep.seeds", max_chars=SHORT_TEXT)
+    c1.multiselect("Strategies", supported, format_func=lambda n: STRATEGIES[n].title,
+                   key=initial("sweep.strategy.name", [strategy_name]),
+                   help="exactly these run (the strategy above only if it is listed; changing it there changes it here)")
+    c2.text_input("Seeds", key=initial("sweep.seeds", "0, 1, 2"), max_chars=SHORT_TEXT)
     c1.text_input("Learning rates", value="", placeholder="e.g. 0.01, 0.05", key="sweep.train.lr", max_chars=SHORT_TEXT)
     c2.text_input("Batch sizes", value="", placeholder="e.g. 16, 32", key="sweep.train.batch_size", max_chars=SHORT_TEXT)
     chosen = st.session_state.get("sweep.strategy.name", [strategy_name])

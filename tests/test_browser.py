@@ -91,7 +91,7 @@ def streamlit_server(db: Path, log_path: Path, port: int | None = None):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     db = tmp_path_factory.mktemp("browser") / "lab.duckdb"
-    with streamlit_server(db, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+    with streamlit_server(db, db.with_name("streamlit.log")) as url:  # the log beside the file, for tests that read it
         yield url, db
 
 

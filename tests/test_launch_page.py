@@ -219,7 +219,7 @@ def test_a_bad_or_unknown_from_is_one_line_and_the_form_keeps_its_defaults(lab_l
 def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_filled_form(server, page):
     from playwright.sync_api import expect
 
-    url, _ = server
+    url, db = server
     page.goto(f"{url}/launch", wait_until="networkidle")
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
     expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL", timeout=60_000)
@@ -231,6 +231,12 @@ def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_fi
     expect(page.get_by_label("Tasks", exact=True)).to_have_value("2")
     expect(page.get_by_label("Epochs per task")).to_have_value("1")
     no_exception(page)
+    # a default name follows the config until the user types one: a change of strategy renames the copy
+    choose(page, "Strategy", "Experience Replay")
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("replay digits class-IL")
+    choose(page, "Strategy", "Naive (fine-tuning)")
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("naive digits class-IL (2)")
+    assert_no_widget_warning(db)  # every widget of the filled form has its value set once, through the state
     page.get_by_role("button", name="Launch").last.click()
     page.wait_for_url("**/run?run=*", timeout=60_000)
     copy = page.url.rsplit("=", 1)[1]
@@ -240,3 +246,104 @@ def test_in_a_browser_the_name_follows_the_form_and_a_relaunch_link_opens_the_fi
     page.goto(f"{url}/launch?from=nope", wait_until="networkidle")
     page.get_by_text("from = 'nope': no such run").wait_for(timeout=60_000)
     no_exception(page)
+
+
+def choose(page, label: str, option, typed: str | None = None) -> None:
+    """Pick ``option`` (a name or a pattern) in the select box labelled ``label``, as a user does: type
+    ``typed`` (the name by default) to filter its list (a long list draws only its first options)."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.focus()
+    box.press("ArrowDown")  # opens its list (a click on the input only focuses it)
+    box.press_sequentially(typed or option, delay=20)
+    page.get_by_role("option", name=option, exact=isinstance(option, str)).click()
+    if page.get_by_role("option").count():  # a multiselect's list stays open, hiding the page from roles
+        page.keyboard.press("Escape")
+    page.wait_for_timeout(1500)
+
+
+def open_launch(page, url: str) -> None:
+    page.goto(f"{url}/launch", wait_until="networkidle")
+    page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
+
+
+def type_in(page, label: str, value: str, role: str | None = None) -> None:
+    field = page.get_by_role(role, name=label, exact=True) if role else page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+    page.wait_for_timeout(1500)
+
+
+def assert_no_widget_warning(db) -> None:
+    """The server's log has no widget-state warning (it comes with a stack trace, once per process)."""
+    log = db.with_name("streamlit.log").read_text()
+    assert "created with a default value" not in log and "Stack (most recent call last)" not in log, log[-3000:]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_the_dataset_picked_survives_a_data_directory_and_a_model_change(server, page, cifar_root):
+    import re
+
+    from playwright.sync_api import expect
+
+    url, db = server
+    open_launch(page, url)
+    choose(page, "Dataset", re.compile(r"^CIFAR-10( \(files missing\))?$"), "CIFAR-10")  # the label once said so
+    page.get_by_text("cifar-10-batches-py/data_batch_1 not found").first.wait_for()
+    type_in(page, "Data directory", str(cifar_root))
+    choose(page, "Model", "Small CNN")
+    dataset, name = page.get_by_role("combobox", name="Dataset", exact=True), page.get_by_role("textbox", name="Run name")
+    expect(dataset).to_have_value("CIFAR-10")
+    expect(name).to_have_value("naive cifar10 class-IL")
+    type_in(page, "Tasks", "2")  # any other change keeps it too
+    expect(dataset).to_have_value("CIFAR-10")
+    expect(name).to_have_value("naive cifar10 class-IL")
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    page.get_by_text("Cost: about").wait_for()  # the config shown is valid: cifar10 from the directory typed
+    no_exception(page)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_a_fraction_in_a_whole_number_field_is_one_line_not_cut(server, page):
+    from playwright.sync_api import expect
+
+    url, _ = server
+    open_launch(page, url)
+    type_in(page, "Epochs per task", "2.5")
+    expect(page.get_by_label("Epochs per task", exact=True)).to_have_value("2.5")  # kept as typed, not 2
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    expect(errors).to_have_count(1)
+    assert errors.first.inner_text().endswith("train.epochs_per_task = 2.5: must be a valid integer")
+    type_in(page, "Epochs per task", "2")
+    expect(errors).to_have_count(0)
+    page.get_by_text("Cost: about").wait_for()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_in_a_browser_a_sweep_runs_the_strategy_box_s_strategy_and_those_added(server, page):
+    url, _ = server
+    open_launch(page, url)
+    type_in(page, "Tasks", "2")
+    type_in(page, "Epochs per task", "1")
+    page.locator('[data-testid="stRadio"] label').filter(has_text="A sweep").click()
+    page.get_by_role("heading", name="Launch a sweep").wait_for()
+    type_in(page, "Seeds", "0")
+    choose(page, "Strategy", "Experience Replay")  # the Strategy box, after the sweep's list was drawn
+    type_in(page, "buffer size", "77", role="spinbutton")  # the Strategy box's, not the sweep's values
+    choose(page, "Strategies", "DER++")
+    preview = page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="This sweep will run")
+    text = preview.inner_text()
+    assert "2 runs in all: replay, derpp" in text and "naive" not in text and "buffer_size = 77" in text, text
+    page.get_by_role("button", name="Launch the sweep").click()
+    page.wait_for_url("**/compare*", timeout=60_000)
+    page.goto(f"{url}/runs", wait_until="networkidle")
+    page.get_by_text("replay+derpp digits class-IL/replay").first.wait_for(timeout=60_000, state="attached")
+    runs = zip(table_column(page, "name"), table_column(page, "strategy"))  # the module's other runs too
+    swept = sorted(strategy for name, strategy in runs if name.startswith("replay+derpp digits class-IL/"))
+    assert swept == ["derpp", "replay"]  # the sweep's runs, and no other
+    no_exception(page)
+
+
+def table_column(page, header: str) -> list[str]:
+    """The cells of a data table's column (the grid is drawn on a canvas; its cells are in the DOM, hidden)."""
+    column = page.get_by_role("columnheader", name=header, exact=True, include_hidden=True).first.get_attribute("aria-colindex")
+    return page.locator(f'[role="gridcell"][aria-colindex="{column}"]').all_text_contents()

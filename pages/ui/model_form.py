@@ -29,7 +29,8 @@ def model_inputs(dataset: str, hparam_input, field_error) -> None:
     info = DATASET_INFO[dataset]
     for key, spec in model.hparams.items():
         if spec.type is list:
-            text = st.text_input(key.replace("_", " "), value=list_text(spec.default), key=f"model.{name}.{key}",
+            st.session_state.setdefault(f"model.{name}.{key}", list_text(spec.default))  # no default as well: see launch's initial
+            text = st.text_input(key.replace("_", " "), key=f"model.{name}.{key}",
                                  help=f"{spec.help} (whole numbers, comma-separated)", max_chars=200)
             if name == "mlp" and key == "hidden":  # what the widths make, and what empty means
                 try:
