@@ -69,7 +69,8 @@ def _signature(info: DatasetInfo, where: Path) -> tuple:
         except OSError:  # unreadable: the header says so
             pass
     else:
-        paths = [where / f for f in info.files] + [where / f"{f}.gz" for f in info.files if info.gzip_ok]
+        files = info.file_paths(where)
+        paths = files + [f.with_name(f.name + ".gz") for f in files if info.gzip_ok]
     stats = []
     for path in paths:
         try:

@@ -51,6 +51,10 @@ class DatasetInfo:
     layout: str = ""                     # what to put where, for the message when a file is missing
     path_name: str = ""                  # generic datasets: scenario.root is the data itself; this is its default name
     own_split: bool = True               # comes with a train/test split (else the lab splits it by scenario.seed)
+    # folders where a system package installs the files flat, by their base names, looked in when the data
+    # directory lacks them (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/)
+    system_dirs: tuple[str, ...] = ()
+    install_hint: str = ""               # how a system package provides the files, for the missing message
     # header(seed=, test_size=, root=) -> Header: what the files hold, read cheaply (no pixels); None: as declared
     header: Callable[..., "Header"] | None = field(default=None, repr=False)
 
@@ -74,11 +78,28 @@ class DatasetInfo:
             if not _stat(where, Path.is_dir if self.path_name.endswith("/") else Path.is_file):
                 return False, f"{where} not found; {self.layout}"
             return True, f"found: {where}"
-        for rel in self.files:
-            path = where / rel
-            if not (_stat(path, Path.exists) or (self.gzip_ok and _stat(path.with_name(path.name + ".gz"), Path.exists))):
-                return False, f"{path} not found; put {self.layout} there or set scenario.root / CL_LAB_DATA"
-        return True, f"found in {where}"
+        paths = self.file_paths(root)
+        for path in paths:
+            if not self._present(path):
+                return False, (f"{path} not found; put {self.layout} there or set scenario.root / CL_LAB_DATA"
+                               f"{self.install_hint}")
+        found = paths[0].parent if paths and not str(paths[0]).startswith(str(where)) else where
+        return True, f"found in {found}"
+
+    def _present(self, path: Path) -> bool:
+        return _stat(path, Path.exists) or (self.gzip_ok and _stat(path.with_name(path.name + ".gz"), Path.exists))
+
+    def file_paths(self, root: str | os.PathLike | None = None) -> list[Path]:
+        """Where each of ``files`` is: in the data directory, else, when the data directory lacks one of
+        them, in the first of ``system_dirs`` that holds them all (by their base names)."""
+        in_data_dir = [self.location(root) / rel for rel in self.files]
+        if all(self._present(p) for p in in_data_dir):
+            return in_data_dir
+        for folder in self.system_dirs:
+            flat = [Path(folder) / Path(rel).name for rel in self.files]
+            if all(self._present(p) for p in flat):
+                return flat
+        return in_data_dir
 
 
 def _stat(path: Path, test) -> bool:

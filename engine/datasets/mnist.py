@@ -1,6 +1,7 @@
 """MNIST, Fashion-MNIST and KMNIST from the IDX files torchvision keeps in ``<root>/<Name>/raw/``
 (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
 ``t10k-labels-idx1-ubyte``, each also as ``.gz``). The three share the format, so one reader.
+Fashion-MNIST is also found where Debian's ``dataset-fashion-mnist`` package puts it.
 
 IDX (LeCun's format): a big-endian header, magic 2051 for images (then count, rows, columns) or 2049
 for labels (then count), then the uint8 values.
@@ -75,7 +76,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 def load_idx(info: DatasetInfo, seed: int = 0, test_size: float = 0.25, root=None):
     """The IDX files' own train (60,000) and test (10,000) parts; ``seed`` and ``test_size`` do not apply."""
-    folder = info.location(root) / Path(info.files[0]).parent
+    folder = info.file_paths(root)[0].parent
     parts = []
     for images, labels in ((FILES[0], FILES[1]), (FILES[2], FILES[3])):
         x, y = read_idx(folder / images, IMAGES), read_idx(folder / labels, LABELS)
@@ -87,7 +88,7 @@ def load_idx(info: DatasetInfo, seed: int = 0, test_size: float = 0.25, root=Non
 
 def header(info: DatasetInfo, seed: int = 0, test_size: float = 0.25, root=None) -> Header:
     """The images' dimensions from their headers, and the labels (small) for each class's count."""
-    folder = info.location(root) / Path(info.files[0]).parent
+    folder = info.file_paths(root)[0].parent
     counts = []
     for images, labels in ((FILES[0], FILES[1]), (FILES[2], FILES[3])):
         (n, rows, cols), y = idx_dims(folder / images, IMAGES)[1], read_idx(folder / labels, LABELS)
@@ -98,10 +99,12 @@ def header(info: DatasetInfo, seed: int = 0, test_size: float = 0.25, root=None)
     return Header((1, rows, cols), counts[0], counts[1])
 
 
-def _info(name: str, title: str, folder: str, mean: float, std: float) -> DatasetInfo:
+def _info(name: str, title: str, folder: str, mean: float, std: float, system_dirs=()) -> DatasetInfo:
+    """``system_dirs``: (folder, how to get the files there) for each system package that installs them."""
     info = DatasetInfo(
         name, title, (1, 28, 28), 10, 70_000, embedded=False, mean=(mean,), std=(std,),
-        files=tuple(f"{folder}/raw/{f}" for f in FILES), gzip_ok=True,
+        files=tuple(f"{folder}/raw/{f}" for f in FILES), gzip_ok=True, system_dirs=tuple(d for d, _ in system_dirs),
+        install_hint="".join(f"; or {how}, which puts them in {d}/" for d, how in system_dirs),
         layout=f"the {title} IDX files ({folder}/raw/train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz too)")
     return dataclasses.replace(info, load=functools.partial(load_idx, info), header=functools.partial(header, info))
@@ -109,6 +112,9 @@ def _info(name: str, title: str, folder: str, mean: float, std: float) -> Datase
 
 # the usual per-channel statistics of each training set (pixels in [0, 1])
 MNIST = _info("mnist", "MNIST", "MNIST", 0.1307, 0.3081)
-FASHION_MNIST = _info("fashion_mnist", "Fashion-MNIST", "FashionMNIST", 0.2860, 0.3530)
+# Debian's dataset-fashion-mnist installs the four .gz files here (apt-get install dataset-fashion-mnist)
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST = _info("fashion_mnist", "Fashion-MNIST", "FashionMNIST", 0.2860, 0.3530,
+                      system_dirs=((DEBIAN_FASHION_MNIST, "apt-get install dataset-fashion-mnist"),))
 KMNIST = _info("kmnist", "KMNIST", "KMNIST", 0.1918, 0.3483)
 INFOS = (MNIST, FASHION_MNIST, KMNIST)
