@@ -9,7 +9,7 @@ from engine.checkpoint import CheckpointError, resume_point
 from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
-from store.metrics import METRICS
+from store.metrics import METRICS, samples_used
 from store.queries import SERIES_EMPTY, run_row, runs_table
 from store.run_view import run_view as read_run_view
 from store.schema import FINAL_STATUSES
@@ -126,7 +126,8 @@ def run_view() -> None:
         if value is None:
             help_text = f"Unavailable: {metrics['unavailable'].get(key, '')}. " + help_text
         column.metric(label, "n/a" if value is None else f"{value:.3f}", help=help_text)
-    st.caption(f"So far: over the {metrics['tasks_done']} task(s) ended." if metrics.get("partial") else " ")
+    so_far = f"So far: over the {metrics['tasks_done']} task(s) ended. " if metrics.get("partial") else ""
+    st.caption(so_far + samples_used(config))
 
     if waiting:
         st.info("Waiting for the first evaluation..." if not final else "This run has no evaluation to draw.")

@@ -1188,6 +1188,18 @@ def summaries(cursor_or_store, run_ids: Iterable[int], *, tolerance: float = DEF
             for rid in ids]
 
 
+def samples_used(config: Mapping) -> str:
+    """Which test samples the figures of a run with ``config`` were measured on, in one sentence for the
+    pages and reports: the accuracy matrix's on every test sample, the continual-evaluation series' on
+    ``eval.subset`` of them per task when it is set."""
+    subset = ((config or {}).get("eval") or {}).get("subset")
+    if subset is None:
+        return "Every figure uses each task's whole test set."
+    return (f"Accuracy-matrix figures use each task's whole test set; the curves, min-ACC, WC-ACC, the "
+            f"stability gap and windowed figures use the same fixed {subset} test samples per task "
+            f"(eval.subset), measured at every evaluation and at each task's last step.")
+
+
 def summary(cursor_or_store, run_id: int, *, tolerance: float = DEFAULT_TOLERANCE,
             reference_run_id: int | None = None, experts: Mapping[int, int] | None = None) -> dict:
     """Every summary metric of one run, finished or still running (see the module docstring), as a

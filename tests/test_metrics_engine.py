@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from engine.manager import run_in_process
 from store.metrics import summary
 from tests.conftest import ROOT, small_config
@@ -47,3 +49,22 @@ def test_metrics_cli_prints_json_with_nulls_and_reasons(store, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "engine", "metrics", "999", "--db", str(db)],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "there is no run 999" in missing.stderr
+
+
+def test_with_an_eval_subset_the_series_ends_each_task_on_its_own_samples(store):
+    """eval.every (7) does not divide a task's length: the series still holds each task's last step, so
+    no task's worst case since it was learned (min-ACC's terms) lies above its value at the run's end."""
+    from store.metrics import load_run
+
+    run_id = run_in_process(store, small_config("naive", n_tasks=4, eval={"every": 7, "subset": 100}))
+    run = load_run(store, run_id)
+    ends = [end for _, end in run.spans.values()]
+    assert any(end % 7 for end in ends)  # the case: a task ends between two periodic evaluations
+    measured = {int(s) for s, row in zip(run.steps, run.A) if np.isfinite(row).all()}
+    assert set(ends) <= measured
+    final = run.A[list(run.steps).index(ends[-1])]
+    s = summary(store, run_id)
+    for i, (_, end) in list(run.spans.items())[:-1]:
+        after = run.A[run.steps > end, i - 1]
+        assert np.nanmin(after) <= final[i - 1] + 1e-12
+    assert s["min_acc"] <= np.mean(final[:-1]) + 1e-12

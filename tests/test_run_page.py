@@ -286,3 +286,11 @@ def test_a_refresh_sends_the_same_spec_with_new_data(lab, finished_run):
     assert "usermeta" not in specs[1]  # a finished run's chart: Streamlit's choice (SVG while it is small)
     starts = pd.DataFrame(altair["datasets"]["run_starts"])
     pd.testing.assert_frame_equal(starts, before_training(series, bounds), check_exact=False, rtol=1e-9)
+
+
+def test_the_figures_say_which_test_samples_they_use(lab, finished_run):
+    captions = [c.value for c in run_page(finished_run).caption]
+    assert "Every figure uses each task's whole test set." in captions
+    subset = run_in_process(lab.store, small_config("naive", eval={"every": 7, "subset": 30}))
+    captions = [c.value for c in run_page(subset).caption]
+    assert any("whole test set" in c and "fixed 30 test samples per task (eval.subset)" in c for c in captions), captions
