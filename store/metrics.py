@@ -1,8 +1,8 @@
 """Continual-learning metrics: their definitions as data, pure functions, and the store queries.
 
-Definitions follow ``docs/metrics.md`` (authoritative). Each metric is defined once: a small pure
-function over the accuracy matrix or over the continual-evaluation series, with its formula and
-source in the docstring; ``METRICS`` holds the same facts as data for the app (``st.latex``).
+Each metric is defined once: a small pure function over the accuracy matrix or over the
+continual-evaluation series, with its formula and source in the docstring; ``METRICS`` holds the same
+facts as data for the app (``st.latex``) and ``docs/metrics.md`` (written by ``store/metric_docs.py``).
 
 Data model (what the SQL layer fetches; tests build the same by hand):
 
@@ -19,7 +19,7 @@ Data model (what the SQL layer fetches; tests build the same by hand):
 - ``spans``: ``{task: (start_step, end_step or None)}`` from ``task_boundaries``; task i trained over
   ``(start_i, end_i]``, ``end`` None while training.
 
-Conventions (where metrics.md leaves room):
+Conventions (where the published definitions leave room):
 
 - Every function returns ``(value, reason)``: ``value`` None exactly when the metric cannot be
   computed and ``reason`` says why. Nothing unavailable is ever reported as 0.

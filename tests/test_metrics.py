@@ -13,6 +13,7 @@ import pytest
 
 from store import Store
 from store import metrics as M
+from tests.conftest import ROOT
 
 NAN = float("nan")
 
@@ -593,3 +594,14 @@ def test_a_config_without_scenario_is_summarised_from_its_data(lab):
     s = M.summary(lab, rid)
     assert s["n_tasks"] == 1 and s["acc"] == approx(0.8) and s["wc_acc"] == approx(0.8)
     assert s["bwt"] is None and "at least 2" in s["unavailable"]["bwt"]
+
+
+def test_docs_metrics_md_is_written_from_the_definitions():
+    """The repository's metric definitions are the code's: every metric, its formula and source."""
+    from store.metric_docs import markdown
+    from store.metrics import METRICS
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    assert text == markdown(), "docs/metrics.md is stale: python -m store.metric_docs > docs/metrics.md"
+    for m in METRICS.values():
+        assert f"(`{m.key}`)" in text and m.latex in text and m.source in text
