@@ -190,6 +190,7 @@ def save(path: str | os.PathLike, config, module, strategy, batches, evaluation,
               "torch_version": torch.__version__}
     body = {
         "net": module.net.state_dict(),
+        "optimizer_carry": module.optimizer_carry,  # train.optimizer_state keep
         "strategy": blob,
         "batches": batches.get_state(),
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
@@ -231,6 +232,7 @@ def restore(path: str | os.PathLike, config, module, strategy, batches, evaluati
         pickle.load(f)  # the header
         body = pickle.load(f)  # the lab's own file, written beside its database
     module.net.load_state_dict(body["net"])
+    module.optimizer_carry = body.get("optimizer_carry")
     strategy.load_state_dict(strategy_state(body["strategy"], live_objects(module, **(data or {}))))
     batches.set_state(body["batches"])
     rng = body["rng"]

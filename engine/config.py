@@ -42,6 +42,10 @@ class ScenarioConfig(_Section):
     class_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="shuffles the class order; null keeps 0, 1, 2, ...")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes the train/test split and the permutations")
     test_size: float = Field(0.25, gt=0.0, lt=1.0, description="held-out share of each class")
+    normalize: bool = Field(
+        True, description="images: minus the dataset's per-channel mean, over its std (the common convention); "
+                          "false: raw pixels in [0, 1], as Mammoth's and van de Ven's MNIST code feed them (rows "
+                          "are standardised when loaded either way)")
     tasks: list[int] | None = Field(
         None, min_length=1, description="train only these tasks of the sequence (from 1), e.g. [3]: a single-task "
                                         "expert for the L2M metrics; null: all")
@@ -131,6 +135,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
     epochs_per_task: int = Field(5, ge=1, le=10000)
+    optimizer_state: Literal["reset", "keep"] = Field(
+        "reset", description="the optimizer's state (momentum, Adam's moments and step) at a new task: reset (a fresh "
+                             "optimizer each task, as Lightning's Trainer, Avalanche and Mammoth make) or keep (carried "
+                             "over for every parameter that stays, as van de Ven's continual-learning code does)")
     augment: Literal["none", "default"] = Field(
         "default", description="training augmentation: default is the dataset's suggested one (random crop with "
                             "4-pixel padding and horizontal flip for CIFAR and Tiny-ImageNet, crop for SVHN; none "

@@ -18,6 +18,7 @@ class ContinualModule(L.LightningModule):
         self.train_cfg = train_cfg
         self.n_classes = n_classes
         self.register_buffer("class_mask", class_mask, persistent=False)
+        self.optimizer_carry: dict[str, dict] | None = None  # train.optimizer_state keep: the last task's state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -52,6 +53,25 @@ def build_optimizer(params, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, dict]:
+    """The per-parameter state of ``optimizer`` (momentum buffers, Adam's moments and step), keyed by
+    the parameters' names in ``module``: what ``train.optimizer_state: keep`` carries to the next task's
+    optimizer, and saves in a checkpoint (names survive a rebuilt module; tensors' identities do not)."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    return {names[id(p)]: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in state.items()}
+            for p, state in optimizer.state.items() if id(p) in names}
+
+
+def carry_optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Module, state: dict[str, dict]) -> None:
+    """Give a fresh ``optimizer`` the state ``optimizer_state_by_name`` kept, for every parameter it
+    optimises that had one (a parameter new with this task starts fresh)."""
+    params = dict(module.named_parameters())
+    for name, saved in state.items():
+        p = params.get(name)
+        if p is not None and any(p is q for group in optimizer.param_groups for q in group["params"]):
+            optimizer.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and v.dim() else v for k, v in saved.items()}
 
 
 def lr_factor(step: int, cfg, steps_per_epoch: int, total_steps: int) -> float:

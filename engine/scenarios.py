@@ -238,7 +238,8 @@ def build_scenario(cfg) -> Scenario:
     if kind == "rotated" and len(shape) != 3:
         raise DatasetError(f"scenario.domain = 'rotated': needs images; {cfg.dataset} has rows of {shape[0]} values")
     shift = DomainShift(kind, shape, cfg.n_tasks, cfg.seed)
-    pools = [Pool(torch.from_numpy(x), torch.from_numpy(y), data.mean, data.std, shift)
+    mean, std = (data.mean, data.std) if cfg.normalize else (None, None)
+    pools = [Pool(torch.from_numpy(x), torch.from_numpy(y), mean, std, shift)
              for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y))]
 
     def samples(pool: Pool, index: torch.Tensor, k: int) -> Samples:

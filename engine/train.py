@@ -29,7 +29,7 @@ from engine.config import RunConfig
 from engine.devices import fabric_device
 from engine.evaluation import ContinualEvaluation, MetricSink
 from engine.models import build_model
-from engine.module import ContinualModule, build_schedule
+from engine.module import ContinualModule, build_schedule, carry_optimizer_state, optimizer_state_by_name
 from engine.scenarios import Scenario, build_scenario
 from engine.strategies import STRATEGIES
 
@@ -161,6 +161,8 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
         evaluation.start_task(module, experience.task)
         data = experience.batches(config.train.batch_size, batches, fabric.device, augmentations(config))
         raw = module.configure_optimizers()  # fresh a task, as the Trainer's
+        if config.train.optimizer_state == "keep" and module.optimizer_carry:
+            carry_optimizer_state(raw, module, module.optimizer_carry)
         schedule = build_schedule(raw, config.train, len(data))  # restarts with it
         optimizer = fabric.setup_optimizers(raw)
         running = True
@@ -177,6 +179,8 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
         evaluation.end_task(strategy.eval_model(module))
         if not running or evaluation.stop_reason:
             return
+        if config.train.optimizer_state == "keep":
+            module.optimizer_carry = optimizer_state_by_name(raw, module)
         strategy.after_task(module, experience)
         if after_experience:
             after_experience(k)

@@ -32,8 +32,9 @@ WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
 SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process
 MODES = ["One run", "A sweep"]
 # the config fields drawn under "More settings" (every other field has its own input above them)
-MORE = {"scenario": (ScenarioConfig, ["domain", "seed", "test_size", "tasks"]),
-        "train": (TrainConfig, ["augment", "schedule", "warmup_steps", "lr_step_every", "lr_gamma", "deterministic"]),
+MORE = {"scenario": (ScenarioConfig, ["domain", "normalize", "seed", "test_size", "tasks"]),
+        "train": (TrainConfig, ["optimizer_state", "augment", "schedule", "warmup_steps", "lr_step_every", "lr_gamma",
+                                "deterministic"]),
         "eval": (EvalConfig, ["batch_size"])}
 
 the_lab = lab()
