@@ -1,7 +1,8 @@
 """CL Lab: `streamlit run app.py [-- --db PATH]`.
 
 Streamlit reads this file two ways. `streamlit run` finds ``app`` (an st.App) and serves it: Streamlit's
-server with the lab's guard on downloads (pages/ui/guarded_media.py). Each page load then runs the file
+server with the lab's guard on downloads (pages/ui/guarded_media.py) and its pages told where the
+server is (pages/ui/page_html.py). Each page load then runs the file
 as a script (``__main__``, as AppTest does too): the lab's pages."""
 
 import streamlit as st
@@ -19,5 +20,6 @@ else:  # imported by `streamlit run app.py`: the server
     from starlette.middleware import Middleware
 
     from pages.ui.guarded_media import MediaGuard
+    from pages.ui.page_html import BackendBaseUrl
 
-    app = st.App(__file__, middleware=[Middleware(MediaGuard)])
+    app = st.App(__file__, middleware=[Middleware(MediaGuard), Middleware(BackendBaseUrl)])
