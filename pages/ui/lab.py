@@ -172,6 +172,12 @@ def lab_at(path: str, hosted: bool) -> Lab:
         return the_lab
 
 
+def opened_lab(hosted: bool) -> Lab | None:
+    """The lab this server process opened over its database, or None before its first page load."""
+    with _LABS_LOCK:
+        return _LABS.get((str(db_path()), hosted))
+
+
 def close_labs() -> None:
     """Close every lab this process opened (workers stopped, files closed): for tests and benchmarks."""
     with _LABS_LOCK:
