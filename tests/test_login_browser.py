@@ -7,6 +7,7 @@ smaller than any run's weights, so each launch of B's is refused by it, whatever
 (runs_queued or runs_at_once would depend on how fast the runs train on a loaded machine)."""
 
 import re
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import pytest
@@ -32,7 +33,14 @@ LAB_PAGES = ["Home", "Launch", "Runs", "Run", "Compare", "Metrics"]
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory):
     """The OIDC server and the hosted lab; yields the lab's URL and a dict the tests share (the run)."""
-    folder = tmp_path_factory.mktemp("hosted")
+    with hosted_lab(tmp_path_factory.mktemp("hosted")) as url:
+        yield url, {}
+
+
+@contextmanager
+def hosted_lab(folder):
+    """The OIDC server and a hosted lab over ``folder``/lab.duckdb (its secrets, access file and log
+    beside it), for the users above; yields the lab's URL."""
     users = [User(sub=email, claims={"email": email, "email_verified": True}) for email in (A, B, C, D, OUTSIDER)]
     with run_server_in_thread(port=0, user_claims=users) as oidc, pytest.MonkeyPatch.context() as mp:
         port = free_port()
@@ -50,7 +58,7 @@ server_metadata_url = "http://localhost:{oidc.server_port}/.well-known/openid-co
         mp.setenv("CL_LAB_ACCESS", str(folder / "access.toml"))
         with test_browser.streamlit_server(folder / "lab.duckdb", folder / "streamlit.log", port) as url:
             assert urlparse(url).port == port
-            yield url, {}
+            yield url
 
 
 @pytest.fixture(scope="module")
