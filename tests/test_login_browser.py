@@ -39,8 +39,8 @@ def hosted(tmp_path_factory):
 
 @contextmanager
 def hosted_lab(folder):
-    """The OIDC server and a hosted lab over ``folder``/lab.duckdb, its users those of ACCESS; yields
-    the lab's URL (the lab stops when the block ends)."""
+    """The OIDC server and a hosted lab over ``folder``/lab.duckdb (its secrets, access file and log
+    beside it), for the users above; yields the lab's URL."""
     users = [User(sub=email, claims={"email": email, "email_verified": True}) for email in (A, B, C, D, OUTSIDER)]
     with run_server_in_thread(port=0, user_claims=users) as oidc, pytest.MonkeyPatch.context() as mp:
         port = free_port()

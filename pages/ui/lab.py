@@ -15,10 +15,12 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Mapping
 
 import streamlit as st
 
 from engine.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
+from pages.ui.toolbars import disable_data_export_for, hide_element_toolbars
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -67,6 +69,9 @@ def frame(pages: list, who: Principal | None = None) -> None:
     """What every page shows around itself: the wide layout, the sidebar of page links and, in a hosted
     lab, who is logged in with a Log out button."""
     st.set_page_config(page_title="CL Lab", page_icon=FAVICON, layout="wide")
+    disable_data_export_for(login_may_export)  # the session's next script runs (this one has begun)
+    if not may_export(who):
+        hide_element_toolbars()  # this run's tables and charts, and a layer the option cannot reach
     with st.sidebar:
         st.markdown("### CL Lab")
         for page in pages:
@@ -116,6 +121,17 @@ def hosted_mode() -> bool:
         return False
 
 
+def say_files_are_private(path: Path) -> None:
+    """Make a hosted lab's files private (store/permissions.py) and say so in the server's output."""
+    from store.permissions import keep_private
+
+    tightened, failed = keep_private(path)
+    print(f"CL Lab (hosted): files are created 0600 and folders 0700 (umask 077, whatever the shell's); "
+          f"{tightened} existing file(s) and folder(s) of {path.name} made private", flush=True)
+    for line in failed:
+        print(f"CL Lab (hosted): could not make private: {line}", flush=True)
+
+
 class Lab:
     def __init__(self, path: Path, hosted: bool = False):
         from engine.access import lab_access
@@ -125,6 +141,8 @@ class Lab:
         # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
         from engine.limits import limits
 
+        if hosted:  # before the lab creates a file: its database, weights and logs are its user's alone
+            say_files_are_private(path)
         self.store = Store(path, access=lab_access(hosted), disk_wait_s=limits().disk_wait_s)
         from engine.weights import remove_orphans
 
@@ -297,6 +315,28 @@ def may(who: Principal, action: str, owner: str | None = None) -> bool:
     """Whether ``who`` may take ``action`` on a run of ``owner`` (None: a launch): the pages show only
     what this allows; the manager and the store check it again and refuse the rest."""
     return refusal(who, action, owner) is None
+
+
+def may_export(who: Principal | None) -> bool:
+    """Whether ``who`` may export at all (their own runs at least): Streamlit's export buttons on tables
+    and charts are hidden from anyone else (pages/ui/toolbars.py)."""
+    return who is not None and may(who, "export", who.email)
+
+
+def login_may_export(login: Mapping) -> bool:
+    """``may_export`` for a session's login as Streamlit holds it (``st.user``'s fields), read before
+    its script run: a local lab's admin may; in a hosted lab only a principal of the access file whose
+    role exports (none before the lab has opened, nor for a visitor or a refused login)."""
+    path, hosted = str(db_path()), hosted_mode()
+    if not hosted:
+        return True
+    the_lab = _LABS.get((path, hosted))
+    if the_lab is None or the_lab.store.access is None or not login.get("is_logged_in"):
+        return False
+    try:
+        return may_export(principal_for(the_lab.store.access, login.get("email"), login.get("email_verified")))
+    except AccessDenied:
+        return False
 
 
 def login_page() -> None:
