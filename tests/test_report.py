@@ -130,7 +130,7 @@ def test_run_report_holds_identity_versions_config_every_metric_gaps_and_the_com
     tables = [b for b in report.blocks if isinstance(b, Table)]
     identity = dict(map(tuple, tables[0].rows))
     assert identity["Run"] == f"{run_id}: replay-run" and identity["Status"] == "finished"
-    assert (identity["torch"], identity["Lightning"], identity["Python"], identity["CL Lab"], identity["device"]) == (
+    assert (identity["torch"], identity["Lightning"], identity["Python"], identity["CL Lab code"], identity["device"]) == (
         row.torch_version, row.lightning_version, row.python_version, row.lab_version, row.device)
     config = json.loads(row.config)
     codes = [b.text for b in report.blocks if isinstance(b, Code)]

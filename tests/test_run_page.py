@@ -286,3 +286,23 @@ def test_a_refresh_sends_the_same_spec_with_new_data(lab, finished_run):
     assert "usermeta" not in specs[1]  # a finished run's chart: Streamlit's choice (SVG while it is small)
     starts = pd.DataFrame(altair["datasets"]["run_starts"])
     pd.testing.assert_frame_equal(starts, before_training(series, bounds), check_exact=False, rtol=1e-9)
+
+
+def test_the_report_colours_each_task_as_the_run_page_does(lab, finished_run, tmp_path):
+    """The CLI's report of a run draws its task lines in the page's colours: both charts name them (a
+    chart without colours of its own gets Streamlit's theme on the page and Vega's default in a report)."""
+    import subprocess
+    import sys
+
+    from store.palette import TABLEAU10
+
+    html = tmp_path / "run.html"
+    proc = subprocess.run([sys.executable, "-m", "engine", "report", str(finished_run), "-o", str(html),
+                           "--db", str(lab.store.path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report_panels = json.loads(re.search(r'data-chart="chart-0">(.*?)</script>', html.read_text()).group(1)
+                               .replace("<\\/", "</"))
+    page_panels = shown(run_page(finished_run))["charts"][0]
+    scales = [next(e["scale"] for ch, e in encodings(spec) if ch == "color" and e["field"] == "task")
+              for spec in (page_panels, report_panels)]
+    assert scales[0] == scales[1] == {"domain": ["task 1", "task 2", "task 3"], "range": TABLEAU10[:3]}

@@ -17,6 +17,7 @@ class Heading:
 class Text:
     text: str
     small: bool = False       # a caption under a chart or a table
+    interactive: str = ""     # what the HTML's charts do under the mouse: said in the HTML only (a PDF is still)
 
 
 @dataclass

@@ -105,7 +105,8 @@ def render_html(report: Report) -> bytes:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
-            parts.append(f'<p{" class=small" if block.small else ""}>{esc(block.text)}</p>')
+            text = f"{block.text} {block.interactive}" if block.interactive else block.text
+            parts.append(f'<p{" class=small" if block.small else ""}>{esc(text)}</p>')
         elif isinstance(block, Bullets):
             parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
