@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from engine.report.document import Bullets, Chart, Code, Heading, Report, Table, Text, fmt
+from engine.report.document import Bullets, Chart, Code, Formula, Heading, Report, Table, Text, fmt
 from engine.report.findings import compare_findings, frontier_findings, reality_findings, run_findings
 from store.metrics import METRICS, summary
 from store.queries import boundaries, downsampled_long, run_row, run_series
@@ -73,7 +73,7 @@ def metric_rows(keys: Iterable[str], values: dict | None = None) -> Table:
     rows = []
     for key in keys:
         info = METRICS[key]
-        definition = f"{info.tells} Formula: {info.latex}" + (f" Needs: {info.needs}." if info.needs else "")
+        definition = (info.tells, Formula(info.latex), f"Needs: {info.needs}." if info.needs else "")
         row = [f"{info.title} [{key}]", BETTER[info.higher_is_better], definition, info.source]
         if values is not None:
             value = values.get(key)
