@@ -561,7 +561,7 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
 
     import torch
 
-    from engine import __version__
+    from engine import code_version
     from engine.devices import device_label
     from engine.evaluation import StoreSink
     from engine.train import train_run
@@ -573,7 +573,7 @@ def run_in_process(store: Store, config: RunConfig, owner: str | None = None, sw
     def started(total: int) -> None:
         store.update_run(run_id, total_steps=total, python_version=platform.python_version(),
                          torch_version=torch.__version__, lightning_version=lightning.__version__,
-                         lab_version=__version__, device=device_label(config.train.device))
+                         lab_version=code_version(), device=device_label(config.train.device))
         store.set_status(run_id, "running")
 
     checkpoint = checkpoints.checkpoint_path(store.artifacts_dir(run_id))

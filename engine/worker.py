@@ -59,7 +59,7 @@ def main() -> None:
     import lightning
     import torch
 
-    from engine import __version__
+    from engine import code_version
     from engine.config import RunConfig
     from engine.devices import device_label
     from engine.evaluation import BufferedSink
@@ -69,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("CL_LAB_THREADS", "1")))
     _warm_up()
     versions = {"python_version": platform.python_version(), "torch_version": torch.__version__,
-                "lightning_version": lightning.__version__, "lab_version": __version__}
+                "lightning_version": lightning.__version__, "lab_version": code_version()}
 
     class PipeSink(BufferedSink):
         def emit(self, batch):

@@ -13,7 +13,7 @@ from pages.ui.downloads import download_menu, exported, report_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.pareto_charts import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
-from pages.ui.palette import group_styles
+from store.palette import group_styles
 from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, any_live, group_curves, group_label,
                            group_metrics, hyperparameter_keys, in_scenario, scenario_counts, select_runs)
 from store.metrics import METRICS

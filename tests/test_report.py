@@ -130,7 +130,7 @@ def test_run_report_holds_identity_versions_config_every_metric_gaps_and_the_com
     tables = [b for b in report.blocks if isinstance(b, Table)]
     identity = dict(map(tuple, tables[0].rows))
     assert identity["Run"] == f"{run_id}: replay-run" and identity["Status"] == "finished"
-    assert (identity["torch"], identity["Lightning"], identity["Python"], identity["CL Lab"], identity["device"]) == (
+    assert (identity["torch"], identity["Lightning"], identity["Python"], identity["CL Lab code"], identity["device"]) == (
         row.torch_version, row.lightning_version, row.python_version, row.lab_version, row.device)
     config = json.loads(row.config)
     codes = [b.text for b in report.blocks if isinstance(b, Code)]
@@ -392,3 +392,115 @@ def test_run_with_a_bad_bundle_says_so_in_one_line_and_writes_nothing(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no config.yaml at the top" in proc.stderr
     assert not db.exists()
+
+
+# ---- through the CLI: a sweep trained by `python -m engine sweep`, its reports by `python -m engine report`
+
+@pytest.fixture(scope="module")
+def cli_reports(tmp_path_factory):
+    """A grid sweep over ``train.epochs_per_task`` trained by the CLI, and the CLI's HTML and PDF of
+    its first run and of the sweep: {"run": (html text, pdf path), "sweep": ...}."""
+    folder = tmp_path_factory.mktemp("cli_reports")
+    db = folder / "lab.duckdb"
+    base = small_config("naive").model_dump(mode="json")
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "epochs", "base": base,
+                                                       "grid": {"train.epochs_per_task": [1, 2]}}))
+
+    def cli(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "engine", *args, "--db", str(db)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+
+    cli("sweep", str(folder / "sweep.yaml"))
+    reports = {}
+    for name, which in (("run", ["1"]), ("sweep", ["--sweep", "epochs"])):
+        html, pdf = folder / f"{name}.html", folder / f"{name}.pdf"
+        cli("report", *which, "-o", str(html), "--pdf", str(pdf))
+        reports[name] = (html.read_text(encoding="utf-8"), pdf)
+    reports["db"] = db
+    return reports
+
+
+def _pdf_text(pdf, *options: str) -> str:
+    out = subprocess.run(["pdftotext", *options, str(pdf), "-"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return " ".join(out.split())
+
+
+def _visible_html(html: str) -> str:
+    """The page's text as read: no scripts, no formula images (their LaTeX is their alt text)."""
+    html = re.sub(r"<script[^>]*>.*?</script>|<svg\b.*?</svg>", "", html, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@needs_poppler
+@pytest.mark.parametrize("name", ["run", "sweep"])
+def test_report_formulas_are_drawn_not_printed_as_latex(cli_reports, name):
+    from html import escape
+
+    html, pdf = cli_reports[name]
+    shown = [k for k in METRICS if f"[{k}]" in _visible_html(html)]
+    assert len(shown) == (len(METRICS) if name == "run" else len(TABLE_METRICS))
+    for key in shown:  # each a drawn formula (glyph paths) whose alt text and title are its LaTeX
+        latex = escape(METRICS[key].latex, quote=True)
+        svg = re.search(rf'<svg role="img" aria-label="{re.escape(latex)}" class="formula".*?</svg>', html, re.S)
+        assert svg and f"<title>{latex}</title>" in svg.group(0) and svg.group(0).count("<path") > 3, key
+    for text in (_visible_html(html), _pdf_text(pdf)):
+        assert not re.search(r"\\(frac|mathrm|sum|min|max|left|operatorname)\b", text)
+    # the PDF: one image a formula (pdfimages lists each image and its alpha mask)
+    listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert sum(line.split()[2] == "image" for line in listing.splitlines()[2:]) == len(shown)
+
+
+@needs_poppler
+@pytest.mark.parametrize("name", ["run", "sweep"])
+def test_pdf_table_headers_break_between_words_only(cli_reports, name):
+    html, pdf = cli_reports[name]
+    text = _pdf_text(pdf)
+    headers = {word for row in re.findall(r"<thead>(.*?)</thead>", html, re.S)
+               for cell in re.findall(r"<th>(.*?)</th>", row) for word in cell.split()}
+    assert {"forgetting", "learning_accuracy", "stability_gap", "runs"} <= headers if name == "sweep" else \
+        {"recovery", "(steps)", "switch"} <= headers
+    words = text.split()
+    split = [(a, b) for a, b in zip(words, words[1:]) if a + b in headers]
+    assert not split  # ("forgettin", "g") was one
+
+
+@needs_poppler
+def test_captions_fit_the_medium(cli_reports):
+    from pages.ui.charts import ZOOM_HINT
+
+    for name in ("run", "sweep"):
+        html, pdf = cli_reports[name]
+        assert f"{ZOOM_HINT}: the panels move together." in _visible_html(html)  # the lab's gesture: Shift + wheel
+        assert not re.search(r"\b(wheel|zoom\w*|hover\w*|drag\w*|click\w*|pans?)\b", _pdf_text(pdf), re.I)
+
+
+@needs_poppler
+def test_environment_names_the_code_version_that_trained_the_run(cli_reports):
+    import engine
+
+    try:  # a git checkout: the commit; an installed copy: the package version alone
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        code = f"{engine.__version__}+git.{commit}"
+    except (OSError, subprocess.CalledProcessError):
+        code = engine.__version__
+    with Store(cli_reports["db"], serve=False) as store:  # the sweep's workers recorded it
+        recorded = {r[0] for r in store.sql("SELECT lab_version FROM runs")}
+    assert len(recorded) == 1 and recorded.pop() in (code, f"{code}.dirty")
+    for name in ("run", "sweep"):
+        html, pdf = cli_reports[name]
+        for text in (_visible_html(html), _pdf_text(pdf)):
+            assert "CL Lab code" in text and len(re.findall(rf"{re.escape(code)}\b", text)) >= 2, name  # runs', report's
+
+
+@needs_poppler
+def test_sweep_report_legends_and_group_labels_are_whole(cli_reports):
+    html, pdf = cli_reports["sweep"]
+    text = _pdf_text(pdf)
+    # a legend on each of the four curve panels and the Pareto chart: the key and both groups, uncut
+    assert text.count("train.epochs_per_task") >= 5
+    for group in ("epochs_per_task=1", "epochs_per_task=2"):
+        assert text.count(group) >= 5 + 2, group  # the legends, the runs and metrics tables
+        assert re.search(rf"<td>{group}</td>", html)

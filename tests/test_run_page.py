@@ -294,3 +294,23 @@ def test_the_figures_say_which_test_samples_they_use(lab, finished_run):
     subset = run_in_process(lab.store, small_config("naive", eval={"every": 7, "subset": 30}))
     captions = [c.value for c in run_page(subset).caption]
     assert any("whole test set" in c and "fixed 30 test samples per task (eval.subset)" in c for c in captions), captions
+
+
+def test_the_report_colours_each_task_as_the_run_page_does(lab, finished_run, tmp_path):
+    """The CLI's report of a run draws its task lines in the page's colours: both charts name them (a
+    chart without colours of its own gets Streamlit's theme on the page and Vega's default in a report)."""
+    import subprocess
+    import sys
+
+    from store.palette import TABLEAU10
+
+    html = tmp_path / "run.html"
+    proc = subprocess.run([sys.executable, "-m", "engine", "report", str(finished_run), "-o", str(html),
+                           "--db", str(lab.store.path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report_panels = json.loads(re.search(r'data-chart="chart-0">(.*?)</script>', html.read_text()).group(1)
+                               .replace("<\\/", "</"))
+    page_panels = shown(run_page(finished_run))["charts"][0]
+    scales = [next(e["scale"] for ch, e in encodings(spec) if ch == "color" and e["field"] == "task")
+              for spec in (page_panels, report_panels)]
+    assert scales[0] == scales[1] == {"domain": ["task 1", "task 2", "task 3"], "range": TABLEAU10[:3]}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from engine.report.document import Bullets, Chart, Code, Heading, Report, Table, Text, fmt
+from engine.report.document import Bullets, Chart, Code, Formula, Heading, Report, Table, Text, fmt
 from engine.report.findings import compare_findings, frontier_findings, reality_findings, run_findings
 from store.metrics import METRICS, summary
 from store.queries import boundaries, downsampled_long, run_row, run_series
@@ -21,7 +21,7 @@ from store.queries import boundaries, downsampled_long, run_row, run_series
 # the pages' numeric widths: the run page's panels and matrix, the compare page's panels
 PANEL_WIDTH, MATRIX_WIDTH, COMPARE_WIDTH = 720, 260, 720
 VERSION_FIELDS = {"python_version": "Python", "torch_version": "torch", "lightning_version": "Lightning",
-                  "lab_version": "CL Lab", "device": "device"}
+                  "lab_version": "CL Lab code", "device": "device"}
 BETTER = {True: "higher", False: "lower", None: "n/a"}
 
 
@@ -60,10 +60,10 @@ def generator() -> dict[str, str]:
     import duckdb
     import vl_convert
 
-    from engine import __version__
+    from engine import code_version
 
     return {"generated_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "cl_lab": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "cl_lab_code": code_version(), "python": platform.python_version(), "platform": platform.platform(),
             "altair": altair.__version__, "vega_lite": altair.VEGALITE_VERSION, "vl_convert": vl_convert.__version__,
             "duckdb": duckdb.__version__}
 
@@ -73,7 +73,7 @@ def metric_rows(keys: Iterable[str], values: dict | None = None) -> Table:
     rows = []
     for key in keys:
         info = METRICS[key]
-        definition = f"{info.tells} Formula: {info.latex}" + (f" Needs: {info.needs}." if info.needs else "")
+        definition = (info.tells, Formula(info.latex), f"Needs: {info.needs}." if info.needs else "")
         row = [f"{info.title} [{key}]", BETTER[info.higher_is_better], definition, info.source]
         if values is not None:
             value = values.get(key)
@@ -94,7 +94,7 @@ def run_environment(row: dict) -> dict[str, Any]:
 # ---- one run --------------------------------------------------------------------------------------
 
 def run_report(store, run_id: int) -> Report:
-    from pages.ui.charts import accuracy_matrix_heatmap, gap_marks, run_panels
+    from pages.ui.charts import ZOOM_HINT, accuracy_matrix_heatmap, gap_marks, run_panels
 
     row = run_row(store, run_id)
     if row is None:
@@ -131,10 +131,9 @@ def run_report(store, run_id: int) -> Report:
                    Text("Accuracy on every task over the global step, each task's training span shaded, the stability "
                         "gaps marked (red triangles: the lowest accuracy after a switch); plasticity (the task being "
                         "trained) and stability (the mean over earlier tasks) with min-ACC and WC-ACC; the training "
-                        "loss. Zoom with the wheel, hover for values: the panels move together. A long run is drawn "
-                        "downsampled as on the run page: each bucket of steps keeps its minimum and maximum, so no dip "
-                        "is averaged away.",
-                        small=True)]
+                        "loss. A long run is drawn downsampled as on the run page: each bucket of steps keeps its "
+                        "minimum and maximum, so no dip is averaged away.",
+                        small=True, interactive=f"{ZOOM_HINT}: the panels move together.")]
     matrix = np.array(result["accuracy_matrix"], dtype=float)
     if matrix.size:
         blocks += [Chart(accuracy_matrix_heatmap(matrix, width=MATRIX_WIDTH).to_dict(validate=False), "Accuracy matrix"),
@@ -283,8 +282,8 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
 
 def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, label: str) -> tuple[list[str], list]:
     from engine.interpolate import tradeoff_table
-    from pages.ui.charts import compare_panels
-    from pages.ui.palette import group_styles
+    from pages.ui.charts import ZOOM_HINT, compare_panels
+    from store.palette import group_styles
     from pages.ui.pareto_charts import pareto_chart
     from store.compare import COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, group_curves, group_metrics
     from store.pareto import axis, axis_title, frontier_table
@@ -300,7 +299,7 @@ def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, l
                                         group_title=group_by, styles=styles).to_dict(validate=False),
                          "Curves by group: mean and one standard deviation"),
                    Text(f"One line per group ({group_by}): the mean over its runs, with a band of one standard deviation "
-                        "(over seeds, usually). The panels zoom and hover together.", small=True)]
+                        "(over seeds, usually).", small=True, interactive=f"{ZOOM_HINT}: the panels move together.")]
 
     table = group_metrics(store, runs, group_by)
     blocks.append(Heading("Metrics, mean and standard deviation over each group's runs", 3))

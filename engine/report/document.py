@@ -1,5 +1,6 @@
 """A report as data: a title and a list of blocks that the HTML and the PDF writers both render, so
-the two forms hold the same content. Every cell and sentence is plain text (the writers escape it)."""
+the two forms hold the same content. Every cell and sentence is plain text (the writers escape it); a
+table cell may also be a tuple of parts, text and ``Formula``s, set one under the other."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Heading:
 class Text:
     text: str
     small: bool = False       # a caption under a chart or a table
+    interactive: str = ""     # what the HTML's charts do under the mouse: said in the HTML only (a PDF is still)
 
 
 @dataclass
@@ -24,10 +26,23 @@ class Bullets:
     items: list[str]
 
 
+@dataclass(frozen=True)
+class Formula:
+    latex: str                # drawn as an image in both forms (engine/report/formulas.py), the LaTeX its alt text
+
+
+Cell = str | tuple[str | Formula, ...]
+
+
+def cell_parts(cell: Cell) -> tuple[str | Formula, ...]:
+    """A cell's parts, the empty text ones left out."""
+    return tuple(p for p in (cell if isinstance(cell, tuple) else (cell,)) if p != "")
+
+
 @dataclass
 class Table:
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
     widths: list[float] | None = None   # relative column widths (the PDF's; HTML lays out by itself)
 
 

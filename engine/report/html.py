@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from engine.report.document import Bullets, Chart, Code, Heading, Report, Table, Text
+from engine.report.document import Bullets, Cell, Chart, Code, Formula, Heading, Report, Table, Text, cell_parts
+from engine.report.formulas import formula_svg
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #222;
@@ -23,6 +24,7 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; vertical-align: top; text-ali
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: 8px 10px; overflow-x: auto; font-size: 12.5px; }
 .small { color: #555; font-size: 12.5px; } .chart { margin: 10px 0; }
+.formula-box { margin: 3px 0; } svg.formula { vertical-align: middle; }  /* never scaled down: the column widens to it */
 footer { color: #777; font-size: 12px; margin-top: 32px; border-top: 1px solid #ddd; padding-top: 6px; }
 """
 
@@ -81,7 +83,9 @@ def _script_json(data: dict) -> str:
     return text.replace("</", "<\\/").replace("<!--", "<\\u0021--")
 
 
-def _is_number(cell: str) -> bool:
+def _is_number(cell: Cell) -> bool:
+    if not isinstance(cell, str):
+        return False
     try:
         float(cell.split(" ± ")[0])
         return True
@@ -89,11 +93,19 @@ def _is_number(cell: str) -> bool:
         return cell == "n/a"
 
 
+def _cell(cell: Cell) -> str:
+    """Text escaped; a cell of parts one under the other, each formula an inline SVG."""
+    if isinstance(cell, str):
+        return html.escape(cell)
+    return "".join(f'<div class="formula-box">{formula_svg(p.latex)}</div>' if isinstance(p, Formula)
+                   else f"<div>{html.escape(p)}</div>" for p in cell_parts(cell))
+
+
 def _table(block: Table) -> str:
     numeric = [bool(block.rows) and all(_is_number(row[i]) for row in block.rows) for i in range(len(block.columns))]
     head = "" if not any(block.columns) else \
         "<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in block.columns) + "</tr></thead>"
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if numeric[i] else ""}>{html.escape(str(cell))}</td>'
+    body = "".join("<tr>" + "".join(f'<td{" class=num" if numeric[i] else ""}>{_cell(cell)}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in block.rows)
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
@@ -105,7 +117,8 @@ def render_html(report: Report) -> bytes:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
-            parts.append(f'<p{" class=small" if block.small else ""}>{esc(block.text)}</p>')
+            text = f"{block.text} {block.interactive}" if block.interactive else block.text
+            parts.append(f'<p{" class=small" if block.small else ""}>{esc(text)}</p>')
         elif isinstance(block, Bullets):
             parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):

@@ -14,7 +14,8 @@ import io
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from engine.report.document import Bullets, Chart, Code, Heading, Report, Table, Text
+from engine.report.document import Bullets, Cell, Chart, Code, Formula, Heading, Report, Table, Text, cell_parts
+from engine.report.formulas import formula_png
 
 PAPERS = ("a4", "letter")
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF")
@@ -61,7 +62,7 @@ def _styles():
         "small": ParagraphStyle("small", fontName=f["body"], fontSize=7.5, leading=9.5, textColor="#555555",
                                 spaceAfter=5),
         "cell": ParagraphStyle("cell", fontName=f["body"], fontSize=7, leading=8.6),
-        "head": ParagraphStyle("head", fontName=f["bold"], fontSize=7, leading=8.6),
+        "head": ParagraphStyle("head", fontName=f["bold"], fontSize=7, leading=8.6, splitLongWords=0),
         "code": ParagraphStyle("code", fontName=f["mono"], fontSize=7, leading=8.6, backColor="#f5f5f5",
                                borderPadding=4, spaceBefore=4, spaceAfter=8),
     }
@@ -100,18 +101,69 @@ def _chart_slot(pdf: bytes, placed: list, max_height: float):
     return ChartSlot()
 
 
+PAD = 13  # a cell's left and right padding (ReportLab's 6 + 6) and a point to spare
+
+
+def _longest_word(text: str, style) -> float:
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    return max((stringWidth(word, style.fontName, style.fontSize) for word in text.split()), default=0.0)
+
+
+def _fit(block: Table, styles, frame_width: float) -> tuple[list[float], object, object]:
+    """Column widths and the header and cell styles for a table: each column at least as wide as its
+    longest word (a header word is never split: "forgetting", not "forgettin g"; a cell word up to a
+    quarter of the page), the rest shared as ``block.widths`` asks; a table whose words do not fit the
+    page gets a smaller font."""
+    head, cell = styles["head"], styles["cell"]
+    n = len(block.columns)
+    for _ in range(2):
+        need = []
+        for i, column in enumerate(block.columns):
+            texts = [p for row in block.rows for p in cell_parts(row[i]) if isinstance(p, str)]
+            need.append(PAD + max([_longest_word(column, head)] +
+                                  [min(_longest_word(t, cell), frame_width / 4) for t in texts]))
+        if sum(need) <= frame_width:
+            break
+        factor = 0.98 * (frame_width - n * PAD) / (sum(need) - n * PAD)
+        head, cell = (style.clone(style.name, fontSize=style.fontSize * factor, leading=style.leading * factor)
+                      for style in (head, cell))
+    share = block.widths or [1.0] * n
+    widths = [frame_width * w / sum(share) for w in share]
+    deficit = sum(max(k - w, 0) for k, w in zip(need, widths))
+    slack = [max(w - k, 0) for k, w in zip(need, widths)]  # what a column can give to the ones too narrow
+    widths = [max(w, k) - (deficit * s / sum(slack) if sum(slack) else 0) for k, w, s in zip(need, widths, slack)]
+    return widths, head, cell
+
+
+def _cell(cell: Cell, style, width: float):
+    """A Paragraph; a cell of parts a list of flowables, each formula a PNG scaled to the column."""
+    from reportlab.platypus import Image, Paragraph
+
+    if isinstance(cell, str):
+        return Paragraph(escape(cell), style)
+    flowables = []
+    for part in cell_parts(cell):
+        if isinstance(part, Formula):
+            png, w, h = formula_png(part.latex)
+            scale = min(1.0, (width - PAD) / w)
+            flowables.append(Image(io.BytesIO(png), width=w * scale, height=h * scale, hAlign="LEFT"))
+        else:
+            flowables.append(Paragraph(escape(part), style))
+    return flowables
+
+
 def _table(block: Table, styles, frame_width: float):
     from reportlab.lib import colors
     from reportlab.platypus import Paragraph
     from reportlab.platypus import Table as RLTable
     from reportlab.platypus import TableStyle
 
-    widths = block.widths or [1.0 / len(block.columns)] * len(block.columns)
-    total = sum(widths)
+    widths, head, cell = _fit(block, styles, frame_width)
     header = any(block.columns)
-    data = ([[Paragraph(escape(c), styles["head"]) for c in block.columns]] if header else []) + \
-        [[Paragraph(escape(str(cell)), styles["cell"]) for cell in row] for row in block.rows]
-    table = RLTable(data, colWidths=[frame_width * w / total for w in widths], repeatRows=1 if header else 0)
+    data = ([[Paragraph(escape(c), head) for c in block.columns]] if header else []) + \
+        [[_cell(value, cell, widths[i]) for i, value in enumerate(row)] for row in block.rows]
+    table = RLTable(data, colWidths=widths, repeatRows=1 if header else 0)
     style = [("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#cccccc")), ("VALIGN", (0, 0), (-1, -1), "TOP"),
              ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
     if header:

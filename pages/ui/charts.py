@@ -11,6 +11,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from store.palette import task_colors
+
 PANEL_WIDTH = 720
 STABILITY_COLORS = {"plasticity": "#1f77b4", "stability": "#2ca02c", "min-ACC": "#d62728", "WC-ACC": "#9467bd"}
 
@@ -174,8 +176,7 @@ def _run_chart(tasks: tuple, label_every: int, has_gaps: bool, width: int) -> al
     acc_lines = alt.Chart().transform_fold(tasks, as_=["task", "accuracy"]).mark_line(strokeWidth=1.5).encode(
         x=x, y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("task:N", sort=tasks, legend=_legend("evaluated on", len(tasks)),
-                        # past 10 tasks, 20 colours: the theme's 10 would repeat
-                        scale=alt.Scale(scheme="tableau20") if len(tasks) > 10 else alt.Undefined))
+                        scale=alt.Scale(domain=tasks, range=task_colors(len(tasks)))))
     acc_layers = [*_boundary_layers(label_every), acc_lines]
     if has_gaps:  # even empty: one structure from the first refresh to the last
         acc_layers.append(alt.Chart(alt.Data(name=GAPS_DATA)).mark_point(shape="triangle-down", size=70, filled=True,
@@ -316,7 +317,7 @@ def compare_panels(curves: pd.DataFrame, series: dict[str, str], width: int = PA
     """Runs compared by group: one panel per series (``store.compare.COMPARE_SERIES``), one line per
     group (its mean over the group's runs, usually seeds) with a band of one standard deviation. The
     panels share x, zoom and hover as the run page's do; the hover tooltip lists every group's mean.
-    Group colours (and, past 20 groups, dashes) come from ``styles`` (``pages.ui.palette.group_styles``)
+    Group colours (and, past 20 groups, dashes) come from ``styles`` (``store.palette.group_styles``)
     so that other charts of the page can use the same.
 
     curves: ``store.compare.group_curves`` (group, task, bucket, x, n, <series>_mean/_lo/_hi)."""
@@ -345,7 +346,7 @@ def _records(df: pd.DataFrame) -> list[dict]:
 def _compare_data(curves: pd.DataFrame, series: dict[str, str], styles: dict[str, list] | None):
     """The curves, one row per bucket with every group's mean side by side (the hover tooltip's),
     and the layout key: (series, groups, styles) as tuples."""
-    from pages.ui.palette import group_styles
+    from store.palette import group_styles
 
     groups = sorted(curves["group"].unique().tolist()) if len(curves) else []
     styles = styles or group_styles(groups)

@@ -41,7 +41,7 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     """Scatter of ``table`` (``store.pareto.frontier_table``, by run or by config) on ``x`` and ``y``:
 
     - coloured by strategy (or the column ``color``, with the colours of ``styles``,
-      ``pages.ui.palette.group_styles``, so that a page's charts agree); the non-dominated points
+      ``store.palette.group_styles``, so that a page's charts agree); the non-dominated points
       bigger and outlined, joined by the frontier line (sorted along x); configs (``<x>_std`` columns) get one-standard-deviation error bars;
     - a tooltip with the id, strategy, hyperparameters and both values (mean, sd and n for configs);
     - a point selection named ``pick`` on the field ``id`` (click), for

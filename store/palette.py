@@ -1,6 +1,8 @@
-"""Group colours that can be told apart, the same in every chart of a page: Tableau's 10 colours for
-up to 10 groups, 20 (Tableau's 10, then their light tints) for up to 20, and beyond 20 the colours
-repeat with a different dash pattern per round. No Streamlit here."""
+"""The lab's colours, for the pages' charts and the reports alike (both import them from here, so a
+report looks as the page does: a chart without its own colours would get Streamlit's theme on the page
+and Vega's default in a report). Groups and tasks that can be told apart: Tableau's 10 colours for
+up to 10, 20 (Tableau's 10, then their light tints) for up to 20, and beyond 20 the colours repeat
+(groups with a different dash pattern per round). No Streamlit here."""
 
 from __future__ import annotations
 
@@ -20,3 +22,9 @@ def group_styles(groups: list[str]) -> dict[str, list]:
     return {"domain": groups,
             "colors": [palette[i % len(palette)] for i in range(len(groups))],
             "dashes": [DASHES[(i // len(palette)) % len(DASHES)] for i in range(len(groups))]}
+
+
+def task_colors(n_tasks: int) -> list[str]:
+    """One colour a task, task 1 first: the run panels' lines in the lab and in every report."""
+    palette = TABLEAU10 if n_tasks <= 10 else TABLEAU20
+    return [palette[i % len(palette)] for i in range(n_tasks)]
