@@ -225,7 +225,7 @@ def test_runs_page_lists_and_filters_runs(lab, finished_run):
     assert finished_run in table["id"].tolist()
     row = table.set_index("id").loc[finished_run]
     assert row["status"] == "finished" and row["strategy"] == "replay" and 0 < row["acc"] <= 1
-    assert row["progress"] == 1.0
+    assert "progress" not in table.columns  # no listed run trains: every bar would only repeat its status
     at.multiselect(key="filter_status").set_value(["diverged"]).run()
     assert not at.dataframe  # nothing diverged: the info message instead
     assert "No run matches these filters." in at.info[0].value
