@@ -134,6 +134,16 @@ labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["con
 styles = group_styles(sorted(set(labels.values())))
 
 
+def mean_sd(table: pd.DataFrame) -> pd.DataFrame:
+    """Each metric of ``store.compare.group_metrics`` as one text column, "mean ± sd" to 3 decimals (the
+    mean alone for a group of one run, "n/a" where no run has it): a column for each mean and each sd
+    made 17 columns, wider than the page at 1440 px."""
+    def cell(mean: float, sd: float) -> str:
+        return "n/a" if pd.isna(mean) else f"{mean:.3f}" if pd.isna(sd) else f"{mean:.3f} ± {sd:.3f}"
+    return table[["group", "runs"]].assign(**{
+        key: [cell(m, sd) for m, sd in zip(table[key], table[f"{key} sd"])] for key in TABLE_METRICS if key in table})
+
+
 @st.fragment(run_every=live_refresh() if live else None)
 def results() -> None:
     """Curves, metrics and frontier; refreshed every ``live_refresh()`` while a selected run is queued or running."""
@@ -147,17 +157,16 @@ def results() -> None:
         st.info("The selected runs have no evaluations yet.")
     else:
         # the same spec every refresh, new data only: the chart updates in place
-        st.vega_lite_chart(compare_spec(curves, COMPARE_SERIES, width=760, x_title=X_AXES[x_axis],
-                                        group_title=group_by, styles=styles), key="compare_panels")
+        st.vega_lite_chart(compare_spec(curves, COMPARE_SERIES, x_title=X_AXES[x_axis], group_title=group_by,
+                                        styles=styles), width="stretch", key="compare_panels")
 
     # ---- metrics ---------------------------------------------------------------------------------
     st.subheader("Metrics, mean and standard deviation over each group's runs")
-    table = group_metrics(store, current, group_by)
+    table = mean_sd(group_metrics(store, current, group_by))
     config = {"group": st.column_config.TextColumn("group"), "runs": st.column_config.NumberColumn("runs")}
     for key in TABLE_METRICS:
         info = METRICS[key]
-        config[key] = st.column_config.NumberColumn(key, format="%.3f", help=f"{info.title}: {info.tells}")
-        config[f"{key} sd"] = st.column_config.NumberColumn("± sd", format="%.3f")
+        config[key] = st.column_config.TextColumn(key, help=f"{info.title}: {info.tells} Mean ± sd over the group's runs.")
     st.dataframe(table, hide_index=True, column_config=config, key="compare_table")
     frontier_view(current)
     if live and not still_live:
@@ -205,7 +214,7 @@ def frontier_view(current) -> None:
 
     if curves is None:  # the same spec every refresh, new data only
         event = st.vega_lite_chart(pareto_spec(frontier, x, y, color="group", color_title=group_by, styles=styles),
-                                   on_select="rerun", selection_mode="pick", key="pareto_chart")
+                                   on_select="rerun", selection_mode="pick", width="stretch", key="pareto_chart")
     else:
         event = st.altair_chart(pareto_chart(frontier, x, y, tradeoffs=curves, color="group", color_title=group_by,
                                              styles=styles),

@@ -46,6 +46,16 @@ SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_
 
 
 refresh = live_refresh() if live else None
+# The stability-gap table: accuracies to 3 decimals, steps and tasks as integers.
+GAP_COLUMNS = {
+    **{c: st.column_config.NumberColumn(c, format="%d") for c in ("switch at step", "to task", "old task", "at step")},
+    "before": st.column_config.NumberColumn("before", format="%.3f", help="Accuracy on the old task at the switch"),
+    "lowest": st.column_config.NumberColumn("lowest", format="%.3f", help="Its lowest accuracy during the new task"),
+    "depth": st.column_config.NumberColumn("depth", format="%.3f", help="max(0, before - lowest): 0 where there "
+                                           "was no dip (the accuracy stayed at or above its value at the switch)"),
+    "recovery (steps)": st.column_config.NumberColumn("recovery (steps)", format="%d"),
+    "note": st.column_config.TextColumn("note"),
+}
 
 
 @st.fragment(run_every=refresh)
@@ -148,11 +158,16 @@ def run_view() -> None:
     with gap_column:
         if gaps:
             st.markdown("**Stability gap at each task switch**")
-            st.caption(f"Depth: accuracy just before the switch minus the lowest after it, during the new task. "
-                       f"Recovery: steps until back within {metrics['tolerance']:g} of the level before the switch.")
-            st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps", height=300)
+            st.caption(f"Depth: accuracy just before the switch minus the lowest after it, during the new task; "
+                       f"0 with the note \"no dip\" where the task never fell below its accuracy at the switch "
+                       f"(a gap is a drop: a rise counts as none). Recovery: steps until back within "
+                       f"{metrics['tolerance']:g} of the level before the switch.")
         else:
             st.caption("Stability gaps: none yet (they are measured once a task has ended).")
+    if gaps:  # the main column's width: its note column holds a sentence
+        st.dataframe(pd.DataFrame(gaps), hide_index=True, key="gaps", height=300, column_config=GAP_COLUMNS)
+    else:
+        st.empty()
     if live and final:
         st.rerun()  # the run ended: one last full render, and no more refreshing
 

@@ -52,6 +52,12 @@ with st.expander("Columns, filters and sorting", icon=":material/tune:"):
                           high.number_input(f"{column} at most", value=None, format="%g", key=f"runs_max_{column}"))
 
 
+def text_width(texts) -> int:
+    """The pixels a table column needs for the longest of ``texts`` in the grid's 14 px font (under
+    6.5 px a character), padding included: the grid sized the tags column from its header and cut them."""
+    return max(60, min(400, 16 + round(6.5 * max(map(len, texts), default=0))))
+
+
 @st.fragment(run_every=live_refresh())
 def table() -> None:
     try:
@@ -67,16 +73,23 @@ def table() -> None:
         return
     df["open"] = "/run?run=" + df["id"].astype(str)
     run_id, key, selection = selected_row(st.session_state, "runs_table", df["id"].tolist())
-    shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", "progress", *columns, "sweep",
+    # The default columns fit a 1440 px window: the run's link shows its id (no column of its own),
+    # progress only while a listed run trains (a finished run's bar says what its status does), sweep
+    # only when a listed run has one, tags as text sized to the longest, the created time to the minute.
+    live = df["status"].isin(["queued", "running"]).any()
+    shown = ["open", "id", "name", "tags", "strategy", "scenario", "status", *(["progress"] if live else []), *columns,
+             *(["sweep"] if (df["sweep"] != "").any() else []),
              *(["owner"] if store.access is not None else []), "created"]  # a hosted lab's runs have owners
+    tags = df["tags"].map(", ".join)
     st.dataframe(
-        df[shown], hide_index=True, on_select="rerun", selection_mode="single-row",  # only what is shown goes to the browser
-        key=key, selection_default=selection,
+        df[shown].assign(tags=tags), hide_index=True, on_select="rerun", selection_mode="single-row",
+        key=key, selection_default=selection,  # only what is shown goes to the browser (id: for the selection)
+        column_order=[c for c in shown if c != "id"],
         column_config={
-            "open": st.column_config.LinkColumn("", display_text="open"),
-            "tags": st.column_config.ListColumn("tags"),
+            "open": st.column_config.LinkColumn("run", display_text=r"run=(\d+)", help="Open the run's page"),
+            "tags": st.column_config.TextColumn("tags", width=text_width(tags)),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
             **{m: st.column_config.NumberColumn(m, format="%.3f", help=METRICS[m].title)
                for m in columns if m in RUN_METRICS},
         },
@@ -101,29 +114,29 @@ def actions(run, run_id: int) -> None:
     store check again)."""
     status, who, owner = run["status"], me(), run["owner"]
     st.write(f"**Run {run_id}** · {run['name']} · {status}" + (f" · {owner}" if store.access is not None else ""))
-    b1, b2, b3, b4, b5 = st.columns(5)
-    if b1.button("Open", icon=":material/open_in_new:", key="open_run"):
+    bar = st.container(horizontal=True)  # each button as wide as its label (five columns cut the longer ones)
+    if bar.button("Open", icon=":material/open_in_new:", key="open_run"):
         st.switch_page(PAGES["run"], query_params={"run": run_id})
-    if may(who, "launch") and b2.button("Relaunch with changes", icon=":material/restart_alt:", key="relaunch_run",
+    if may(who, "launch") and bar.button("Relaunch with changes", icon=":material/restart_alt:", key="relaunch_run",
                                         help="Opens the Launch page with this run's config in the form"):
         st.switch_page(PAGES["launch"], query_params={"from": run_id})
-    if status in ("queued", "running") and may(who, "cancel", owner) and b3.button(
+    if status in ("queued", "running") and may(who, "cancel", owner) and bar.button(
             "Cancel", icon=":material/stop:", key="cancel_run"):
         if not refused(lambda: the_lab.manager.cancel(run_id, principal=who)):
             st.rerun(scope="fragment")
     point = resume_point(store, run_id) if may(who, "resume", owner) else None
-    if point is not None and b3.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
+    if point is not None and bar.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
                                        key="resume_run"):
         if not refused(lambda: the_lab.manager.resume_run(run_id, principal=who)):
             st.rerun(scope="fragment")
     sweep = run["sweep"]
-    if run["sweep_live"] > 0 and may(who, "cancel", owner) and b4.button(
+    if run["sweep_live"] > 0 and may(who, "cancel", owner) and bar.button(
             f"Cancel sweep {sweep}", icon=":material/cancel:", key="cancel_sweep"):
         cancelled = []
         if not refused(lambda: cancelled.append(the_lab.manager.cancel_sweep(int(sweep), principal=who))):
             st.toast(f"Cancelled {cancelled[0]} run(s) of sweep {sweep}.")
     if status in FINAL_STATUSES and may(who, "delete", owner):
-        if b5.button("Delete", icon=":material/delete:", key="delete_run"):
+        if bar.button("Delete", icon=":material/delete:", key="delete_run"):
             st.session_state["confirm_delete"] = run_id
         if st.session_state.get("confirm_delete") == run_id:
             st.warning(f"Delete run {run_id} and all its metrics? This cannot be undone.")

@@ -123,9 +123,11 @@ _M: list[MetricInfo] = [
                  f"Plasticity: the largest gain of a task within {w} evaluations.",
                  "continual", "continual evaluation (acc rows)") for w in WINDOWS],
     MetricInfo("stability_gap", "Stability gap depth",
-               r"\mathrm{gap}_{s,i} = A(i, n_s) - \min_{s < n \le \mathrm{end}_{k}} A(i, n)",
+               r"\mathrm{gap}_{s,i} = \max\Big(0, A(i, n_s) - \min_{s < n \le \mathrm{end}_{k}} A(i, n)\Big)",
                "De Lange, van de Ven & Tuytelaars, ICLR 2023 (per-switch figure, CL Lab)", False,
-               "Stability right after a task switch: the transient drop of earlier tasks.",
+               "Stability right after a task switch: the transient drop of earlier tasks. 0 (\"no dip\") where "
+               "an earlier task never fell below its accuracy at the switch: a gap is a drop, so a rise counts "
+               "as none and never offsets another task's dip in the mean.",
                "continual", "continual evaluation around a task switch"),
     MetricInfo("recovery_steps", "Stability gap recovery time",
                r"\rho_{s,i} = \min\{n \ge n^{\min}_{s,i} : A(i,n) \ge A(i,n_s) - \tau\} - s",
@@ -588,7 +590,9 @@ def stability_gaps(steps, A, spans: Spans, tolerance: float = DEFAULT_TOLERANCE,
 
     - before = A(i, n_s), the last evaluation at or before the switch;
     - min, min_step over the evaluations in (s, min(end_k, t)] (task k's span, so far if training);
-    - depth = before - min (negative: the task improved, no gap);
+    - depth = max(0, before - min): the drop, as De Lange et al. (2023) define the gap. When the task
+      never fell below ``before`` (it held or improved) depth is 0 and ``reason`` says "no dip": a
+      rise is not a negative gap, and must not offset another task's dip in the means;
     - recovery_steps = (first evaluation step >= min_step with A(i, n) >= before - tolerance) - s,
       0 if the accuracy never left the band; None with ``reason`` if not back within the span.
 
@@ -644,7 +648,11 @@ def _switch_gap(steps, A, k: int, s: int, end_k: int | None, t: int, tolerance: 
         a = int(v.argmin())                       # first minimum (ties: earliest)
         thr = before - tolerance
         item.update(before=float(before), min=float(v[a]), min_step=int(steps[lo + a]),
-                    depth=float(before - v[a]))
+                    depth=max(0.0, float(before - v[a])))
+        if v[a] >= before:
+            item.update(recovered_step=int(s), recovery_steps=0,
+                        reason=f"no dip: never below {before:.3f}, its accuracy at the switch")
+            continue
         if v[a] >= thr:
             item.update(recovered_step=int(s), recovery_steps=0)
             continue

@@ -300,10 +300,10 @@ def test_stability_gap_ties_no_drop_and_improvement():
     steps, A = M.series_from_pairs({1: [(2, 0.8), (4, 0.78), (6, 0.8)], 2: [(2, 0.0), (4, 0.5), (6, 0.6)]})
     item = M.stability_gaps(steps, A, spans)[0]["tasks"][0]
     assert item["depth"] == approx(0.02) and item["recovery_steps"] == 0
-    # improves after the switch: depth is negative (no gap), not clipped to 0
+    # improves after the switch: no dip, depth 0 (a gap is a drop; a rise is not a negative gap)
     steps, A = M.series_from_pairs({1: [(2, 0.5), (4, 0.6), (6, 0.7)], 2: [(2, 0.0), (4, 0.5), (6, 0.6)]})
     item = M.stability_gaps(steps, A, spans)[0]["tasks"][0]
-    assert item["depth"] == approx(-0.1)
+    assert item["depth"] == 0 and item["reason"].startswith("no dip") and item["recovery_steps"] == 0
 
 
 def test_running_run_series():

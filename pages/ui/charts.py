@@ -367,7 +367,9 @@ def _compare_data(curves: pd.DataFrame, series: dict[str, str], styles: dict[str
 
 @functools.lru_cache(maxsize=32)
 def _compare_template(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str, width: int) -> dict:
-    return _compare_chart(series, groups, styles, x_title, group_title, width).to_dict()
+    # fit-x: ``width`` is the whole chart's, axes included, so ``width="stretch"`` fits it to the page's column
+    chart = _compare_chart(series, groups, styles, x_title, group_title, width)
+    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding")).to_dict()
 
 
 def _compare_chart(series: tuple, groups: tuple, styles: tuple, x_title: str, group_title: str,
