@@ -145,3 +145,25 @@ def test_the_evaluation_memory_follows_eval_batch_size(tmp_path):
     assert evaluation[400] - evaluation[200] == 2 * (evaluation[200] - evaluation[100]) > 0  # one pass of a batch
     assert evaluation[5000] == evaluation[400] + (1000 - 400) / 100 * (evaluation[200] - evaluation[100])  # all 1,000
 
+
+
+@pytest.mark.parametrize("kind", ["npz", "image_folder"])
+def test_the_launch_form_queues_a_cnn_on_a_generic_dataset(lab_launch_page, tmp_path, kind):
+    """The Launch page (AppTest over a real lab): picking npz or image_folder, giving its file and a CNN
+    shows the cost from the files and queues a run that trains (it showed a traceback at the check)."""
+    lab, at = lab_launch_page
+    root = write_npz_images(tmp_path / "images.npz") if kind == "npz" else write_image_folder(tmp_path / "folder")
+    at.selectbox(key="scenario.dataset").set_value(kind).run()
+    at.text_input(key="scenario.root").set_value(str(root)).run()
+    at.selectbox(key="model.name").set_value("cnn").run()
+    at.number_input(key="scenario.n_tasks").set_value(2)
+    at.number_input(key="train.epochs_per_task").set_value(1)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("Cost:") for i in at.info), [i.value for i in at.info]
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run_id, config = lab.store.sql("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1")[0]
+    config = json.loads(config)
+    assert (config["scenario"]["dataset"], config["scenario"]["root"], config["model"]["name"]) == (kind, str(root), "cnn")
+    assert lab.manager.wait(run_id, timeout=180) == "finished"
