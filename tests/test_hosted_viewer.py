@@ -61,6 +61,7 @@ def test_a_hosted_lab_keeps_its_files_private_whatever_the_umask(lab):
     assert (artifacts / f"run-{run_id}").is_dir()
     log = (folder / "streamlit.log").read_text()
     assert "files are created 0600 and folders 0700" in log, log[-2000:]  # the start says so
+    assert "1 existing file(s) and folder(s) of lab.duckdb made private" in log  # the database made before
 
 
 def toolbar_buttons(page, element) -> list[str]:
@@ -96,7 +97,6 @@ def test_a_viewer_gets_no_export_buttons_on_tables_and_charts(lab, sessions):
     url, _, run_id = lab
     page = logged_in(sessions, url, D, "viewer")
     seen = {where: toolbar_buttons(page, element) for where, element in pages_elements(page, url, run_id)}
-    print(seen)
     assert not any(seen.values()), seen
     assert page.locator(".vega-embed details, .vega-actions").count() == 0  # Vega-Embed's own menu is off
     no_exception(page)
@@ -123,7 +123,6 @@ def test_who_may_export_keeps_the_export_buttons(lab, sessions, email):
     # the admin logs in here; the member A, whose run it is, logged in to launch it
     page = logged_in(sessions, url, C, "admin") if email == C else sessions(A)
     seen = {where: toolbar_buttons(page, element) for where, element in pages_elements(page, url, run_id)}
-    print(seen)
     assert any("Download as PNG" in b for b in seen["run panels"]), seen
     assert any("Download as CSV" in b for b in seen["compare table"]), seen
     no_exception(page)
