@@ -36,13 +36,14 @@ def test_strategy_trains_end_to_end_into_the_store(store, name, hparams):
     # the training loss at every step, once
     steps = [r[0] for r in store.sql("SELECT step FROM metrics WHERE run_id = ? AND metric = 'train_loss' ORDER BY step", [run_id])]
     assert steps == list(range(1, total + 1))
-    # continual evaluation every 5 steps, of both tasks, seen or not
+    # continual evaluation every 5 steps and at each task's last step, of both tasks, seen or not
+    bounds = store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [run_id])
     evals = store.sql("SELECT step, count(*) FROM metrics WHERE run_id = ? AND metric = 'acc' GROUP BY step ORDER BY step", [run_id])
-    assert [s for s, _ in evals] == list(range(5, total + 1, 5)) and all(n == 2 for _, n in evals)
+    expected = sorted(set(range(5, total + 1, 5)) | {end for _, _, end in bounds})
+    assert [s for s, _ in evals] == expected and all(n == 2 for _, n in evals)
 
     R = accuracy_matrix(store, run_id)
     assert R.shape == (3, 2)
-    bounds = store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [run_id])
     if name == "joint" and hparams.get("mode", "all") == "all":
         assert bounds == [(2, 0, total)]  # one experience over both tasks
         assert np.isnan(R[1]).all() and not np.isnan(R[[0, 2]]).any()
