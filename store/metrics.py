@@ -857,10 +857,23 @@ def _expert_task(cfg: dict) -> int | None:
     return int(tasks[0]) if isinstance(tasks, list) and len(tasks) == 1 else None
 
 
-def _scenario_sans_tasks(cfg: dict) -> str:
-    sc = dict(cfg.get("scenario") or {})
-    sc.pop("tasks", None)
+# Scenario settings added after runs were first stored, with the value every earlier run had: a
+# run stored without one and a run stored with its old value describe the same scenario. (A new
+# scenario setting whose default keeps the old behaviour gets a line here.)
+SCENARIO_KEYS_ADDED = {"normalize": True}
+
+
+def _scenario_key(cfg: dict, drop: tuple[str, ...] = ()) -> str:
+    """The scenario object as a reference lookup compares it (``drop``: keys ignored on both sides)."""
+    sc = {k: v for k, v in (cfg.get("scenario") or {}).items() if k not in drop}
+    for key, old_value in SCENARIO_KEYS_ADDED.items():
+        if key in sc and sc[key] == old_value:
+            del sc[key]
     return _canon(sc)
+
+
+def _scenario_sans_tasks(cfg: dict) -> str:
+    return _scenario_key(cfg, drop=("tasks",))
 
 
 def _cur(obj):
@@ -981,7 +994,7 @@ class References:
         self.experts: dict[tuple, list] = {}
         for rid, (_, status, cfg, _) in meta.items():
             if _is_joint_cumulative(cfg):
-                key = (_canon(cfg.get("scenario")), _canon(cfg.get("seed")))
+                key = (_scenario_key(cfg), _canon(cfg.get("seed")))
                 self.joint.setdefault(key, []).append((rid, status, None))
             j = _expert_task(cfg)
             if j is not None and status == "finished":
@@ -995,7 +1008,7 @@ class References:
         "joint" and strategy.mode "cumulative", with the same scenario object and the same seed; a
         finished one first, then the newest. (A reference run is its own: intransigence 0.)"""
         cfg = self.meta[run_id][2]
-        return _pick(self.joint.get((_canon(cfg.get("scenario")), _canon(cfg.get("seed"))), []))
+        return _pick(self.joint.get((_scenario_key(cfg), _canon(cfg.get("seed"))), []))
 
     def experts_for(self, run_id: int) -> dict[int, int]:
         """Single-task experts, by rule: for task j, a FINISHED run (not this one) whose config has

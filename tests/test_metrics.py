@@ -501,6 +501,18 @@ def test_intransigence_finds_the_joint_cumulative_run_of_same_scenario_and_seed(
     assert s["per_task"]["intransigence"] == [approx(0.05), approx(0.1), approx(0.02)]
 
 
+def test_a_joint_reference_stored_before_a_scenario_setting_existed_still_counts(lab):
+    # a run stored with today's config carries scenario.normalize: true; a Joint stored before the
+    # setting existed has no such key and is the same scenario; one with normalize false is not
+    rid = write_run(lab, config(scenario={**SCENARIO, "normalize": True}), boundary=BOUNDARY, cont=CONT, spans=SPANS3)
+    old_joint = write_run(lab, config({"name": "joint", "mode": "cumulative"}), boundary=BOUNDARY, cont={}, spans=SPANS3)
+    write_run(lab, config({"name": "joint", "mode": "cumulative"}, scenario={**SCENARIO, "normalize": False}),
+              boundary=BOUNDARY, cont={}, spans=SPANS3)
+    assert M.find_joint_reference(lab, rid) == old_joint
+    raw = write_run(lab, config(scenario={**SCENARIO, "normalize": False}), boundary=BOUNDARY, cont=CONT, spans=SPANS3)
+    assert M.find_joint_reference(lab, raw) == old_joint + 1
+
+
 def test_joint_all_run_summary(lab):
     rid = write_run(lab, config({"name": "joint", "mode": "all"}), boundary={0: R3[0].tolist(), 12: R3[3].tolist()},
                     cont=CONT, spans={3: (0, 12)})
