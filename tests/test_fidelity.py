@@ -59,3 +59,32 @@ def test_icarl_raw_features_follow_mammoth_and_normalised_the_paper():
         expected = -torch.cdist(features[:20], means).pow(2)
         assert torch.allclose(scores[:, :5], expected, atol=1e-4)
         assert torch.all(scores[:, 5:] == torch.finfo(scores.dtype).min)
+
+
+# ---- ER-ACE ----------------------------------------------------------------------------------------------
+def er_ace_incoming_bias_gradient(**hparams):
+    """ER-ACE after 5 steps on classes 0-4, then a batch of classes 5 and 6: the incoming loss's gradient
+    on each class's output bias (the step's gradient less the replayed batch's)."""
+    scenario, (first, second) = experiences(2)
+    ace, module = make("er_ace", scenario, **hparams)
+    train(ace, module, first, 5)
+    keep = second.y < 7
+    x, y, t = second.x[keep][:32], second.y[keep][:32], second.t[keep][:32]
+    assert set(y.tolist()) == {5, 6}
+    state = ace.generator.get_state()
+    bx, by, bt = ace.buffer.sample(32)  # the replay batch the step will draw
+    ace.generator.set_state(state)
+    module.zero_grad()
+    ace.training_loss(module, x, y, t).backward()
+    total = module.head.bias.grad.clone()
+    module.zero_grad()
+    module.loss(bx, by, bt).backward()
+    return total - module.head.bias.grad
+
+
+def test_er_ace_keeps_the_classes_not_seen_yet_unmasked_as_the_authors_code():
+    incoming = er_ace_incoming_bias_gradient()  # the default: the original masking
+    assert torch.all(incoming[:5].abs() < 1e-7)  # seen before, absent from the batch: masked
+    assert torch.all(incoming[5:] != 0)  # the batch's classes and 7-9, not seen yet, compete
+    named = er_ace_incoming_bias_gradient(mask="batch")  # CL Lab's old rule: every absent class masked
+    assert torch.all(named[[0, 1, 2, 3, 4, 7, 8, 9]].abs() < 1e-7) and torch.all(named[[5, 6]] != 0)

@@ -168,7 +168,7 @@ def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
 
 def test_er_ace_masks_the_classes_absent_from_the_incoming_batch():
     scenario, (first, second) = experiences(2)
-    ace, module = make("er_ace", scenario)
+    ace, module = make("er_ace", scenario, mask="batch")
     train(ace, module, first, 5)
     x, y, t = second.x[second.y < 7][:32], second.y[second.y < 7][:32], second.t[second.y < 7][:32]
     assert set(y.tolist()) == {5, 6}
