@@ -88,3 +88,8 @@ def test_er_ace_keeps_the_classes_not_seen_yet_unmasked_as_the_authors_code():
     assert torch.all(incoming[5:] != 0)  # the batch's classes and 7-9, not seen yet, compete
     named = er_ace_incoming_bias_gradient(mask="batch")  # CL Lab's old rule: every absent class masked
     assert torch.all(named[[0, 1, 2, 3, 4, 7, 8, 9]].abs() < 1e-7) and torch.all(named[[5, 6]] != 0)
+    # with an empty buffer (the first step) the incoming loss is plain cross-entropy
+    scenario, (first, _) = experiences(2)
+    fresh, module = make("er_ace", scenario)
+    x, y, t = first.x[:32], first.y[:32], first.t[:32]
+    assert torch.isclose(fresh.training_loss(module, x, y, t), module.loss(x, y, t))
