@@ -93,3 +93,18 @@ def test_er_ace_keeps_the_classes_not_seen_yet_unmasked_as_the_authors_code():
     fresh, module = make("er_ace", scenario)
     x, y, t = first.x[:32], first.y[:32], first.t[:32]
     assert torch.isclose(fresh.training_loss(module, x, y, t), module.loss(x, y, t))
+
+
+# ---- SLCA ------------------------------------------------------------------------------------------------
+def test_slca_trains_each_task_with_cross_entropy_over_its_own_classes():
+    scenario, (first, second) = experiences(2)
+    slca, module = make("slca", scenario, ca_samples=16, ca_epochs=1)
+    train(slca, module, first, 5)
+    slca.before_task(module, second)
+    x, y, t = second.x[:32], second.y[:32], second.t[:32]
+    module.zero_grad()
+    loss = slca.training_loss(module, x, y, t)
+    loss.backward()
+    # the authors' loss: the task's logits alone, its labels counted from its first class
+    assert torch.isclose(loss, torch.nn.functional.cross_entropy(module(x)[:, 5:], y - 5))
+    assert torch.all(module.head.bias.grad[:5] == 0) and torch.all(module.head.bias.grad[5:] != 0)
