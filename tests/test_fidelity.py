@@ -108,3 +108,22 @@ def test_slca_trains_each_task_with_cross_entropy_over_its_own_classes():
     # the authors' loss: the task's logits alone, its labels counted from its first class
     assert torch.isclose(loss, torch.nn.functional.cross_entropy(module(x)[:, 5:], y - 5))
     assert torch.all(module.head.bias.grad[:5] == 0) and torch.all(module.head.bias.grad[5:] != 0)
+
+
+# ---- PackNet ---------------------------------------------------------------------------------------------
+def test_packnet_prunes_the_feature_layers_and_each_task_trains_its_own_head_rows():
+    from tests.test_strategies_arch import train as train_loop
+
+    config = small_config("packnet", n_tasks=3, scenario={"setting": "task"}, strategy={"name": "packnet"})
+    module, packnet, scenario, snapshots = train_loop(config)
+    assert packnet.owner and not any(name.startswith("head.") for name in packnet.owner)  # the head is not pruned
+    for task in (2, 3):
+        rows = scenario.tasks[task - 1].classes
+        for name in ("head.weight", "head.bias"):
+            before, after = snapshots[task - 1][name][rows], snapshots[task][name][rows]
+            assert (before != after).float().mean() > 0.9, (task, name)  # its classifier trained in its task
+            for later in range(task, 4):  # and stays as it was after
+                assert torch.equal(snapshots[later][name][rows], after)
+        if task == 2:  # not touched before its task
+            later_rows = scenario.tasks[2].classes
+            assert torch.equal(snapshots[1]["head.weight"][later_rows], snapshots[2]["head.weight"][later_rows])
