@@ -1,6 +1,7 @@
 """Methods made faithful to their papers and their authors' code (issue 21): each test fails on the
 deviation it names."""
 
+import pytest
 import torch
 
 from engine.manager import run_in_process
@@ -127,3 +128,32 @@ def test_packnet_prunes_the_feature_layers_and_each_task_trains_its_own_head_row
         if task == 2:  # not touched before its task
             later_rows = scenario.tasks[2].classes
             assert torch.equal(snapshots[1]["head.weight"][later_rows], snapshots[2]["head.weight"][later_rows])
+
+
+# ---- rank-1 EWC ------------------------------------------------------------------------------------------
+def test_rank1_ewc_default_is_the_papers_scaled_mean_gradient_with_ewcs_penalty():
+    from engine.strategies.base import Experience
+    from tests.test_strategies_reg import _flat_per_sample_grads, _module, _tiny
+
+    net, x, y, t = _tiny()
+    G = _flat_per_sample_grads(net, x, y).double()
+    mu = G.mean(0)
+    fisher = G.T @ G / len(y)  # the full empirical Fisher, here only, to check against
+    c_star = (G @ mu).pow(2).mean() / mu.dot(mu) ** 2  # the authors' rank1_opt: E[(mu.g)^2] / ||mu||^4
+    rank1 = STRATEGIES["ewc_rank1"](fisher_batch=4)
+    module = _module(net, rank1)
+    rank1.after_task(module, Experience(1, x, y, t))
+    u, optimum = rank1.penalties[0]
+    flat_u = torch.cat([u[n].flatten() for n, _ in net.named_parameters()]).double()
+    assert torch.allclose(torch.outer(flat_u, flat_u), c_star * torch.outer(mu, mu), atol=1e-6)
+    # c* is the scale of mu mu^T nearest the Fisher: any other is further off
+    error = lambda c: torch.linalg.norm(fisher - c * torch.outer(mu, mu))  # noqa: E731
+    assert error(c_star) < error(0.9 * c_star) and error(c_star) < error(1.1 * c_star) and error(c_star) < error(1.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    delta = torch.cat([(p - optimum[n]).flatten() for n, p in net.named_parameters()]).double()
+    extra = rank1.training_loss(module, x, y, t) - module.loss(x, y, t)
+    # EWC's per_sample penalty 0.5 x lambda x d^T F d with F = c* mu mu^T
+    assert extra.item() == pytest.approx(0.5 * rank1.ewc_lambda * (delta @ (c_star * torch.outer(mu, mu)) @ delta).item(),
+                                         rel=1e-4)
