@@ -176,11 +176,15 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
                     break
             if not running:
                 break
+        # The task's consolidation (exemplars chosen, a buffer filled) comes before its end-of-task
+        # evaluation, as in Mammoth (end_task, then evaluate) and Avalanche (after_training_exp, then
+        # eval): iCaRL's nearest-mean classifier is its exemplars'. A diverged or stopped task has none.
+        if running and evaluation.read_losses():
+            strategy.after_task(module, experience)
         evaluation.end_task(strategy.eval_model(module))
         if not running or evaluation.stop_reason:
             return
         if config.train.optimizer_state == "keep":
             module.optimizer_carry = optimizer_state_by_name(raw, module)
-        strategy.after_task(module, experience)
         if after_experience:
             after_experience(k)

@@ -18,7 +18,8 @@ from tests.test_strategies import metric_rows
 
 CASES = [("cumulative", {}), ("ewc", {"ewc_lambda": 100.0, "fisher": "minibatch"}),
          ("ewc", {"ewc_lambda": 100.0, "fisher": "per_sample", "mode": "online"}), ("si", {}), ("mas", {}),
-         ("l2", {}), ("ewc_rank1", {}), ("ewc_rank1", {"direction": "mean_gradient"}), ("feature_distill", {}),
+         ("l2", {}), ("ewc_rank1", {}), ("ewc_rank1", {"direction": "mean_gradient"}),
+         ("ewc_rank1", {"direction": "leading"}), ("feature_distill", {}),
          ("classp", {})]
 
 
@@ -209,7 +210,7 @@ def test_rank1_penalty_is_the_squared_projection_on_the_fishers_leading_directio
     fisher = G.T @ G / len(y)  # the full P x P empirical Fisher, here only, to check against
     values, vectors = torch.linalg.eigh(fisher)
     best = values[-1] * torch.outer(vectors[:, -1], vectors[:, -1])
-    rank1 = STRATEGIES["ewc_rank1"](ewc_lambda=3.0, fisher_batch=4)
+    rank1 = STRATEGIES["ewc_rank1"](ewc_lambda=3.0, fisher_batch=4, direction="leading")
     module = _module(net, rank1)
     rank1.after_task(module, Experience(1, x, y, t))
     u, optimum = rank1.penalties[0]

@@ -166,28 +166,6 @@ def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
     assert torch.isclose(replayed, expected)
 
 
-def test_er_ace_masks_the_classes_absent_from_the_incoming_batch():
-    scenario, (first, second) = experiences(2)
-    ace, module = make("er_ace", scenario)
-    train(ace, module, first, 5)
-    x, y, t = second.x[second.y < 7][:32], second.y[second.y < 7][:32], second.t[second.y < 7][:32]
-    assert set(y.tolist()) == {5, 6}
-    state = ace.generator.get_state()
-    bx, by, bt = ace.buffer.sample(32)  # the replay batch the step will draw (before it adds its own)
-    ace.generator.set_state(state)
-    module.zero_grad()
-    ace.training_loss(module, x, y, t).backward()
-    total = module.head.bias.grad.clone()
-    module.zero_grad()
-    module.loss(bx, by, bt).backward()
-    incoming = total - module.head.bias.grad  # the incoming loss's gradient on each class's bias
-    absent = [c for c in range(10) if c not in (5, 6)]
-    assert torch.all(incoming[absent].abs() < 1e-7) and torch.all(incoming[[5, 6]] != 0)
-    # with an empty buffer (the first task) the incoming loss is plain cross-entropy
-    fresh, module = make("er_ace", scenario)
-    assert torch.isclose(fresh.training_loss(module, x, y, t), module.loss(x, y, t))
-
-
 # ---- A-GEM, GEM ---------------------------------------------------------------------------------------
 def test_agem_update_never_points_against_the_memory_gradient():
     scenario, (first, second) = experiences(2)

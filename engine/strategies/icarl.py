@@ -23,8 +23,9 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
 
 
 class NearestMeanOfExemplars(torch.nn.Module):
-    """iCaRL's classifier: the score of class c is minus the squared distance between the normalised
-    feature of x and c's normalised mean feature; classes with no mean yet score the lowest number."""
+    """iCaRL's classifier: the score of class c is minus the squared distance between the feature of x
+    and c's mean feature (both normalised, or both raw: the strategy's ``ncm_features``); classes with
+    no mean yet score the lowest number."""
 
     def __init__(self, strategy: "ICaRL", module):
         super().__init__()
@@ -32,7 +33,7 @@ class NearestMeanOfExemplars(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         means, known = self.strategy.class_means(self.module)
-        scores = -torch.cdist(F.normalize(self.module.features(x), dim=1), means).pow(2)
+        scores = -torch.cdist(self.strategy.embed(self.module, x), means).pow(2)
         return scores.masked_fill(~known, torch.finfo(scores.dtype).min)
 
 
@@ -41,9 +42,11 @@ class ICaRL(Strategy):
     of exemplars, with a sigmoid binary cross-entropy over the classes seen so far whose targets for the
     old classes are the previous model's sigmoid outputs (distillation; mean over outputs, as Avalanche).
     After each task, ``memory_size / classes seen`` exemplars a class are kept: old classes' sets are cut
-    to their first ones, new classes' chosen by herding on normalised features. Evaluation classifies by
-    the nearest mean of exemplars, with the current features (a class of the task being trained, with no
-    exemplars yet, uses the mean of its training samples)."""
+    to their first ones, new classes' chosen by herding. Evaluation classifies by the nearest mean of
+    exemplars, with the current features; the end-of-task evaluation comes after the exemplars are chosen
+    (as Mammoth's); during a task, its classes, with no exemplars yet, use the mean of their training
+    samples. The paper normalises the features for herding and for the class means; Mammoth's iCaRL
+    (2020) uses them raw: ``ncm_features``."""
 
     name = "icarl"
     title = "iCaRL"
@@ -54,6 +57,9 @@ class ICaRL(Strategy):
         "memory_size": HParam(int, 200, "exemplars in all, split equally among the classes seen (the paper "
                               "keeps 2000 for CIFAR-100; 200 matches Replay's default)", low=1, high=100_000, log=True),
         "replay_batch_size": HParam(int, 32, "exemplars added to each training batch", low=1, high=4096),
+        "ncm_features": HParam(str, "normalised", "features for herding and the nearest-mean classifier: "
+                               "normalised (L2, the paper; the default) or raw (unnormalised, Mammoth's iCaRL)",
+                               choices=("normalised", "raw")),
     }
 
     def __init__(self, **hparams):
@@ -98,14 +104,20 @@ class ICaRL(Strategy):
         with torch.no_grad():
             for c in experience.y.unique().tolist():
                 x = experience.x[experience.y == c]
-                self.exemplars[c] = x[herding(F.normalize(module.features(x), dim=1), per_class)]
+                self.exemplars[c] = x[herding(self.embed(module, x), per_class)]
         module.train(was_training)
         self.memory_x = torch.cat(list(self.exemplars.values()))
         self.memory_y = torch.cat([torch.full((len(v),), c, device=v.device) for c, v in self.exemplars.items()])
         self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
 
+    def embed(self, module, x: torch.Tensor) -> torch.Tensor:
+        """The features herding and the classifier compare: L2-normalised (the paper) or raw (Mammoth)."""
+        features = module.features(x)
+        return F.normalize(features, dim=1) if self.ncm_features == "normalised" else features
+
     def class_means(self, module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every class's normalised mean feature (n_classes x d) and which classes have one."""
+        """Every class's mean feature (n_classes x d; normalised again with normalised features, as
+        the paper's) and which classes have one."""
         x = [self.current.x] + ([self.memory_x] if self.exemplars else [])
         y = [self.current.y] + ([self.memory_y] if self.exemplars else [])
         x, y = torch.cat(x), torch.cat(y)
@@ -114,11 +126,12 @@ class ICaRL(Strategy):
         has_exemplars = torch.zeros(self.n_classes, dtype=torch.bool, device=y.device)
         has_exemplars[list(self.exemplars)] = True
         use = from_memory | ~has_exemplars[y]  # exemplars where a class has them, its training data otherwise
-        features = F.normalize(module.features(x[use]), dim=1)
+        features = self.embed(module, x[use])
         y = y[use]
         sums = torch.zeros(self.n_classes, features.shape[1], device=y.device).index_add_(0, y, features)
         counts = torch.bincount(y, minlength=self.n_classes)
-        return F.normalize(sums / counts.clamp(min=1).unsqueeze(1), dim=1), counts > 0
+        means = sums / counts.clamp(min=1).unsqueeze(1)
+        return (F.normalize(means, dim=1) if self.ncm_features == "normalised" else means), counts > 0
 
     def eval_model(self, module):
         return self.classifier

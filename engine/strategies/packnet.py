@@ -11,8 +11,11 @@ class PackNet(Strategy):
     layer, the ``prune_ratio`` share of those with the smallest magnitude is released (set to zero,
     free for later tasks), the rest is retrained briefly and frozen for good as this task's. Task t
     is evaluated with the weights of tasks 1..t only, so nothing a task learned changes afterwards
-    (task-incremental: the task id picks the weights). Weight matrices and kernels are pruned; biases
-    and normalisation layers train on the first task only and stay fixed after it, as in the paper.
+    (task-incremental: the task id picks the weights). The feature layers' weight matrices and kernels
+    are pruned; their biases and normalisation layers train on the first task only and stay fixed
+    after it, as in the paper. The head is not pruned: the paper and its code (arunmallya/packnet:
+    ``model.shared`` pruned, one classifier a task) give each task its own classifier, here the
+    shared head's rows (weights and biases) of the task's classes, which train during that task only.
     The prune happens within the task's own steps: the last ``retrain_fraction`` of them retrain."""
 
     name = "packnet"
@@ -30,9 +33,12 @@ class PackNet(Strategy):
     def setup(self, module, scenario):
         self.task = 1
         self.owner: dict[str, torch.Tensor] = {}  # prunable weight -> 0 free, k: kept by task k
+        self.task_classes = [task.classes for task in scenario.tasks]
 
     def prunable(self, module):
-        return {n: p for n, p in module.net.named_parameters() if p.dim() >= 2}
+        """The feature layers' weight matrices and kernels (the head is each task's classifier)."""
+        head = {id(p) for p in module.head.parameters()}
+        return {n: p for n, p in module.net.named_parameters() if p.dim() >= 2 and id(p) not in head}
 
     def before_task(self, module, experience):
         if not self.owner:  # here the module is on its device
@@ -47,12 +53,16 @@ class PackNet(Strategy):
     def parameter_groups(self, module):
         if self.task == 1:
             return super().parameter_groups(module)
-        return [{"params": list(self.prunable(module).values())}]  # biases stay as after task 1
+        # the feature layers' biases stay as after task 1; the head's rows of this task train
+        return [{"params": list(self.prunable(module).values()) + list(module.head.parameters())}]
 
     def fix_weights(self, module):
         """What may train now (free weights; after the prune, this task's kept ones) and the values of the rest."""
         self.trainable = {n: self.owner[n] == (self.task if self.pruned else 0) for n in self.owner}
         self.fixed = {n: p.detach().clone() for n, p in self.prunable(module).items()}
+        self.head_rows = torch.zeros(module.n_classes, dtype=torch.bool, device=module.head.weight.device)
+        self.head_rows[self.task_classes[self.task - 1]] = True  # this task's classifier
+        self.head_fixed = [p.detach().clone() for p in module.head.parameters()]
 
     def training_loss(self, module, x, y, t):
         if self.task > 1:  # normalisation statistics belong to task 1 too
@@ -70,6 +80,8 @@ class PackNet(Strategy):
         with torch.no_grad():  # momentum and weight decay would still move the fixed weights
             for n, p in self.prunable(module).items():
                 p.copy_(torch.where(self.trainable[n], p, self.fixed[n]))
+            for p, fixed in zip(module.head.parameters(), self.head_fixed):  # other tasks' classifiers
+                p[~self.head_rows] = fixed[~self.head_rows]
         self.steps_left -= 1
         if self.steps_left == self.prune_when_left:
             self.prune(module)
