@@ -1,0 +1,256 @@
+"""Published tables beside ours (docs/reproductions.md).
+
+Each table is two files in configs/reproduce/: ``TABLE.yaml``, a plain sweep file with the paper's own
+settings (``python -m engine sweep`` runs it as it is), and ``TABLE.published.yaml``, what the paper
+printed and where::
+
+    title: Buzzega et al. 2020 (DER), Table 2, Seq-MNIST
+    source: where the figures were read (paper, table, repository file)
+    order: 1                       # tables are written in this order
+    scale: 100                     # published figures are percent; ours (a fraction) x scale
+    tolerance: 2                   # a difference above this many points needs its cause named
+    columns: [{name: Class-IL, metric: acc}, {name: Task-IL, metric: boundary_masked_acc}]
+    causes: {icarl-exemplars: "what differs and why"}            # the known causes, by key
+    rows:
+      - {name: ER (200), match: {strategy.name: replay, strategy.buffer_size: 200},
+         published: {Class-IL: [80.43, 1.89], Task-IL: [97.86, 0.35]}, cause: icarl-exemplars}
+
+A row's ``match`` picks the sweep's configs (dotted keys of the run config) it stands for; ``cause``
+is a key of ``causes`` (or ``{column: key}``). A column whose metric this build does not have is shown
+as pending. ``python bench/reproduce.py [TABLE...] --data DIR [--seeds N]`` runs each table's sweep
+through the CLI (``python -m engine sweep``, its runs in a DuckDB file) and writes the document from
+what the database holds: every config group of the sweep is a row, with the published figure it
+matches. A sweep already finished in the same file with the same spec is reused, not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.inputs import ConfigError, read_yaml  # noqa: E402
+from engine.sweep import _flat, config_results, parse_sweep  # noqa: E402
+from store import Store  # noqa: E402
+from store.metrics import METRICS  # noqa: E402
+from store.schema import FINAL_STATUSES  # noqa: E402
+
+TABLES = ROOT / "configs" / "reproduce"
+PUBLISHED = ".published.yaml"
+
+
+def table_names(folder: Path) -> list[str]:
+    """The tables in ``folder``, in their ``order``."""
+    names = [p.name[: -len(PUBLISHED)] for p in folder.glob("*" + PUBLISHED)]
+    return sorted(names, key=lambda n: (read_yaml(folder / f"{n}{PUBLISHED}").get("order", 99), n))
+
+
+def sweep_body(folder: Path, table: str, seeds: int | None) -> dict:
+    body = read_yaml(folder / f"{table}.yaml")
+    if seeds is not None:
+        body["seeds"] = list(range(seeds))
+    return body
+
+
+def finished_sweep(db: Path, name: str, raw: dict) -> int | None:
+    """The latest sweep in ``db`` named ``name`` with exactly this spec whose runs all ended."""
+    if not db.exists():
+        return None
+    store = Store(db, serve=False)
+    try:
+        for sweep_id, spec in store.sql("SELECT id, spec FROM sweeps WHERE name = ? ORDER BY id DESC", [name]):
+            spec = json.loads(spec) if isinstance(spec, str) else spec
+            statuses = [s for (s,) in store.sql("SELECT status FROM runs WHERE sweep_id = ?", [sweep_id])]
+            if spec == raw and statuses and all(s in FINAL_STATUSES for s in statuses):
+                return sweep_id
+    finally:
+        store.close()
+    return None
+
+
+def run_sweep(body: dict, db: Path, data: Path, parallel: int) -> tuple[int | None, float, str]:
+    """Run the sweep through ``python -m engine sweep``; (its id, wall seconds, the CLI's last lines)."""
+    with tempfile.TemporaryDirectory(prefix="cl-lab-reproduce-") as tmp:
+        path = Path(tmp) / f"{body['name']}.yaml"
+        path.write_text(json.dumps(body))  # JSON is YAML
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db),
+                               "--parallel", str(parallel)], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "CL_LAB_DATA": str(data)})
+        wall = time.perf_counter() - started
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    sweep_id = None
+    for line in lines:
+        if line.startswith("sweep ") and " queued: " in line:
+            sweep_id = int(line.split()[1])
+    return sweep_id, wall, "\n".join(lines[-3:])
+
+
+def _matches(flat: dict, match: dict) -> bool:
+    return all(json.dumps(flat.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in match.items())
+
+
+def table_rows(store: Store, sweep_id: int, published: dict) -> list[dict]:
+    """One row per config group of the sweep (in launch order), each with the published row it matches,
+    ours per column (values x scale), runs finished of launched, and the runs' summed time; then the
+    published rows no group matched."""
+    scale = published.get("scale", 1)
+    columns = published["columns"]
+    by_metric = {c["metric"]: config_results(store, sweep_id, c["metric"]) for c in columns if c["metric"] in METRICS}
+    groups = next(iter(by_metric.values()), None) or config_results(store, sweep_id, "acc")
+    rows, used = [], set()
+    for i, group in enumerate(groups):
+        flat = _flat(group["config"])
+        ref = next((r for r in published["rows"] if _matches(flat, r["match"])), None)
+        if ref is not None:
+            used.add(ref["name"])
+        ids = group["run_ids"]
+        marks = ",".join("?" * len(ids))
+        seconds = store.sql(f"SELECT coalesce(sum(epoch(finished_at) - epoch(started_at)), 0) FROM runs "
+                            f"WHERE id IN ({marks})", ids)[0][0]
+        ours = {}
+        for c in columns:
+            if c["metric"] not in by_metric:
+                ours[c["name"]] = None
+                continue
+            values = [v * scale for v in by_metric[c["metric"]][i]["values"]]
+            ours[c["name"]] = values
+        label = ref["name"] if ref else group["strategy"] + " " + " ".join(
+            f"{k.split('.', 1)[1]}={v}" for k, v in group["hparams"].items() if k.startswith("strategy."))
+        rows.append({"name": label, "ref": ref, "ours": ours, "launched": len(ids), "seconds": float(seconds),
+                     "run_ids": ids})
+    rows += [{"name": r["name"], "ref": r, "ours": None, "launched": 0, "seconds": 0.0, "run_ids": []}
+             for r in published["rows"] if r["name"] not in used]
+    return rows
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{sd}"
+
+
+def _cause(ref: dict, column: str, causes: dict, difference: float) -> str:
+    """The row's known cause; else, where the paper gives an sd and the difference is within two of
+    them, that (the paper's own runs spread that far); else unexplained."""
+    key = ref.get("cause")
+    if isinstance(key, dict):
+        key = key.get(column)
+    if key in causes:
+        return f"{key}: {causes[key]}"
+    published = ref["published"][column]
+    if len(published) > 1 and abs(difference) <= 2 * published[1]:
+        return f"within 2 sd of the paper's runs (sd {published[1]:.2f})"
+    return "unexplained"
+
+
+def markdown_table(table: str, published: dict, rows: list[dict], command: str, wall: float | None,
+                   note: str = "") -> list[str]:
+    tolerance = published.get("tolerance", 2)
+    causes = published.get("causes", {})
+    lines = [f"## {published['title']}", "", f"Source of the published figures: {published['source']}", "",
+             f"Sweep file: `configs/reproduce/{table}.yaml`. Command: `{command}`"
+             + (f" ({wall:.0f} s wall)" if wall is not None else "") + ".", ""]
+    if note:
+        return lines + [note, ""]
+    lines += ["| Method | Column | Published | Ours (mean ± sd) | Seeds finished | Difference | Time | Cause |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ref = row["ref"] or {}
+        for c in published["columns"]:
+            name, metric = c["name"], c["metric"]
+            pub = (ref.get("published") or {}).get(name)
+            pub_text = "-" if pub is None else f"{pub[0]:.2f}" + (f" ± {pub[1]:.2f}" if len(pub) > 1 else "")
+            if row["ours"] is None:
+                ours, seeds, diff, cause = "not run", "0/0", "-", ""
+            elif row["ours"][name] is None:
+                ours, seeds, diff, cause = f"pending (metric `{metric}` is not in this build)", "-", "-", ""
+            else:
+                values = row["ours"][name]
+                ours, seeds = _mean_sd(values), f"{len(values)}/{row['launched']}"
+                diff, cause = "-", ""
+                if values and pub is not None:
+                    d = statistics.mean(values) - pub[0]
+                    diff = f"{d:+.2f}"
+                    cause = _cause(ref, name, causes, d) if abs(d) > tolerance else ""
+            lines.append(f"| {row['name']} | {name} | {pub_text} | {ours} | {seeds} | {diff} | "
+                         f"{row['seconds']:.0f} s | {cause} |")
+    return lines + [""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tables", nargs="*", help="table names (files in --tables); default: all, in their order")
+    parser.add_argument("--data", type=Path, required=True, help="the data directory (MNIST/raw/... under it)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the sweep file's")
+    parser.add_argument("--db", type=Path, default=ROOT / "bench" / "out" / "reproductions.duckdb")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
+    parser.add_argument("--tables-dir", type=Path, default=TABLES)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reproductions.md")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: not a directory")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: must be at least 1")
+    known = table_names(args.tables_dir)
+    for t in args.tables:
+        if t not in known:
+            parser.error(f"{t!r} is not a table in {args.tables_dir} (tables: {', '.join(known) or 'none'})")
+    tables = args.tables or known
+    os.environ["CL_LAB_DATA"] = str(args.data)  # the sweep files name no machine's paths
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    command = "python bench/reproduce.py " + " ".join(
+        [*tables, "--data", str(args.data)] + (["--seeds", str(args.seeds)] if args.seeds else []))
+    lines = ["# Reproductions: the published tables beside ours", "",
+             f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the runs in "
+             f"`{args.db.name}`. Ours: mean ± sd over the seeds that finished (the sample sd), in the paper's units; "
+             "Difference: ours minus published; a difference over a table's tolerance names its cause "
+             "(from the table's known causes) or says unexplained. Time: the runs' summed training time.", ""]
+    for table in tables:
+        published = read_yaml(args.tables_dir / f"{table}{PUBLISHED}")
+        body = sweep_body(args.tables_dir, table, args.seeds)
+        table_command = f"python bench/reproduce.py {table} --data {shlex.quote(str(args.data))}" + (
+            f" --seeds {args.seeds}" if args.seeds else "")
+        try:
+            spec = parse_sweep(body)
+        except ConfigError as err:  # a setting this build cannot express yet
+            lines += markdown_table(table, published, [], table_command, None,
+                                    f"Pending: the sweep does not run on this build: {err.problems[0]}")
+            print(f"{table}: pending: {err.problems[0]}", file=sys.stderr)
+            continue
+        sweep_id, wall = finished_sweep(args.db, spec.name, spec.raw), None
+        if sweep_id is None:
+            print(f"{table}: running {spec.planned_runs} runs ...", file=sys.stderr, flush=True)
+            sweep_id, wall, tail = run_sweep(body, args.db, args.data, args.parallel)
+            if sweep_id is None:
+                print(f"{table}: the sweep did not start:\n{tail}", file=sys.stderr)
+                return 1
+        else:
+            print(f"{table}: sweep {sweep_id} already finished in {args.db}: reused", file=sys.stderr)
+        store = Store(args.db, serve=False)
+        try:
+            rows = table_rows(store, sweep_id, published)
+        finally:
+            store.close()
+        lines += markdown_table(table, published, rows, table_command, wall)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"written: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
