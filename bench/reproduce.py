@@ -15,8 +15,9 @@ printed and where::
       - {name: ER (200), match: {strategy.name: replay, strategy.buffer_size: 200},
          published: {Class-IL: [80.43, 1.89], Task-IL: [97.86, 0.35]}, cause: icarl-exemplars}
 
-A row's ``match`` picks the sweep's configs (dotted keys of the run config) it stands for; ``cause``
-is a key of ``causes`` (or ``{column: key}``). A column whose metric this build does not have is shown
+A row's ``match`` picks the sweep's configs (dotted keys of the run config) it stands for, and a
+column may add its own (``{name: Task-IL, metric: acc, match: {scenario.setting: task}}``: a paper
+whose columns are separate runs); ``cause`` is a key of ``causes`` (or ``{column: key}``). A column whose metric this build does not have is shown
 as pending. ``python bench/reproduce.py [TABLE...] --data DIR [--seeds N]`` runs each table's sweep
 through the CLI (``python -m engine sweep``, its runs in a DuckDB file) and writes the document from
 what the database holds: every config group of the sweep is a row, with the published figure it
@@ -102,37 +103,46 @@ def _matches(flat: dict, match: dict) -> bool:
     return all(json.dumps(flat.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in match.items())
 
 
+def _seconds(store: Store, run_ids: list[int]) -> float:
+    marks = ",".join("?" * len(run_ids))
+    return float(store.sql(f"SELECT coalesce(sum(epoch(finished_at) - epoch(started_at)), 0) FROM runs "
+                           f"WHERE id IN ({marks})", run_ids)[0][0])
+
+
 def table_rows(store: Store, sweep_id: int, published: dict) -> list[dict]:
-    """One row per config group of the sweep (in launch order), each with the published row it matches,
-    ours per column (values x scale), runs finished of launched, and the runs' summed time; then the
-    published rows no group matched."""
+    """The published rows, then one row per config group of the sweep that no published cell took
+    (named by its strategy and hyperparameters). A row's cell for a column is the group that matches
+    the row's and the column's ``match``: {"values": ours x scale, "launched": runs, "seconds": their
+    summed time}; "pending" where the build lacks the column's metric; None where nothing ran."""
     scale = published.get("scale", 1)
     columns = published["columns"]
-    by_metric = {c["metric"]: config_results(store, sweep_id, c["metric"]) for c in columns if c["metric"] in METRICS}
-    groups = next(iter(by_metric.values()), None) or config_results(store, sweep_id, "acc")
-    rows, used = [], set()
-    for i, group in enumerate(groups):
-        flat = _flat(group["config"])
-        ref = next((r for r in published["rows"] if _matches(flat, r["match"])), None)
-        if ref is not None:
-            used.add(ref["name"])
-        ids = group["run_ids"]
-        marks = ",".join("?" * len(ids))
-        seconds = store.sql(f"SELECT coalesce(sum(epoch(finished_at) - epoch(started_at)), 0) FROM runs "
-                            f"WHERE id IN ({marks})", ids)[0][0]
-        ours = {}
+    results = {c["metric"]: config_results(store, sweep_id, c["metric"]) for c in columns if c["metric"] in METRICS}
+    groups = config_results(store, sweep_id, "acc")  # the same groups, in the same order, for every metric
+    flats = [_flat(g["config"]) for g in groups]
+    taken: set[int] = set()
+
+    def cells(match: dict, only: set[int] | None = None) -> dict:
+        out = {}
         for c in columns:
-            if c["metric"] not in by_metric:
-                ours[c["name"]] = None
-                continue
-            values = [v * scale for v in by_metric[c["metric"]][i]["values"]]
-            ours[c["name"]] = values
-        label = ref["name"] if ref else group["strategy"] + " " + " ".join(
-            f"{k.split('.', 1)[1]}={v}" for k, v in group["hparams"].items() if k.startswith("strategy."))
-        rows.append({"name": label, "ref": ref, "ours": ours, "launched": len(ids), "seconds": float(seconds),
-                     "run_ids": ids})
-    rows += [{"name": r["name"], "ref": r, "ours": None, "launched": 0, "seconds": 0.0, "run_ids": []}
-             for r in published["rows"] if r["name"] not in used]
+            want = {**match, **c.get("match", {})}
+            i = next((i for i, f in enumerate(flats) if (only is None or i in only) and _matches(f, want)), None)
+            if c["metric"] not in results:
+                out[c["name"]] = "pending"
+            elif i is None:
+                out[c["name"]] = None
+            else:
+                taken.add(i)
+                g = results[c["metric"]][i]
+                out[c["name"]] = {"values": [v * scale for v in g["values"]], "launched": len(g["run_ids"]),
+                                  "seconds": _seconds(store, g["run_ids"])}
+        return out
+
+    rows = [{"name": r["name"], "ref": r, "cells": cells(r["match"])} for r in published["rows"]]
+    for i, g in enumerate(groups):
+        if i not in taken:
+            label = g["strategy"] + "".join(f" {k.split('.', 1)[1]}={v}" for k, v in g["hparams"].items()
+                                            if k.startswith("strategy."))
+            rows.append({"name": f"{label} (not in the paper)", "ref": {}, "cells": cells({}, only={i})})
     return rows
 
 
@@ -169,25 +179,24 @@ def markdown_table(table: str, published: dict, rows: list[dict], command: str, 
     lines += ["| Method | Column | Published | Ours (mean ± sd) | Seeds finished | Difference | Time | Cause |",
               "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        ref = row["ref"] or {}
+        ref = row["ref"]
         for c in published["columns"]:
-            name, metric = c["name"], c["metric"]
+            name, cell = c["name"], row["cells"][c["name"]]
             pub = (ref.get("published") or {}).get(name)
             pub_text = "-" if pub is None else f"{pub[0]:.2f}" + (f" ± {pub[1]:.2f}" if len(pub) > 1 else "")
-            if row["ours"] is None:
-                ours, seeds, diff, cause = "not run", "0/0", "-", ""
-            elif row["ours"][name] is None:
-                ours, seeds, diff, cause = f"pending (metric `{metric}` is not in this build)", "-", "-", ""
+            diff, cause, seconds = "-", "", "-"
+            if cell is None:
+                ours, seeds = "not run", "0/0"
+            elif cell == "pending":
+                ours, seeds = f"pending (metric `{c['metric']}` is not in this build)", "-"
             else:
-                values = row["ours"][name]
-                ours, seeds = _mean_sd(values), f"{len(values)}/{row['launched']}"
-                diff, cause = "-", ""
+                values = cell["values"]
+                ours, seeds, seconds = _mean_sd(values), f"{len(values)}/{cell['launched']}", f"{cell['seconds']:.0f} s"
                 if values and pub is not None:
                     d = statistics.mean(values) - pub[0]
                     diff = f"{d:+.2f}"
                     cause = _cause(ref, name, causes, d) if abs(d) > tolerance else ""
-            lines.append(f"| {row['name']} | {name} | {pub_text} | {ours} | {seeds} | {diff} | "
-                         f"{row['seconds']:.0f} s | {cause} |")
+            lines.append(f"| {row['name']} | {name} | {pub_text} | {ours} | {seeds} | {diff} | {seconds} | {cause} |")
     return lines + [""]
 
 
@@ -228,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             spec = parse_sweep(body)
         except ConfigError as err:  # a setting this build cannot express yet
             lines += markdown_table(table, published, [], table_command, None,
-                                    f"Pending: the sweep does not run on this build: {err.problems[0]}")
-            print(f"{table}: pending: {err.problems[0]}", file=sys.stderr)
+                                    "Pending: the sweep does not run on this build:\n\n"
+                                    + "\n".join(f"- {line}" for line in err.problems))
+            print(f"{table}: pending: {len(err.problems)} problem(s), the first: {err.problems[0]}", file=sys.stderr)
             continue
         sweep_id, wall = finished_sweep(args.db, spec.name, spec.raw), None
         if sweep_id is None:

@@ -17,12 +17,13 @@ SWEEP = {
              "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 1, "weights": "none"},
              "eval": {"every": 1000}},
     "grid": [{"strategy.name": ["naive"]},
-             {"strategy.name": ["replay"], "strategy.buffer_size": [50], "train.lr": [0.1]}],
+             {"strategy.name": ["replay"], "strategy.buffer_size": [50, 20], "train.lr": [0.1]}],
     "seeds": [0, 1],
 }
 PUBLISHED = {
     "title": "A tiny table", "source": "made up for the test", "order": 1, "scale": 100, "tolerance": 2,
-    "columns": [{"name": "Class-IL", "metric": "acc"}, {"name": "Masked", "metric": "no_such_metric"}],
+    "columns": [{"name": "Class-IL", "metric": "acc"}, {"name": "Masked", "metric": "no_such_metric"},
+                {"name": "Task-IL", "metric": "acc", "match": {"scenario.setting": "task"}}],  # runs not in the sweep
     "causes": {"known": "a cause the table names"},
     "rows": [
         {"name": "Naive", "match": {"strategy.name": "naive"}, "published": {"Class-IL": [0.0, 0.0]}},
@@ -70,7 +71,7 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
         sweeps = store.sql("SELECT count(*) FROM sweeps")[0][0]
     finally:
         store.close()
-    assert len(runs) == 4 and {r[2] for r in runs} == {"finished"} and sweeps == 1
+    assert len(runs) == 6 and {r[2] for r in runs} == {"finished"} and sweeps == 1
 
     def ours(prefix):
         values = [100 * acc[rid] for rid, name, _ in runs if name.startswith(prefix)]
@@ -79,17 +80,23 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
         return mean, sd
 
     rows = table_lines(doc)
-    for method, prefix in (("Naive", "tiny-table/naive"), ("Replay (50)", "tiny-table/replay")):
+    for method, prefix in (("Naive", "tiny-table/naive"), ("Replay (50)", "tiny-table/replay buffer_size=50"),
+                           ("replay buffer_size=20 replay_batch_size=32 policy=reservoir (not in the paper)",
+                            "tiny-table/replay buffer_size=20")):
         mean, sd = ours(prefix)
         cells = rows[(method, "Class-IL")]
         assert cells[3] == f"{mean:.2f} ± {sd:.2f}" and cells[4] == "2/2"
+        assert rows[(method, "Task-IL")][3:5] == ["not run", "0/0"]
+        if method.endswith("(not in the paper)"):
+            assert cells[2] == cells[5] == "-" and cells[7] == ""
+            continue
         assert cells[5] == f"{mean - 0.0:+.2f}"
         assert cells[7] == ("unexplained" if method == "Naive" else "known: a cause the table names")
         assert rows[(method, "Masked")][3] == "pending (metric `no_such_metric` is not in this build)"
         assert re.fullmatch(r"\d+ s", cells[6])
     assert rows[("Naive", "Class-IL")][2] == "0.00 ± 0.00" and rows[("Replay (50)", "Class-IL")][2] == "0.00"
     assert rows[("Never run", "Class-IL")][3:5] == ["not run", "0/0"]
-    assert "## Later" in doc and "Pending: the sweep does not run on this build: base.train.iterations" in doc
+    assert "## Later" in doc and "Pending: the sweep does not run on this build:\n\n- base.train.iterations" in doc
     assert doc.index("## A tiny table") < doc.index("## Later")
     assert f"python bench/reproduce.py tiny --data {tmp_path}" in doc
 
@@ -98,7 +105,7 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
     assert again.returncode == 0 and "reused" in again.stderr
     store = Store(db, serve=False)
     try:
-        assert store.sql("SELECT count(*) FROM runs")[0][0] == 4
+        assert store.sql("SELECT count(*) FROM runs")[0][0] == 6
     finally:
         store.close()
 
