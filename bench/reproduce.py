@@ -7,7 +7,8 @@ printed and where::
     title: Buzzega et al. 2020 (DER), Table 2, Seq-MNIST
     source: where the figures were read (paper, table, repository file)
     order: 1                       # tables are written in this order
-    scale: 100                     # published figures are percent; ours (a fraction) x scale
+    scale: 100                     # published figures are percent; ours (a fraction) x scale (a column may
+                                   # give its own, e.g. scale: 1 for a figure in steps)
     tolerance: 2                   # a difference above this many points needs its cause named
     columns: [{name: Class-IL, metric: acc}, {name: Task-IL, metric: boundary_masked_acc}]
     causes: {icarl-exemplars: "what differs and why"}            # the known causes, by key
@@ -52,10 +53,30 @@ TABLES = ROOT / "configs" / "reproduce"
 PUBLISHED = ".published.yaml"
 
 
+def load_published(path: Path) -> dict:
+    """A table's published file, checked: ``ConfigError`` with one line per problem."""
+    data = read_yaml(path)
+    problems = []
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: must be a mapping with title, source, columns and rows"])
+    problems += [f"{path}: {key}: is required" for key in ("title", "source", "columns", "rows") if key not in data]
+    for i, c in enumerate(data.get("columns") or []):
+        if not isinstance(c, dict) or not {"name", "metric"} <= set(c):
+            problems.append(f"{path}: columns[{i}]: must be a mapping with name and metric")
+    for i, r in enumerate(data.get("rows") or []):
+        if not isinstance(r, dict) or "name" not in r or not isinstance(r.get("match"), dict):
+            problems.append(f"{path}: rows[{i}]: must be a mapping with name and match (a mapping)")
+        elif any(not isinstance(v, list) or not v for v in (r.get("published") or {}).values()):
+            problems.append(f"{path}: rows[{i}].published: each column's figure must be [mean] or [mean, sd]")
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
 def table_names(folder: Path) -> list[str]:
-    """The tables in ``folder``, in their ``order``."""
+    """The tables in ``folder``, in their ``order`` (each published file checked)."""
     names = [p.name[: -len(PUBLISHED)] for p in folder.glob("*" + PUBLISHED)]
-    return sorted(names, key=lambda n: (read_yaml(folder / f"{n}{PUBLISHED}").get("order", 99), n))
+    return sorted(names, key=lambda n: (load_published(folder / f"{n}{PUBLISHED}").get("order", 99), n))
 
 
 def sweep_body(folder: Path, table: str, seeds: int | None) -> dict:
@@ -133,7 +154,8 @@ def table_rows(store: Store, sweep_id: int, published: dict) -> list[dict]:
             else:
                 taken.add(i)
                 g = results[c["metric"]][i]
-                out[c["name"]] = {"values": [v * scale for v in g["values"]], "launched": len(g["run_ids"]),
+                factor = c.get("scale", scale)  # a column in steps, not a fraction, gives scale: 1
+                out[c["name"]] = {"values": [v * factor for v in g["values"]], "launched": len(g["run_ids"]),
                                   "seconds": _seconds(store, g["run_ids"])}
         return out
 
@@ -153,14 +175,20 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f}{sd}"
 
 
-def _cause(ref: dict, column: str, causes: dict, difference: float) -> str:
-    """The row's known cause; else, where the paper gives an sd and the difference is within two of
-    them, that (the paper's own runs spread that far); else unexplained."""
+def _known_cause(ref: dict, column: str, causes: dict) -> str:
+    """The row's cause from the table's known causes ("" if it names none)."""
     key = ref.get("cause")
     if isinstance(key, dict):
         key = key.get(column)
-    if key in causes:
-        return f"{key}: {causes[key]}"
+    return f"{key}: {causes[key]}" if key in causes else ""
+
+
+def _cause(ref: dict, column: str, causes: dict, difference: float) -> str:
+    """The row's known cause; else, where the paper gives an sd and the difference is within two of
+    them, that (the paper's own runs spread that far); else unexplained."""
+    known = _known_cause(ref, column, causes)
+    if known:
+        return known
     published = ref["published"][column]
     if len(published) > 1 and abs(difference) <= 2 * published[1]:
         return f"within 2 sd of the paper's runs (sd {published[1]:.2f})"
@@ -185,8 +213,8 @@ def markdown_table(table: str, published: dict, rows: list[dict], command: str, 
             pub = (ref.get("published") or {}).get(name)
             pub_text = "-" if pub is None else f"{pub[0]:.2f}" + (f" ± {pub[1]:.2f}" if len(pub) > 1 else "")
             diff, cause, seconds = "-", "", "-"
-            if cell is None:
-                ours, seeds = "not run", "0/0"
+            if cell is None:  # a known cause says why, where the table names one
+                ours, seeds, cause = "not run", "0/0", _known_cause(ref, name, causes)
             elif cell == "pending":
                 ours, seeds = f"pending (metric `{c['metric']}` is not in this build)", "-"
             else:
@@ -214,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {args.data}: not a directory")
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: must be at least 1")
-    known = table_names(args.tables_dir)
+    try:
+        known = table_names(args.tables_dir)
+    except ConfigError as err:  # a published file that cannot be read: its lines, nothing written
+        print("\n".join(err.problems), file=sys.stderr)
+        return 2
     for t in args.tables:
         if t not in known:
             parser.error(f"{t!r} is not a table in {args.tables_dir} (tables: {', '.join(known) or 'none'})")
@@ -229,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
              "Difference: ours minus published; a difference over a table's tolerance names its cause "
              "(from the table's known causes) or says unexplained. Time: the runs' summed training time.", ""]
     for table in tables:
-        published = read_yaml(args.tables_dir / f"{table}{PUBLISHED}")
+        published = load_published(args.tables_dir / f"{table}{PUBLISHED}")
         body = sweep_body(args.tables_dir, table, args.seeds)
         table_command = f"python bench/reproduce.py {table} --data {shlex.quote(str(args.data))}" + (
             f" --seeds {args.seeds}" if args.seeds else "")

@@ -29,7 +29,8 @@ PUBLISHED = {
         {"name": "Naive", "match": {"strategy.name": "naive"}, "published": {"Class-IL": [0.0, 0.0]}},
         {"name": "Replay (50)", "match": {"strategy.name": "replay", "strategy.buffer_size": 50},
          "published": {"Class-IL": [0.0]}, "cause": "known"},
-        {"name": "Never run", "match": {"strategy.name": "ewc"}, "published": {"Class-IL": [50.0, 1.0]}},
+        {"name": "Never run", "match": {"strategy.name": "ewc"}, "published": {"Class-IL": [50.0, 1.0]},
+         "cause": "known"},
     ],
 }
 
@@ -96,6 +97,7 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
         assert re.fullmatch(r"\d+ s", cells[6])
     assert rows[("Naive", "Class-IL")][2] == "0.00 ± 0.00" and rows[("Replay (50)", "Class-IL")][2] == "0.00"
     assert rows[("Never run", "Class-IL")][3:5] == ["not run", "0/0"]
+    assert rows[("Never run", "Class-IL")][7] == "known: a cause the table names"
     assert "## Later" in doc and "Pending: the sweep does not run on this build:\n\n- base.train.iterations" in doc
     assert doc.index("## A tiny table") < doc.index("## Later")
     assert f"python bench/reproduce.py tiny --data {tmp_path}" in doc
@@ -115,3 +117,17 @@ def test_bad_arguments_get_one_line(tmp_path):
     assert proc.returncode == 2 and "'nope' is not a table in" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_reproduce("--data", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "not a directory" in proc.stderr.splitlines()[-1]
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "bad.published.yaml").write_text("title: t\ncauses: {x: not run: y}\n")
+    out = tmp_path / "out.md"
+    proc = run_reproduce("--data", str(tmp_path), "--tables-dir", str(tables), "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not out.exists()
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "bad.publi" in lines[0] and "line 2, column 20 is not valid YAML" in lines[0]
+    (tables / "bad.published.yaml").write_text("title: t\ncolumns: [{name: A}]\nrows: [{name: r}]\n")
+    proc = run_reproduce("--data", str(tmp_path), "--tables-dir", str(tables), "--out", str(out))
+    where = tables / "bad.published.yaml"
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        f"{where}: source: is required", f"{where}: columns[0]: must be a mapping with name and metric",
+        f"{where}: rows[0]: must be a mapping with name and match (a mapping)"]
