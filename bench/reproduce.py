@@ -44,10 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.inputs import ConfigError, read_yaml  # noqa: E402
-from engine.sweep import _flat, config_results, parse_sweep  # noqa: E402
-from store import Store  # noqa: E402
-from store.metrics import METRICS  # noqa: E402
-from store.schema import FINAL_STATUSES  # noqa: E402
+# engine.sweep and store (torch, lightning) are imported where used: a bad argument is answered at once
 
 TABLES = ROOT / "configs" / "reproduce"
 PUBLISHED = ".published.yaml"
@@ -88,6 +85,9 @@ def sweep_body(folder: Path, table: str, seeds: int | None) -> dict:
 
 def finished_sweep(db: Path, name: str, raw: dict) -> int | None:
     """The latest sweep in ``db`` named ``name`` with exactly this spec whose runs all ended."""
+    from store import Store
+    from store.schema import FINAL_STATUSES
+
     if not db.exists():
         return None
     store = Store(db, serve=False)
@@ -103,20 +103,21 @@ def finished_sweep(db: Path, name: str, raw: dict) -> int | None:
 
 
 def run_sweep(body: dict, db: Path, data: Path, parallel: int) -> tuple[int | None, float, str]:
-    """Run the sweep through ``python -m engine sweep``; (its id, wall seconds, the CLI's last lines)."""
+    """Run the sweep through ``python -m engine sweep``, its progress lines passed on to stderr; (its id,
+    wall seconds, the CLI's last lines)."""
     with tempfile.TemporaryDirectory(prefix="cl-lab-reproduce-") as tmp:
         path = Path(tmp) / f"{body['name']}.yaml"
         path.write_text(json.dumps(body))  # JSON is YAML
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db),
-                               "--parallel", str(parallel)], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "CL_LAB_DATA": str(data)})
+        lines: list[str] = []
+        with subprocess.Popen([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db),
+                               "--parallel", str(parallel)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "CL_LAB_DATA": str(data)}) as proc:
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                print("  " + line.rstrip(), file=sys.stderr, flush=True)
         wall = time.perf_counter() - started
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    sweep_id = None
-    for line in lines:
-        if line.startswith("sweep ") and " queued: " in line:
-            sweep_id = int(line.split()[1])
+    sweep_id = next((int(line.split()[1]) for line in lines if line.startswith("sweep ") and " queued: " in line), None)
     return sweep_id, wall, "\n".join(lines[-3:])
 
 
@@ -124,17 +125,20 @@ def _matches(flat: dict, match: dict) -> bool:
     return all(json.dumps(flat.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in match.items())
 
 
-def _seconds(store: Store, run_ids: list[int]) -> float:
+def _seconds(store, run_ids: list[int]) -> float:
     marks = ",".join("?" * len(run_ids))
     return float(store.sql(f"SELECT coalesce(sum(epoch(finished_at) - epoch(started_at)), 0) FROM runs "
                            f"WHERE id IN ({marks})", run_ids)[0][0])
 
 
-def table_rows(store: Store, sweep_id: int, published: dict) -> list[dict]:
+def table_rows(store, sweep_id: int, published: dict) -> list[dict]:
     """The published rows, then one row per config group of the sweep that no published cell took
     (named by its strategy and hyperparameters). A row's cell for a column is the group that matches
     the row's and the column's ``match``: {"values": ours x scale, "launched": runs, "seconds": their
     summed time}; "pending" where the build lacks the column's metric; None where nothing ran."""
+    from engine.sweep import _flat, config_results
+    from store.metrics import METRICS
+
     scale = published.get("scale", 1)
     columns = published["columns"]
     results = {c["metric"]: config_results(store, sweep_id, c["metric"]) for c in columns if c["metric"] in METRICS}
@@ -251,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         if t not in known:
             parser.error(f"{t!r} is not a table in {args.tables_dir} (tables: {', '.join(known) or 'none'})")
     tables = args.tables or known
+    from engine.sweep import parse_sweep
+    from store import Store
+
     os.environ["CL_LAB_DATA"] = str(args.data)  # the sweep files name no machine's paths
     args.db.parent.mkdir(parents=True, exist_ok=True)
     command = "python bench/reproduce.py " + " ".join(
