@@ -22,7 +22,8 @@ whose columns are separate runs); ``cause`` is a key of ``causes`` (or ``{column
 as pending. ``python bench/reproduce.py [TABLE...] --data DIR [--seeds N]`` runs each table's sweep
 through the CLI (``python -m engine sweep``, its runs in a DuckDB file) and writes the document from
 what the database holds: every config group of the sweep is a row, with the published figure it
-matches. A sweep already finished in the same file with the same spec is reused, not run again.
+matches. A sweep already finished in the same file with the same spec is reused, not run again; with
+``--no-run`` nothing runs and a table without one says so.
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ def markdown_table(table: str, published: dict, rows: list[dict], command: str, 
     lines = [f"## {published['title']}", "", f"Source of the published figures: {published['source']}", "",
              f"Sweep file: `configs/reproduce/{table}.yaml`. Command: `{command}`"
              + (f" ({wall:.0f} s wall)" if wall is not None else "") + ".", ""]
+    if causes:  # every known difference, named once, whether or not a row's difference needs it
+        lines += ["Known differences from the paper's setting:", ""] + [f"- `{k}`: {v}" for k, v in causes.items()] + [""]
     if note:
         return lines + [note, ""]
     lines += ["| Method | Column | Published | Ours (mean ± sd) | Seeds finished | Difference | Time | Cause |",
@@ -239,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the sweep file's")
     parser.add_argument("--db", type=Path, default=ROOT / "bench" / "out" / "reproductions.duckdb")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="run nothing: a table whose sweep has not finished in --db is listed as not run yet")
     parser.add_argument("--tables-dir", type=Path, default=TABLES)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reproductions.md")
     args = parser.parse_args(argv)
@@ -281,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{table}: pending: {len(err.problems)} problem(s), the first: {err.problems[0]}", file=sys.stderr)
             continue
         sweep_id, wall = finished_sweep(args.db, spec.name, spec.raw), None
+        if sweep_id is None and args.no_run:
+            lines += markdown_table(table, published, [], table_command, None,
+                                    f"Not run yet ({spec.planned_runs} runs): `{table_command}` runs it.")
+            print(f"{table}: not run yet (--no-run)", file=sys.stderr)
+            continue
         if sweep_id is None:
             print(f"{table}: running {spec.planned_runs} runs ...", file=sys.stderr, flush=True)
             sweep_id, wall, tail = run_sweep(body, args.db, args.data, args.parallel)

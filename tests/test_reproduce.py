@@ -100,9 +100,13 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
     assert rows[("Never run", "Class-IL")][7] == "known: a cause the table names"
     assert "## Later" in doc and "Pending: the sweep does not run on this build:\n\n- base.train.iterations" in doc
     assert doc.index("## A tiny table") < doc.index("## Later")
+    assert "Known differences from the paper's setting:\n\n- `known`: a cause the table names" in doc
     assert f"python bench/reproduce.py tiny --data {tmp_path}" in doc
 
-    # again: the finished sweep is reused, not run again
+    # again: the finished sweep is reused, not run again; with --no-run a table without one says so
+    again = run_reproduce("tiny", *args, "--seeds", "1", "--no-run")
+    assert again.returncode == 0 and "not run yet" in again.stderr
+    assert "Not run yet (3 runs): `python bench/reproduce.py tiny --data" in out.read_text()
     again = run_reproduce("tiny", *args)
     assert again.returncode == 0 and "reused" in again.stderr
     store = Store(db, serve=False)
