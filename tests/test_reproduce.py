@@ -59,6 +59,13 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
     later = {**SWEEP, "name": "later", "base": {**SWEEP["base"], "train": {**SWEEP["base"]["train"], "iterations": 5}}}
     (tables / "later.yaml").write_text(json.dumps(later))
     (tables / "later.published.yaml").write_text(json.dumps({**PUBLISHED, "title": "Later", "order": 2}))
+    # the same runs against targets (Avalanche's kind): above a target is no shortfall, below one is
+    (tables / "targets.yaml").write_text(json.dumps(SWEEP))
+    (tables / "targets.published.yaml").write_text(json.dumps({
+        **PUBLISHED, "title": "Targets", "order": 3, "lower_bound": True, "rows": [
+            {"name": "Low target", "match": {"strategy.name": "naive"}, "published": {"Class-IL": [0.0]}},
+            {"name": "High target", "match": {"strategy.name": "replay", "strategy.buffer_size": 50},
+             "published": {"Class-IL": [100.0]}}]}))
     db, out = tmp_path / "r.duckdb", tmp_path / "reproductions.md"
     args = ["--data", str(tmp_path), "--db", str(db), "--out", str(out), "--tables-dir", str(tables)]
     proc = run_reproduce(*args)
@@ -100,6 +107,8 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
     assert rows[("Never run", "Class-IL")][7] == "known: a cause the table names"
     assert "## Later" in doc and "Pending: the sweep does not run on this build:\n\n- base.train.iterations" in doc
     assert doc.index("## A tiny table") < doc.index("## Later")
+    targets = table_lines(doc[doc.index("## Targets"):])
+    assert targets[("Low target", "Class-IL")][7] == "" and targets[("High target", "Class-IL")][7] == "unexplained"
     assert "Known differences from the paper's setting:\n\n- `known`: a cause the table names" in doc
     assert f"python bench/reproduce.py tiny --data {tmp_path}" in doc
 
