@@ -107,6 +107,9 @@ def test_the_document_holds_the_databases_figures_beside_the_published_ones(tmp_
     assert rows[("Never run", "Class-IL")][7] == "known: a cause the table names"
     assert "## Later" in doc and "Pending: the sweep does not run on this build:\n\n- base.train.iterations" in doc
     assert doc.index("## A tiny table") < doc.index("## Later")
+    # naive: unexplained, replay 50: its cause named; replay 20 and the not-run row are not compared
+    assert ("Of 2 figure(s) compared: 0 within 2 points, 0 beyond but within 2 of the paper's sds, "
+            "1 beyond with a cause named, 1 unexplained.") in doc
     targets = table_lines(doc[doc.index("## Targets"):])
     assert targets[("Low target", "Class-IL")][7] == "" and targets[("High target", "Class-IL")][7] == "unexplained"
     assert "Known differences from the paper's setting:\n\n- `known`: a cause the table names" in doc
