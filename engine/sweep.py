@@ -8,6 +8,10 @@ A sweep file (YAML)::
     grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}      # or random: / search: /
     seeds: [0, 1, 2]                                                         # reality_check:
 
+A grid may also be a list of grids, each expanded on its own and the runs joined (scikit-learn's
+ParameterGrid convention): the way to give rows that each have their own settings, as a paper's table
+does (``grid: [{strategy.name: [replay], train.lr: [0.01]}, {strategy.name: [gem], train.lr: [0.03]}]``).
+
 Keys are dotted paths into the run config: ``section.field`` with section one of scenario, model,
 strategy, train, eval (``train.lr``, ``strategy.buffer_size``, ``strategy.name``). The run seed comes
 from ``seeds`` (default: ``base.seed``, else 0), never from a key.
@@ -140,6 +144,7 @@ class SweepSpec:
     base: dict
     seeds: tuple[int, ...]
     grid: dict[str, tuple] | None = None
+    grids: tuple[dict[str, tuple], ...] | None = None  # a list of grids: each one's points, joined; grid: their union
     random: RandomSpec | None = None
     search: SearchSpec | None = None
     reality: Any = None       # engine.reality.RealitySpec
@@ -281,6 +286,27 @@ def parse_grid(grid: Any, where: str, problems: list[str]) -> dict[str, tuple]:
         elif _within_runs(values, f"{where}.{cut_text(key)}", "values", problems):
             out[str(key)] = tuple(values)
     return out
+
+
+def parse_grids(grid: Any, where: str, problems: list[str]) -> tuple[dict[str, tuple], ...]:
+    """A list of grids (each as ``parse_grid``), for rows that each have their own settings."""
+    if not grid:
+        problems.append(f"{where} = []: must be a mapping of dotted keys to lists of values, or a non-empty list "
+                        "of such mappings")
+        return ()
+    if not _within_runs(grid, where, "grids", problems):
+        return ()
+    return tuple(parse_grid(g, f"{where}[{i}]", problems) for i, g in enumerate(grid))
+
+
+def merged_grid(grids: Iterable[Mapping[str, tuple]]) -> dict[str, tuple]:
+    """The union of a list of grids: every key, with every value any of them gives it (once, in order)."""
+    out: dict[str, list] = {}
+    for g in grids:
+        for key, values in g.items():
+            have = out.setdefault(key, [])
+            have += [v for v in values if v not in have]
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def parse_search(body: Any, where: str, problems: list[str]) -> SearchSpec | None:
@@ -432,7 +458,10 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
     default_seed = base.get("seed", 0)
     seeds = parse_seeds(data["seeds"], "seeds", problems) if "seeds" in data else (default_seed,)
     spec = SweepSpec(name, KINDS[mode], base, seeds, raw=raw, prefix=name)
-    if mode == "grid" and "grid" in data:
+    if mode == "grid" and isinstance(data.get("grid"), list):
+        spec.grids = parse_grids(data["grid"], "grid", problems)
+        spec.grid = merged_grid(spec.grids)
+    elif mode == "grid" and "grid" in data:
         spec.grid = parse_grid(data["grid"], "grid", problems)
     elif mode == "grid":
         spec.grid = {}
@@ -472,6 +501,8 @@ def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
     if bad:  # go on with the good keys, for the other problems
         spec = dataclasses.replace(spec, grid={k: v for k, v in spec.grid.items() if k not in bad}
                                    if spec.grid is not None else None,
+                                   grids=tuple({k: v for k, v in g.items() if k not in bad} for g in spec.grids)
+                                   if spec.grids is not None else None,
                                    random=dataclasses.replace(spec.random, space=tuple(d for d in spec.random.space
                                                                                       if d.key not in bad))
                                    if spec.random is not None else None,
@@ -498,6 +529,9 @@ def count_runs(spec: SweepSpec) -> tuple[int, str]:
     """The runs a grid, random or search spec asks for, and how (``4 x 3 points x 2 seeds``), from the
     sizes alone: nothing is expanded. A grid counts every point (points that differ only in keys
     left out of a strategy are one run later, so this is an upper bound)."""
+    if spec.grids is not None:
+        runs = sum(math.prod(len(v) for v in g.values()) for g in spec.grids)
+        return runs * len(spec.seeds), f"{runs} points in {len(spec.grids)} grids x {len(spec.seeds)} seeds"
     if spec.grid is not None:
         sizes = [len(v) for v in spec.grid.values()]
         return math.prod(sizes) * len(spec.seeds), f"{' x '.join(map(str, sizes)) or 1} points x {len(spec.seeds)} seeds"
@@ -610,6 +644,8 @@ def run_name(prefix: str, config: Mapping, applied: Mapping[str, Any], label: Ma
 
 
 def _points(spec: SweepSpec) -> list[dict]:
+    if spec.grids is not None:
+        return [dict(zip(g, combo)) for g in spec.grids for combo in itertools.product(*g.values())]
     if spec.grid is not None:
         keys = list(spec.grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(spec.grid[k] for k in keys))]

@@ -55,6 +55,33 @@ def test_strategy_keys_apply_only_to_strategies_that_declare_them_and_duplicates
     assert configs[0].name == "s/naive lr=0.01 seed=0"
 
 
+def test_a_list_of_grids_gives_each_row_its_own_settings_as_a_papers_table(tmp_path):
+    # DER's Table 2 has one lr (and alpha, minibatch) per method and buffer: no single product gives that
+    path = tmp_path / "rows.yaml"
+    path.write_text(
+        "name: rows\n"
+        f"base: {BASE}\n"
+        "grid:\n"
+        "  - {strategy.name: [naive], train.lr: [0.03]}\n"
+        "  - {strategy.name: [replay], strategy.buffer_size: [200], train.lr: [0.01]}\n"
+        "  - {strategy.name: [replay], strategy.buffer_size: [500], train.lr: [0.1], strategy.replay_batch_size: [10, 20]}\n"
+        "seeds: [0, 1]\n")
+    spec = load_sweep(path)
+    assert spec.kind == "grid" and spec.planned_runs == 8
+    rows = [(c.strategy["name"], c.strategy.get("buffer_size"), c.strategy.get("replay_batch_size"), c.train.lr, c.seed)
+            for c in expand(spec)]
+    assert rows == [("naive", None, None, 0.03, 0), ("naive", None, None, 0.03, 1),
+                    ("replay", 200, 32, 0.01, 0), ("replay", 200, 32, 0.01, 1),
+                    ("replay", 500, 10, 0.1, 0), ("replay", 500, 10, 0.1, 1),
+                    ("replay", 500, 20, 0.1, 0), ("replay", 500, 20, 0.1, 1)]
+    assert expand(spec)[4].name == "rows/replay buffer_size=500 lr=0.1 replay_batch_size=10 seed=0"
+    assert problems({"base": BASE, "grid": []}) == [
+        "grid = []: must be a mapping of dotted keys to lists of values, or a non-empty list of such mappings"]
+    assert problems({"base": BASE, "grid": [{"train.lr": [0.1]}, {"train.lr": [-1]}, 3]}) == [
+        "grid[2] = 3: must be a non-empty mapping of dotted keys to lists of values, e.g. {{train.lr: [0.01, 0.05]}}",
+        "grid.train.lr = -1: must be greater than 0"]
+
+
 def test_random_sample_is_deterministic_in_range_and_respects_the_strategy_rule():
     data = {"name": "r", "base": BASE, "seeds": [0, 1],
             "random": {"samples": 6, "seed": 3, "space": {
