@@ -15,6 +15,7 @@ from engine.devices import device_problem, wants_gpu
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
 from engine.models import MODELS
+from engine.presets import apply_preset
 from engine.strategies import STRATEGIES, HParam
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
@@ -365,7 +366,7 @@ def parse_config(data: Any, input_shape: tuple[int, ...] | None = None) -> RunCo
     if not isinstance(data, dict):
         raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
     check_document(data, "config")
-    problems: list[str] = []
+    data, problems = apply_preset(data)  # a published setting under the config's own values
     sections = {"strategy": (STRATEGY_MODELS, None), "model": (MODEL_CONFIGS, "mlp")}
     for section, (registry, default) in sections.items():
         value = data.get(section)

@@ -66,6 +66,7 @@ from engine.config import (MAX_SEED, MODEL_CONFIGS, ConfigError, EvalConfig, Mod
                            parse_config, read_yaml)
 from engine.inputs import check_document, cut, cut_text
 from engine.limits import limits
+from engine.presets import apply_preset
 from engine.strategies import STRATEGIES
 from store.schema import FINAL_STATUSES, RUN_STATUSES
 
@@ -439,7 +440,8 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
     if not isinstance(base, dict):
         problems.append(f"base = {cut(base)}: must be a run config mapping (scenario, model, strategy, train, eval)")
         base = {}
-    base = copy.deepcopy(base)
+    base, preset_problems = apply_preset(copy.deepcopy(base))  # base: {preset: NAME, ...}: the paper's setting
+    problems += [f"base.{line}" for line in preset_problems]
     base.pop("name", None)
     modes = [m for m in MODES if m in data]
     if len(modes) > 1:

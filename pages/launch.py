@@ -16,6 +16,7 @@ from engine.config import (ConfigError, EvalConfig, ScenarioConfig, TrainConfig,
 from engine.datasets import DATASET_INFO, dataset_status
 from engine.inputs import load_yaml
 from engine.limits import limits
+from engine.presets import PRESETS, get_preset
 from engine.strategies import STRATEGIES
 from engine.sweep import grid_plan
 from pages.ui.lab import PAGES, lab, may, me
@@ -163,6 +164,16 @@ def fill_from_run(source: str) -> None:
     st.rerun()
 
 
+def start_from_preset() -> None:
+    """The Start from box's callback: the form shows the chosen paper's setting, every field it does
+    not give at the form's defaults (then each input draws the value set)."""
+    v = st.session_state
+    if v.get("preset"):
+        state, _ = form_state(get_preset(v["preset"]).config())
+        state.pop("launch_mode")  # a run or a sweep, as chosen
+        v.update(state)
+
+
 def follow_name(mode: str) -> None:
     """The name follows the form's choices (what the run or sweep is) until the user types one; an
     emptied name follows them again."""
@@ -222,6 +233,12 @@ mode = st.session_state.get("launch_mode", MODES[0])
 st.title("Launch a sweep" if mode == MODES[1] else "Launch a run")
 mode = st.radio("Launch", MODES, horizontal=True, key="launch_mode", label_visibility="collapsed",
                 help="a sweep is the config below times a grid of values times seeds, queued as one group")
+preset = st.selectbox("Start from", list(PRESETS), index=None, key="preset", on_change=start_from_preset,
+                      format_func=lambda name: PRESETS[name].title, placeholder="the lab's defaults",
+                      help="a published setting (the paper's model, optimizer, batch and schedule); change what you want")
+if preset:
+    st.caption(f"Settings as in `configs/reproduce/{PRESETS[preset].file}`, which names their sources; "
+               "a config file or sweep base gets the same with `preset: " + preset + "`.")
 if "relaunch_note" in st.session_state:
     kind, line = st.session_state["relaunch_note"]
     (st.error if kind == "error" else st.info)(line, icon=":material/replay:")
