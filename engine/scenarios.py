@@ -200,6 +200,17 @@ class Scenario:
         return len(self.tasks)
 
     @property
+    def task_masks(self) -> torch.Tensor | None:
+        """(n_tasks, n_classes) additive masks that keep each task's own classes: what a class-incremental
+        run's logits get at test time for Mammoth's Task-IL figure; None in the domain setting."""
+        if self.setting == "domain":
+            return None
+        mask = torch.full((len(self.tasks), self.n_classes), MASKED)
+        for k, task in enumerate(self.tasks):
+            mask[k, task.classes] = 0.0
+        return mask
+
+    @property
     def input_dim(self) -> int:
         return math.prod(self.input_shape)
 
@@ -258,9 +269,7 @@ def build_scenario(cfg) -> Scenario:
             tasks.append(TaskData(classes, samples(pools[0], tr, 0), samples(pools[1], te, 0)))
     if cfg.tasks is not None:  # a part of the sequence, e.g. one task for a single-task expert
         tasks = [tasks[t - 1] for t in cfg.tasks]
-    class_mask = None
+    scenario = Scenario(cfg.dataset, cfg.setting, data.n_classes, shape, tasks, None, info.augment)
     if cfg.setting == "task":
-        class_mask = torch.full((len(tasks), data.n_classes), MASKED)
-        for k, task in enumerate(tasks):
-            class_mask[k, task.classes] = 0.0
-    return Scenario(cfg.dataset, cfg.setting, data.n_classes, shape, tasks, class_mask, info.augment)
+        scenario.class_mask = scenario.task_masks
+    return scenario

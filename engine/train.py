@@ -81,7 +81,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     evaluation = ContinualEvaluation(
         [(task.test_x, task.test_y) for task in scenario.tasks], sink, every=config.eval.every,
         subset=config.eval.subset, seed=config.seed, class_mask=scenario.class_mask, should_stop=should_stop,
-        batch_size=config.eval.batch_size,
+        batch_size=config.eval.batch_size, task_masks=scenario.task_masks,
     ).to(fabric.device)  # the held-out sets live on the device for the whole run
     evaluation.autocast = fabric.autocast
     experiences = strategy.experiences(scenario)
