@@ -260,8 +260,8 @@ def task_il_acc(R_masked, k: int | None = None, config: Mapping | None = None) -
     if R_masked is None:
         setting = ((config or {}).get("scenario") or {}).get("setting", "class")
         if setting != "class":
-            return None, (f"recorded for class-incremental runs only (this run is {setting}-incremental, "
-                          "where acc already is the task-masked or the only figure)")
+            own = "its acc is already masked to each task" if setting == "task" else "its tasks share every output"
+            return None, f"recorded for class-incremental runs only (this run is {setting}-incremental: {own})"
         return None, "no task-masked evaluation recorded (a run from before CL Lab recorded it)"
     return acc(R_masked, k)
 
