@@ -15,6 +15,7 @@ from engine.devices import device_problem, wants_gpu
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
 from engine.models import MODELS
+from engine.scenarios import is_split_domain, split_domain_problem
 from engine.strategies import STRATEGIES, HParam
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
@@ -35,9 +36,12 @@ class ScenarioConfig(_Section):
                                          "image_folder and npz the folder or file itself")
     dataset: str = Field("digits", description="the dataset the tasks are cut from")
     setting: Literal["class", "task", "domain"] = Field("class", description="class-, task- or domain-incremental")
-    domain: Literal["permuted", "rotated"] = Field(
-        "permuted", description="domain-incremental: each task's inputs under a fixed pixel permutation, or rotated "
-                                "by k x 180 / n_tasks degrees")
+    domain: Literal["permuted", "rotated", "split"] = Field(
+        "permuted", description="domain-incremental: each task's inputs under a fixed pixel permutation (permuted), "
+                                "rotated by k x 180 / n_tasks degrees (rotated), or split: van de Ven et al.'s "
+                                "domain-incremental Split MNIST, the classes shared out into n_tasks tasks and each "
+                                "relabelled to its place in its task (y mod classes per task: 'first or second' for "
+                                "pairs), a head of classes-per-task units")
     n_tasks: int = Field(5, ge=1, le=100, description="number of tasks")
     class_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="shuffles the class order; null keeps 0, 1, 2, ...")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes the train/test split and the permutations")
@@ -94,6 +98,9 @@ class ScenarioConfig(_Section):
         n_classes = DATASET_INFO[dataset].n_classes if dataset in DATASET_INFO else None  # None: in the files
         if setting != "domain" and n_classes and value > n_classes:
             raise ValueError(f"must be at most {n_classes}: {dataset} has {n_classes} classes to share out")
+        if setting == "domain" and info.data.get("domain") == "split" and n_classes:
+            if problem := split_domain_problem(dataset, n_classes, value):
+                raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -107,6 +114,8 @@ class ScenarioConfig(_Section):
         if self.setting != "domain" and self.n_tasks > header.n_classes:
             raise ValueError(f"scenario.n_tasks = {self.n_tasks}: must be at most {header.n_classes}: {self.dataset} "
                              f"has {header.n_classes} classes to share out")
+        if is_split_domain(self) and (problem := split_domain_problem(self.dataset, header.n_classes, self.n_tasks)):
+            raise ValueError(f"scenario.n_tasks = {self.n_tasks}: {problem}")
         if self.setting == "domain" and self.domain == "rotated" and len(header.input_shape) != 3:
             raise ValueError(f"scenario.domain = 'rotated': needs an image dataset ({self.dataset} has rows of "
                              f"{header.input_shape[0]} values)")

@@ -20,13 +20,12 @@ import math
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from engine.config import ConfigError, RunConfig
 from engine.datasets import Header
 from engine.limits import limits, machine_memory
-from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, class_order
+from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, is_split_domain, task_classes
 from engine.strategies import STRATEGIES, Strategy
 
 # Optimizer state per trainable parameter, in copies of the weights: SGD's momentum buffer, Adam's two moments.
@@ -154,14 +153,14 @@ def shadow_scenario(sc, header: Header) -> Scenario:
         n_test = sum(header.test_counts[c] for c in classes)
         return TaskData(classes, Samples(pool, meta(n_train), meta(n_train)), Samples(pool, meta(n_test), meta(n_test)))
 
-    if sc.setting == "domain":
+    if sc.setting == "domain" and not is_split_domain(sc):
         tasks = [task(list(range(n_classes))) for _ in range(sc.n_tasks)]
     else:  # the classes shared out as build_scenario does
-        order = class_order(n_classes, sc.class_seed)
-        tasks = [task([int(c) for c in classes]) for classes in np.array_split(np.array(order), sc.n_tasks)]
+        tasks = [task(classes) for classes in task_classes(n_classes, sc)]
     if sc.tasks is not None:
         tasks = [tasks[t - 1] for t in sc.tasks]
-    return Scenario(sc.dataset, sc.setting, n_classes, shape, tasks, None)
+    head = n_classes // sc.n_tasks if is_split_domain(sc) else n_classes  # domain split: classes per task
+    return Scenario(sc.dataset, sc.setting, head, shape, tasks, None)
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -192,8 +191,8 @@ def _estimate(config: RunConfig) -> Cost:
     except ValueError as err:  # a file changed since
         raise ConfigError([str(err)]) from None
     shape = tuple(header.input_shape)
-    profile = model_profile(config.model, shape, header.n_classes)
     scenario = shadow_scenario(config.scenario, header)
+    profile = model_profile(config.model, shape, scenario.n_classes)
     cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
     hparams = config.strategy_hparams
     experiences = cls(seed=0, **hparams).experiences(scenario)

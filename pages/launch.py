@@ -26,7 +26,7 @@ base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name:
 grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}
 seeds: [0, 1, 2]"""
 
-SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental (permuted)"}
+SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental"}  # its kind under More settings
 OPTIMIZERS = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
 WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
 SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process

@@ -347,3 +347,22 @@ def table_column(page, header: str) -> list[str]:
     """The cells of a data table's column (the grid is drawn on a canvas; its cells are in the DOM, hidden)."""
     column = page.get_by_role("columnheader", name=header, exact=True, include_hidden=True).first.get_attribute("aria-colindex")
     return page.locator(f'[role="gridcell"][aria-colindex="{column}"]').all_text_contents()
+
+
+def test_the_form_queues_a_domain_split_run_with_its_two_unit_head(lab_launch_page):
+    import torch
+
+    lab, at = lab_launch_page
+    set_small(at)
+    at.radio(key="scenario.setting").set_value("domain")
+    at.selectbox(key="scenario.domain").set_value("split")
+    at.number_input(key="scenario.n_tasks").set_value(5)
+    at.run()
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error
+    run_id = launched_run(at)
+    config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
+    assert (config["scenario"]["setting"], config["scenario"]["domain"], config["scenario"]["n_tasks"]) == ("domain", "split", 5)
+    assert lab.manager.wait(run_id, timeout=180) == "finished"
+    weights = torch.load(lab.store.artifacts_dir(run_id) / "after-task-5.pt")
+    assert [v for k, v in weights.items() if k.endswith("weight")][-1].shape == (2, 16)
