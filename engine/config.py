@@ -143,7 +143,11 @@ class TrainConfig(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
-    epochs_per_task: int = Field(5, ge=1, le=10000)
+    epochs_per_task: int = Field(5, ge=1, le=10000, description="passes over each task's training set")
+    iterations_per_task: int | None = Field(
+        None, ge=1, le=10_000_000, description="a fixed number of optimizer steps a task instead of epochs_per_task "
+                                              "(passes over its data, each reshuffled, until that many), as van de "
+                                              "Ven et al.'s code trains (2,000 a task); null: epochs_per_task decide")
     optimizer_state: Literal["reset", "keep"] = Field(
         "reset", description="the optimizer's state (momentum, Adam's moments and step) at a new task: reset (a fresh "
                              "optimizer each task, as Lightning's Trainer, Avalanche and Mammoth make) or keep (carried "
@@ -176,6 +180,12 @@ class TrainConfig(_Section):
             self.weights = "every" if self.save_weights else "none"
             self.save_weights = None
         return self
+
+    def task_steps(self, batches_per_epoch: int) -> int:
+        """The optimizer steps a task gets whose one pass is ``batches_per_epoch`` batches (none without data)."""
+        if not batches_per_epoch:
+            return 0
+        return self.iterations_per_task or self.epochs_per_task * batches_per_epoch
 
     @field_validator("precision", mode="before")
     @classmethod

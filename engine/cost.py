@@ -197,7 +197,7 @@ def _estimate(config: RunConfig) -> Cost:
     hparams = config.strategy_hparams
     experiences = cls(seed=0, **hparams).experiences(scenario)
     train = config.train
-    steps = sum(train.epochs_per_task * math.ceil(len(e.y) / train.batch_size) for e in experiences)
+    steps = sum(train.task_steps(math.ceil(len(e.y) / train.batch_size)) for e in experiences)
     n_eval = len(scenario.tasks)
     rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * 2 * n_eval
 
@@ -252,7 +252,9 @@ def run_problems(config: RunConfig, cost: Cost | None = None) -> list[str]:
         problems.append(f"memory: the run needs about {human_bytes(cost.memory_total)} at its peak ({parts}); {allows}")
     train = config.train
     if cost.steps > lim.max_steps_per_run:
-        problems.append(f"train.epochs_per_task = {train.epochs_per_task}: the run would train about {cost.steps:,} "
+        budget = (f"train.iterations_per_task = {train.iterations_per_task}" if train.iterations_per_task
+                  else f"train.epochs_per_task = {train.epochs_per_task}")
+        problems.append(f"{budget}: the run would train about {cost.steps:,} "
                         f"steps (batch_size {train.batch_size}); at most {lim.max_steps_per_run:,} "
                         "(limits.max_steps_per_run)")
     if cost.metric_rows > lim.max_metric_rows_per_run:

@@ -49,7 +49,7 @@ class RunResult:
 
 
 def total_steps(config: RunConfig, experiences) -> int:
-    return sum(config.train.epochs_per_task * math.ceil(len(e) / config.train.batch_size) for e in experiences)
+    return sum(config.train.task_steps(math.ceil(len(e) / config.train.batch_size)) for e in experiences)
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
@@ -166,16 +166,17 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
         schedule = build_schedule(raw, config.train, len(data))  # restarts with it
         optimizer = fabric.setup_optimizers(raw)
         running = True
-        for _epoch in range(config.train.epochs_per_task):
-            for batch in data:
+        steps_left = config.train.task_steps(len(data))  # whole passes (epochs), or a fixed number of steps
+        while steps_left > 0 and running:
+            for batch in data:  # one pass, reshuffled each time
                 with autocast():
                     loss = strategy.observe(module, batch, optimizer, backward)
                 schedule.step()
+                steps_left -= 1
                 if not evaluation.end_batch(strategy.eval_model(module), loss.detach()):
                     running = False
+                if not running or steps_left == 0:
                     break
-            if not running:
-                break
         evaluation.end_task(strategy.eval_model(module))
         if not running or evaluation.stop_reason:
             return

@@ -137,7 +137,7 @@ def source_config(root) -> dict:
         "model": {"name": "cnn", "channels": [8, 16], "batch_norm": True},
         "strategy": {"name": "replay", "buffer_size": 30, "replay_batch_size": 8, "policy": "class_balanced"},
         "train": {"optimizer": "adam", "lr": 0.003, "momentum": 0.5, "weight_decay": 0.0001, "batch_size": 16,
-                  "epochs_per_task": 2, "optimizer_state": "keep", "augment": "none", "schedule": "cosine", "warmup_steps": 2, "lr_step_every": 2,
+                  "epochs_per_task": 2, "iterations_per_task": 3, "optimizer_state": "keep", "augment": "none", "schedule": "cosine", "warmup_steps": 2, "lr_step_every": 2,
                   "lr_gamma": 0.5, "device": "cpu", "precision": "bf16-mixed", "deterministic": True, "weights": "none"},
         "eval": {"every": 3, "batch_size": 64, "subset": 10},
     }
@@ -165,7 +165,7 @@ def test_relaunch_fills_every_field_and_launching_it_unchanged_gives_the_same_co
         "strategy.name": "replay", "strategy.replay.buffer_size": 30, "strategy.replay.replay_batch_size": 8,
         "strategy.replay.policy": "class_balanced",
         "train.optimizer": "adam", "train.lr": 0.003, "train.momentum": 0.5, "train.weight_decay": 0.0001,
-        "train.batch_size": 16, "train.epochs_per_task": 2, "train.optimizer_state": "keep", "train.augment": "none", "train.schedule": "cosine",
+        "train.batch_size": 16, "train.epochs_per_task": 2, "train.iterations_per_task": 3, "train.optimizer_state": "keep", "train.augment": "none", "train.schedule": "cosine",
         "train.warmup_steps": 2, "train.lr_step_every": 2, "train.lr_gamma": 0.5, "train.device": "cpu",
         "train.precision": "bf16-mixed", "train.deterministic": True, "train.weights": "none",
         "eval.every": 3, "eval.batch_size": 64, "eval.subset": 10,
