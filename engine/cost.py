@@ -25,6 +25,7 @@ import torch
 from engine.config import ConfigError, RunConfig
 from engine.datasets import Header
 from engine.limits import limits, machine_memory
+from engine.models import MODELS
 from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, is_split_domain, task_classes
 from engine.strategies import STRATEGIES, Strategy
 
@@ -125,10 +126,12 @@ def model_profile(model_cfg, input_shape: tuple[int, ...], n_classes: int) -> _P
 
 
 def describe_model(model_cfg) -> str:
-    """'mlp hidden [16384 x 16]': the model and its settings, a repeated list shortened."""
+    """'mlp hidden [16384 x 16]': the model and its settings, a repeated list shortened; a choice left at
+    its default (the MLP's init) is not named."""
     parts = [model_cfg.name]
+    specs = MODELS[model_cfg.name].hparams
     for key, value in model_cfg.model_dump().items():
-        if key == "name":
+        if key == "name" or (key in specs and specs[key].choices and value == specs[key].default):
             continue
         if isinstance(value, list) and len(value) > 3 and len(set(map(repr, value))) == 1:
             value = f"[{value[0]} x {len(value)}]"
