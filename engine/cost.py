@@ -202,7 +202,8 @@ def _estimate(config: RunConfig) -> Cost:
     train = config.train
     steps = sum(train.task_steps(math.ceil(len(e.y) / train.batch_size)) for e in experiences)
     n_eval = len(scenario.tasks)
-    rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * 2 * n_eval
+    per_boundary = 3 if config.scenario.setting == "class" else 2  # acc, loss (and the task-masked acc)
+    rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * per_boundary * n_eval
 
     sample = math.prod(shape) * 4 + 16  # float32 features, a label and a task id
     el = profile.element
