@@ -262,7 +262,7 @@ def task_il_acc(R_masked, k: int | None = None, config: Mapping | None = None) -
         if setting != "class":
             own = "its acc is already masked to each task" if setting == "task" else "its tasks share every output"
             return None, f"recorded for class-incremental runs only (this run is {setting}-incremental: {own})"
-        return None, "no task-masked evaluation recorded (a run from before CL Lab recorded it)"
+        return None, "no task-masked evaluation recorded (the run was trained before CL Lab recorded them)"
     return acc(R_masked, k)
 
 

@@ -118,3 +118,14 @@ def test_a_class_il_run_records_mammoths_task_il_accuracy_at_test_time_only(stor
     assert text.returncode == 0, text.stderr
     line = next(x for x in text.stdout.splitlines() if "Task-IL accuracy" in x)
     assert f"{s['task_il_acc']:8.4f}" in line
+
+    from store import Store
+
+    again = Store(db)
+    try:  # a run stored before the masked rows existed still loads, the figure unavailable with its reason
+        again.write("DELETE FROM metrics WHERE run_id = ? AND metric = 'boundary_masked_acc'", [run_id])
+        old = summary(again, run_id)
+    finally:
+        again.close()
+    assert old["acc"] == s["acc"] and old["task_il_acc"] is None and old["task_il_matrix"] is None
+    assert "trained before CL Lab recorded them" in old["unavailable"]["task_il_acc"]
