@@ -173,3 +173,10 @@ def test_a_sweep_over_the_domain_kinds_includes_split_and_names_a_split_that_can
                      "grid": {"scenario.n_tasks": [2, 3]}}) == [
         "grid.scenario.n_tasks = 3: scenario.domain = 'split' needs as many classes in every task: the 10 classes "
         "of digits do not divide by 3"]
+
+
+def test_a_sweep_over_iterations_per_task_checks_each_value():
+    configs = expand(parse_sweep({"name": "it", "base": BASE, "grid": {"train.iterations_per_task": [5, 2000]}}))
+    assert [c.train.iterations_per_task for c in configs] == [5, 2000]
+    assert problems({"name": "it", "base": BASE, "grid": {"train.iterations_per_task": [5, 0]}}) == [
+        "grid.train.iterations_per_task = 0: must be greater than or equal to 1"]
