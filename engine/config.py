@@ -16,6 +16,7 @@ from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml 
 from engine.limits import limits
 from engine.models import MODELS
 from engine.presets import apply_preset
+from engine.scenarios import is_split_domain, split_domain_problem
 from engine.strategies import STRATEGIES, HParam
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
@@ -36,9 +37,12 @@ class ScenarioConfig(_Section):
                                          "image_folder and npz the folder or file itself")
     dataset: str = Field("digits", description="the dataset the tasks are cut from")
     setting: Literal["class", "task", "domain"] = Field("class", description="class-, task- or domain-incremental")
-    domain: Literal["permuted", "rotated"] = Field(
-        "permuted", description="domain-incremental: each task's inputs under a fixed pixel permutation, or rotated "
-                                "by k x 180 / n_tasks degrees")
+    domain: Literal["permuted", "rotated", "split"] = Field(
+        "permuted", description="domain-incremental: each task's inputs under a fixed pixel permutation (permuted), "
+                                "rotated by k x 180 / n_tasks degrees (rotated), or split: van de Ven et al.'s "
+                                "domain-incremental Split MNIST, the classes shared out into n_tasks tasks and each "
+                                "relabelled to its place in its task (y mod classes per task: 'first or second' for "
+                                "pairs), a head of classes-per-task units")
     n_tasks: int = Field(5, ge=1, le=100, description="number of tasks")
     class_seed: int | None = Field(None, ge=0, le=MAX_SEED, description="shuffles the class order; null keeps 0, 1, 2, ...")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes the train/test split and the permutations")
@@ -95,6 +99,9 @@ class ScenarioConfig(_Section):
         n_classes = DATASET_INFO[dataset].n_classes if dataset in DATASET_INFO else None  # None: in the files
         if setting != "domain" and n_classes and value > n_classes:
             raise ValueError(f"must be at most {n_classes}: {dataset} has {n_classes} classes to share out")
+        if setting == "domain" and info.data.get("domain") == "split" and n_classes:
+            if problem := split_domain_problem(dataset, n_classes, value):
+                raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -108,6 +115,8 @@ class ScenarioConfig(_Section):
         if self.setting != "domain" and self.n_tasks > header.n_classes:
             raise ValueError(f"scenario.n_tasks = {self.n_tasks}: must be at most {header.n_classes}: {self.dataset} "
                              f"has {header.n_classes} classes to share out")
+        if is_split_domain(self) and (problem := split_domain_problem(self.dataset, header.n_classes, self.n_tasks)):
+            raise ValueError(f"scenario.n_tasks = {self.n_tasks}: {problem}")
         if self.setting == "domain" and self.domain == "rotated" and len(header.input_shape) != 3:
             raise ValueError(f"scenario.domain = 'rotated': needs an image dataset ({self.dataset} has rows of "
                              f"{header.input_shape[0]} values)")
@@ -135,7 +144,11 @@ class TrainConfig(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     batch_size: int = Field(32, ge=1, le=65536)
-    epochs_per_task: int = Field(5, ge=1, le=10000)
+    epochs_per_task: int = Field(5, ge=1, le=10000, description="passes over each task's training set")
+    iterations_per_task: int | None = Field(
+        None, ge=1, le=10_000_000, description="a fixed number of optimizer steps a task instead of epochs_per_task "
+                                              "(passes over its data, each reshuffled, until that many), as van de "
+                                              "Ven et al.'s code trains (2,000 a task); null: epochs_per_task decide")
     optimizer_state: Literal["reset", "keep"] = Field(
         "reset", description="the optimizer's state (momentum, Adam's moments and step) at a new task: reset (a fresh "
                              "optimizer each task, as Lightning's Trainer, Avalanche and Mammoth make) or keep (carried "
@@ -168,6 +181,12 @@ class TrainConfig(_Section):
             self.weights = "every" if self.save_weights else "none"
             self.save_weights = None
         return self
+
+    def task_steps(self, batches_per_epoch: int) -> int:
+        """The optimizer steps a task gets whose one pass is ``batches_per_epoch`` batches (none without data)."""
+        if not batches_per_epoch:
+            return 0
+        return self.iterations_per_task or self.epochs_per_task * batches_per_epoch
 
     @field_validator("precision", mode="before")
     @classmethod

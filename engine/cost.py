@@ -20,13 +20,13 @@ import math
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from engine.config import ConfigError, RunConfig
 from engine.datasets import Header
 from engine.limits import limits, machine_memory
-from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, class_order
+from engine.models import MODELS
+from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, is_split_domain, task_classes
 from engine.strategies import STRATEGIES, Strategy
 
 # Optimizer state per trainable parameter, in copies of the weights: SGD's momentum buffer, Adam's two moments.
@@ -126,10 +126,12 @@ def model_profile(model_cfg, input_shape: tuple[int, ...], n_classes: int) -> _P
 
 
 def describe_model(model_cfg) -> str:
-    """'mlp hidden [16384 x 16]': the model and its settings, a repeated list shortened."""
+    """'mlp hidden [16384 x 16]': the model and its settings, a repeated list shortened; a choice left at
+    its default (the MLP's init) is not named."""
     parts = [model_cfg.name]
+    specs = MODELS[model_cfg.name].hparams
     for key, value in model_cfg.model_dump().items():
-        if key == "name":
+        if key == "name" or (key in specs and specs[key].choices and value == specs[key].default):
             continue
         if isinstance(value, list) and len(value) > 3 and len(set(map(repr, value))) == 1:
             value = f"[{value[0]} x {len(value)}]"
@@ -154,14 +156,14 @@ def shadow_scenario(sc, header: Header) -> Scenario:
         n_test = sum(header.test_counts[c] for c in classes)
         return TaskData(classes, Samples(pool, meta(n_train), meta(n_train)), Samples(pool, meta(n_test), meta(n_test)))
 
-    if sc.setting == "domain":
+    if sc.setting == "domain" and not is_split_domain(sc):
         tasks = [task(list(range(n_classes))) for _ in range(sc.n_tasks)]
     else:  # the classes shared out as build_scenario does
-        order = class_order(n_classes, sc.class_seed)
-        tasks = [task([int(c) for c in classes]) for classes in np.array_split(np.array(order), sc.n_tasks)]
+        tasks = [task(classes) for classes in task_classes(n_classes, sc)]
     if sc.tasks is not None:
         tasks = [tasks[t - 1] for t in sc.tasks]
-    return Scenario(sc.dataset, sc.setting, n_classes, shape, tasks, None)
+    head = n_classes // sc.n_tasks if is_split_domain(sc) else n_classes  # domain split: classes per task
+    return Scenario(sc.dataset, sc.setting, head, shape, tasks, None)
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -192,15 +194,16 @@ def _estimate(config: RunConfig) -> Cost:
     except ValueError as err:  # a file changed since
         raise ConfigError([str(err)]) from None
     shape = tuple(header.input_shape)
-    profile = model_profile(config.model, shape, header.n_classes)
     scenario = shadow_scenario(config.scenario, header)
+    profile = model_profile(config.model, shape, scenario.n_classes)
     cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
     hparams = config.strategy_hparams
     experiences = cls(seed=0, **hparams).experiences(scenario)
     train = config.train
-    steps = sum(train.epochs_per_task * math.ceil(len(e.y) / train.batch_size) for e in experiences)
+    steps = sum(train.task_steps(math.ceil(len(e.y) / train.batch_size)) for e in experiences)
     n_eval = len(scenario.tasks)
-    rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * 2 * n_eval
+    per_boundary = 3 if config.scenario.setting == "class" else 2  # acc, loss (and the task-masked acc)
+    rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * per_boundary * n_eval
 
     sample = math.prod(shape) * 4 + 16  # float32 features, a label and a task id
     el = profile.element
@@ -253,7 +256,9 @@ def run_problems(config: RunConfig, cost: Cost | None = None) -> list[str]:
         problems.append(f"memory: the run needs about {human_bytes(cost.memory_total)} at its peak ({parts}); {allows}")
     train = config.train
     if cost.steps > lim.max_steps_per_run:
-        problems.append(f"train.epochs_per_task = {train.epochs_per_task}: the run would train about {cost.steps:,} "
+        budget = (f"train.iterations_per_task = {train.iterations_per_task}" if train.iterations_per_task
+                  else f"train.epochs_per_task = {train.epochs_per_task}")
+        problems.append(f"{budget}: the run would train about {cost.steps:,} "
                         f"steps (batch_size {train.batch_size}); at most {lim.max_steps_per_run:,} "
                         "(limits.max_steps_per_run)")
     if cost.metric_rows > lim.max_metric_rows_per_run:

@@ -108,6 +108,9 @@ class ContinualEvaluation(L.Callback):
     class_mask: (n_tasks, n_classes) additive logit mask for task-incremental evaluation, or None.
     should_stop: polled every step; when it returns True the run stops after this step (cancelled).
     batch_size: samples per forward pass of an evaluation (None: all at once); changes memory, not results.
+    task_masks: for a class-incremental run, each task's (n_tasks, n_classes) mask of its own classes: the
+        full evaluations also record ``boundary_masked_acc``, the accuracy with the logits masked to the
+        sample's task at test time (Mammoth's Task-IL figure of a class-IL run), from the same forward pass.
 
     On an accelerator the training losses stay on the device and are read back every ``every`` steps
     (and at each task's end), so a step never waits for the GPU; a non-finite loss still stops the run
@@ -118,7 +121,8 @@ class ContinualEvaluation(L.Callback):
 
     def __init__(self, eval_sets: Sequence[tuple[torch.Tensor, torch.Tensor]], sink: MetricSink, every: int = 10,
                  subset: int | None = None, seed: int = 0, class_mask: torch.Tensor | None = None,
-                 should_stop: Callable[[], bool] | None = None, batch_size: int | None = None):
+                 should_stop: Callable[[], bool] | None = None, batch_size: int | None = None,
+                 task_masks: torch.Tensor | None = None):
         self.sink = sink
         self.every = every
         self.batch_size = batch_size
@@ -128,6 +132,8 @@ class ContinualEvaluation(L.Callback):
         self.n_tasks = len(eval_sets)
         self.task_ids = list(range(1, self.n_tasks + 1))
         self.full = self._stack(eval_sets, class_mask)
+        # each full-evaluation sample's task mask (test-time masking); None: not recorded
+        self.full_task_mask = None if task_masks is None or class_mask is not None else task_masks[self.full[2]]
         if subset is None:
             self.periodic = self.full
         else:
@@ -154,6 +160,8 @@ class ContinualEvaluation(L.Callback):
     def to(self, device) -> "ContinualEvaluation":
         move = lambda s: tuple(v.to(device) if v is not None else None for v in s)  # noqa: E731
         self.full, self.periodic = move(self.full), move(self.periodic)
+        if self.full_task_mask is not None:
+            self.full_task_mask = self.full_task_mask.to(device)
         return self
 
     # ---- the core, shared by the Trainer hooks and the engine's Fabric loop ----------------------
@@ -166,6 +174,8 @@ class ContinualEvaluation(L.Callback):
         step = self.batch_size or len(y) or 1
         correct = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
         loss_sum = torch.zeros(self.n_tasks, dtype=torch.float64, device=x.device)
+        task_mask = self.full_task_mask if full else None
+        masked_correct = torch.zeros_like(correct) if task_mask is not None else None
         takes_task_ids = getattr(model, "takes_task_ids", False)  # a network that depends on the task
         with torch.inference_mode(), self.autocast():                # (PackNet, HAT, CLR) gets each sample's
             for i in range(0, len(y), step):                         # task id
@@ -175,6 +185,8 @@ class ContinualEvaluation(L.Callback):
                     logits = logits + mask[i:i + step]
                 loss_sum.index_add_(0, ti, F.cross_entropy(logits, yi, reduction="none").double())
                 correct.index_add_(0, ti, (logits.argmax(1) == yi).double())
+                if masked_correct is not None:
+                    masked_correct.index_add_(0, ti, ((logits + task_mask[i:i + step]).argmax(1) == yi).double())
         acc = (correct / counts).tolist()
         mean_loss = (loss_sum / counts).tolist()
         model.train(was_training)
@@ -183,6 +195,8 @@ class ContinualEvaluation(L.Callback):
             self._periodic_step = self.step
         self.sink.add(self.step, self.task_ids, prefix + "acc", acc)
         self.sink.add(self.step, self.task_ids, prefix + "loss", mean_loss)
+        if masked_correct is not None:
+            self.sink.add(self.step, self.task_ids, "boundary_masked_acc", (masked_correct / counts).tolist())
         return acc, mean_loss
 
     def start_task(self, model: torch.nn.Module, task: int | None = None) -> None:

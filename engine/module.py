@@ -93,5 +93,5 @@ def lr_factor(step: int, cfg, steps_per_epoch: int, total_steps: int) -> float:
 def build_schedule(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """``cfg``'s schedule for one task, stepped once per training step. LambdaLR multiplies each
     parameter group's own lr, so a group a strategy gave a smaller lr keeps its ratio to the others."""
-    total = cfg.epochs_per_task * steps_per_epoch
+    total = cfg.task_steps(steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total))

@@ -8,7 +8,10 @@
   transform (``scenario.domain``): ``permuted``, a pixel permutation (Permuted MNIST; the first task
   unpermuted; an image's channels share its pixels' permutation), or ``rotated``, a rotation by
   k x 180 / n_tasks degrees counter-clockwise for task k = 0, 1, ... (Rotated MNIST as in GEM,
-  Lopez-Paz & Ranzato, 2017; bilinear, corners filled with black).
+  Lopez-Paz & Ranzato, 2017; bilinear, corners filled with black), or ``split``, van de Ven et al.'s
+  domain-incremental Split MNIST: the classes shared out into tasks as in the class setting, each label
+  relabelled to its place in its task (y mod classes-per-task with the class order 0, 1, 2, ...: "first
+  or second" for pairs), one head of classes-per-task units; the inputs are not changed.
 Each task keeps its own held-out evaluation set.
 
 Nothing is copied per task: a dataset's split is one tensor (uint8 for images, float32 rows) in a
@@ -200,6 +203,17 @@ class Scenario:
         return len(self.tasks)
 
     @property
+    def task_masks(self) -> torch.Tensor | None:
+        """(n_tasks, n_classes) additive masks that keep each task's own classes: what a class-incremental
+        run's logits get at test time for Mammoth's Task-IL figure; None in the domain setting."""
+        if self.setting == "domain":
+            return None
+        mask = torch.full((len(self.tasks), self.n_classes), MASKED)
+        for k, task in enumerate(self.tasks):
+            mask[k, task.classes] = 0.0
+        return mask
+
+    @property
     def input_dim(self) -> int:
         return math.prod(self.input_shape)
 
@@ -223,6 +237,24 @@ def load_dataset(name: str, seed: int, test_size: float, root: str | None = None
     return DATASET_INFO[name].load(seed=seed, test_size=test_size, root=root)
 
 
+def task_classes(n_classes: int, cfg) -> list[list[int]]:
+    """The classes of each task, in order, as the class and task settings (and domain ``split``) share them out."""
+    order = class_order(n_classes, cfg.class_seed)
+    return [[int(c) for c in classes] for classes in np.array_split(np.array(order), cfg.n_tasks)]
+
+
+def is_split_domain(cfg) -> bool:
+    return cfg.setting == "domain" and cfg.domain == "split"
+
+
+def split_domain_problem(dataset: str, n_classes: int, n_tasks: int) -> str | None:
+    """Why domain ``split`` cannot cut ``n_classes`` classes into ``n_tasks`` tasks; None if it can."""
+    if n_classes % n_tasks:
+        return (f"scenario.domain = 'split' needs as many classes in every task: the {n_classes} classes of {dataset} "
+                f"do not divide by {n_tasks}")
+    return None
+
+
 def build_scenario(cfg) -> Scenario:
     """``cfg`` is a validated ``ScenarioConfig``. Raises ``DatasetError`` (one line) when the files
     cannot be read or do not fit the scenario."""
@@ -234,33 +266,39 @@ def build_scenario(cfg) -> Scenario:
     if cfg.setting != "domain" and cfg.n_tasks > data.n_classes:
         raise DatasetError(f"scenario.n_tasks = {cfg.n_tasks}: must be at most {data.n_classes}: {cfg.dataset} has "
                            f"{data.n_classes} classes to share out")
-    kind = cfg.domain if cfg.setting == "domain" else None
+    if is_split_domain(cfg) and (problem := split_domain_problem(cfg.dataset, data.n_classes, cfg.n_tasks)):
+        raise DatasetError(f"scenario.n_tasks = {cfg.n_tasks}: {problem}")
+    kind = cfg.domain if cfg.setting == "domain" and cfg.domain != "split" else None
     if kind == "rotated" and len(shape) != 3:
         raise DatasetError(f"scenario.domain = 'rotated': needs images; {cfg.dataset} has rows of {shape[0]} values")
     shift = DomainShift(kind, shape, cfg.n_tasks, cfg.seed)
     mean, std = (data.mean, data.std) if cfg.normalize else (None, None)
-    pools = [Pool(torch.from_numpy(x), torch.from_numpy(y), mean, std, shift)
+    groups = task_classes(data.n_classes, cfg)
+    relabel = None
+    if is_split_domain(cfg):  # each class's label becomes its place in its task
+        relabel = np.zeros(data.n_classes, dtype=data.train_y.dtype)
+        for classes in groups:
+            relabel[classes] = np.arange(len(classes))
+    pools = [Pool(torch.from_numpy(x), torch.from_numpy(y if relabel is None else relabel[y]), mean, std, shift)
              for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y))]
+    n_labels = data.n_classes if relabel is None else len(groups[0])
 
     def samples(pool: Pool, index: torch.Tensor, k: int) -> Samples:
         return Samples(pool, index, torch.tensor(k).expand(len(index)))  # the domain: no per-sample copy
 
     tasks: list[TaskData] = []
-    if cfg.setting == "domain":
+    if cfg.setting == "domain" and not is_split_domain(cfg):
         every = [torch.arange(len(p.y)) for p in pools]  # shared by every task
         tasks = [TaskData(list(range(data.n_classes)), samples(pools[0], every[0], k), samples(pools[1], every[1], k))
                  for k in range(cfg.n_tasks)]
     else:
-        order = class_order(data.n_classes, cfg.class_seed)
-        for classes in np.array_split(np.array(order), cfg.n_tasks):
-            classes = [int(c) for c in classes]
+        for classes in groups:
             tr, te = (torch.from_numpy(np.flatnonzero(np.isin(y, classes))) for y in (data.train_y, data.test_y))
-            tasks.append(TaskData(classes, samples(pools[0], tr, 0), samples(pools[1], te, 0)))
+            labels = classes if relabel is None else list(range(n_labels))  # the labels the head sees
+            tasks.append(TaskData(labels, samples(pools[0], tr, 0), samples(pools[1], te, 0)))
     if cfg.tasks is not None:  # a part of the sequence, e.g. one task for a single-task expert
         tasks = [tasks[t - 1] for t in cfg.tasks]
-    class_mask = None
+    scenario = Scenario(cfg.dataset, cfg.setting, n_labels, shape, tasks, None, info.augment)
     if cfg.setting == "task":
-        class_mask = torch.full((len(tasks), data.n_classes), MASKED)
-        for k, task in enumerate(tasks):
-            class_mask[k, task.classes] = 0.0
-    return Scenario(cfg.dataset, cfg.setting, data.n_classes, shape, tasks, class_mask, info.augment)
+        scenario.class_mask = scenario.task_masks
+    return scenario

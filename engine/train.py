@@ -49,7 +49,7 @@ class RunResult:
 
 
 def total_steps(config: RunConfig, experiences) -> int:
-    return sum(config.train.epochs_per_task * math.ceil(len(e) / config.train.batch_size) for e in experiences)
+    return sum(config.train.task_steps(math.ceil(len(e) / config.train.batch_size)) for e in experiences)
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
@@ -81,7 +81,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     evaluation = ContinualEvaluation(
         [(task.test_x, task.test_y) for task in scenario.tasks], sink, every=config.eval.every,
         subset=config.eval.subset, seed=config.seed, class_mask=scenario.class_mask, should_stop=should_stop,
-        batch_size=config.eval.batch_size,
+        batch_size=config.eval.batch_size, task_masks=scenario.task_masks,
     ).to(fabric.device)  # the held-out sets live on the device for the whole run
     evaluation.autocast = fabric.autocast
     experiences = strategy.experiences(scenario)
@@ -166,16 +166,17 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
         schedule = build_schedule(raw, config.train, len(data))  # restarts with it
         optimizer = fabric.setup_optimizers(raw)
         running = True
-        for _epoch in range(config.train.epochs_per_task):
-            for batch in data:
+        steps_left = config.train.task_steps(len(data))  # whole passes (epochs), or a fixed number of steps
+        while steps_left > 0 and running:
+            for batch in data:  # one pass, reshuffled each time
                 with autocast():
                     loss = strategy.observe(module, batch, optimizer, backward)
                 schedule.step()
+                steps_left -= 1
                 if not evaluation.end_batch(strategy.eval_model(module), loss.detach()):
                     running = False
+                if not running or steps_left == 0:
                     break
-            if not running:
-                break
         # The task's consolidation (exemplars chosen, a buffer filled) comes before its end-of-task
         # evaluation, as in Mammoth (end_task, then evaluate) and Avalanche (after_training_exp, then
         # eval): iCaRL's nearest-mean classifier is its exemplars'. A diverged or stopped task has none.

@@ -27,7 +27,7 @@ base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name:
 grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}
 seeds: [0, 1, 2]"""
 
-SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental (permuted)"}
+SETTINGS = {"class": "Class-incremental", "task": "Task-incremental", "domain": "Domain-incremental"}  # its kind under More settings
 OPTIMIZERS = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
 WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
 SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process
@@ -72,6 +72,7 @@ def form_config(v) -> dict:
         "train": {"optimizer": v.get("train.optimizer", "sgd"), "lr": v.get("train.lr", 0.05),
                   "momentum": v.get("train.momentum", 0.0), "weight_decay": v.get("train.weight_decay", 0.0),
                   "batch_size": v.get("train.batch_size", 32), "epochs_per_task": v.get("train.epochs_per_task", 5),
+                  "iterations_per_task": v.get("train.iterations_per_task", 0) or None,
                   "weights": v.get("train.weights", "last"), "device": v.get("train.device", "auto"),
                   "precision": v.get("train.precision", "32")},
         "eval": {"every": v.get("eval.every", 10), "subset": v.get("eval.subset", 0) or None},
@@ -101,7 +102,7 @@ def form_state(config: dict) -> tuple[dict, list[str]]:
              "scenario.root": scenario.get("root") or "", "scenario.setting": scenario.get("setting", "class"),
              "scenario.n_tasks": scenario.get("n_tasks", 5), "shuffle_classes": scenario.get("class_seed") is not None,
              "scenario.class_seed": scenario.get("class_seed") or 0, "eval.every": ev.get("every", 10),
-             "eval.subset": ev.get("subset") or 0}
+             "eval.subset": ev.get("subset") or 0, "train.iterations_per_task": train.get("iterations_per_task") or 0}
     state.update({f"train.{k}": train.get(k, TrainConfig.model_fields[k].default)
                   for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights",
                             "device", "precision")})
@@ -376,6 +377,8 @@ with right:
     number("Weight decay", "train.weight_decay", 0.0, where=c2)
     number("Batch size", "train.batch_size", 32, where=c1)
     number("Epochs per task", "train.epochs_per_task", 5, where=c2)
+    number("Iterations per task", "train.iterations_per_task", 0, where=c1,
+           help=TrainConfig.model_fields["iterations_per_task"].description.replace("null:", "0:"))
     st.selectbox("Weights kept", WEIGHTS, key=initial("train.weights", "last"),
                  help=TrainConfig.model_fields["weights"].description)
     with st.expander("More training settings"):

@@ -43,6 +43,7 @@ live = opened["status"] not in FINAL_STATUSES
 LIVE_POINTS, FINISHED_POINTS = 800, 2000
 SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
                    "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
+CLASS_IL_FIGURES = {"task_il_acc": "Task-IL (masked)"}  # Mammoth's second column, class-incremental runs only
 
 
 refresh = live_refresh() if live else None
@@ -128,8 +129,9 @@ def run_view() -> None:
         (st.warning if status == "cancelled" else st.error)(
             f"{status.capitalize()}: {run['error']}", icon=":material/error:")
 
-    figures = st.columns(len(SUMMARY_FIGURES))
-    for column, (key, label) in zip(figures, SUMMARY_FIGURES.items()):
+    shown = {**SUMMARY_FIGURES, **(CLASS_IL_FIGURES if config["scenario"].get("setting", "class") == "class" else {})}
+    figures = st.columns(len(shown))
+    for column, (key, label) in zip(figures, shown.items()):
         info = METRICS[key]
         value = metrics.get(key)
         help_text = f"**{info.title}**. {info.tells} Source: {info.source}."

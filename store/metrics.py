@@ -70,6 +70,13 @@ _M: list[MetricInfo] = [
                r"\mathrm{ACC} = \frac{1}{T}\sum_{j=1}^{T} R_{T,j}",
                "Lopez-Paz & Ranzato, GEM, NeurIPS 2017", True,
                "Overall end result: stability and plasticity together.", "matrix"),
+    MetricInfo("task_il_acc", "Task-IL accuracy (Mammoth: masked at test time)",
+               r"\mathrm{ACC}^{\mathrm{Task\text{-}IL}} = \frac{1}{T}\sum_{j=1}^{T} \tilde{R}_{T,j}",
+               "Buzzega et al., DER, NeurIPS 2020 (Mammoth's Task-IL column of a class-IL run)", True,
+               "The class-incremental model's accuracy when told each test sample's task: its logits masked to "
+               "that task's classes at test time only (training stays class-incremental). R~ is the accuracy "
+               "matrix of these masked evaluations. Not the task-incremental setting, which masks in training "
+               "too.", "matrix", "a class-incremental run (its boundary_masked_acc rows)"),
     MetricInfo("bwt", "Backward transfer (BWT)",
                r"\mathrm{BWT} = \frac{1}{T-1}\sum_{i=1}^{T-1}\left(R_{T,i} - R_{i,i}\right)",
                "Lopez-Paz & Ranzato, GEM, NeurIPS 2017", True,
@@ -244,6 +251,19 @@ def acc(R, k: int | None = None) -> Value:
     cells = [(k, j) for j in range(1, k + 1)]
     why = why or _need(M, cells)
     return (None, why) if why else (_mean([M[c] for c in cells]), None)
+
+
+def task_il_acc(R_masked, k: int | None = None, config: Mapping | None = None) -> Value:
+    """Mammoth's Task-IL figure of a class-incremental run (Buzzega et al. 2020): ACC over the accuracy
+    matrix of the evaluations with each sample's logits masked to its task's classes at test time
+    (``boundary_masked_acc``). ``k``: the tasks finished (of the unmasked matrix)."""
+    if R_masked is None:
+        setting = ((config or {}).get("scenario") or {}).get("setting", "class")
+        if setting != "class":
+            own = "its acc is already masked to each task" if setting == "task" else "its tasks share every output"
+            return None, f"recorded for class-incremental runs only (this run is {setting}-incremental: {own})"
+        return None, "no task-masked evaluation recorded (the run was trained before CL Lab recorded them)"
+    return acc(R_masked, k)
 
 
 def bwt(R, k: int | None = None) -> Value:
@@ -837,6 +857,7 @@ class RunData:
     A: np.ndarray            # (n, T)
     spans: dict[int, tuple[int, int | None]]
     last_step: int | None
+    R_masked: np.ndarray | None = None  # (T+1) x T from boundary_masked_acc rows; None: none recorded
 
 
 _IDS = "SELECT unnest(?::INTEGER[])"
@@ -896,6 +917,12 @@ def _load(cur, ids: Sequence[int], meta: Mapping[int, tuple]) -> dict[int, RunDa
             FROM metrics WHERE metric IN ('acc', 'boundary_acc') AND task IS NOT NULL
               AND run_id IN ({_IDS})
             ORDER BY run_id, cont, step, task""", [ids]).fetchnumpy()
+    masked: dict[int, list[tuple]] = {}  # run -> [(step, task, value)] of its boundary_masked_acc rows
+    for rid, s, t, v in cur.execute(
+            f"""SELECT run_id, step, task, coalesce(value, 'NaN'::DOUBLE) FROM metrics
+                WHERE metric = 'boundary_masked_acc' AND task IS NOT NULL AND run_id IN ({_IDS})""",
+            [ids]).fetchall():
+        masked.setdefault(rid, []).append((s, t, v))
     rid_a = np.asarray(d["run_id"])
     uniq, first = np.unique(rid_a, return_index=True)
     bounds = dict(zip(uniq.tolist(), zip(first.tolist(), [*first[1:].tolist(), rid_a.size])))
@@ -913,7 +940,8 @@ def _load(cur, ids: Sequence[int], meta: Mapping[int, tuple]) -> dict[int, RunDa
         R = _matrix(bs, bt, bv, sp, T)
         steps, A = _series(step[nb:][ok[nb:]], task[nb:][ok[nb:]], val[nb:][ok[nb:]], bs, bt, bv, T,
                            (cfg.get("eval") or {}).get("subset") is None)
-        out[rid] = RunData(rid, name, status, cfg, T, R, steps, A, sp, last_step)
+        out[rid] = RunData(rid, name, status, cfg, T, R, steps, A, sp, last_step,
+                           masked_matrix(masked.get(rid, []), sp, T))
     return out
 
 
@@ -924,6 +952,15 @@ def _matrix(bs, bt, bv, spans: Spans, T: int) -> np.ndarray:
         sel = bs == e
         R[r, bt[sel] - 1] = bv[sel]
     return R
+
+
+def masked_matrix(rows, spans: Spans, T: int) -> np.ndarray | None:
+    """The task-masked accuracy matrix from (step, task, value) boundary_masked_acc rows; None without any."""
+    if len(rows) == 0:
+        return None
+    s, t, v = (np.asarray(c) for c in zip(*rows))
+    ok = (t >= 1) & (t <= T)
+    return _matrix(s[ok], t[ok].astype(np.int64), v[ok], spans, T)
 
 
 def _series(cs, ct, cv, bs, bt, bv, T: int, same_samples: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -1082,6 +1119,7 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
     pm_t = performance_maintenance_per_task(R, k)
     ac = acc_curve(R, k)
     put("acc", acc(R, k))
+    put("task_il_acc", task_il_acc(run.R_masked, k, run.config))
     put("bwt", bwt(R, k))
     put("fwt", fwt(R, k))
     put("forgetting", _avg(f_t))
@@ -1151,6 +1189,7 @@ def _summarize(run: RunData, ref: RunData | None, experts: Mapping[int, RunData]
         "partial": run.status != "finished" or k < T,
         **out,
         "accuracy_matrix": [[_num(x) for x in row] for row in R],
+        "task_il_matrix": None if run.R_masked is None else [[_num(x) for x in row] for row in run.R_masked],
         "stability_gaps": gaps,
         "per_task": {
             "acc_curve": listed(ac),
@@ -1316,6 +1355,7 @@ __all__ = [
     "stability_gaps",
     "summaries",
     "summary",
+    "task_il_acc",
     "tasks_done",
     "terminal_performance",
     "transfer",

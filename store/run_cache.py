@@ -45,11 +45,12 @@ _STATES: OrderedDict[tuple, "RunState"] = OrderedDict()
 _FIRST = -(2 ** 62)
 
 # What a run's series is made of, coded as small numbers (strings would cost more than the rest).
-ACC, BOUNDARY_ACC, TRAIN_LOSS = 1, 2, 3
+ACC, BOUNDARY_ACC, TRAIN_LOSS, BOUNDARY_MASKED_ACC = 1, 2, 3, 4
 _TAIL_SQL = """
-SELECT step, CASE metric WHEN 'acc' THEN 1 WHEN 'boundary_acc' THEN 2 ELSE 3 END::TINYINT AS metric,
-       coalesce(task, 0)::SMALLINT AS task, coalesce(value, 'NaN'::DOUBLE) AS value
-FROM metrics WHERE run_id = $run AND step >= $open AND metric IN ('acc', 'boundary_acc', 'train_loss')
+SELECT step, CASE metric WHEN 'acc' THEN 1 WHEN 'boundary_acc' THEN 2 WHEN 'train_loss' THEN 3 ELSE 4 END::TINYINT
+       AS metric, coalesce(task, 0)::SMALLINT AS task, coalesce(value, 'NaN'::DOUBLE) AS value
+FROM metrics WHERE run_id = $run AND step >= $open
+  AND metric IN ('acc', 'boundary_acc', 'train_loss', 'boundary_masked_acc')
 """
 
 
@@ -131,6 +132,7 @@ class RunState:
         self._A = np.empty((0, T))
         self._loss = np.empty(0)
         self.boundary = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
+        self.boundary_masked = self.boundary  # Mammoth's Task-IL evaluations (class-incremental runs)
         self.mins: dict = {}  # task -> [end, rows done, lowest, count]
         self.drops: dict = {}  # (w, increase, task) -> [start, rows done, largest, any pair]
         self.curves: dict | None = None  # computed for the first ``curves_done`` rows, under ``curves_spans``
@@ -197,6 +199,7 @@ class RunState:
         self.version = version
         self.below = total - _count(cur, self.id, self.open)
         self.R = M._matrix(*self.boundary, spans, self.T)
+        self.R_masked = M.masked_matrix(list(zip(*self.boundary_masked)), spans, self.T)
         self._settle()
         return True
 
@@ -208,6 +211,10 @@ class RunState:
         a = ok & (metric == ACC)
         keep = self.boundary[0] < self.open
         self.boundary = tuple(np.concatenate([old[keep], new[b]]) for old, new in zip(self.boundary, (step, task, value)))
+        bm = ok & (metric == BOUNDARY_MASKED_ACC)
+        keep = self.boundary_masked[0] < self.open
+        self.boundary_masked = tuple(np.concatenate([old[keep], new[bm]])
+                                     for old, new in zip(self.boundary_masked, (step, task, value)))
         steps, A = M._series(step[a], task[a], value[a], step[b], task[b], value[b], T, self.same)
         loss = np.full(steps.size, np.nan)
         lm = metric == TRAIN_LOSS
@@ -240,7 +247,7 @@ class RunState:
     def data(self) -> M.RunData:
         run = self.run
         return M.RunData(self.id, run["name"], run["status"], self.config, self.T, self.R, self.steps, self.A,
-                         self.spans, run["last_step"])
+                         self.spans, run["last_step"], self.R_masked)
 
     # ---- the continual metrics, kept for the settled rows ---------------------------------------
     def _fold_min(self, i: int, s: list, upto: int) -> None:

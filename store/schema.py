@@ -7,7 +7,9 @@ Tables:
   ``metric`` is one of ``train_loss`` (every step, ``task`` = the task being trained),
   ``acc`` / ``loss`` (continual evaluation every ``eval.every`` steps, on each task's held-out set,
   or a fixed subset of it) and ``boundary_acc`` / ``boundary_loss`` (a full evaluation at step 0,
-  before training, and at the last step of each task: the rows of the accuracy matrix).
+  before training, and at the last step of each task: the rows of the accuracy matrix), and for a
+  class-incremental run ``boundary_masked_acc`` (the same evaluations with the logits masked to each
+  sample's task at test time: Mammoth's Task-IL figure).
   Tasks are numbered from 1; step 0 is before the first training iteration.
 - ``task_boundaries``: task ``task`` is trained over the steps ``(start_step, end_step]``;
   ``end_step`` is NULL while the task is training.

@@ -137,7 +137,7 @@ def source_config(root) -> dict:
         "model": {"name": "cnn", "channels": [8, 16], "batch_norm": True},
         "strategy": {"name": "replay", "buffer_size": 30, "replay_batch_size": 8, "policy": "class_balanced"},
         "train": {"optimizer": "adam", "lr": 0.003, "momentum": 0.5, "weight_decay": 0.0001, "batch_size": 16,
-                  "epochs_per_task": 2, "optimizer_state": "keep", "augment": "none", "schedule": "cosine", "warmup_steps": 2, "lr_step_every": 2,
+                  "epochs_per_task": 2, "iterations_per_task": 3, "optimizer_state": "keep", "augment": "none", "schedule": "cosine", "warmup_steps": 2, "lr_step_every": 2,
                   "lr_gamma": 0.5, "device": "cpu", "precision": "bf16-mixed", "deterministic": True, "weights": "none"},
         "eval": {"every": 3, "batch_size": 64, "subset": 10},
     }
@@ -165,7 +165,7 @@ def test_relaunch_fills_every_field_and_launching_it_unchanged_gives_the_same_co
         "strategy.name": "replay", "strategy.replay.buffer_size": 30, "strategy.replay.replay_batch_size": 8,
         "strategy.replay.policy": "class_balanced",
         "train.optimizer": "adam", "train.lr": 0.003, "train.momentum": 0.5, "train.weight_decay": 0.0001,
-        "train.batch_size": 16, "train.epochs_per_task": 2, "train.optimizer_state": "keep", "train.augment": "none", "train.schedule": "cosine",
+        "train.batch_size": 16, "train.epochs_per_task": 2, "train.iterations_per_task": 3, "train.optimizer_state": "keep", "train.augment": "none", "train.schedule": "cosine",
         "train.warmup_steps": 2, "train.lr_step_every": 2, "train.lr_gamma": 0.5, "train.device": "cpu",
         "train.precision": "bf16-mixed", "train.deterministic": True, "train.weights": "none",
         "eval.every": 3, "eval.batch_size": 64, "eval.subset": 10,
@@ -347,3 +347,22 @@ def table_column(page, header: str) -> list[str]:
     """The cells of a data table's column (the grid is drawn on a canvas; its cells are in the DOM, hidden)."""
     column = page.get_by_role("columnheader", name=header, exact=True, include_hidden=True).first.get_attribute("aria-colindex")
     return page.locator(f'[role="gridcell"][aria-colindex="{column}"]').all_text_contents()
+
+
+def test_the_form_queues_a_domain_split_run_with_its_two_unit_head(lab_launch_page):
+    import torch
+
+    lab, at = lab_launch_page
+    set_small(at)
+    at.radio(key="scenario.setting").set_value("domain")
+    at.selectbox(key="scenario.domain").set_value("split")
+    at.number_input(key="scenario.n_tasks").set_value(5)
+    at.run()
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error
+    run_id = launched_run(at)
+    config = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])
+    assert (config["scenario"]["setting"], config["scenario"]["domain"], config["scenario"]["n_tasks"]) == ("domain", "split", 5)
+    assert lab.manager.wait(run_id, timeout=180) == "finished"
+    weights = torch.load(lab.store.artifacts_dir(run_id) / "after-task-5.pt")
+    assert [v for k, v in weights.items() if k.endswith("weight")][-1].shape == (2, 16)

@@ -133,7 +133,7 @@ def test_image_models_refuse_flat_data_and_cuda_without_a_gpu_with_one_line():
 
 
 def test_a_sweep_checks_model_keys_against_the_models():
-    from engine.sweep import parse_sweep
+    from engine.sweep import expand, parse_sweep
 
     def problems(grid):
         with pytest.raises(ConfigError) as err:
@@ -141,8 +141,11 @@ def test_a_sweep_checks_model_keys_against_the_models():
         return err.value.problems
 
     assert problems({"model.depth": [2, 3]}) == [
-        "grid.model.depth: model has no field depth (fields: name, hidden, channels, batch_norm, nf)"]
+        "grid.model.depth: model has no field depth (fields: name, hidden, init, channels, batch_norm, nf)"]
     assert problems({"model.nf": [8, 20]}) == ["grid.model.nf: is not a known field"]  # the base's model is mlp
+    assert problems({"model.init": ["xavier", "he"]}) == ["grid.model.init = 'he': must be 'default' or 'xavier'"]
+    swept = expand(parse_sweep({"name": "i", "base": {"scenario": {"n_tasks": 2}}, "grid": {"model.init": ["default", "xavier"]}}))
+    assert [c.model.init for c in swept] == ["default", "xavier"]
 
 
 @pytest.mark.parametrize("schedule,expected", [
@@ -264,3 +267,43 @@ def test_the_manager_places_runs_by_device_and_fails_a_gpu_run_it_cannot_place(s
         assert manager.counts()["workers"] == 0  # nothing was started for it
     finally:
         manager.shutdown()
+
+
+def test_mlp_xavier_init_draws_glorot_uniform_weights_and_zero_biases_in_a_run(store):
+    """model.init: xavier (Mammoth's MNIST MLP): every linear layer's weights uniform on (-a, a), a =
+    sqrt(6 / (fan_in + fan_out)), biases 0, read from a run's weights before training (after-task-0.pt)."""
+    import math
+
+    import torch
+
+    from engine.manager import run_in_process
+    from tests.conftest import small_config
+
+    def initial_weights(init):
+        run_id = run_in_process(store, small_config("naive", model={"name": "mlp", "hidden": [400, 400], "init": init},
+                                                    train={"weights": "every"}))
+        return torch.load(store.artifacts_dir(run_id) / "after-task-0.pt")
+
+    xavier, default = initial_weights("xavier"), initial_weights("default")
+    layers = [k[:-len(".weight")] for k in xavier if k.endswith(".weight")]
+    assert len(layers) == 3  # two hidden layers and the head
+    for name in layers:
+        w, b = xavier[f"{name}.weight"], xavier[f"{name}.bias"]
+        fan_out, fan_in = w.shape
+        a = math.sqrt(6 / (fan_in + fan_out))
+        assert float(w.abs().max()) <= a and float(w.abs().max()) > 0.95 * a
+        assert abs(float(w.std()) - a / math.sqrt(3)) < 0.05 * a / math.sqrt(3)  # a uniform's sd
+        assert not b.any()
+        assert default[f"{name}.bias"].any()  # PyTorch's default draws biases too
+        assert float(default[f"{name}.weight"].abs().max()) <= 1 / math.sqrt(fan_in)  # Kaiming(a = sqrt 5) bound
+
+
+def test_the_launch_form_offers_the_mlp_init_and_queues_it(lab_launch_page):
+    import json
+
+    lab, at = lab_launch_page
+    at.selectbox(key="model.mlp.init").set_value("xavier")
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    config = json.loads(lab.store.sql("SELECT config FROM runs ORDER BY id DESC LIMIT 1")[0][0])
+    assert config["model"]["init"] == "xavier"

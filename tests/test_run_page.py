@@ -103,6 +103,14 @@ def test_a_finished_run_shows_final_figures_full_width_charts_and_no_live_contro
     assert y["scale"]["domain"] == ["init", "task 1", "task 2", "task 3"]
 
 
+def test_a_class_il_run_shows_mammoths_task_il_figure_beside_acc(lab, finished_run):
+    from store.metrics import summary
+
+    figures = shown(run_page(finished_run))["figures"]
+    assert figures["Task-IL (masked)"] == f"{summary(lab.store, finished_run)['task_il_acc']:.3f}"
+    assert float(figures["Task-IL (masked)"]) >= float(figures["ACC"])
+
+
 def test_every_encoding_of_the_run_charts_has_a_type(lab, finished_run):
     at = run_page(finished_run)
     for spec in shown(at)["charts"]:

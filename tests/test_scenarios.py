@@ -165,3 +165,59 @@ def test_a_scenario_moves_to_a_device_once_and_its_experiences_follow(tmp_path):
     assert s.tasks[0].train.pool.x.device.type == "meta" and s.tasks[1].test_x.device.type == "meta"
     x, y, t = next(iter(experience.batches(8, torch.Generator().manual_seed(0), "meta", ("crop", "flip"))))
     assert x.device.type == y.device.type == t.device.type == "meta" and x.shape == (8, 3, 32, 32)
+
+
+def test_domain_split_relabels_each_task_by_the_place_in_it_with_one_head_of_that_size():
+    """van de Ven et al.'s domain-incremental Split MNIST: the class split, each pair read "first or second"."""
+    split = build_scenario(ScenarioConfig(setting="domain", domain="split", n_tasks=5))
+    classes = build_scenario(ScenarioConfig(setting="class", n_tasks=5))
+    assert split.n_classes == 2 and split.class_mask is None and split.task_masks is None
+    for s, c in zip(split.tasks, classes.tasks):
+        assert s.classes == [0, 1]
+        assert torch.equal(s.train_x, c.train_x) and torch.equal(s.test_x, c.test_x)  # the inputs are not changed
+        assert torch.equal(s.train_y, c.train_y % 2) and torch.equal(s.test_y, c.test_y % 2)
+    shuffled = build_scenario(ScenarioConfig(setting="domain", domain="split", n_tasks=2, class_seed=3))
+    order = build_scenario(ScenarioConfig(setting="class", n_tasks=2, class_seed=3))
+    for s, c in zip(shuffled.tasks, order.tasks):  # the place in the task, whatever the class order
+        assert s.train_y.tolist() == [c.classes.index(y) for y in c.train_y.tolist()]
+    assert shuffled.n_classes == 5
+
+
+def test_domain_split_refuses_classes_that_do_not_divide_in_one_line():
+    import pytest
+
+    from engine.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"scenario": {"setting": "domain", "domain": "split", "n_tasks": 3}})
+    assert err.value.problems == ["scenario.n_tasks = 3: scenario.domain = 'split' needs as many classes in every "
+                                  "task: the 10 classes of digits do not divide by 3"]
+    parse_config({"scenario": {"setting": "domain", "domain": "permuted", "n_tasks": 3}})  # the others need not
+
+
+def test_a_domain_split_run_from_the_cli_has_a_two_unit_head_and_learns_above_chance(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from store import Store
+    from store.metrics import summary
+    from tests.conftest import ROOT
+
+    config = tmp_path / "split.yaml"
+    config.write_text("name: domain split\nscenario: {setting: domain, domain: split, n_tasks: 5}\n"
+                      "model: {hidden: [64]}\ntrain: {epochs_per_task: 1}\neval: {every: 5}\n")
+    db = tmp_path / "lab.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(db)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_id = int(re.match(r"run (\d+)", proc.stdout).group(1))
+    store = Store(db, read_only=True)
+    try:
+        weights = torch.load(store.artifacts_dir(run_id) / "after-task-5.pt")
+        s = summary(store, run_id)
+    finally:
+        store.close()
+    head = [v for k, v in weights.items() if k.endswith("weight")][-1]
+    assert head.shape == (2, 64)
+    assert s["acc"] > 0.7  # chance is 0.5 (measured 0.862)

@@ -190,3 +190,20 @@ def test_the_cli_in_process_reports_yaml_errors_and_unreadable_files(tmp_path, c
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--db", str(db)]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_a_sweep_over_the_domain_kinds_includes_split_and_names_a_split_that_cannot_be():
+    base = {**BASE, "scenario": {"dataset": "digits", "setting": "domain", "n_tasks": 5}}
+    configs = expand(parse_sweep({"name": "d", "base": base, "grid": {"scenario.domain": ["permuted", "split"]}}))
+    assert [c.scenario.domain for c in configs] == ["permuted", "split"]
+    assert problems({"name": "d", "base": {**base, "scenario": {**base["scenario"], "domain": "split"}},
+                     "grid": {"scenario.n_tasks": [2, 3]}}) == [
+        "grid.scenario.n_tasks = 3: scenario.domain = 'split' needs as many classes in every task: the 10 classes "
+        "of digits do not divide by 3"]
+
+
+def test_a_sweep_over_iterations_per_task_checks_each_value():
+    configs = expand(parse_sweep({"name": "it", "base": BASE, "grid": {"train.iterations_per_task": [5, 2000]}}))
+    assert [c.train.iterations_per_task for c in configs] == [5, 2000]
+    assert problems({"name": "it", "base": BASE, "grid": {"train.iterations_per_task": [5, 0]}}) == [
+        "grid.train.iterations_per_task = 0: must be greater than or equal to 1"]

@@ -91,3 +91,42 @@ def test_the_launch_form_offers_both_settings_and_queues_them(lab_launch_page):
     assert not at.exception and not at.error, [e.value for e in at.error]
     config = json.loads(lab.store.sql("SELECT config FROM runs ORDER BY id DESC LIMIT 1")[0][0])
     assert config["train"]["optimizer_state"] == "keep" and config["scenario"]["normalize"] is False
+
+
+def test_iterations_per_task_trains_each_task_exactly_that_many_steps(store):
+    """train.iterations_per_task (van de Ven et al.'s 2,000 a task): 30 steps is 2.5 passes over a task of
+    Split-Digits, 5 is less than one; the boundaries, the run's total and the cost estimate all count them."""
+    from engine.config import ConfigError, parse_config
+    from engine.cost import estimate
+    from engine.manager import run_in_process
+
+    config = small_config("naive", n_tasks=3, train={"iterations_per_task": 30})
+    run_id = run_in_process(store, config)
+    spans = store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [run_id])
+    assert spans == [(1, 0, 30), (2, 30, 60), (3, 60, 90)]
+    assert store.sql("SELECT total_steps, last_step FROM runs WHERE id = ?", [run_id]) == [(90, 90)]
+    per_task = store.sql("SELECT task, count(*) FROM metrics WHERE run_id = ? AND metric = 'train_loss' "
+                         "GROUP BY task ORDER BY task", [run_id])
+    assert per_task == [(1, 30), (2, 30), (3, 30)]
+    assert estimate(config).steps == 90 != estimate(small_config("naive", n_tasks=3)).steps
+    _, _, ends = losses(small_config("naive", n_tasks=2, train={"iterations_per_task": 5}))
+    assert ends == {1: 5, 2: 10}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"iterations_per_task": 0}})
+    assert err.value.problems == ["train.iterations_per_task = 0: must be greater than or equal to 1"]
+
+
+def test_the_launch_form_queues_iterations_per_task_and_zero_means_epochs(lab_launch_page):
+    import json
+
+    lab, at = lab_launch_page
+    at.number_input(key="train.iterations_per_task").set_value(7)
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    config = json.loads(lab.store.sql("SELECT config FROM runs ORDER BY id DESC LIMIT 1")[0][0])
+    assert config["train"]["iterations_per_task"] == 7
+    at.switch_page("pages/launch.py").run()  # launching opened the Run page
+    at.number_input(key="train.iterations_per_task").set_value(0)
+    at.button(key="launch").click().run()
+    config = json.loads(lab.store.sql("SELECT config FROM runs ORDER BY id DESC LIMIT 1")[0][0])
+    assert config["train"]["iterations_per_task"] is None

@@ -7,4 +7,4 @@ import math
 
 def steps_in_task(module, experience) -> int:
     cfg = module.train_cfg
-    return cfg.epochs_per_task * math.ceil(len(experience.y) / cfg.batch_size)
+    return cfg.task_steps(math.ceil(len(experience.y) / cfg.batch_size))
