@@ -11,7 +11,7 @@ printed and where::
                                    # give its own, e.g. scale: 1 for a figure in steps)
     tolerance: 2                   # a difference above this many points needs its cause named
     lower_bound: false             # true: the figures are targets (Avalanche's), only falling short counts
-    columns: [{name: Class-IL, metric: acc}, {name: Task-IL, metric: boundary_masked_acc}]
+    columns: [{name: Class-IL, metric: acc}, {name: Task-IL, metric: task_il_acc}]
     causes: {icarl-exemplars: "what differs and why"}            # the known causes, by key
     rows:
       - {name: ER (200), match: {strategy.name: replay, strategy.buffer_size: 200},
