@@ -81,6 +81,41 @@ def test_reservoir_keeps_every_sample_with_equal_chance_and_extra_fields_follow(
     assert 70 < chi2 < 180
 
 
+def test_reservoir_keeps_the_later_sample_of_a_slot_drawn_twice_so_a_seed_repeats():
+    """The one-at-a-time algorithm, drawing the same numbers, is the reference. Over 60 batches some slot
+    is drawn twice in one call; with wide inputs and two threads, index_put once kept either sample."""
+    size, batch, width, steps = 200, 32, 3072, 60
+
+    def reference(seed, steps):
+        g, memory, seen = torch.Generator().manual_seed(seed), {}, 0
+        for step in range(steps):
+            ids = range(step * batch, (step + 1) * batch)
+            free = min(max(size - seen, 0), batch)
+            for i in ids[:free]:
+                memory[seen] = i
+                seen += 1
+            scale = torch.arange(seen + 1, seen + batch - free + 1, dtype=torch.float64)
+            draws = (torch.rand(batch - free, generator=g, dtype=torch.float64) * scale).long().tolist()
+            for i, d in zip(ids[free:], draws):
+                if d < size:
+                    memory[d] = i
+            seen += batch - free
+        return [memory[k] for k in range(size)]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        for seed in range(5):
+            buffer = ReservoirBuffer(size, torch.Generator().manual_seed(seed))
+            for step in range(steps):
+                ids = torch.arange(step * batch, (step + 1) * batch)
+                buffer.add(ids.float()[:, None].expand(batch, width).contiguous(), ids, ids)
+            assert buffer.y.tolist() == reference(seed, steps), seed
+            assert torch.equal(buffer.x[:, 0].long(), buffer.y) and bool((buffer.x == buffer.x[:, :1]).all())
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_class_balanced_memory_holds_equal_counts_per_class():
     scenario, (first, second) = experiences(2)
     buffer = BalancedBuffer(200, "class", torch.Generator().manual_seed(0))

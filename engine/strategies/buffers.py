@@ -60,7 +60,13 @@ class ReservoirBuffer(Memory):
             # the others are written to the spare row, never read: no nonzero(), no sync, few small ops
             seen = torch.arange(self.seen + free + 1, self.seen + n + 1, dtype=torch.float64)
             draw = (torch.rand(n - free, generator=self.generator, dtype=torch.float64) * seen).long()
-            slot = draw.clamp_(max=self.size).to(self.data["y"].device, non_blocking=True)
+            slot = draw.clamp_(max=self.size)
+            # a slot drawn twice in one call keeps the later sample, as the one-at-a-time algorithm does
+            # (the earlier go to the spare row): an index_put with repeated indices keeps an arbitrary
+            # one, which differed between runs of the same seed
+            order = torch.arange(len(slot))
+            last = torch.full((self.size + 1,), -1, dtype=torch.long).scatter_reduce_(0, slot, order, "amax")
+            slot = torch.where(last[slot] == order, slot, self.size).to(self.data["y"].device, non_blocking=True)
             for k, v in fields.items():
                 self.data[k][slot] = v[free:]
         self.seen += n
