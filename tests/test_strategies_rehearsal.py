@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.augment import InputAugment
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
 from engine.manager import run_in_process
 from engine.models.mlp import MLP
@@ -221,6 +222,61 @@ def test_er_ace_masks_the_classes_absent_from_the_incoming_batch():
     # with an empty buffer (the first task) the incoming loss is plain cross-entropy
     fresh, module = make("er_ace", scenario)
     assert torch.isclose(fresh.training_loss(module, x, y, t), module.loss(x, y, t))
+
+
+# ---- augmentation: raw inputs stored, replayed ones augmented at every draw (Mammoth) ----------------
+def test_a_memory_augments_the_inputs_it_replays_anew_at_every_draw():
+    x = torch.rand(1, 3, 8, 8)
+    buffer = ReservoirBuffer(1, torch.Generator().manual_seed(0))  # one sample: every draw is it
+    buffer.add(x, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    black = torch.tensor([-1.0, -2.0, -3.0])  # black after normalisation, one value a channel
+    draws = [buffer.sample(4, InputAugment(("crop", "flip"), black))[0][0] for _ in range(12)]
+    padded = black.view(3, 1, 1).expand(3, 16, 16).clone()
+    padded[:, 4:12, 4:12] = x[0]
+    windows = [w for r in range(9) for c in range(9) for w in (padded[:, r:r + 8, c:c + 8], padded[:, r:r + 8, c:c + 8].flip(2))]
+    assert all(any(torch.equal(d, w) for w in windows) for d in draws)  # a window of the padded sample, maybe mirrored
+    assert len({d.numpy().tobytes() for d in draws}) > 6 and sum(torch.equal(d, x[0]) for d in draws) < 3
+    assert torch.equal(buffer.x, x)  # what is stored stays raw
+    assert torch.equal(buffer.sample(4)[0], x) and torch.equal(buffer.sample(4, InputAugment())[0], x)  # none: as stored
+
+
+@pytest.mark.parametrize("name, field", [("replay", "replay_buffer"), ("der", "buffer"), ("er_ace", "buffer"),
+                                         ("replay", "class_balanced")])
+def test_a_real_run_with_augmentation_stores_the_raw_inputs(tmp_path, name, field):
+    """Through the training loop on CIFAR-format files with the dataset's crop and flip: the memory
+    saved with the checkpoint after task 1 holds exactly task 1's inputs before augmentation."""
+    import pickle
+
+    from engine import checkpoint as checkpoints
+    from engine.models import build_model
+    from engine.train import train_run
+    from tests.test_datasets import write_cifar10
+    from tests.test_resume import ListSink
+
+    write_cifar10(tmp_path, per_batch=40, n_test=20)
+    strategy = {"name": name, "buffer_size": 60}
+    if field == "class_balanced":
+        strategy["policy"], field = "class_balanced", "replay_buffer"
+    config = parse_config({
+        "scenario": {"dataset": "cifar10", "root": str(tmp_path), "n_tasks": 2}, "model": {"name": "mlp", "hidden": [32]},
+        "strategy": strategy, "train": {"batch_size": 20, "epochs_per_task": 2, "augment": "default"},
+        "eval": {"every": 10}})
+    path = tmp_path / "resume.ckpt"
+    assert train_run(config, ListSink(), checkpoint=path).status == "finished"
+    scenario = build_scenario(config.scenario)
+    fresh = STRATEGIES[name](**config.strategy_hparams)
+    net = build_model(config.model, scenario.input_shape, scenario.n_classes)
+    module = ContinualModule(net, fresh, config.train, scenario.class_mask, scenario.n_classes)
+    with open(path, "rb") as f:
+        pickle.load(f)  # the header
+        blob = pickle.load(f)["strategy"]
+    state = checkpoints.strategy_state(blob, checkpoints.live_objects(module, scenario, fresh.experiences(scenario)))
+    memory = state[field]
+    raw = scenario.tasks[0].train.x()  # task 1's 100 images, normalised, not augmented
+    assert len(memory) == 60 and state["augment"].names == ("crop", "flip")
+    same = (memory.x[:, None] == raw[None]).flatten(2).all(2)  # (held, task 1's samples)
+    assert same.any(1).all()  # every held input is one of them, exactly
+    assert torch.equal(raw[same.float().argmax(1)], memory.x)
 
 
 # ---- A-GEM, GEM ---------------------------------------------------------------------------------------

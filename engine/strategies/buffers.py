@@ -2,12 +2,16 @@
 
 Every memory keeps named tensors (``x``, ``y``, ``t`` and any extra field, such as DER's logits) on the
 device of the data it was given, and draws its random numbers from the strategy's seeded CPU generator
-(so a run is reproducible on any device, and no random draw waits for the accelerator).
+(so a run is reproducible on any device, and no random draw waits for the accelerator). The inputs are
+stored as they were before augmentation; ``sample`` augments the drawn ones anew at every draw, with the
+run's augmentation, as Mammoth's buffer applies its ``transform`` in ``get_data``.
 """
 
 from __future__ import annotations
 
 import torch
+
+from engine.augment import InputAugment
 
 
 class Memory:
@@ -27,11 +31,15 @@ class Memory:
             return data[name][: len(self)]
         raise AttributeError(name)
 
-    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
-        """``n`` samples (at most as many as held) drawn uniformly, each field in the order added."""
+    def sample(self, n: int, augment: InputAugment | None = None) -> tuple[torch.Tensor, ...]:
+        """``n`` samples (at most as many as held) drawn uniformly, each field in the order added; the
+        inputs (``x``) through ``augment``, drawing from the memory's generator."""
         idx = torch.randint(len(self), (min(n, len(self)),), generator=self.generator)
         idx = idx.to(self.data["y"].device, non_blocking=True)
-        return tuple(v[idx] for v in self.data.values())
+        drawn = {k: v[idx] for k, v in self.data.items()}
+        if augment:
+            drawn["x"] = augment(drawn["x"], self.generator)
+        return tuple(drawn.values())
 
 
 class ReservoirBuffer(Memory):
@@ -111,8 +119,8 @@ class BalancedBuffer(Memory):
         keep = torch.cat(keep)
         self.data = {k: v[keep] for k, v in data.items()}
 
-    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
-        return super().sample(n)[:-2]  # without the bookkeeping fields
+    def sample(self, n: int, augment: InputAugment | None = None) -> tuple[torch.Tensor, ...]:
+        return super().sample(n, augment)[:-2]  # without the bookkeeping fields
 
     def groups(self) -> list[tuple[torch.Tensor, ...]]:
         """Every group's samples (GEM: one memory a past task), fields as ``sample`` gives them."""

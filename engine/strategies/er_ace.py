@@ -32,9 +32,9 @@ class ERACE(Strategy):
         if len(self.buffer):
             present = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device).index_fill_(0, y, True)
             logits = logits.masked_fill(~present, torch.finfo(logits.dtype).min)
-            bx, by, bt = self.buffer.sample(self.replay_batch_size)
+            bx, by, bt = self.buffer.sample(self.replay_batch_size, self.augment)
             loss = F.cross_entropy(logits, y) + module.loss(bx, by, bt)
         else:
             loss = F.cross_entropy(logits, y)
-        self.buffer.add(x, y, t)
+        self.buffer.add(self.unaugmented(x), y, t)
         return loss

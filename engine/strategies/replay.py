@@ -40,11 +40,11 @@ class Replay(Strategy):
     def training_loss(self, module, x, y, t):
         batch = (x, y, t)
         if len(self.replay_buffer):
-            bx, by, bt = self.replay_buffer.sample(self.replay_batch_size)
+            bx, by, bt = self.replay_buffer.sample(self.replay_batch_size, self.augment)
             batch = (torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt]))
         loss = module.loss(*batch)
         if self.policy == "reservoir":
-            self.replay_buffer.add(x, y, t)
+            self.replay_buffer.add(self.unaugmented(x), y, t)
         return loss
 
     def after_task(self, module, experience):
