@@ -168,6 +168,69 @@ def test_balanced_replay_fills_at_task_end_only(policy):
     assert len(replay.replay_buffer) == 50 and set(replay.replay_buffer.y.tolist()) <= set(first.y.tolist())
 
 
+# ---- van de Ven's conventions: a memory per class, replay weighted 1/k --------------------------------
+@pytest.mark.parametrize("setting", ["class", "domain"])
+def test_a_memory_per_class_grows_with_the_classes_of_each_task(setting):
+    scenario = build_scenario(ScenarioConfig(n_tasks=2, setting=setting))
+    replay, module = make("replay", scenario, policy="per_class", memory_per_class=12)
+    for experience in replay.experiences(scenario):
+        replay.after_task(module, experience)
+        memory = replay.replay_buffer
+        classes = [c for task in scenario.tasks[:experience.task] for c in task.classes]
+        assert len(memory) == 12 * len(classes)  # van de Ven: budget x classes seen (domain: each task's own)
+        for k, task in enumerate(scenario.tasks[:experience.task]):
+            assert torch.bincount(memory.y[memory.t == k], minlength=10)[task.classes].tolist() == [12] * len(task.classes)
+
+
+def test_replay_weighted_one_over_k_against_joined():
+    scenario, (first, second) = experiences(2)
+    x, y, t = second.x[:32], second.y[:32], second.t[:32]
+    losses = {}
+    for weighting in ("joined", "one_over_k"):
+        replay, module = make("replay", scenario, weighting=weighting, policy="class_balanced", buffer_size=50,
+                              replay_batch_size=16)  # joined: 2/3 and 1/3
+        replay.before_task(module, first)
+        assert torch.isclose(replay.training_loss(module, x, y, t), module.loss(x, y, t))  # nothing held yet
+        replay.after_task(module, first)
+        replay.before_task(module, second)  # k = 2
+        state = replay.generator.get_state()
+        loss = replay.training_loss(module, x, y, t)
+        replay.generator.set_state(state)
+        bx, by, bt = replay.replay_buffer.sample(replay.replay_batch_size)  # the same draw
+        losses[weighting] = (loss, module.loss(x, y, t), module.loss(bx, by, bt),
+                             module.loss(torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt])))
+    loss, current, replayed, joined = losses["one_over_k"]
+    assert torch.isclose(loss, current / 2 + replayed / 2)  # van de Ven's rnt = 1/k, k = 2
+    loss, current, replayed, joined = losses["joined"]
+    assert torch.isclose(loss, joined) and not torch.isclose(loss, current / 2 + replayed / 2)  # Mammoth's ER
+    reservoir, module = make("replay", scenario, weighting="one_over_k", buffer_size=50)
+    reservoir.before_task(module, first)
+    train(reservoir, module, first, 3)
+    assert torch.isclose(reservoir.training_loss(module, x, y, t), module.loss(x, y, t))  # k = 1: no replay
+    reservoir.before_task(module, second)
+    assert reservoir.tasks_seen == 2
+
+
+def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = tmp_path / "c.yaml"
+    base = "scenario: {n_tasks: 3}\nmodel: {hidden: [32]}\ntrain: {epochs_per_task: 1}\neval: {every: 20}\n"
+    config.write_text(base + "strategy: {name: replay, policy: per_class, memory_per_class: 30, weighting: one_over_k}\n")
+    run = lambda path: subprocess.run([sys.executable, "-m", "engine", "run", str(path), "--db", str(tmp_path / "lab.duckdb")],  # noqa: E731
+                                      cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = run(config)
+    assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "strategy: {name: replay, weighting: 1/k}\n")
+    proc = run(bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "strategy.weighting = '1/k': must be 'joined' or 'one_over_k'" in proc.stdout + proc.stderr
+
+
 # ---- DER, DER++, ER-ACE -------------------------------------------------------------------------------
 def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
     scenario, (first, second) = experiences(2)

@@ -86,12 +86,13 @@ class BalancedBuffer(Memory):
     or the experiences (``by="experience"``) seen so far, as Avalanche's ``ClassBalancedBuffer`` and
     ``ExperienceBalancedBuffer``: each group keeps a uniform random subset of its samples, the first
     groups one more when the size does not divide. With ``per_group`` every group keeps that many
-    instead (A-GEM's and GEM's memory per task)."""
+    instead (A-GEM's and GEM's memory per task; van de Ven's memory per class, ``by="task_class"``:
+    a class of each task is its own group, so a domain-incremental class seen in 5 tasks has 5)."""
 
     def __init__(self, size: int, by: str, generator: torch.Generator, per_group: int | None = None):
         super().__init__(size, generator)
-        if by not in ("class", "experience"):
-            raise ValueError(f"by = {by!r}: must be class or experience")
+        if by not in ("class", "experience", "task_class"):
+            raise ValueError(f"by = {by!r}: must be class, experience or task_class")
         self.by = by
         self.per_group = per_group
         self.experiences = 0
@@ -108,7 +109,7 @@ class BalancedBuffer(Memory):
         """Add one experience's data and cut every group back to its share."""
         self.experiences += 1
         new = {"x": x, "y": y, "t": t, **extra,
-               "group": y if self.by == "class" else torch.full_like(y, self.experiences - 1),
+               "group": self.group_of(y, t),
                "priority": torch.rand(len(y), generator=self.generator).to(y.device)}
         data = {k: torch.cat([self.data[k], v]) if self.data else v for k, v in new.items()}
         groups = torch.unique(data["group"]).tolist()
@@ -118,6 +119,13 @@ class BalancedBuffer(Memory):
             keep.append(idx[data["priority"][idx].argsort(descending=True)[:length]])
         keep = torch.cat(keep)
         self.data = {k: v[keep] for k, v in data.items()}
+
+    def group_of(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.by == "class":
+            return y
+        if self.by == "task_class":
+            return t.to(y.device, torch.long) * 2 ** 32 + y  # one key a (task, class)
+        return torch.full_like(y, self.experiences - 1)
 
     def sample(self, n: int, augment: InputAugment | None = None) -> tuple[torch.Tensor, ...]:
         return super().sample(n, augment)[:-2]  # without the bookkeeping fields
