@@ -111,10 +111,12 @@ class Strategy:
         self._step_inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, x before augmentation)
 
     @classmethod
-    def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int) -> int:
+    def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int,
+                    task_classes: int = 0) -> int:
         """Memory the strategy holds beside the model at its peak, for the cost estimate made before a
         run is queued (``engine.cost``): ``weights`` is the model's size in bytes, ``sample`` one
-        training sample's. Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
+        training sample's, ``task_classes`` the classes of all tasks counted per task (a memory per
+        class). Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
         return int(hparams.get("buffer_size", 0)) * sample
 
     # The schedule: by default one experience a task. Joint overrides it.

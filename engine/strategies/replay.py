@@ -56,6 +56,12 @@ class Replay(Strategy):
         else:
             self.replay_buffer = BalancedBuffer(self.buffer_size, self.policy.split("_")[0], self.generator)
 
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
+        if hparams.get("policy") == "per_class":  # every class of every task keeps its share
+            return int(hparams.get("memory_per_class", 100)) * task_classes * sample
+        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+
     def before_task(self, module, experience):
         self.tasks_seen = experience.task
 
