@@ -213,7 +213,8 @@ def _estimate(config: RunConfig) -> Cost:
     held = min(test, config.eval.subset * n_eval) if config.eval.subset else 0
     pairs = [a + b for a, b in zip(profile.outputs, profile.outputs[1:])] or list(profile.outputs) or [0]
     optimizer_copies = OPTIMIZER_STATE[train.optimizer](train)
-    strategy_state = cls.state_bytes(hparams, profile.weight_bytes, sample, len(experiences))
+    task_classes = sum(len(t.classes) for t in scenario.tasks)  # a memory per class keeps each task's own
+    strategy_state = cls.state_bytes(hparams, profile.weight_bytes, sample, len(experiences), task_classes)
     memory = {
         "weights": profile.weight_bytes,
         "gradients": profile.trainable * el,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.augment import augment as apply_augment
+from engine.augment import InputAugment
 from engine.datasets import DATASET_INFO, DatasetError
 
 MASKED = -1e9  # added to the logits of classes outside a task (task-incremental)
@@ -80,19 +80,24 @@ class Pool:
         self.x, self.y = self.x.to(device), self.y.to(device)
         return self
 
-    def prepare(self, raw: torch.Tensor, domain: torch.Tensor, augment: tuple[str, ...] = (),
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Raw samples -> the network's input: pixels to [0, 1], the task's domain shift, augmentation,
-        then normalisation (images); rows are already standardised."""
+    def prepare(self, raw: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """Raw samples -> the network's input before augmentation: pixels to [0, 1], the task's domain
+        shift, then normalisation (images); rows are already standardised."""
         x = raw.to(torch.float32, copy=True)  # a copy of its own: the in-place steps below never touch the pool
         if raw.dtype == torch.uint8:
             x.mul_(1 / 255.0)
-        x = self.shift(x, domain)
-        if augment and x.dim() == 4:
-            x = apply_augment(x, augment, generator)
+        return self.normalise(self.shift(x, domain))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean is not None:
             x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
         return x
+
+    def augmenter(self, names: tuple[str, ...]) -> InputAugment:
+        """``names`` on this pool's prepared inputs: crops padded with black as normalised here, which
+        equals padding [0, 1] pixels with zeros before normalising."""
+        black = None if self.mean is None else self.normalise(torch.zeros(1, len(self.mean), 1, 1)).view(-1)
+        return InputAugment(names, black)
 
 
 @dataclass
@@ -114,17 +119,16 @@ class Samples:
         """All of them, normalised: a new tensor on each call (keep it if you need it twice)."""
         return self.take()[0]
 
-    def take(self, rows: torch.Tensor | None = None, device=None, augment: tuple[str, ...] = (),
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples at ``rows`` (positions in this selection; None: all), as (x, y) on ``device``:
-        the raw samples move (uint8 for images: 4x less than floats), then are prepared there."""
+    def take(self, rows: torch.Tensor | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``rows`` (positions in this selection; None: all), as (x, y) on ``device``,
+        not augmented: the raw samples move (uint8 for images: 4x less than floats), then are prepared there."""
         index = self.index if rows is None else self.index[rows]
         domain = self.domain if rows is None else self.domain[rows]
         at = self.pool.x.device
         raw, y = self.pool.x[index.to(at)], self.pool.y[index.to(self.pool.y.device)]
         if device is not None:
             raw, y = raw.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        return self.pool.prepare(raw, domain, augment, generator), y
+        return self.pool.prepare(raw, domain), y
 
     @staticmethod
     def cat(parts: list["Samples"]) -> "Samples":
@@ -133,16 +137,29 @@ class Samples:
         return Samples(parts[0].pool, torch.cat([p.index for p in parts]), torch.cat([p.domain for p in parts]))
 
 
+class Batch(tuple):
+    """One training step's (x, y, t); ``raw``: its inputs before augmentation (``x`` itself when
+    nothing augments), which rehearsal methods store (Mammoth's ``not_aug_inputs``)."""
+
+    def __new__(cls, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, raw: torch.Tensor | None = None):
+        batch = super().__new__(cls, (x, y, t))
+        batch.raw = x if raw is None else raw
+        return batch
+
+
 class Batches:
     """Shuffled mini-batches (one pass is one epoch; ``len`` is the batches per epoch) of an
     experience: from its samples (prepared per batch on ``device``) or from plain tensors. A
     DataLoader's per-sample collate would cost more than the step itself at the embedded sizes. The
-    order is ``torch.randperm`` from ``generator``, as it always was, so a seed keeps its batches."""
+    order is ``torch.randperm`` from ``generator``, as it always was, so a seed keeps its batches;
+    augmentation draws from it too. Each is a ``Batch``, its inputs before augmentation at hand."""
 
     def __init__(self, experience, batch_size: int, generator: torch.Generator, device=None,
                  augment: tuple[str, ...] = ()):
         self.experience, self.batch_size, self.generator = experience, batch_size, generator
         self.device, self.augment = device, tuple(augment)
+        samples = experience.samples
+        self.augmenter = samples.pool.augmenter(self.augment) if samples is not None else InputAugment(self.augment)
 
     def __len__(self) -> int:
         return math.ceil(len(self.experience) / self.batch_size)
@@ -153,15 +170,13 @@ class Batches:
         for i in range(0, len(order), self.batch_size):
             rows = order[i:i + self.batch_size]
             if e.samples is not None:
-                x, y = e.samples.take(rows, self.device, self.augment, self.generator)
+                raw, y = e.samples.take(rows, self.device)
             else:
-                x, y = e.x[rows.to(e.x.device)], e.y[rows.to(e.y.device)]
-                if self.augment and x.dim() == 4:
-                    x = apply_augment(x, self.augment, self.generator)
+                raw, y = e.x[rows.to(e.x.device)], e.y[rows.to(e.y.device)]
             t = e.t[rows.to(e.t.device)]
             if self.device is not None:
-                x, y, t = x.to(self.device), y.to(self.device), t.to(self.device)
-            yield x, y, t
+                raw, y, t = raw.to(self.device), y.to(self.device), t.to(self.device)
+            yield Batch(self.augmenter(raw, self.generator), y, t, raw)
 
 
 @dataclass
@@ -216,6 +231,10 @@ class Scenario:
     @property
     def input_dim(self) -> int:
         return math.prod(self.input_shape)
+
+    def augmenter(self, names: tuple[str, ...]) -> InputAugment:
+        """``names`` on this scenario's prepared training inputs (``Pool.augmenter``)."""
+        return self.tasks[0].train.pool.augmenter(names)
 
     def to(self, device) -> "Scenario":
         """Move the data (the pools, once) to ``device``; tasks and experiences follow."""

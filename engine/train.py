@@ -88,6 +88,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     if on_start:
         on_start(total_steps(config, experiences))
     fabric.setup_module(module)  # moves it to the device; the steps call the module itself
+    strategy.augment = scenario.augmenter(augmentations(config))  # what replayed inputs get at each draw
     strategy.setup(module, scenario)
     batches = torch.Generator().manual_seed(config.seed)
     data = {"scenario": scenario, "experiences": experiences}  # rebuilt alike: referred to, not saved

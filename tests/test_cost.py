@@ -16,6 +16,8 @@ from engine.config import ConfigError, parse_config
 from engine.cost import check_queue, estimate, human_bytes, machine_memory, run_problems
 from engine.limits import Limits
 from engine.manager import run_in_process
+from engine.scenarios import build_scenario
+from engine.strategies import STRATEGIES
 from tests.conftest import ROOT, small_config
 
 HUGE = {"model": {"name": "mlp", "hidden": [16384] * 16}}
@@ -65,6 +67,21 @@ def test_optimizer_and_strategy_state_count_in_the_memory():
     assert lwf.memory["strategy"] == lwf.memory["weights"]  # the teacher
     cumulative = estimate(small_config("joint", strategy={"name": "joint", "mode": "cumulative"}))
     assert cumulative.steps > sgd.steps  # task 2 trains on tasks 1 and 2
+
+
+def test_a_memory_per_class_counts_every_class_of_every_task():
+    digit = 64 * 4 + 16
+    per_class = {"name": "replay", "policy": "per_class", "memory_per_class": 50}
+    assert estimate(small_config("replay", strategy=per_class)).memory["strategy"] == 50 * 10 * digit
+    domain = small_config("replay", n_tasks=3, strategy=per_class, scenario={"setting": "domain"})
+    assert estimate(domain).memory["strategy"] == 50 * 10 * 3 * digit  # each task's classes their own sets
+    fixed = estimate(small_config("replay", strategy={**per_class, "policy": "class_balanced", "buffer_size": 300}))
+    assert fixed.memory["strategy"] == 300 * digit  # a fixed total ignores memory_per_class
+    scenario = build_scenario(domain.scenario)  # what the run holds after its last task
+    replay = STRATEGIES["replay"](**domain.strategy_hparams)
+    for experience in replay.experiences(scenario):
+        replay.after_task(None, experience)
+    assert replay.replay_buffer.x.numel() * 4 + 16 * len(replay.replay_buffer) == estimate(domain).memory["strategy"]
 
 
 def test_a_model_too_big_for_the_machine_is_refused_with_the_figures(limits_set):

@@ -141,6 +141,17 @@ def test_batches_keep_the_order_of_the_old_tensor_batches_and_move_and_augment_p
     plain = next(iter(images.batches(16, torch.Generator().manual_seed(0))))[0]
     augmented = next(iter(images.batches(16, torch.Generator().manual_seed(0), "cpu", ("crop", "flip"))))[0]
     assert plain.shape == augmented.shape == (16, 3, 32, 32) and not torch.equal(plain, augmented)
+    # augmenting the normalised batch (padding with black as normalised) is exactly torchvision's order,
+    # pixels in [0, 1] padded with zeros, cropped and flipped, then normalised; the raw batch rides along
+    from engine.augment import augment
+
+    batch = next(iter(images.batches(16, torch.Generator().manual_seed(0), "cpu", ("crop", "flip"))))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:16]
+    pool, samples = images.samples.pool, images.samples
+    generator = torch.Generator().manual_seed(0)
+    torch.randperm(len(images), generator=generator)  # the batches' order, drawn first
+    pixels = augment(pool.x[samples.index[order]].float().mul_(1 / 255.0), ("crop", "flip"), generator)
+    assert torch.equal(batch[0], pool.normalise(pixels)) and torch.equal(batch.raw, plain)
 
 
 def test_joint_training_joins_tasks_without_copying_their_images(tmp_path):

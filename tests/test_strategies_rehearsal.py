@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.augment import InputAugment
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
 from engine.manager import run_in_process
 from engine.models.mlp import MLP
@@ -81,6 +82,41 @@ def test_reservoir_keeps_every_sample_with_equal_chance_and_extra_fields_follow(
     assert 70 < chi2 < 180
 
 
+def test_reservoir_keeps_the_later_sample_of_a_slot_drawn_twice_so_a_seed_repeats():
+    """The one-at-a-time algorithm, drawing the same numbers, is the reference. Over 60 batches some slot
+    is drawn twice in one call; with wide inputs and two threads, index_put once kept either sample."""
+    size, batch, width, steps = 200, 32, 3072, 60
+
+    def reference(seed, steps):
+        g, memory, seen = torch.Generator().manual_seed(seed), {}, 0
+        for step in range(steps):
+            ids = range(step * batch, (step + 1) * batch)
+            free = min(max(size - seen, 0), batch)
+            for i in ids[:free]:
+                memory[seen] = i
+                seen += 1
+            scale = torch.arange(seen + 1, seen + batch - free + 1, dtype=torch.float64)
+            draws = (torch.rand(batch - free, generator=g, dtype=torch.float64) * scale).long().tolist()
+            for i, d in zip(ids[free:], draws):
+                if d < size:
+                    memory[d] = i
+            seen += batch - free
+        return [memory[k] for k in range(size)]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        for seed in range(5):
+            buffer = ReservoirBuffer(size, torch.Generator().manual_seed(seed))
+            for step in range(steps):
+                ids = torch.arange(step * batch, (step + 1) * batch)
+                buffer.add(ids.float()[:, None].expand(batch, width).contiguous(), ids, ids)
+            assert buffer.y.tolist() == reference(seed, steps), seed
+            assert torch.equal(buffer.x[:, 0].long(), buffer.y) and bool((buffer.x == buffer.x[:, :1]).all())
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_class_balanced_memory_holds_equal_counts_per_class():
     scenario, (first, second) = experiences(2)
     buffer = BalancedBuffer(200, "class", torch.Generator().manual_seed(0))
@@ -132,6 +168,69 @@ def test_balanced_replay_fills_at_task_end_only(policy):
     assert len(replay.replay_buffer) == 50 and set(replay.replay_buffer.y.tolist()) <= set(first.y.tolist())
 
 
+# ---- van de Ven's conventions: a memory per class, replay weighted 1/k --------------------------------
+@pytest.mark.parametrize("setting", ["class", "domain"])
+def test_a_memory_per_class_grows_with_the_classes_of_each_task(setting):
+    scenario = build_scenario(ScenarioConfig(n_tasks=2, setting=setting))
+    replay, module = make("replay", scenario, policy="per_class", memory_per_class=12)
+    for experience in replay.experiences(scenario):
+        replay.after_task(module, experience)
+        memory = replay.replay_buffer
+        classes = [c for task in scenario.tasks[:experience.task] for c in task.classes]
+        assert len(memory) == 12 * len(classes)  # van de Ven: budget x classes seen (domain: each task's own)
+        for k, task in enumerate(scenario.tasks[:experience.task]):
+            assert torch.bincount(memory.y[memory.t == k], minlength=10)[task.classes].tolist() == [12] * len(task.classes)
+
+
+def test_replay_weighted_one_over_k_against_joined():
+    scenario, (first, second) = experiences(2)
+    x, y, t = second.x[:32], second.y[:32], second.t[:32]
+    losses = {}
+    for weighting in ("joined", "one_over_k"):
+        replay, module = make("replay", scenario, weighting=weighting, policy="class_balanced", buffer_size=50,
+                              replay_batch_size=16)  # joined: 2/3 and 1/3
+        replay.before_task(module, first)
+        assert torch.isclose(replay.training_loss(module, x, y, t), module.loss(x, y, t))  # nothing held yet
+        replay.after_task(module, first)
+        replay.before_task(module, second)  # k = 2
+        state = replay.generator.get_state()
+        loss = replay.training_loss(module, x, y, t)
+        replay.generator.set_state(state)
+        bx, by, bt = replay.replay_buffer.sample(replay.replay_batch_size)  # the same draw
+        losses[weighting] = (loss, module.loss(x, y, t), module.loss(bx, by, bt),
+                             module.loss(torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt])))
+    loss, current, replayed, joined = losses["one_over_k"]
+    assert torch.isclose(loss, current / 2 + replayed / 2)  # van de Ven's rnt = 1/k, k = 2
+    loss, current, replayed, joined = losses["joined"]
+    assert torch.isclose(loss, joined) and not torch.isclose(loss, current / 2 + replayed / 2)  # Mammoth's ER
+    reservoir, module = make("replay", scenario, weighting="one_over_k", buffer_size=50)
+    reservoir.before_task(module, first)
+    train(reservoir, module, first, 3)
+    assert torch.isclose(reservoir.training_loss(module, x, y, t), module.loss(x, y, t))  # k = 1: no replay
+    reservoir.before_task(module, second)
+    assert reservoir.tasks_seen == 2
+
+
+def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = tmp_path / "c.yaml"
+    base = "scenario: {n_tasks: 3}\nmodel: {hidden: [32]}\ntrain: {epochs_per_task: 1}\neval: {every: 20}\n"
+    config.write_text(base + "strategy: {name: replay, policy: per_class, memory_per_class: 30, weighting: one_over_k}\n")
+    run = lambda path: subprocess.run([sys.executable, "-m", "engine", "run", str(path), "--db", str(tmp_path / "lab.duckdb")],  # noqa: E731
+                                      cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = run(config)
+    assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "strategy: {name: replay, weighting: 1/k}\n")
+    proc = run(bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "strategy.weighting = '1/k': must be 'joined' or 'one_over_k'" in proc.stdout + proc.stderr
+
+
 # ---- DER, DER++, ER-ACE -------------------------------------------------------------------------------
 def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
     scenario, (first, second) = experiences(2)
@@ -164,6 +263,61 @@ def test_der_stores_the_logits_of_the_step_a_sample_was_seen_and_replays_them():
     expected = (0.5 * F.mse_loss(module(b.x[mse_idx]), b.logits[mse_idx])
                 + 2.0 * F.cross_entropy(module(b.x[ce_idx]), b.y[ce_idx]))
     assert torch.isclose(replayed, expected)
+
+
+# ---- augmentation: raw inputs stored, replayed ones augmented at every draw (Mammoth) ----------------
+def test_a_memory_augments_the_inputs_it_replays_anew_at_every_draw():
+    x = torch.rand(1, 3, 8, 8)
+    buffer = ReservoirBuffer(1, torch.Generator().manual_seed(0))  # one sample: every draw is it
+    buffer.add(x, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    black = torch.tensor([-1.0, -2.0, -3.0])  # black after normalisation, one value a channel
+    draws = [buffer.sample(4, InputAugment(("crop", "flip"), black))[0][0] for _ in range(12)]
+    padded = black.view(3, 1, 1).expand(3, 16, 16).clone()
+    padded[:, 4:12, 4:12] = x[0]
+    windows = [w for r in range(9) for c in range(9) for w in (padded[:, r:r + 8, c:c + 8], padded[:, r:r + 8, c:c + 8].flip(2))]
+    assert all(any(torch.equal(d, w) for w in windows) for d in draws)  # a window of the padded sample, maybe mirrored
+    assert len({d.numpy().tobytes() for d in draws}) > 6 and sum(torch.equal(d, x[0]) for d in draws) < 3
+    assert torch.equal(buffer.x, x)  # what is stored stays raw
+    assert torch.equal(buffer.sample(4)[0], x) and torch.equal(buffer.sample(4, InputAugment())[0], x)  # none: as stored
+
+
+@pytest.mark.parametrize("name, field", [("replay", "replay_buffer"), ("der", "buffer"), ("er_ace", "buffer"),
+                                         ("replay", "class_balanced")])
+def test_a_real_run_with_augmentation_stores_the_raw_inputs(tmp_path, name, field):
+    """Through the training loop on CIFAR-format files with the dataset's crop and flip: the memory
+    saved with the checkpoint after task 1 holds exactly task 1's inputs before augmentation."""
+    import pickle
+
+    from engine import checkpoint as checkpoints
+    from engine.models import build_model
+    from engine.train import train_run
+    from tests.test_datasets import write_cifar10
+    from tests.test_resume import ListSink
+
+    write_cifar10(tmp_path, per_batch=40, n_test=20)
+    strategy = {"name": name, "buffer_size": 60}
+    if field == "class_balanced":
+        strategy["policy"], field = "class_balanced", "replay_buffer"
+    config = parse_config({
+        "scenario": {"dataset": "cifar10", "root": str(tmp_path), "n_tasks": 2}, "model": {"name": "mlp", "hidden": [32]},
+        "strategy": strategy, "train": {"batch_size": 20, "epochs_per_task": 2, "augment": "default"},
+        "eval": {"every": 10}})
+    path = tmp_path / "resume.ckpt"
+    assert train_run(config, ListSink(), checkpoint=path).status == "finished"
+    scenario = build_scenario(config.scenario)
+    fresh = STRATEGIES[name](**config.strategy_hparams)
+    net = build_model(config.model, scenario.input_shape, scenario.n_classes)
+    module = ContinualModule(net, fresh, config.train, scenario.class_mask, scenario.n_classes)
+    with open(path, "rb") as f:
+        pickle.load(f)  # the header
+        blob = pickle.load(f)["strategy"]
+    state = checkpoints.strategy_state(blob, checkpoints.live_objects(module, scenario, fresh.experiences(scenario)))
+    memory = state[field]
+    raw = scenario.tasks[0].train.x()  # task 1's 100 images, normalised, not augmented
+    assert len(memory) == 60 and state["augment"].names == ("crop", "flip")
+    same = (memory.x[:, None] == raw[None]).flatten(2).all(2)  # (held, task 1's samples)
+    assert same.any(1).all()  # every held input is one of them, exactly
+    assert torch.equal(raw[same.float().argmax(1)], memory.x)
 
 
 # ---- A-GEM, GEM ---------------------------------------------------------------------------------------

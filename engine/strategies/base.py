@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
+from engine.augment import InputAugment
+
 if TYPE_CHECKING:  # pragma: no cover
     from engine.module import ContinualModule
     from engine.scenarios import Scenario
@@ -103,12 +105,18 @@ class Strategy:
         self.seed = seed
         for key, spec in self.hparams.items():
             setattr(self, key, hparams.get(key, spec.default))
+        # the run's training augmentation, given by the training loop: a rehearsal memory stores raw
+        # inputs (``unaugmented``) and applies it to the replayed ones each time they are drawn (Mammoth)
+        self.augment = InputAugment()
+        self._step_inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, x before augmentation)
 
     @classmethod
-    def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int) -> int:
+    def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int,
+                    task_classes: int = 0) -> int:
         """Memory the strategy holds beside the model at its peak, for the cost estimate made before a
         run is queued (``engine.cost``): ``weights`` is the model's size in bytes, ``sample`` one
-        training sample's. Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
+        training sample's, ``task_classes`` the classes of all tasks counted per task (a memory per
+        class). Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
         return int(hparams.get("buffer_size", 0)) * sample
 
     # The schedule: by default one experience a task. Joint overrides it.
@@ -157,13 +165,21 @@ class Strategy:
         ``backward(loss)`` is the loop's backward (precision plugins go through it). Override only
         where a method needs the step itself (Mammoth's ``observe``); the hooks above cover most."""
         x, y, t = batch
+        self._step_inputs = (x, getattr(batch, "raw", x))
         loss = self.training_loss(module, x, y, t)
         optimizer.zero_grad(set_to_none=True)
         backward(loss)
         self.after_backward(module, batch)
         optimizer.step()
         self.after_step(module, batch)
+        self._step_inputs = None  # no tensor of the step is kept (nor saved with a checkpoint)
         return loss
+
+    def unaugmented(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``, this step's (augmented) inputs, as they were before augmentation: what a rehearsal
+        memory stores (Mammoth's ``not_aug_inputs``). ``x`` itself outside ``observe``'s step."""
+        step = getattr(self, "_step_inputs", None)  # a strategy restored from an older checkpoint has none
+        return step[1] if step is not None and step[0] is x else x
 
     def eval_model(self, module: "ContinualModule") -> torch.nn.Module:
         """What continual evaluation measures: the trained module by default; a slow EMA copy, or a

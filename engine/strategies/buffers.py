@@ -2,12 +2,16 @@
 
 Every memory keeps named tensors (``x``, ``y``, ``t`` and any extra field, such as DER's logits) on the
 device of the data it was given, and draws its random numbers from the strategy's seeded CPU generator
-(so a run is reproducible on any device, and no random draw waits for the accelerator).
+(so a run is reproducible on any device, and no random draw waits for the accelerator). The inputs are
+stored as they were before augmentation; ``sample`` augments the drawn ones anew at every draw, with the
+run's augmentation, as Mammoth's buffer applies its ``transform`` in ``get_data``.
 """
 
 from __future__ import annotations
 
 import torch
+
+from engine.augment import InputAugment
 
 
 class Memory:
@@ -27,11 +31,15 @@ class Memory:
             return data[name][: len(self)]
         raise AttributeError(name)
 
-    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
-        """``n`` samples (at most as many as held) drawn uniformly, each field in the order added."""
+    def sample(self, n: int, augment: InputAugment | None = None) -> tuple[torch.Tensor, ...]:
+        """``n`` samples (at most as many as held) drawn uniformly, each field in the order added; the
+        inputs (``x``) through ``augment``, drawing from the memory's generator."""
         idx = torch.randint(len(self), (min(n, len(self)),), generator=self.generator)
         idx = idx.to(self.data["y"].device, non_blocking=True)
-        return tuple(v[idx] for v in self.data.values())
+        drawn = {k: v[idx] for k, v in self.data.items()}
+        if augment:
+            drawn["x"] = augment(drawn["x"], self.generator)
+        return tuple(drawn.values())
 
 
 class ReservoirBuffer(Memory):
@@ -60,7 +68,13 @@ class ReservoirBuffer(Memory):
             # the others are written to the spare row, never read: no nonzero(), no sync, few small ops
             seen = torch.arange(self.seen + free + 1, self.seen + n + 1, dtype=torch.float64)
             draw = (torch.rand(n - free, generator=self.generator, dtype=torch.float64) * seen).long()
-            slot = draw.clamp_(max=self.size).to(self.data["y"].device, non_blocking=True)
+            slot = draw.clamp_(max=self.size)
+            # a slot drawn twice in one call keeps the later sample, as the one-at-a-time algorithm does
+            # (the earlier go to the spare row): an index_put with repeated indices keeps an arbitrary
+            # one, which differed between runs of the same seed
+            order = torch.arange(len(slot))
+            last = torch.full((self.size + 1,), -1, dtype=torch.long).scatter_reduce_(0, slot, order, "amax")
+            slot = torch.where(last[slot] == order, slot, self.size).to(self.data["y"].device, non_blocking=True)
             for k, v in fields.items():
                 self.data[k][slot] = v[free:]
         self.seen += n
@@ -72,12 +86,13 @@ class BalancedBuffer(Memory):
     or the experiences (``by="experience"``) seen so far, as Avalanche's ``ClassBalancedBuffer`` and
     ``ExperienceBalancedBuffer``: each group keeps a uniform random subset of its samples, the first
     groups one more when the size does not divide. With ``per_group`` every group keeps that many
-    instead (A-GEM's and GEM's memory per task)."""
+    instead (A-GEM's and GEM's memory per task; van de Ven's memory per class, ``by="task_class"``:
+    a class of each task is its own group, so a domain-incremental class seen in 5 tasks has 5)."""
 
     def __init__(self, size: int, by: str, generator: torch.Generator, per_group: int | None = None):
         super().__init__(size, generator)
-        if by not in ("class", "experience"):
-            raise ValueError(f"by = {by!r}: must be class or experience")
+        if by not in ("class", "experience", "task_class"):
+            raise ValueError(f"by = {by!r}: must be class, experience or task_class")
         self.by = by
         self.per_group = per_group
         self.experiences = 0
@@ -94,7 +109,7 @@ class BalancedBuffer(Memory):
         """Add one experience's data and cut every group back to its share."""
         self.experiences += 1
         new = {"x": x, "y": y, "t": t, **extra,
-               "group": y if self.by == "class" else torch.full_like(y, self.experiences - 1),
+               "group": self.group_of(y, t),
                "priority": torch.rand(len(y), generator=self.generator).to(y.device)}
         data = {k: torch.cat([self.data[k], v]) if self.data else v for k, v in new.items()}
         groups = torch.unique(data["group"]).tolist()
@@ -105,8 +120,15 @@ class BalancedBuffer(Memory):
         keep = torch.cat(keep)
         self.data = {k: v[keep] for k, v in data.items()}
 
-    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
-        return super().sample(n)[:-2]  # without the bookkeeping fields
+    def group_of(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.by == "class":
+            return y
+        if self.by == "task_class":
+            return t.to(y.device, torch.long) * 2 ** 32 + y  # one key a (task, class)
+        return torch.full_like(y, self.experiences - 1)
+
+    def sample(self, n: int, augment: InputAugment | None = None) -> tuple[torch.Tensor, ...]:
+        return super().sample(n, augment)[:-2]  # without the bookkeeping fields
 
     def groups(self) -> list[tuple[torch.Tensor, ...]]:
         """Every group's samples (GEM: one memory a past task), fields as ``sample`` gives them."""

@@ -33,9 +33,9 @@ class DER(Strategy):
         loss = F.cross_entropy(module.mask(logits, t), y)
         if len(self.buffer):
             loss = loss + self.replay_loss(module)
-        self.buffer.add(x, y, t, logits=logits.detach())
+        self.buffer.add(self.unaugmented(x), y, t, logits=logits.detach())
         return loss
 
     def replay_loss(self, module) -> torch.Tensor:
-        bx, _, _, stored = self.buffer.sample(self.replay_batch_size)
+        bx, _, _, stored = self.buffer.sample(self.replay_batch_size, self.augment)
         return self.alpha * F.mse_loss(module(bx), stored)

@@ -20,5 +20,5 @@ class DERpp(DER):
     }
 
     def replay_loss(self, module):
-        bx, by, bt, _ = self.buffer.sample(self.replay_batch_size)
+        bx, by, bt, _ = self.buffer.sample(self.replay_batch_size, self.augment)
         return super().replay_loss(module) + self.beta * F.cross_entropy(module.mask(module(bx), bt), by)

@@ -42,9 +42,9 @@ class ERACE(Strategy):
         if len(self.buffer):
             kept = present | ~self.seen if self.mask == "original" else present
             logits = logits.masked_fill(~kept, torch.finfo(logits.dtype).min)
-            bx, by, bt = self.buffer.sample(self.replay_batch_size)
+            bx, by, bt = self.buffer.sample(self.replay_batch_size, self.augment)
             loss = F.cross_entropy(logits, y) + module.loss(bx, by, bt)
         else:
             loss = F.cross_entropy(logits, y)
-        self.buffer.add(x, y, t)
+        self.buffer.add(self.unaugmented(x), y, t)
         return loss

@@ -36,7 +36,7 @@ class EWC(Strategy):
     }
 
     @classmethod
-    def state_bytes(cls, hparams, weights, sample, n_tasks):
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
         kept = n_tasks if hparams.get("mode", "separate") == "separate" else 1
         # a Fisher and an optimum per penalty, and the per-sample gradients of one Fisher chunk
         return 2 * kept * weights + int(hparams.get("fisher_batch", 32)) * weights

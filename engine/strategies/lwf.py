@@ -21,7 +21,7 @@ class LwF(Strategy):
     }
 
     @classmethod
-    def state_bytes(cls, hparams, weights, sample, n_tasks):
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
         return weights  # the frozen teacher
 
     def setup(self, module, scenario):

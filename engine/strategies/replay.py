@@ -12,39 +12,71 @@ class Replay(Strategy):
     ``reservoir`` is fed every step (every sample of the stream, epochs' repeats included, equally likely
     to be held; Mammoth's ER); ``class_balanced`` and ``experience_balanced`` are filled at each task's
     end with the memory split equally by class or by experience (Avalanche's ``Replay`` uses
-    ``experience_balanced``). On the default workload the reservoir forgets about 0.04 more than
-    Avalanche's balanced ``Replay``: a difference of buffer policy, which a balanced policy closes."""
+    ``experience_balanced``); ``per_class`` keeps ``memory_per_class`` random samples of every class of
+    every task, so the memory grows with the classes seen (van de Ven et al., 2022, whose Split MNIST
+    budget is 100 a class). On the default workload the reservoir forgets about 0.04 more than
+    Avalanche's balanced ``Replay``: a difference of buffer policy, which a balanced policy closes.
+
+    ``weighting`` says how the two batches share the loss: ``joined``, one cross-entropy over the batch
+    joined with the replayed samples, each sample alike (Mammoth's ER, Avalanche); ``one_over_k``, the
+    current batch's mean loss times 1/k plus the replayed batch's times 1 - 1/k, k the tasks seen
+    (van de Ven's ``train_a_batch``, ``rnt = 1/context``): on the first task nothing is replayed."""
 
     name = "replay"
     title = "Experience Replay"
     description = "Keeps a memory of past samples and mixes a batch of them into every step."
     paper = "Chaudhry et al., 2019: On Tiny Episodic Memories in Continual Learning"
     hparams = {
-        "buffer_size": HParam(int, 200, "samples kept in memory (200: Avalanche's Replay default)",
-                              low=1, high=100_000, log=True),
+        "buffer_size": HParam(int, 200, "samples kept in memory, a fixed total (200: Avalanche's Replay default; "
+                              "not used by policy per_class)", low=1, high=100_000, log=True),
         "replay_batch_size": HParam(int, 32, "memory samples added to each training batch (32: the batch size, "
                                     "as Avalanche's default)", low=1, high=4096),
         "policy": HParam(str, "reservoir", "reservoir: fed every step (Mammoth's ER, the default); class_balanced / "
-                         "experience_balanced: filled at each task's end, split by class / experience (Avalanche)",
-                         choices=("reservoir", "class_balanced", "experience_balanced")),
+                         "experience_balanced: filled at each task's end, split by class / experience (Avalanche); "
+                         "per_class: memory_per_class samples of each class seen, filled at each task's end, the "
+                         "total growing with the classes (van de Ven et al., 2022)",
+                         choices=("reservoir", "class_balanced", "experience_balanced", "per_class")),
+        "memory_per_class": HParam(int, 100, "policy per_class: samples kept of each class of each task (100: van de "
+                                   "Ven's Split MNIST budget); total = this x the classes seen", low=1, high=100_000,
+                                   log=True),
+        "weighting": HParam(str, "joined", "joined: one loss over the batch joined with the replayed samples, each "
+                            "sample alike (Mammoth's ER, Avalanche; the default); one_over_k: the current batch's loss "
+                            "x 1/k + the replayed batch's x (1 - 1/k), k = tasks seen (van de Ven et al., 2022)",
+                            choices=("joined", "one_over_k")),
     }
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.tasks_seen = 1
         if self.policy == "reservoir":
             self.replay_buffer = ReservoirBuffer(self.buffer_size, self.generator)
+        elif self.policy == "per_class":
+            self.replay_buffer = BalancedBuffer(0, "task_class", self.generator, per_group=self.memory_per_class)
         else:
             self.replay_buffer = BalancedBuffer(self.buffer_size, self.policy.split("_")[0], self.generator)
 
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
+        if hparams.get("policy") == "per_class":  # every class of every task keeps its share
+            return int(hparams.get("memory_per_class", 100)) * task_classes * sample
+        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+
+    def before_task(self, module, experience):
+        self.tasks_seen = experience.task
+
     def training_loss(self, module, x, y, t):
-        batch = (x, y, t)
-        if len(self.replay_buffer):
-            bx, by, bt = self.replay_buffer.sample(self.replay_batch_size)
-            batch = (torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt]))
-        loss = module.loss(*batch)
+        weight = 1 - 1 / self.tasks_seen if self.weighting == "one_over_k" else None  # of the replayed batch
+        if len(self.replay_buffer) and weight != 0:
+            bx, by, bt = self.replay_buffer.sample(self.replay_batch_size, self.augment)
+            if weight is None:
+                loss = module.loss(torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt]))
+            else:
+                loss = (1 - weight) * module.loss(x, y, t) + weight * module.loss(bx, by, bt)
+        else:
+            loss = module.loss(x, y, t)
         if self.policy == "reservoir":
-            self.replay_buffer.add(x, y, t)
+            self.replay_buffer.add(self.unaugmented(x), y, t)
         return loss
 
     def after_task(self, module, experience):
