@@ -1,6 +1,8 @@
 """The regularization strategies: each one's mechanism against a hand computation, and each trains end
 to end on 2-task Split-Digits into a real DuckDB file, the same seed giving the same metrics."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -290,3 +292,49 @@ def test_cumulative_trains_task_k_on_tasks_1_to_k():
     assert set(experiences[2].y.tolist()) == set(range(10))
     with pytest.raises(ValueError):
         parse_config({**small_config("cumulative").model_dump(mode="json"), "strategy": {"name": "cumulative", "mode": "all"}})
+
+
+# ---- EWC: van de Ven's lambdas and the sampled-label (expected) Fisher ---------------------------------
+def test_ewc_sampled_label_fisher_is_the_expected_fisher_and_true_labels_the_empirical_one():
+    net, x, y, t = _tiny()
+    expected = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    for i in range(10):  # sum over labels c of p(c | x_i) g_c^2, one backward a label
+        probs = F.softmax(net(x[i:i + 1]), 1).detach()[0]
+        for c in range(3):
+            net.zero_grad()
+            F.cross_entropy(net(x[i:i + 1]), torch.tensor([c])).backward()
+            for n, p in net.named_parameters():
+                expected[n] += probs[c] * p.grad ** 2 / 10
+    many = 3000  # each sample repeated: the sampled labels' Fisher converges to the expected one
+    xs, ts = x.repeat(many, 1), t.repeat(many)
+    for kind in ("per_sample", "minibatch"):
+        ewc = STRATEGIES["ewc"](fisher=kind, fisher_labels="sampled", fisher_batch=4096, seed=3)
+        ewc.after_task(_module(net, ewc, batch_size=1), Experience(1, xs, y.repeat(many), ts))
+        sampled = ewc.penalties[0][0]
+        for n in expected:
+            assert torch.allclose(sampled[n], expected[n], rtol=0.08, atol=2e-4), (kind, n)
+    empirical = STRATEGIES["ewc"](fisher_labels="true")
+    empirical.after_task(_module(net, empirical), Experience(1, x, y, t))
+    assert any(not torch.allclose(empirical.penalties[0][0][n], expected[n], rtol=0.2) for n in expected)
+
+
+def test_ewc_runs_van_de_vens_class_il_lambda_with_sampled_labels_from_the_cli(tmp_path):
+    """lambda 1e9 (van de Ven's class-IL Split MNIST, Adam 0.001) was refused above 1e7."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: ewc-1e9\nscenario: {n_tasks: 2}\nmodel: {hidden: [32]}\n"
+                      "strategy: {name: ewc, ewc_lambda: 1.0e9, fisher_labels: sampled}\n"
+                      "train: {optimizer: adam, lr: 0.001, epochs_per_task: 1}\neval: {every: 5}\n")
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(tmp_path / "l.duckdb")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"run \d+ finished", proc.stdout), proc.stdout
+    config.write_text(config.read_text().replace("1.0e9", "1.0e13"))
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(tmp_path / "l.duckdb")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "strategy.ewc_lambda" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
