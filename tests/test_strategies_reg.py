@@ -138,6 +138,15 @@ def test_no_importance_is_computed_after_the_last_task():
         assert _state(strategy) != before, name  # after a task that is not the last, it does consolidate
 
 
+def _si_step(si, module, optimizer, loss):
+    """One optimizer step on ``loss`` with SI's hooks around it, as the loop's observe."""
+    optimizer.zero_grad()
+    loss.backward()
+    si.after_backward(module, None)
+    optimizer.step()
+    si.after_step(module, None)
+
+
 def test_si_importance_is_the_path_integral_on_a_quadratic_by_hand():
     a, w0, lr, xi, steps = 3.0, 2.0, 0.1, 0.1, 6
     net = torch.nn.Linear(1, 1, bias=False)
@@ -149,12 +158,7 @@ def test_si_importance_is_the_path_integral_on_a_quadratic_by_hand():
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     w, omega = 0.5, 0.0
     for _ in range(steps):  # loss 0.5 a (w - w0)^2, its gradient a (w - w0)
-        loss = 0.5 * a * (net.weight - w0).pow(2).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        si.after_backward(module, None)
-        optimizer.step()
-        si.after_step(module, None)
+        _si_step(si, module, optimizer, 0.5 * a * (net.weight - w0).pow(2).sum())
         g = a * (w - w0)
         omega += -g * (-lr * g)
         w -= lr * g
@@ -359,12 +363,8 @@ def test_si_path_integral_of_a_second_task_uses_the_chosen_gradient(gradient):
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     w, omega = 0.5, 0.0
     for _ in range(steps):
-        loss = 0.5 * b * (net.weight - w1).pow(2).sum() + c * quadratic_penalty(net, [(si.importance, si.optimum)])
-        optimizer.zero_grad()
-        loss.backward()
-        si.after_backward(module, None)
-        optimizer.step()
-        si.after_step(module, None)
+        _si_step(si, module, optimizer, 0.5 * b * (net.weight - w1).pow(2).sum()
+                 + c * quadratic_penalty(net, [(si.importance, si.optimum)]))
         task_grad = b * (w - w1)
         total = task_grad + 2 * c * 3.0 * (w - 0.5)
         omega += -(total if gradient == "total" else task_grad) * (-lr * total)
