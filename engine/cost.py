@@ -196,9 +196,10 @@ def _estimate(config: RunConfig) -> Cost:
     scenario = shadow_scenario(config.scenario, header)
     cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
     hparams = config.strategy_hparams
-    experiences = cls(seed=0, **hparams).experiences(scenario)
+    strategy = cls(seed=0, **hparams)
+    experiences = strategy.experiences(scenario)
     train = config.train
-    steps = sum(train.epochs_per_task * math.ceil(len(e.y) / train.batch_size) for e in experiences)
+    steps = strategy.planned_steps(experiences, train)
     n_eval = len(scenario.tasks)
     rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * 2 * n_eval
 

@@ -1,6 +1,7 @@
 """The rehearsal strategies: each one's mechanism, then each trained end to end into a real DuckDB file."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
 from engine.strategies.buffers import BalancedBuffer, GreedyClassBalancedBuffer, ReservoirBuffer
 from engine.strategies.icarl import herding
+from store.metrics import summaries
 from store.queries import accuracy_matrix
 from tests.conftest import small_config
 
@@ -257,24 +259,32 @@ def test_gem_margin_pushes_past_the_constraint():
 
 
 # ---- GDumb, iCaRL, EMA --------------------------------------------------------------------------------
-def test_gdumb_model_after_a_task_depends_only_on_the_memory():
+def test_gdumb_trains_from_scratch_on_its_memory_alone_for_its_own_epochs():
     scenario, (first, second) = experiences(2)
-    weights = []
-    for noise in (False, True):
-        gdumb, module = make("gdumb", scenario, buffer_size=100)
-        initial = copy.deepcopy(module.net.state_dict())
-        train(gdumb, module, first, 5)
-        gdumb.before_task(module, second)
-        assert all(torch.equal(v, initial[k]) for k, v in module.net.state_dict().items())  # from scratch
-        assert torch.bincount(gdumb.memory.y).tolist() == [10] * 10
-        optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
-        for x, y, t in batches(second, 10):
-            if noise:  # a different stream batch: the result must not change
-                x, y = torch.randn_like(x) * 10, torch.randint(0, 10, y.shape)
-            gdumb.observe(module, (x, y, t), optimizer, lambda loss: loss.backward())
-        weights.append(torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
-    assert torch.equal(weights[0], weights[1])
-    assert not torch.equal(weights[0], torch.cat([v.reshape(-1) for v in initial.values()]))
+    gdumb, module = make("gdumb", scenario, buffer_size=100, epochs=7)
+    initial = copy.deepcopy(module.net.state_dict())
+    train(gdumb, module, first, 5)
+    gdumb.before_task(module, second)
+    assert all(torch.equal(v, initial[k]) for k, v in module.net.state_dict().items())  # from scratch
+    assert torch.bincount(gdumb.memory.y).tolist() == [10] * 10
+    data = gdumb.train_data(second)  # what the loop's epochs go over: the memory, not the stream
+    assert len(data) == 100 and torch.equal(data.y, gdumb.memory.y) and torch.equal(data.x, gdumb.memory.x)
+    train_cfg = TrainConfig(batch_size=32, epochs_per_task=2)
+    assert gdumb.epochs_per_experience(train_cfg) == 7  # its own budget, not the run's epochs_per_task
+    assert gdumb.epoch_sizes([first, second]) == [min(100, len(first)), 100]
+    assert gdumb.planned_steps([first, second], train_cfg) == 7 * (math.ceil(min(100, len(first)) / 32) + 4)
+
+
+def test_gdumb_run_takes_epochs_over_the_memory_and_improves_with_them(store):
+    """Through the run: its steps are epochs x memory batches a task, and more epochs fit the memory."""
+    accs = []
+    for epochs in (1, 30):
+        run_id = run_in_process(store, small_config("gdumb", strategy={"name": "gdumb", "buffer_size": 100,
+                                                                       "epochs": epochs}))
+        status, steps, total = store.sql("SELECT status, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
+        assert status == "finished" and steps == total == epochs * 2 * math.ceil(100 / 32)
+        accs.append(summaries(store, [run_id], only=["acc"])[0]["acc"])
+    assert accs[1] > accs[0] + 0.1, accs
 
 
 def test_icarl_herding_approaches_the_class_mean():

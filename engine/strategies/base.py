@@ -6,6 +6,7 @@ validator and the launch form are both built from that declaration.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -125,6 +126,25 @@ class Strategy:
 
     def before_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called before training an experience."""
+
+    # ---- the training budget: the run's by default; a method with its own overrides these ------
+    def epochs_per_experience(self, train_cfg) -> int:
+        """Epochs the loop trains each experience for: the run's ``train.epochs_per_task``; GDumb (epochs
+        over its memory) and Joint (to convergence) have budgets of their own."""
+        return train_cfg.epochs_per_task
+
+    def train_data(self, experience: Experience) -> Experience:
+        """What the loop's epochs go over for ``experience`` (asked after ``before_task``): the experience
+        itself by default; GDumb: its memory."""
+        return experience
+
+    def epoch_sizes(self, experiences: list[Experience]) -> list[int]:
+        """Samples in one epoch of each experience's ``train_data``, known before training."""
+        return [len(e) for e in experiences]
+
+    def planned_steps(self, experiences: list[Experience], train_cfg) -> int:
+        """The run's optimizer steps (its progress, the cost estimate made before it is queued)."""
+        return sum(self.epochs_per_experience(train_cfg) * math.ceil(n / train_cfg.batch_size) for n in self.epoch_sizes(experiences))
 
     # ---- the training step: a strategy may shape every part of it ------------------------------
     def parameter_groups(self, module: "ContinualModule") -> list[dict]:

@@ -7,4 +7,4 @@ import math
 
 def steps_in_task(module, experience) -> int:
     cfg = module.train_cfg
-    return cfg.epochs_per_task * math.ceil(len(experience.y) / cfg.batch_size)
+    return module.strategy.epochs_per_experience(cfg) * math.ceil(len(experience.y) / cfg.batch_size)
