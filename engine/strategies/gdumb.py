@@ -13,9 +13,8 @@ class GDumb(Strategy):
     initial weights, and it trains for ``epochs`` epochs over the memory alone (its own budget, not the
     run's ``train.epochs_per_task``, which counts passes over a task's stream): the model at each task's
     end depends on the memory and nothing else, and continual evaluation measures it. The paper
-    retrains for many epochs (256 with SGDR on CIFAR); the default, 50, fits a memory of hundreds of
-    samples (measured on 5-task Split-Digits: 5 epochs of the stream gave 0.731, 50 over the memory
-    see docs/strategies.md)."""
+    retrains for many epochs (256 with SGDR on CIFAR); the default, 20, fits a memory of hundreds of
+    samples (5-task Split-Digits, memory 200, 3 seeds: 5 epochs over the memory 0.678, 20 epochs 0.900)."""
 
     name = "gdumb"
     title = "GDumb"
@@ -23,7 +22,7 @@ class GDumb(Strategy):
     paper = "Prabhu et al., 2020. GDumb: A Simple Approach that Questions Our Progress in Continual Learning"
     hparams = {
         "buffer_size": HParam(int, 200, "samples kept in the class-balanced memory", low=1, high=100_000, log=True),
-        "epochs": HParam(int, 50, "epochs over the memory at each task, from scratch (GDumb's own budget; the paper "
+        "epochs": HParam(int, 20, "epochs over the memory at each task, from scratch (GDumb's own budget; the paper "
                          "uses 256 on CIFAR)", low=1, high=10_000, log=True),
     }
 
