@@ -23,6 +23,7 @@ def test_mas_default_lambda_trains_on_the_seeds_where_the_papers_1_diverged(stor
 
 
 def test_der_default_alpha_is_not_worse_than_experience_replay(store):
+    """ER (replay, 200 samples) reaches 0.858 ± 0.015 over 5 seeds of this workload; DER at alpha 0.3
+    reached 0.636 ± 0.037 (one run each here: the machine is shared)."""
     _, der = _run(store, "der")
-    _, replay = _run(store, "replay")
-    assert der["acc"] > replay["acc"] - 0.05, (der, replay)  # alpha 0.3: 0.64 against 0.86
+    assert der["acc"] > 0.8, der
