@@ -368,6 +368,24 @@ def test_ema_weights_equal_the_hand_computed_average():
     assert not all(torch.allclose(e, p) for e, p in zip(expected, module.net.parameters()))
 
 
+def test_ema_default_decay_follows_the_task_length():
+    """A fixed 0.99 spans 69 steps, more than a Split-Digits task (45): its average then lags a task
+    behind. By default the half-life is a fraction of each task's steps, whatever the task's length."""
+    scenario, (first, second) = experiences(2)
+    short = Experience(2, second.x[:64], second.y[:64], second.t[:64])
+    ema, module = make("ema", scenario)
+    halves = []
+    for experience in (first, short):
+        ema.before_task(module, experience)
+        steps = module.train_cfg.epochs_per_task * math.ceil(len(experience.y) / module.train_cfg.batch_size)
+        halves.append(math.log(0.5) / math.log(ema.task_decay))  # the half-life in steps
+        assert halves[-1] == pytest.approx(0.1 * steps, rel=1e-6)
+    assert halves[0] > 5 * halves[1]  # the shorter task, the shorter memory
+    fixed, module = make("ema", scenario, decay=0.99)
+    fixed.before_task(module, first)
+    assert fixed.task_decay == 0.99  # a decay given keeps its meaning (runs stored with one)
+
+
 def test_ema_distillation_pulls_towards_the_slow_weights():
     scenario, (first, _) = experiences(2)
     ema, module = make("ema", scenario, distill_weight=3.0)
