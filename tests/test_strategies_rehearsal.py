@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
+from engine.cost import estimate
 from engine.manager import run_in_process
 from engine.models.mlp import MLP
 from engine.module import ContinualModule
@@ -279,10 +280,11 @@ def test_gdumb_run_takes_epochs_over_the_memory_and_improves_with_them(store):
     """Through the run: its steps are epochs x memory batches a task, and more epochs fit the memory."""
     accs = []
     for epochs in (1, 30):
-        run_id = run_in_process(store, small_config("gdumb", strategy={"name": "gdumb", "buffer_size": 100,
-                                                                       "epochs": epochs}))
+        config = small_config("gdumb", strategy={"name": "gdumb", "buffer_size": 100, "epochs": epochs})
+        run_id = run_in_process(store, config)
         status, steps, total = store.sql("SELECT status, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
         assert status == "finished" and steps == total == epochs * 2 * math.ceil(100 / 32)
+        assert estimate(config).steps == total  # the cost estimate made before queueing counts the same
         accs.append(summaries(store, [run_id], only=["acc"])[0]["acc"])
     assert accs[1] > accs[0] + 0.1, accs
 
