@@ -198,9 +198,10 @@ def _estimate(config: RunConfig) -> Cost:
     profile = model_profile(config.model, shape, scenario.n_classes)
     cls: type[Strategy] = STRATEGIES[config.strategy["name"]]
     hparams = config.strategy_hparams
-    experiences = cls(seed=0, **hparams).experiences(scenario)
+    strategy = cls(seed=0, **hparams)
+    experiences = strategy.experiences(scenario)
     train = config.train
-    steps = sum(train.task_steps(math.ceil(len(e.y) / train.batch_size)) for e in experiences)
+    steps = strategy.planned_steps(experiences, train)
     n_eval = len(scenario.tasks)
     per_boundary = 3 if config.scenario.setting == "class" else 2  # acc, loss (and the task-masked acc)
     rows = steps + (steps // config.eval.every) * 2 * n_eval + (1 + len(experiences)) * per_boundary * n_eval

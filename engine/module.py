@@ -90,8 +90,10 @@ def lr_factor(step: int, cfg, steps_per_epoch: int, total_steps: int) -> float:
     return 1.0
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """``cfg``'s schedule for one task, stepped once per training step. LambdaLR multiplies each
-    parameter group's own lr, so a group a strategy gave a smaller lr keeps its ratio to the others."""
-    total = cfg.task_steps(steps_per_epoch)
+def build_schedule(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
+                   total: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """``cfg``'s schedule for one task of ``total`` steps (default ``cfg.task_steps``), stepped once per
+    training step. LambdaLR multiplies each parameter group's own lr, so a group a strategy gave a
+    smaller lr keeps its ratio to the others."""
+    total = cfg.task_steps(steps_per_epoch) if total is None else total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -46,10 +45,6 @@ class RunResult:
     status: str  # finished, diverged or cancelled
     step: int  # the last step trained
     error: str | None = None
-
-
-def total_steps(config: RunConfig, experiences) -> int:
-    return sum(config.train.task_steps(math.ceil(len(e) / config.train.batch_size)) for e in experiences)
 
 
 def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], bool] | None = None,
@@ -86,7 +81,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     evaluation.autocast = fabric.autocast
     experiences = strategy.experiences(scenario)
     if on_start:
-        on_start(total_steps(config, experiences))
+        on_start(strategy.planned_steps(experiences, config.train))
     fabric.setup_module(module)  # moves it to the device; the steps call the module itself
     strategy.augment = scenario.augmenter(augmentations(config))  # what replayed inputs get at each draw
     strategy.setup(module, scenario)
@@ -160,14 +155,16 @@ def _fabric_loop(config, fabric, module, strategy, evaluation, experiences, batc
     for k, experience in enumerate(experiences, 1):
         strategy.before_task(module, experience)
         evaluation.start_task(module, experience.task)
-        data = experience.batches(config.train.batch_size, batches, fabric.device, augmentations(config))
+        data = strategy.train_data(experience).batches(config.train.batch_size, batches, fabric.device,
+                                                       augmentations(config))
+        # whole passes (the run's epochs or the strategy's own), or a fixed number of steps
+        steps_left = strategy.task_steps(config.train, len(data))
         raw = module.configure_optimizers()  # fresh a task, as the Trainer's
         if config.train.optimizer_state == "keep" and module.optimizer_carry:
             carry_optimizer_state(raw, module, module.optimizer_carry)
-        schedule = build_schedule(raw, config.train, len(data))  # restarts with it
+        schedule = build_schedule(raw, config.train, len(data), steps_left)  # restarts with it
         optimizer = fabric.setup_optimizers(raw)
         running = True
-        steps_left = config.train.task_steps(len(data))  # whole passes (epochs), or a fixed number of steps
         while steps_left > 0 and running:
             for batch in data:  # one pass, reshuffled each time
                 with autocast():

@@ -1,6 +1,8 @@
 """The regularization strategies: each one's mechanism against a hand computation, and each trains end
 to end on 2-task Split-Digits into a real DuckDB file, the same seed giving the same metrics."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from engine.module import ContinualModule
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
+from engine.strategies.regularization import quadratic_penalty
 from store.queries import accuracy_matrix
 from tests.conftest import small_config
 from tests.test_strategies import metric_rows
@@ -20,7 +23,8 @@ CASES = [("cumulative", {}), ("ewc", {"ewc_lambda": 100.0, "fisher": "minibatch"
          ("ewc", {"ewc_lambda": 100.0, "fisher": "per_sample", "mode": "online"}), ("si", {}), ("mas", {}),
          ("l2", {}), ("ewc_rank1", {}), ("ewc_rank1", {"direction": "mean_gradient"}),
          ("ewc_rank1", {"direction": "leading"}), ("feature_distill", {}),
-         ("classp", {})]
+         ("classp", {}), ("si", {"gradient": "unregularised"}), ("classp", {"gate": "tensor", "threshold": 0.5}),
+         ("ewc", {"ewc_lambda": 100.0, "fisher_labels": "sampled"})]
 
 
 @pytest.mark.parametrize("name, hparams", CASES, ids=[f"{n}-{'-'.join(map(str, h.values()))}" for n, h in CASES])
@@ -135,6 +139,15 @@ def test_no_importance_is_computed_after_the_last_task():
         assert _state(strategy) != before, name  # after a task that is not the last, it does consolidate
 
 
+def _si_step(si, module, optimizer, loss):
+    """One optimizer step on ``loss`` with SI's hooks around it, as the loop's observe."""
+    optimizer.zero_grad()
+    loss.backward()
+    si.after_backward(module, None)
+    optimizer.step()
+    si.after_step(module, None)
+
+
 def test_si_importance_is_the_path_integral_on_a_quadratic_by_hand():
     a, w0, lr, xi, steps = 3.0, 2.0, 0.1, 0.1, 6
     net = torch.nn.Linear(1, 1, bias=False)
@@ -146,12 +159,7 @@ def test_si_importance_is_the_path_integral_on_a_quadratic_by_hand():
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     w, omega = 0.5, 0.0
     for _ in range(steps):  # loss 0.5 a (w - w0)^2, its gradient a (w - w0)
-        loss = 0.5 * a * (net.weight - w0).pow(2).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        si.after_backward(module, None)
-        optimizer.step()
-        si.after_step(module, None)
+        _si_step(si, module, optimizer, 0.5 * a * (net.weight - w0).pow(2).sum())
         g = a * (w - w0)
         omega += -g * (-lr * g)
         w -= lr * g
@@ -291,3 +299,125 @@ def test_cumulative_trains_task_k_on_tasks_1_to_k():
     assert set(experiences[2].y.tolist()) == set(range(10))
     with pytest.raises(ValueError):
         parse_config({**small_config("cumulative").model_dump(mode="json"), "strategy": {"name": "cumulative", "mode": "all"}})
+
+
+# ---- EWC: van de Ven's lambdas and the sampled-label (expected) Fisher ---------------------------------
+def test_ewc_sampled_label_fisher_is_the_expected_fisher_and_true_labels_the_empirical_one():
+    net, x, y, t = _tiny()
+    expected = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    for i in range(10):  # sum over labels c of p(c | x_i) g_c^2, one backward a label
+        probs = F.softmax(net(x[i:i + 1]), 1).detach()[0]
+        for c in range(3):
+            net.zero_grad()
+            F.cross_entropy(net(x[i:i + 1]), torch.tensor([c])).backward()
+            for n, p in net.named_parameters():
+                expected[n] += probs[c] * p.grad ** 2 / 10
+    many = 3000  # each sample repeated: the sampled labels' Fisher converges to the expected one
+    xs, ts = x.repeat(many, 1), t.repeat(many)
+    for kind in ("per_sample", "minibatch"):
+        ewc = STRATEGIES["ewc"](fisher=kind, fisher_labels="sampled", fisher_batch=4096, seed=3)
+        ewc.after_task(_module(net, ewc, batch_size=1), Experience(1, xs, y.repeat(many), ts))
+        sampled = ewc.penalties[0][0]
+        for n in expected:
+            assert torch.allclose(sampled[n], expected[n], rtol=0.08, atol=2e-4), (kind, n)
+    empirical = STRATEGIES["ewc"](fisher_labels="true")
+    empirical.after_task(_module(net, empirical), Experience(1, x, y, t))
+    assert any(not torch.allclose(empirical.penalties[0][0][n], expected[n], rtol=0.2) for n in expected)
+
+
+def test_ewc_runs_van_de_vens_class_il_lambda_with_sampled_labels_from_the_cli(tmp_path):
+    """lambda 1e9 (van de Ven's class-IL Split MNIST, Adam 0.001) was refused above 1e7."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: ewc-1e9\nscenario: {n_tasks: 2}\nmodel: {hidden: [32]}\n"
+                      "strategy: {name: ewc, ewc_lambda: 1.0e9, fisher_labels: sampled}\n"
+                      "train: {optimizer: adam, lr: 0.001, epochs_per_task: 1}\neval: {every: 5}\n")
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(tmp_path / "l.duckdb")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"run \d+ finished", proc.stdout), proc.stdout
+    config.write_text(config.read_text().replace("1.0e9", "1.0e13"))
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", str(config), "--db", str(tmp_path / "l.duckdb")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode != 0 and "strategy.ewc_lambda" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---- the conventions offered beside the defaults -------------------------------------------------------
+@pytest.mark.parametrize("gradient", ["total", "unregularised"])
+def test_si_path_integral_of_a_second_task_uses_the_chosen_gradient(gradient):
+    """Task 2's loss is 0.5 b (w - w1)^2 plus SI's c Omega (w - w*)^2; the optimizer follows the total
+    gradient, and omega integrates -g dw with g the total one or the task loss's alone (Zenke's)."""
+    b, w1, lr, xi, c, steps = 2.0, -1.0, 0.1, 0.1, 0.5, 5
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.5)
+    si = STRATEGIES["si"](xi=xi, c=c, gradient=gradient)
+    module = _module(net, si)
+    task = Experience(1, torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), torch.zeros(1))
+    si.before_task(module, task)
+    si.importance, si.optimum = {"weight": torch.tensor([[3.0]])}, {"weight": torch.tensor([[0.5]])}
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    w, omega = 0.5, 0.0
+    for _ in range(steps):
+        _si_step(si, module, optimizer, 0.5 * b * (net.weight - w1).pow(2).sum()
+                 + c * quadratic_penalty(net, [(si.importance, si.optimum)]))
+        task_grad = b * (w - w1)
+        total = task_grad + 2 * c * 3.0 * (w - 0.5)
+        omega += -(total if gradient == "total" else task_grad) * (-lr * total)
+        w -= lr * total
+    assert si.omega["weight"].item() == pytest.approx(omega, rel=1e-5)
+
+
+def test_lwf_t_squared_and_the_classes_of_its_cross_entropy():
+    scenario = _scenario(2)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    x, y = scenario.tasks[0].train.x()[:20], scenario.tasks[0].train.y[:20]
+    t = torch.zeros(20, dtype=torch.long)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    out = net(x).detach()
+    losses = {}
+    for t_squared in (True, False):
+        for ce_classes in ("all", "seen"):
+            lwf = STRATEGIES["lwf"](temperature=3.0, t_squared=t_squared, ce_classes=ce_classes)
+            module = _module(net, lwf, n_classes=10)
+            lwf.setup(module, scenario)
+            lwf.before_task(module, Experience(1, x, y, t))
+            losses[t_squared, ce_classes, "first"] = lwf.training_loss(module, x, y, t).item()
+            lwf.after_task(module, Experience(1, x, y, t))
+            torch.manual_seed(1)
+            with torch.no_grad():  # the student moves away from its teacher
+                for p in net.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            lwf.before_task(module, Experience(2, x, y, t + 1))
+            losses[t_squared, ce_classes] = lwf.training_loss(module, x, y, t).item() - module.loss(x, y, t).item()
+            net.load_state_dict(start)
+    seen = scenario.tasks[0].classes
+    remapped = torch.tensor([seen.index(int(c)) for c in y])
+    assert losses[True, "seen", "first"] == pytest.approx(F.cross_entropy(out[:, seen], remapped).item(), rel=1e-5)
+    assert losses[True, "all", "first"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert losses[True, "all"] == pytest.approx(9.0 * losses[False, "all"], rel=1e-4)  # T^2 = 9
+
+
+def test_classp_tensor_gate_moves_a_whole_tensor_as_the_authors_code():
+    net, x, y, t = _tiny()
+    for gate, threshold in [("tensor", 0.5), ("tensor", 1.0), ("weight", 0.5)]:
+        torch.manual_seed(1)
+        net, x, y, t = _tiny()
+        classp = STRATEGIES["classp"](threshold=threshold, gate=gate)
+        module = _module(net, classp)
+        optimizer = classp.configure_optimizer(module, TrainConfig(lr=0.1))
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        classp.observe(module, (x, y, t), optimizer, lambda loss: loss.backward())
+        moved = {n: (p.detach() != before[n]) for n, p in net.named_parameters()}
+        if gate == "tensor" and threshold < 1:  # every weight with a non-zero gradient moves, small ones too
+            assert all(m.all() for m in moved.values()), moved
+        elif gate == "tensor":
+            assert not any(m.any() for m in moved.values())
+        else:  # the paper's per-weight rule: at 0.5 few weights, if any, pass
+            assert not all(m.all() for m in moved.values())

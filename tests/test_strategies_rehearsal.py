@@ -1,6 +1,7 @@
 """The rehearsal strategies: each one's mechanism, then each trained end to end into a real DuckDB file."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from engine.augment import InputAugment
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
+from engine.cost import estimate
 from engine.manager import run_in_process
 from engine.models.mlp import MLP
 from engine.module import ContinualModule
@@ -17,6 +19,7 @@ from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
 from engine.strategies.buffers import BalancedBuffer, GreedyClassBalancedBuffer, ReservoirBuffer
 from engine.strategies.icarl import herding
+from store.metrics import summaries
 from store.queries import accuracy_matrix
 from tests.conftest import small_config
 
@@ -389,24 +392,33 @@ def test_gem_margin_pushes_past_the_constraint():
 
 
 # ---- GDumb, iCaRL, EMA --------------------------------------------------------------------------------
-def test_gdumb_model_after_a_task_depends_only_on_the_memory():
+def test_gdumb_trains_from_scratch_on_its_memory_alone_for_its_own_epochs():
     scenario, (first, second) = experiences(2)
-    weights = []
-    for noise in (False, True):
-        gdumb, module = make("gdumb", scenario, buffer_size=100)
-        initial = copy.deepcopy(module.net.state_dict())
-        train(gdumb, module, first, 5)
-        gdumb.before_task(module, second)
-        assert all(torch.equal(v, initial[k]) for k, v in module.net.state_dict().items())  # from scratch
-        assert torch.bincount(gdumb.memory.y).tolist() == [10] * 10
-        optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
-        for x, y, t in batches(second, 10):
-            if noise:  # a different stream batch: the result must not change
-                x, y = torch.randn_like(x) * 10, torch.randint(0, 10, y.shape)
-            gdumb.observe(module, (x, y, t), optimizer, lambda loss: loss.backward())
-        weights.append(torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
-    assert torch.equal(weights[0], weights[1])
-    assert not torch.equal(weights[0], torch.cat([v.reshape(-1) for v in initial.values()]))
+    gdumb, module = make("gdumb", scenario, buffer_size=100, epochs=7)
+    initial = copy.deepcopy(module.net.state_dict())
+    train(gdumb, module, first, 5)
+    gdumb.before_task(module, second)
+    assert all(torch.equal(v, initial[k]) for k, v in module.net.state_dict().items())  # from scratch
+    assert torch.bincount(gdumb.memory.y).tolist() == [10] * 10
+    data = gdumb.train_data(second)  # what the loop's epochs go over: the memory, not the stream
+    assert len(data) == 100 and torch.equal(data.y, gdumb.memory.y) and torch.equal(data.x, gdumb.memory.x)
+    train_cfg = TrainConfig(batch_size=32, epochs_per_task=2)
+    assert gdumb.epochs_per_experience(train_cfg) == 7  # its own budget, not the run's epochs_per_task
+    assert gdumb.epoch_sizes([first, second]) == [min(100, len(first)), 100]
+    assert gdumb.planned_steps([first, second], train_cfg) == 7 * (math.ceil(min(100, len(first)) / 32) + 4)
+
+
+def test_gdumb_run_takes_epochs_over_the_memory_and_improves_with_them(store):
+    """Through the run: its steps are epochs x memory batches a task, and more epochs fit the memory."""
+    accs = []
+    for epochs in (1, 30):
+        config = small_config("gdumb", strategy={"name": "gdumb", "buffer_size": 100, "epochs": epochs})
+        run_id = run_in_process(store, config)
+        status, steps, total = store.sql("SELECT status, last_step, total_steps FROM runs WHERE id = ?", [run_id])[0]
+        assert status == "finished" and steps == total == epochs * 2 * math.ceil(100 / 32)
+        assert estimate(config).steps == total  # the cost estimate made before queueing counts the same
+        accs.append(summaries(store, [run_id], only=["acc"])[0]["acc"])
+    assert accs[1] > accs[0] + 0.1, accs
 
 
 def test_icarl_herding_approaches_the_class_mean():
@@ -488,6 +500,24 @@ def test_ema_weights_equal_the_hand_computed_average():
     assert all(torch.allclose(e, p, atol=1e-6) for e, p in zip(expected, ema.ema.parameters()))
     assert ema.eval_model(module) is ema.ema
     assert not all(torch.allclose(e, p) for e, p in zip(expected, module.net.parameters()))
+
+
+def test_ema_default_decay_follows_the_task_length():
+    """A fixed 0.99 spans 69 steps, more than a Split-Digits task (45): its average then lags a task
+    behind. By default the half-life is a fraction of each task's steps, whatever the task's length."""
+    scenario, (first, second) = experiences(2)
+    short = Experience(2, second.x[:64], second.y[:64], second.t[:64])
+    ema, module = make("ema", scenario)
+    halves = []
+    for experience in (first, short):
+        ema.before_task(module, experience)
+        steps = module.train_cfg.epochs_per_task * math.ceil(len(experience.y) / module.train_cfg.batch_size)
+        halves.append(math.log(0.5) / math.log(ema.task_decay))  # the half-life in steps
+        assert halves[-1] == pytest.approx(0.1 * steps, rel=1e-6)
+    assert halves[0] > 5 * halves[1]  # the shorter task, the shorter memory
+    fixed, module = make("ema", scenario, decay=0.99)
+    fixed.before_task(module, first)
+    assert fixed.task_decay == 0.99  # a decay given keeps its meaning (runs stored with one)
 
 
 def test_ema_distillation_pulls_towards_the_slow_weights():

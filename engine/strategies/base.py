@@ -6,6 +6,7 @@ validator and the launch form are both built from that declaration.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -133,6 +134,33 @@ class Strategy:
 
     def before_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called before training an experience."""
+
+    # ---- the training budget: the run's by default; a method with its own overrides these ------
+    def epochs_per_experience(self, train_cfg) -> int | None:
+        """Epochs the loop trains each experience for, where the strategy has a budget of its own (GDumb:
+        epochs over its memory; Joint: to convergence); None: the run's (``train.epochs_per_task``, or
+        ``train.iterations_per_task`` steps)."""
+        return None
+
+    def train_data(self, experience: Experience) -> Experience:
+        """What the loop's epochs go over for ``experience`` (asked after ``before_task``): the experience
+        itself by default; GDumb: its memory."""
+        return experience
+
+    def epoch_sizes(self, experiences: list[Experience]) -> list[int]:
+        """Samples in one epoch of each experience's ``train_data``, known before training."""
+        return [len(e) for e in experiences]
+
+    def task_steps(self, train_cfg, batches_per_epoch: int) -> int:
+        """The optimizer steps of one experience whose one pass is ``batches_per_epoch`` batches."""
+        epochs = self.epochs_per_experience(train_cfg)
+        if epochs is None:
+            return train_cfg.task_steps(batches_per_epoch)
+        return epochs * batches_per_epoch
+
+    def planned_steps(self, experiences: list[Experience], train_cfg) -> int:
+        """The run's optimizer steps (its progress, the cost estimate made before it is queued)."""
+        return sum(self.task_steps(train_cfg, math.ceil(n / train_cfg.batch_size)) for n in self.epoch_sizes(experiences))
 
     # ---- the training step: a strategy may shape every part of it ------------------------------
     def parameter_groups(self, module: "ContinualModule") -> list[dict]:

@@ -7,4 +7,4 @@ import math
 
 def steps_in_task(module, experience) -> int:
     cfg = module.train_cfg
-    return cfg.task_steps(math.ceil(len(experience.y) / cfg.batch_size))
+    return module.strategy.task_steps(cfg, math.ceil(len(experience.y) / cfg.batch_size))
