@@ -298,7 +298,7 @@ def test_a_real_run_with_augmentation_stores_the_raw_inputs(tmp_path, name, fiel
     from tests.test_resume import ListSink
 
     write_cifar10(tmp_path, per_batch=40, n_test=20)
-    strategy = {"name": name, "buffer_size": 60}
+    strategy = {"name": name, "buffer_size": 60, **({"alpha": 0.3} if name == "der" else {})}  # DER's alpha 1 diverges on random pixels
     if field == "class_balanced":
         strategy["policy"], field = "class_balanced", "replay_buffer"
     config = parse_config({

@@ -12,3 +12,4 @@ class Cumulative(Joint):
     description = "At each task, trains on every task's data seen so far: the upper reference, task by task."
     hparams: dict[str, HParam] = {}
     mode = "cumulative"  # Joint's schedule, fixed
+    epochs = 0  # the run's budget

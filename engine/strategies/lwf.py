@@ -43,6 +43,7 @@ class LwF(Strategy):
         self.all_classes = scenario.setting == "domain"
         self.class_il = scenario.setting == "class"
         self.teacher = None
+        self.unseen = None  # an additive mask of the classes not yet seen, for ce_classes = seen
 
     def before_task(self, module, experience):
         self.unseen = None  # an additive mask of the classes not yet seen, for ce_classes = seen
