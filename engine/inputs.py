@@ -96,7 +96,11 @@ def cut_text(text: str) -> str:
     """A text (a key, a file name) for an error line, unquoted, cut like ``cut``."""
     n = limits().max_message_chars
     text = str(text).replace("\n", "\\n")
-    return text if len(text) <= n else text[:n - 1] + "…"
+    if len(text) <= n:
+        return text
+    # a long path keeps its end: the file's name says which file it is
+    is_path = "/" in text and " " not in text
+    return "…" + text[-(n - 1):] if is_path else text[:n - 1] + "…"
 
 
 # ---- reading ---------------------------------------------------------------------------------------

@@ -102,8 +102,9 @@ def test_frontier_of_real_runs_uses_the_summaries_and_marks_the_non_dominated(tr
         assert row["learning_accuracy"] == by_id[row["id"]]["learning_accuracy"]
         assert row["min_acc"] == by_id[row["id"]]["min_acc"]
     assert table["strategy"].tolist() == ["naive", "replay", "replay", "ewc"]
-    assert table.loc[1, "hparams"] == "buffer_size=50, replay_batch_size=32, policy=reservoir"
-    assert table.loc[1, "hparams_dict"] == {"buffer_size": 50, "replay_batch_size": 32, "policy": "reservoir"}
+    assert table.loc[1, "hparams"] == "buffer_size=50, replay_batch_size=32, policy=reservoir, memory_per_class=100, weighting=joined"
+    assert table.loc[1, "hparams_dict"] == {"buffer_size": 50, "replay_batch_size": 32, "policy": "reservoir",
+                                            "memory_per_class": 100, "weighting": "joined"}
     assert table.loc[0, "hparams"] == "-"          # naive: no hyperparameters, nothing else differs
     expected = pareto_front(table[["learning_accuracy", "min_acc"]].to_numpy())
     assert table["on_front"].tolist() == expected.tolist()
@@ -127,7 +128,7 @@ def test_derived_stability_from_forgetting_and_lower_is_better_axes(trained):
     low = frontier_table(store, x="acc", y="forgetting")   # forgetting: lower is better
     assert low.attrs["maximize"] == (True, False)
     assert low["on_front"].tolist() == table["on_front"].tolist()   # the same order, flipped twice
-    with pytest.raises(pareto.UnknownMetric, match="unknown metric 'nope'; allowed: acc, bwt"):
+    with pytest.raises(pareto.UnknownMetric, match="unknown metric 'nope'; allowed: acc, task_il_acc, bwt"):
         frontier_table(store, x="nope")
 
 

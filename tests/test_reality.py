@@ -55,7 +55,7 @@ def test_bad_reality_checks_are_rejected_line_by_line():
     with pytest.raises(ConfigError) as err:
         parse_sweep(bad)
     lines = err.value.problems
-    assert lines[0].startswith("reality_check.metric = 'nope': must be a metric key with a direction: acc, bwt")
+    assert lines[0].startswith("reality_check.metric = 'nope': must be a metric key with a direction: acc, task_il_acc, bwt")
     assert lines[1:] == [
         "reality_check.strategies = 'foo': must be one of " + ", ".join(STRATEGIES),
         "reality_check.test.seeds = [1]: must be new seeds, none of the tune seeds (reused: [1])",
@@ -119,7 +119,8 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     assert set(best) == {"naive", "replay"}
     assert best["naive"]["hparams"] == {"train.lr": 0.05} and best["naive"]["mean"] == pytest.approx(0.45)
     assert best["replay"]["hparams"] == {"strategy.buffer_size": 100, "strategy.replay_batch_size": 32,
-                                         "strategy.policy": "reservoir", "train.lr": 0.01}
+                                         "strategy.policy": "reservoir", "strategy.memory_per_class": 100,
+                                         "strategy.weighting": "joined", "train.lr": 0.01}
     assert best["replay"]["mean"] == pytest.approx(0.75) and best["replay"]["std"] == pytest.approx(0.0707, abs=1e-3)
 
     assert advance_reality_check(manager, sweep_id) == "testing"

@@ -109,8 +109,9 @@ def test_a_refresh_sent_while_the_script_runs_is_dropped_so_runs_never_follow_ba
     refreshes = sum(what == "refresh" for _, what, *_ in seen)
     assert runs >= 4, seen
     assert refreshes >= 2 * runs, (refreshes, runs)  # the timer sent three a run: most were dropped
-    # a refresh crossing a run's end on the wire may look back to back once; queued, every run was
-    assert back_to_back <= 1, (back_to_back, runs, seen)
+    # a refresh crossing a run's end on the wire may look back to back (more often on a loaded
+    # machine: the suite runs two files at once); queued, every run after the first was
+    assert 2 * back_to_back < runs - 1, (back_to_back, runs, seen)
 
 
 TWO_FRAGMENTS_APP = textwrap.dedent('''

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError, TrainConfig
+from engine.inputs import cut_text
 from engine.sweep import expand, labels, load_sweep, parse_sweep
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
@@ -171,7 +172,7 @@ def test_the_cli_rejects_a_bad_sweep_with_exit_2_and_writes_nothing(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
-        f"{bad}: the sweep has 3 problem(s):",
+        f"{cut_text(bad)}: the sweep has 3 problem(s):",  # a long temporary path is cut from its start
         "  grid.strategy.buffer_size: no strategy of this sweep declares buffer_size (naive: none)",
         "  base.train.lr = -1: must be greater than 0",
         "  grid.train.momentum = 2: must be less than 1",
