@@ -12,6 +12,7 @@ from pages.ui.charts import compare_spec
 from pages.ui.downloads import download_menu, exported, report_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.pareto_charts import pareto_chart, pareto_spec
+from pages.ui.toolbars import hide_element_toolbars
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from store.palette import group_styles
 from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, any_live, group_curves, group_label,
@@ -121,7 +122,10 @@ c1, c2 = st.columns([4, 1])
 c1.caption(f"{len(runs)} run(s) of {configs.nunique()} config(s) (a config: the run config but its name and seed).")
 run_ids = [int(i) for i in runs["id"]]
 owners = [o for (o,) in store.sql("SELECT DISTINCT coalesce(owner, '') FROM runs WHERE list_contains(?, id)", [run_ids])]
-if all(may(who, "export", owner) for owner in owners):  # a member exports a comparison of their own runs
+may_export_all = all(may(who, "export", owner) for owner in owners)
+if not may_export_all:
+    hide_element_toolbars()  # a member comparing another's runs: no CSV or PNG of what they may not export
+if may_export_all:  # a member exports a comparison of their own runs
     with c2:  # the report of what is selected, grouped and plotted as on this page (engine/report)
         pareto_axes = {k: st.session_state.get(f"pareto_{k}") for k in ("x", "y")}
         download_menu(exported(report_downloads(

@@ -9,6 +9,7 @@ from engine.checkpoint import CheckpointError, resume_point
 from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
+from pages.ui.toolbars import hide_element_toolbars
 from store.metrics import METRICS, samples_used
 from store.queries import SERIES_EMPTY, run_row, runs_table
 from store.run_view import run_view as read_run_view
@@ -36,6 +37,8 @@ if run_id is None or not str(run_id).isdigit() or run_row(store, int(run_id)) is
 run_id = int(run_id)
 opened = run_row(store, run_id)  # the run as the page opens: its config, and whether it is live
 live = opened["status"] not in FINAL_STATUSES
+if not may(me(), "export", opened["owner"] or ""):
+    hide_element_toolbars()  # a member viewing another's run: no CSV or PNG of what they may not export
 
 # About how many rows the panels draw, each bucket's extremes kept (a dip is never smoothed away).
 # Fewer while the run trains: the browser redraws the live panels at every refresh, and its cost grows

@@ -2,7 +2,7 @@
 of tests/test_login_browser.py, Debian's Chromium), started from a shell whose umask is 022:
 - a viewer gets none of Streamlit's own export buttons on tables and charts (Download as CSV, Download
   as PNG, Copy Vega-Lite spec, Show data), not even with the page's style rule removed as one could in
-  the browser's developer tools, while an admin and a member still have them;
+  the browser's developer tools, while an admin and a member still have them (a member on their own runs only);
 - the lab's files are its user's alone (0600, folders 0700): those it creates, and the database that
   was there, 0644, before it started."""
 
@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from store import Store
 from tests.test_browser import no_exception, pytestmark  # noqa: F401
-from tests.test_login_browser import A, C, D, hosted_lab, logged_in, sessions  # noqa: F401 - fixtures
+from tests.test_login_browser import A, B, C, D, hosted_lab, logged_in, sessions  # noqa: F401 - fixtures
 from tests.test_report_browser import browser  # noqa: F401 - the fixture
 
 EXPORTS = re.compile(r"^(Download as|Copy Vega-Lite spec|Show data)")
@@ -125,4 +125,14 @@ def test_who_may_export_keeps_the_export_buttons(lab, sessions, email):
     seen = {where: toolbar_buttons(page, element) for where, element in pages_elements(page, url, run_id)}
     assert any("Download as PNG" in b for b in seen["run panels"]), seen
     assert any("Download as CSV" in b for b in seen["compare table"]), seen
+    no_exception(page)
+
+
+def test_a_member_viewing_another_members_run_gets_no_export_buttons(lab, sessions):
+    url, _, run_id = lab
+    # B may export their own runs (the session keeps Streamlit's data export on), not A's demo run:
+    # the Run page of A's run, and a comparison that holds it, draw no toolbars
+    page = logged_in(sessions, url, B, "member")
+    seen = {where: toolbar_buttons(page, element) for where, element in pages_elements(page, url, run_id)}
+    assert not any(seen.values()), seen
     no_exception(page)
