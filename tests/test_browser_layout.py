@@ -5,7 +5,10 @@ frontier), no table, chart or button is wider than its container, and no column 
 named is cut: the runs' created column and tag chips, the gap table's note column, the metrics
 table's group column, the Pareto title, "Relaunch with changes"."""
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 from engine.manager import run_in_process
 from store import Store
@@ -62,7 +65,9 @@ def lab_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser_layout")
     db = folder / "lab.duckdb"
     store = Store(db, serve=False)
+    # naive keeps its weights after each task: the Pareto chart can draw its trade-off curve beside it
     ids = [run_in_process(store, small_config(strategy, n_tasks=3, seed=seed, eval={"every": 2},
+                                              train={"weights": "every"} if strategy == "naive" else {},
                                               name=f"{strategy} digits class-IL, seed {seed}"))
            for strategy in ("naive", "replay", "ewc") for seed in (0, 1)]
     store.annotate_run(ids[0], tags=TAGS)
@@ -144,3 +149,30 @@ def test_the_compare_page_at_1440_fits_its_charts_and_tables_to_the_column(lab_s
     assert any(t.startswith("Runs: ") and "on the frontier of 6" in t for t in frontier["texts"]), frontier["texts"]
     tables = check_tables(page, {"group": "text"})
     assert any({"group", "acc"} <= {c["head"] for c in t["columns"]} for t in tables)
+
+
+def test_the_pareto_chart_with_a_trade_off_curve_fits_the_column_at_1440(lab_server, page):
+    url, ids = lab_server
+    open_page(page, url, "/compare", '[data-testid="stVegaLiteChart"] svg')
+    page.get_by_role("heading", name="Pareto frontier").wait_for(timeout=60_000)
+    picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Trade-off curves")
+    picker.locator("input").click()
+    page.keyboard.type(f"run {ids[0]}")  # the options filtered to it (the list is drawn lazily)
+    page.get_by_role("option", name=f"run {ids[0]}").wait_for(timeout=60_000)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    frontier = page.locator('[data-testid="stVegaLiteChart"]').nth(1)
+    expect(frontier.get_by_text(re.compile("^Trade-off models"))).to_be_visible(timeout=120_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "compare_tradeoffs_1440.png"), full_page=True)
+    layout = page.evaluate(LAYOUT_JS)
+    check_layout(layout, None)  # both panels inside the column, no title or label cut by "..."
+    texts = layout["charts"][1]["texts"]
+    assert any(t.startswith("Runs: ") for t in texts) and any(t.startswith("Trade-off models") for t in texts), texts
+    # every title and label lies inside the chart's drawing (Vega draws a long title past its edge uncut)
+    boxes = frontier.evaluate("""c => { const s = c.querySelector('svg').getBoundingClientRect();
+      return [...c.querySelectorAll('svg text')].filter(t => t.textContent).map(t => {
+        const r = t.getBoundingClientRect(); return [t.textContent, r.left - s.left, s.right - r.right]; }); }""")
+    outside = [(t, round(a), round(b)) for t, a, b in boxes if a < -3 or b < -3]  # a rotated title's box: 2 px
+    assert not outside, outside
+    no_exception(page)

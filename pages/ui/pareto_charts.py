@@ -47,7 +47,7 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     - a point selection named ``pick`` on the field ``id`` (click), for
       ``st.altair_chart(..., on_select="rerun", selection_mode="pick")``;
     - with ``tradeoffs`` (rows of ``engine.interpolate.tradeoff_table``, any number of runs), a
-      second panel beside it: each interpolation curve, plasticity (accuracy on the new task k)
+      second panel below it: each interpolation curve, plasticity (accuracy on the new task k)
       against stability (mean accuracy on the tasks before k), as a line with small points,
       labelled by run and switch at alpha 0 and 1, alpha in the tooltip.
 
@@ -59,7 +59,8 @@ def pareto_chart(table: pd.DataFrame, x: str, y: str, tradeoffs: pd.DataFrame | 
     svg = {"embedOptions": {"renderer": "svg"}}
     if tradeoffs is None or len(tradeoffs) == 0:
         return runs.properties(usermeta=svg)
-    return alt.hconcat(runs, _tradeoff_panel(tradeoffs, width, height)).resolve_scale(color="independent").properties(
+    # below the frontier, not beside it: two 520 px panels side by side spilled out of a 1440 px page (1768 px)
+    return alt.vconcat(runs, _tradeoff_panel(tradeoffs, width, height)).resolve_scale(color="independent").properties(
         usermeta=svg)
 
 
