@@ -87,7 +87,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from store import Store  # noqa: E402
-from store.snapshot import open_snapshot  # noqa: E402
+from store.store import open_snapshot  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (the browser tests' Chromium)
 
 WARM_UP_TIMEOUT = 120  # s: a session's first load (its browser cache cold), not timed

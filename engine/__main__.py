@@ -34,7 +34,7 @@ def _open_store(path: Path, read_only: bool = False, create: bool = True) -> Sto
         return Store(path, serve=not read_only, read_only=read_only, disk_wait_s=limits().disk_wait_s)
     except DatabaseLocked as err:
         if read_only:
-            from store.snapshot import open_snapshot
+            from store.store import open_snapshot
 
             if (snapshot := open_snapshot(path)) is not None:
                 return snapshot

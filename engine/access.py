@@ -26,6 +26,8 @@ not start with a broken file. It is read once, when the lab starts.
 
 Enforcement is below the pages: ``RunManager`` and ``Store`` take a ``principal`` on every action and
 refuse with ``AccessDenied`` (``QuotaExceeded`` for a quota), writing the refusal to the audit table.
+``Access`` is the policy the store is handed (``store.policy.AccessPolicy``): the store imports nothing
+of this module.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ from typing import Any, Mapping
 
 from engine.inputs import ConfigError, cut, cut_text, decode, read_bytes
 from engine.limits import read_settings, settings_path
+from store import policy
 
 ROLES = ("admin", "member", "viewer")
-# actions a principal takes on the lab, and the words a refusal uses for them
-ACTIONS = {"launch": "launch runs", "cancel": "cancel", "resume": "resume", "annotate": "rename or annotate",
-           "delete": "delete", "export": "export"}
+# the actions a principal takes on the lab (the store's), and the words a refusal uses for them
+ACTIONS = {action: {"launch": "launch runs", "annotate": "rename or annotate"}.get(action, action)
+           for action in policy.ACTIONS}
 QUOTA_KEYS = ("runs_at_once", "runs_queued", "largest_sweep", "weights_gb")
 EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
@@ -86,9 +89,7 @@ class Principal:
 
 def local_principal() -> Principal:
     """The local lab's user: the OS user (the owner runs had before), an admin with no quotas."""
-    from engine.manager import default_owner
-
-    return Principal(default_owner(), "admin", Quotas(), local=True)
+    return Principal(policy.os_user(), "admin", Quotas(), local=True)
 
 
 def principal_for(access: "Access | None", email: Any = None, verified: bool | None = None) -> Principal:
@@ -132,7 +133,8 @@ def normal_email(email: Any) -> str:
 
 @dataclass(frozen=True)
 class Access:
-    """The parsed access file: entries by email and by domain, each (role, quotas)."""
+    """The parsed access file: entries by email and by domain, each (role, quotas). The policy a hosted
+    lab's store enforces (``store.policy.AccessPolicy``)."""
     users: Mapping[str, Principal]
     domains: Mapping[str, Principal]  # email "" : the domain's role and quotas
     defaults: Quotas = field(default_factory=Quotas)
@@ -151,6 +153,13 @@ class Access:
             return replace(self.domains[domain], email=address)
         raise AccessDenied(f"{address} is not allowed in this lab: neither the address nor @{domain} is listed "
                            "in its access file; ask the lab's operator")  # no path: a visitor may read this
+
+    def refusal(self, who: Principal, action: str, owner: str | None) -> str | None:
+        return refusal(who, action, owner)
+
+    def denial(self, who: Principal | str, action: str, reason: str, run_id: int | None = None,
+               sweep_id: int | None = None) -> AccessDenied:
+        return AccessDenied(denied(who, action, reason, run_id, sweep_id))
 
     def quotas_of(self, owner: str | None) -> Quotas:
         """The quotas of a run owner (the defaults for one no longer listed)."""
@@ -307,6 +316,8 @@ def check_quotas(store, who: Principal, *, new_runs: int, sweep_runs: int | None
     figure and the limit. Call it holding ``engine.cost.QUEUE_LOCK`` up to the rows' creation."""
     from engine.cost import human_bytes
 
+    if who.local:  # the local lab's one user (``store.policy.LocalUser`` when nobody was named) has no quotas
+        return
     q = who.quotas
     problem = None
     if q.largest_sweep is not None and sweep_runs is not None and sweep_runs > q.largest_sweep:

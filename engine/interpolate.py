@@ -25,6 +25,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from store.queries import run_row
+from store.tradeoffs import tradeoff_rows, write_tradeoffs
+
 ALPHAS = tuple(i / 10 for i in range(11))  # 0.0, 0.1, ..., 1.0
 
 
@@ -49,10 +52,10 @@ def _weights_file(weights_dir: Path, task: int) -> Path:
 def _run_config(store, run_id: int):
     from engine.config import RunConfig
 
-    rows = store.sql("SELECT config, status FROM runs WHERE id = ?", [run_id])
-    if not rows:
+    row = run_row(store, run_id)
+    if row is None:
         raise KeyError(f"there is no run {run_id} in {store.path}")
-    cfg = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
+    cfg = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
     try:
         return RunConfig.model_validate(cfg)
     except Exception as err:  # a user's own run (README): not a config the engine can rebuild
@@ -148,26 +151,8 @@ def compute_tradeoffs(store, run_id: int, task: int | None = None, alphas: Seque
             rows["loss"] += loss
     df = pd.DataFrame(rows)
     if write:
-        _write(store, run_id, [k - 1 for k in switches], df)
+        write_tradeoffs(store, run_id, [k - 1 for k in switches], df)
     return df
-
-
-def _write(store, run_id: int, from_tasks: list[int], df: pd.DataFrame) -> None:
-    import pyarrow as pa
-
-    table = pa.table({"run_id": pa.array(df["run_id"], pa.int32()), "from_task": pa.array(df["from_task"], pa.int16()),
-                      "alpha": pa.array(df["alpha"], pa.float64()), "task": pa.array(df["task"], pa.int16()),
-                      "acc": pa.array(df["acc"], pa.float64()), "loss": pa.array(df["loss"], pa.float64())})
-
-    def write(cur):  # inside the writer's transaction: the old curve goes only if the new one lands
-        try:
-            cur.execute("DELETE FROM tradeoffs WHERE run_id = ? AND list_contains(?, from_task)", [run_id, from_tasks])
-            cur.register("tradeoff_batch", table)
-            cur.execute("INSERT INTO tradeoffs SELECT run_id, from_task, alpha, task, acc, loss FROM tradeoff_batch")
-        finally:
-            cur.unregister("tradeoff_batch")
-
-    store.call(write).result()
 
 
 def tradeoff_table(source, run_id: int) -> pd.DataFrame:
@@ -176,13 +161,7 @@ def tradeoff_table(source, run_id: int) -> pd.DataFrame:
     ``stability`` (mean accuracy on the tasks before k), ``seen_acc`` (mean over tasks 1..k),
     ``acc`` (mean over every task) and ``task 1``, ``task 2``, ... (each task's accuracy).
     Empty (with these columns but the task ones) when the run has none."""
-    cur = source.cursor() if hasattr(source, "cursor") and not hasattr(source, "fetchall") else source
-    try:
-        long = cur.execute("SELECT from_task, alpha, task, acc FROM tradeoffs WHERE run_id = ? "
-                           "ORDER BY from_task, alpha, task", [run_id]).df()
-    finally:
-        if cur is not source:
-            cur.close()
+    long = tradeoff_rows(source, run_id)
     base = ["run_id", "from_task", "to_task", "alpha", "plasticity", "stability", "seen_acc", "acc"]
     if long.empty:
         return pd.DataFrame(columns=base)

@@ -45,7 +45,7 @@ class Limits:
     # the Launch page's sweep check, in a child process (engine/check_sweep.py)
     sweep_check_seconds: float = 60.0       # time to parse, validate and expand a pasted sweep
     sweep_check_memory_mb: int = 1024       # memory it may take beyond the interpreter and its imports
-    # what a user writes on a run (the Runs page; store/annotations.py)
+    # what a user writes on a run (the Runs page; engine/annotations.py)
     max_run_name_chars: int = 200
     max_notes_chars: int = 10_000
     max_tags: int = 20                      # tags on one run

@@ -6,12 +6,12 @@ actions refresh live; the selection follows the run (its id), never a row positi
 import streamlit as st
 
 from engine.access import AccessDenied
+from engine.annotations import AnnotationError, annotate_run, parse_tags
 from engine.checkpoint import CheckpointError, resume_point
 from engine.limits import limits
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.selection import selected_row
-from store.annotations import AnnotationError, parse_tags
 from store.metrics import METRICS
 from store.runs_view import BASE_SORT, RUN_METRICS, column_options, runs_view
 from store.schema import FINAL_STATUSES, RUN_STATUSES
@@ -62,7 +62,8 @@ def text_width(texts) -> int:
 def table() -> None:
     try:
         df = runs_view(store, statuses=statuses, strategies=strategies, search=search, columns=columns,
-                       ranges=ranges, sort_by=sort_by, descending=descending)
+                       ranges=ranges, sort_by=sort_by, descending=descending,
+                       max_search_chars=limits().max_search_chars)
     except ValueError as err:  # a search past its limit (the widget's max_chars stops a browser earlier)
         st.error(str(err), icon=":material/error:")
         return
@@ -164,7 +165,7 @@ def annotate(run, run_id: int, who) -> None:
         notes = st.text_area("Notes", value=run["notes"], max_chars=lim.max_notes_chars, key=f"run_notes_{run_id}")
         if st.form_submit_button("Save", icon=":material/save:"):
             try:
-                store.annotate_run(run_id, name=name, tags=parse_tags(tags), notes=notes, principal=who)
+                annotate_run(store, run_id, name=name, tags=parse_tags(tags), notes=notes, principal=who)
             except (AnnotationError, AccessDenied) as err:
                 st.session_state[f"annotate_error_{run_id}"] = str(err)
             else:

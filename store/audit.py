@@ -1,11 +1,11 @@
 """The audit table (``audit``, schema version 6): who did what to which run or sweep, and when, and
-what was refused and why. Written by ``Store`` and ``RunManager`` (engine/access.py); read here."""
+what was refused and why. Written by ``Store`` and ``RunManager`` (store/policy.py); read here."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from engine.access import ACTIONS
+from store.policy import ACTIONS
 
 COLUMNS = "id, happened_at, who, role, action, run_id, sweep_id, allowed, detail"
 
@@ -13,7 +13,7 @@ COLUMNS = "id, happened_at, who, role, action, run_id, sweep_id, allowed, detail
 def audit_rows(store, *, who: str | None = None, action: str | None = None, run_id: int | None = None,
                allowed: bool | None = None, limit: int = 1000) -> pd.DataFrame:
     """The newest ``limit`` audit rows first, filtered by any of: the principal's email, the action (a key
-    of ``engine.access.ACTIONS``), the run, allowed (False: the refusals only)."""
+    of ``store.policy.ACTIONS``), the run, allowed (False: the refusals only)."""
     if action is not None and action not in ACTIONS:
         raise ValueError(f"action = {action!r}: must be one of {', '.join(ACTIONS)}")
     where, params = [], []

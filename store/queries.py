@@ -212,24 +212,25 @@ def accuracy_matrices(source, run_ids: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def search_terms(text: str | None) -> list[str]:
-    """The words of a search text, lower-cased: a run matches when each is in its name, notes, tags,
-    strategy or dataset. Refused (ValueError, one line) past ``max_search_chars``."""
-    from engine.limits import limits
+# the longest search text, unless the caller passes the lab's limit (``max_search_chars`` in lab.toml)
+MAX_SEARCH_CHARS = 200
 
+
+def search_terms(text: str | None, most: int = MAX_SEARCH_CHARS) -> list[str]:
+    """The words of a search text, lower-cased: a run matches when each is in its name, notes, tags,
+    strategy or dataset. Refused (ValueError, one line) past ``most`` characters."""
     text = text or ""
-    most = limits().max_search_chars
     if len(text) > most:
         raise ValueError(f"search: {len(text)} characters, at most {most} are allowed")
     return text.lower().split()
 
 
 def runs_table(source, statuses: list[str] | None = None, strategies: list[str] | None = None,
-               search: str | None = None):
+               search: str | None = None, max_search_chars: int = MAX_SEARCH_CHARS):
     """The runs page's table: one row a run, newest first, with its progress, tags and notes, its sweep
     as text ("" for none) and ``sweep_live`` (the queued or running runs of its sweep, 0 for none),
     and its ``config`` as JSON text. ``search``: words that must each appear (any case) in the run's
-    name, notes, tags, strategy, dataset or owner (``search_terms``)."""
+    name, notes, tags, strategy, dataset or owner (``search_terms``, at most ``max_search_chars``)."""
     cur = _cur(source)
     return cur.execute(
         """
@@ -255,5 +256,5 @@ def runs_table(source, statuses: list[str] | None = None, strategies: list[str] 
                 lower(concat_ws(chr(10), name, notes, array_to_string(tags, chr(10)), strategy, dataset, owner)), term))))
         ORDER BY id DESC
         """,
-        {"statuses": statuses or None, "strategies": strategies or None, "terms": search_terms(search) or None},
+        {"statuses": statuses or None, "strategies": strategies or None, "terms": search_terms(search, max_search_chars) or None},
     ).df()

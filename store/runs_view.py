@@ -19,7 +19,7 @@ import pandas as pd
 
 from store.compare import config_value, hyperparameter_keys
 from store.metrics import METRICS, summaries
-from store.queries import runs_table
+from store.queries import MAX_SEARCH_CHARS, runs_table
 
 # Metrics that compare a run with other runs (a Joint reference, single-task experts) change when
 # those runs are added or deleted, so a cached value would go stale: the Run page shows them.
@@ -127,11 +127,12 @@ def sort_runs(df: pd.DataFrame, by: str, descending: bool) -> pd.DataFrame:
 
 
 def runs_view(store, *, statuses=None, strategies=None, search: str | None = None, columns=(),
-              ranges: dict | None = None, sort_by: str = "id", descending: bool = True) -> pd.DataFrame:
+              ranges: dict | None = None, sort_by: str = "id", descending: bool = True,
+              max_search_chars: int = MAX_SEARCH_CHARS) -> pd.DataFrame:
     """The runs table with the extra ``columns`` (metrics of ``RUN_METRICS``, hyperparameter keys),
     filtered by ``ranges`` {column: (low, high)} and sorted. Columns needed only to filter or sort are
-    added too. ``search`` as ``runs_table``'s (ValueError past the limit)."""
-    df = runs_table(store, statuses, strategies, search)
+    added too. ``search`` as ``runs_table``'s (ValueError past ``max_search_chars``)."""
+    df = runs_table(store, statuses, strategies, search, max_search_chars)
     wanted = list(dict.fromkeys([*columns, *(ranges or {}), sort_by]))
     metric_columns = [c for c in wanted if c in RUN_METRICS]
     config_keys = [c for c in wanted if c not in RUN_METRICS and c not in df.columns]

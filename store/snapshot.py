@@ -6,7 +6,7 @@ owns a ``Store`` listens on ``<db>.sock`` beside the file (mode 0600: only its u
 on close). A reader sends one JSON line ``{"snapshot": PATH}`` naming a new file in a directory of its
 own; the owner writes a consistent copy of the whole database there (``Store.copy_to``: one snapshot
 taken between two writer transactions) and answers ``{"ok": PATH}`` or ``{"error": ...}``. The reader
-opens the copy and removes it when done. A copy costs about the file's size in disk and time, which is
+opens the copy and removes it when done (``store.store.open_snapshot``). A copy costs about the file's size in disk and time, which is
 what a read-only command of the CLI can afford; the lab's own pages read the live file.
 """
 
@@ -133,20 +133,3 @@ def request_snapshot(db_path: str | os.PathLike, dest: str | os.PathLike, timeou
     if "ok" not in reply:
         raise OSError(reply.get("error", "no answer from the lab holding the database"))
     return True
-
-
-def open_snapshot(db_path: str | os.PathLike, timeout: float = 300.0):
-    """A ``Store`` on a fresh snapshot of the database that another process holds, removed on close;
-    None when no owner answers (no socket, or a socket left by a killed process)."""
-    from store.store import Store
-
-    workdir = Path(tempfile.mkdtemp(prefix="cl-lab-snapshot-"))
-    try:
-        if not request_snapshot(db_path, workdir / "snapshot.duckdb", timeout):
-            raise OSError("no owner")
-        store = Store(workdir / "snapshot.duckdb", serve=False)
-    except (OSError, ValueError):
-        shutil.rmtree(workdir, ignore_errors=True)
-        return None
-    store.remove_on_close = workdir
-    return store

@@ -6,11 +6,11 @@ through one writer thread, which inserts metric batches as Arrow tables (never r
 writes in the order they were made, so a run's status changes only after its metrics are in.
 Readers call ``cursor()`` (or ``sql``/``df``) and get a cursor of their own.
 
-Who may change what (engine/access.py): ``access`` is the hosted lab's policy, None for a local lab.
-The user actions here (``annotate_run``, ``delete_run``, ``check_export``) and in the run manager take a
-``principal``; in a local lab it defaults to the local admin, in a hosted one it must be given (no
-default exists) and its role and quotas are looked up again in the policy by its email, so a page
-cannot act for nobody or raise its own role. Every action and every refusal goes to the ``audit`` table.
+Who may change what (store/policy.py): ``access`` is the hosted lab's policy (``engine.access.Access``),
+None for a local lab. The user actions here (``annotate_run``, ``delete_run``, ``check_export``) and in the
+run manager take a ``principal``; in a local lab it defaults to the local user, in a hosted one it must be
+given (no default exists) and its role and quotas are looked up again in the policy by its email, so a
+page cannot act for nobody or raise its own role. Every action and every refusal goes to the ``audit`` table.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from store.disk import disk_full_message
+from store.policy import AccessPolicy, LocalUser
 from store.schema import SCHEMA_VERSION, NotALabFile, artifacts_dir, check_lab_file, migrate
+from store.snapshot import SnapshotServer, request_snapshot
 
 METRIC_SCHEMA = pa.schema(
     [
@@ -88,6 +90,25 @@ def _count(table: pa.Table, into: dict[int, int]) -> None:
         into[run_id] = into.get(run_id, 0) + n
 
 
+# The store's own bound on what a user writes on a run, whatever its caller checked: the lab's limits are
+# far lower (``[limits]`` in lab.toml, checked where the text enters: engine/annotations.py).
+MAX_ANNOTATION_CHARS = 1_000_000
+
+
+def annotation_problem(fields: Mapping[str, Any]) -> str | None:
+    """Why these run fields (name, notes: text; tags: a list of texts) cannot be stored, or None."""
+    for column, value in fields.items():
+        texts = value if column == "tags" and isinstance(value, (list, tuple)) else [value]
+        if column == "tags" and texts is not value:
+            return f"tags: must be a list of texts, not {type(value).__name__}"
+        for text in texts:
+            if not isinstance(text, str):
+                return f"{column}: must be text, not {type(text).__name__}"
+        if sum(map(len, texts)) > MAX_ANNOTATION_CHARS:
+            return f"{column}: has more than the {MAX_ANNOTATION_CHARS:,} characters the store keeps"
+    return None
+
+
 def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
     """A metrics batch (an Arrow table, or a mapping of equal-length columns) as an Arrow table."""
     if isinstance(batch, pa.Table):
@@ -97,9 +118,9 @@ def as_metric_table(batch: pa.Table | Mapping[str, Any]) -> pa.Table:
 
 class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, flush_rows: int = 20_000, serve: bool = True,
-                 access=None, read_only: bool = False, disk_wait_s: float = 60.0):
+                 access: AccessPolicy | None = None, read_only: bool = False, disk_wait_s: float = 60.0):
         self.path = Path(path)
-        self._access = access  # engine.access.Access of a hosted lab; None: a local lab (read-only: see ``access``)
+        self._access = access  # a hosted lab's policy; None: a local lab (read-only: see ``access``)
         # read_only: the file must exist and be a lab's; nothing is created or migrated (an older one is read
         # through an upgraded copy)
         if read_only and not self.path.exists():
@@ -149,8 +170,6 @@ class Store:
         self._closed = False
         self._server = None
         if serve:  # read-only CLI commands get a snapshot through it while this process holds the file
-            from store.snapshot import SnapshotServer
-
             self._server = SnapshotServer.start(self)
 
     # ---- reading -------------------------------------------------------------------------------
@@ -271,20 +290,18 @@ class Store:
 
     def annotate_run(self, run_id: int, *, name: str | None = None, notes: str | None = None,
                      tags: list[str] | None = None, principal=None) -> bool:
-        """Rename a run, or set its notes or tags (the fields given; notes "" clears them). Who may is
-        checked first (``AccessDenied``), then every value (``store.annotations``: ``AnnotationError``, one
-        line), then all are written in one statement with its audit row: a refused value writes nothing.
-        False if there is no such run."""
-        from store.annotations import check_name, check_notes, check_tags
-
+        """Rename a run, or set its notes or tags (the fields given; notes "" or None clears them). Who may
+        is checked first (the policy's refusal), then the store's own bound (``annotation_problem``:
+        ValueError, one line; the lab checks its limits before, engine/annotations.py), then all are
+        written in one statement with its audit row: a refused value writes nothing. False if there is
+        no such run."""
         who = self.authorize(principal, "annotate", run_id=run_id)
-        fields: dict[str, Any] = {}
-        if name is not None:
-            fields["name"] = check_name(name)
-        if notes is not None:
-            fields["notes"] = check_notes(notes)
-        if tags is not None:
-            fields["tags"] = check_tags(tags)
+        fields = {column: value for column, value in (("name", name), ("notes", notes), ("tags", tags))
+                  if value is not None}
+        if (problem := annotation_problem(fields)) is not None:
+            raise ValueError(problem)
+        if "notes" in fields and not fields["notes"].strip():
+            fields["notes"] = None
         if not fields:
             return bool(self.sql("SELECT 1 FROM runs WHERE id = ?", [run_id]))
         sets = ", ".join(f"{column} = ?" for column in fields)  # column names from the code, values as parameters
@@ -322,57 +339,57 @@ class Store:
         self.call(delete).result()
         shutil.rmtree(artifacts_dir(self.path, run_id), ignore_errors=True)
 
-    # ---- who may do what (engine/access.py) ------------------------------------------------------
+    # ---- who may do what (store/policy.py) ------------------------------------------------------
     @property
-    def access(self):
+    def access(self) -> AccessPolicy | None:
         """The hosted lab's policy (None: a local lab), fixed when the store is opened: no caller can
         turn a hosted store into a local one."""
         return self._access
 
     def acting(self, principal=None, action: str = "launch"):
-        """The principal an action is checked against. Local lab: the one given, else the local admin.
+        """The principal an action is checked against. Local lab: the one given, else the local user.
         Hosted lab: one must be given, and its role and quotas are the policy's for its email now."""
-        from engine.access import AccessDenied, denied, local_principal
-
         if self.access is None:
-            return principal or local_principal()
+            return principal or LocalUser()
         if principal is None or principal.local:
             reason = "nobody is logged in (a hosted lab takes actions only from a logged-in user)"
             self.audit("", None, action, allowed=False, detail=reason)
-            raise AccessDenied(denied("an anonymous visitor", action, reason))
+            raise self.access.denial("an anonymous visitor", action, reason)
+        return self._policy_principal(principal.email, action)
+
+    def _policy_principal(self, email: str, action: str):
+        """The policy's principal for ``email``; a refusal is written to the audit table."""
         try:
-            return self.access.principal(principal.email)
-        except AccessDenied as err:
-            self.audit(str(principal.email), None, action, allowed=False, detail=str(err))
+            return self.access.principal(email)
+        except PermissionError as err:
+            self.audit(str(email), None, action, allowed=False, detail=str(err))
             raise
 
     def authorize(self, principal, action: str, *, run_id: int | None = None, sweep_id: int | None = None):
-        """``acting(principal)`` if it may take ``action`` (a key of ``engine.access.ACTIONS``) on the run
-        or sweep, else ``AccessDenied`` (who, what, which, why), written to the audit table as refused.
-        A run or sweep that is not there is left to the caller to report."""
-        from engine.access import AccessDenied, denied, refusal
-
+        """``acting(principal)`` if it may take ``action`` (one of ``store.policy.ACTIONS``) on the run
+        or sweep, else the policy's refusal (who, what, which, why), written to the audit table.
+        A local lab refuses nothing. A run or sweep that is not there is left to the caller to report."""
         who = self.acting(principal, action)
+        if self.access is None:
+            return who
         rows = []
         if run_id is not None:
             rows = self.sql("SELECT coalesce(owner, '') FROM runs WHERE id = ?", [run_id])
         elif sweep_id is not None:
             rows = self.sql("SELECT coalesce(owner, '') FROM sweeps WHERE id = ?", [sweep_id])
-        reason = refusal(who, action, rows[0][0] if rows else None)  # '': a run of nobody's (an older file)
+        reason = self.access.refusal(who, action, rows[0][0] if rows else None)  # '': a run of nobody's (an older file)
         if reason is not None:
             self.audit(who, None, action, run_id=run_id, sweep_id=sweep_id, allowed=False, detail=reason)
-            raise AccessDenied(denied(who, action, reason, run_id, sweep_id))
+            raise self.access.denial(who, action, reason, run_id, sweep_id)
         return who
 
     def sweep_principal(self, sweep_id: int):
         """Who the runs a sweep queues later (search trials, a reality check's test phase) are queued
         for: its owner as the policy has them now (None in a local lab: the manager's defaults)."""
-        from engine.access import Principal
-
         if self.access is None:
             return None
         owner = next(iter(self.sql("SELECT owner FROM sweeps WHERE id = ?", [sweep_id])), (None,))[0]
-        return self.acting(Principal(owner or "", "viewer"), "launch")  # the role is the policy's
+        return self._policy_principal(owner or "", "launch")
 
     def check_export(self, run_ids, principal=None, detail: str = "export") -> None:
         """Before a run's data leaves the lab (downloads, reports): ``AccessDenied`` unless the principal
@@ -585,3 +602,18 @@ class Store:
             last = int(steps[runs == run_id].max())
             cur.execute("UPDATE runs SET last_step = ? WHERE id = ? AND coalesce(last_step, 0) < ?",
                         [last, int(run_id), last])
+
+
+def open_snapshot(db_path: str | os.PathLike, timeout: float = 300.0):
+    """A ``Store`` on a fresh snapshot of the database that another process holds, removed on close;
+    None when no owner answers (no socket, or a socket left by a killed process)."""
+    workdir = Path(tempfile.mkdtemp(prefix="cl-lab-snapshot-"))
+    try:
+        if not request_snapshot(db_path, workdir / "snapshot.duckdb", timeout):
+            raise OSError("no owner")
+        store = Store(workdir / "snapshot.duckdb", serve=False)
+    except (OSError, ValueError):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return None
+    store.remove_on_close = workdir
+    return store

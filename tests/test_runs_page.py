@@ -19,7 +19,7 @@ from engine.limits import limits
 from engine.manager import run_in_process
 from pages.ui.selection import selected_row, table_key
 from store import Store
-from store.annotations import AnnotationError
+from engine.annotations import AnnotationError, annotate_run
 from store.metrics import summary
 from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
@@ -241,11 +241,17 @@ def test_store_refuses_hostile_values_and_an_older_file_gets_notes_and_tags(tmp_
                              ({"tags": ["ok", None]}, "tags = None: must be text"),
                              ({"notes": b"bytes"}, "notes = b'bytes': must be text")):
             with pytest.raises(AnnotationError, match=re.escape(message)):
+                annotate_run(store, 1, **{"name": "not written", **bad})
+        # the store's own bound, for a caller that skips the lab's checks
+        for bad, message in (({"name": 5}, "name: must be text, not int"),
+                             ({"tags": "one,two"}, "tags: must be a list of texts, not str"),
+                             ({"notes": "n" * 1_000_001}, "notes: has more than the 1,000,000 characters")):
+            with pytest.raises(ValueError, match=re.escape(message)):
                 store.annotate_run(1, **{"name": "not written", **bad})
         assert store.sql("SELECT name FROM runs") == [("old run",)]
-        assert store.annotate_run(1, name="renamed", notes="kept\nhere", tags=["a", "b", "a"])
-        assert not store.annotate_run(99, name="no such run")
-        assert store.annotate_run(1, notes="")  # clears them
+        assert annotate_run(store, 1, name="renamed", notes="kept\nhere", tags=["a", "b", "a"])
+        assert not annotate_run(store, 99, name="no such run")
+        assert annotate_run(store, 1, notes="")  # clears them
     with Store(path, serve=False) as store:  # reopened: it is in the file
         assert store.sql("SELECT name, notes, tags FROM runs") == [("renamed", None, ["a", "b"])]
 

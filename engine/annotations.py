@@ -1,4 +1,5 @@
-"""What a user writes on a run (its name, notes and tags), checked as hostile input before it is stored.
+"""What a user writes on a run (its name, notes and tags), checked as hostile input where it enters:
+``annotate_run`` is the one way the pages change them (the store itself keeps only a bound of its own).
 
 Each check returns the value to store or raises ``AnnotationError`` with one line: the field, the value
 (cut short) and what is allowed. The limits are ``engine.limits.limits()`` (``[limits]`` in lab.toml).
@@ -95,3 +96,15 @@ def check_tags(tags: Iterable) -> list[str]:
             raise AnnotationError(f"tags: more than {lim.max_tags} given, at most {lim.max_tags} are allowed "
                                   "on a run")
     return out
+
+
+def annotate_run(store, run_id: int, *, name: str | None = None, notes: str | None = None,
+                 tags: list[str] | None = None, principal=None) -> bool:
+    """Rename a run, or set its notes or tags (the fields given; notes "" clears them). Who may is
+    checked first (``AccessDenied``), then every value (``AnnotationError``, one line), then all are
+    written in one statement with its audit row (``Store.annotate_run``): a refused value writes nothing.
+    False if there is no such run."""
+    who = store.authorize(principal, "annotate", run_id=run_id)
+    return store.annotate_run(run_id, name=None if name is None else check_name(name),
+                              notes=None if notes is None else check_notes(notes) or "",  # "": cleared
+                              tags=None if tags is None else check_tags(tags), principal=who)
