@@ -368,7 +368,7 @@ def test_a_hostile_paste_is_one_line_on_the_page_and_queues_nothing(lab, paste, 
 
 def test_a_reality_check_runs_both_phases_in_the_lab_and_the_page_ranks_them_side_by_side(lab):
     import time
-    from engine.sweep import sweep_progress
+    from engine.sweeps.sweep import sweep_progress
     spec = {"name": "rc-page", "base": {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}},
             "reality_check": {"metric": "acc", "strategies": ["naive", "replay"],
                               "tune": {"scenario": {"dataset": "digits", "n_tasks": 2}, "grid": {"train.lr": [0.05]},

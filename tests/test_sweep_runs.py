@@ -9,10 +9,10 @@ import time
 import pytest
 
 from engine.manager import RunManager
-from engine.reality import reality_rankings
-from engine.search import best_trials, study_path
-from engine.sweep import (advance, cancel_sweep, config_results, launch_sweep, parse_sweep, sweep_progress,
-                          wait_sweep)
+from engine.sweeps.reality import reality_rankings
+from engine.sweeps.results import config_results
+from engine.sweeps.search import best_trials, study_path
+from engine.sweeps.sweep import advance, cancel_sweep, launch_sweep, parse_sweep, sweep_progress, wait_sweep
 from store import Store
 from tests.conftest import ROOT
 
@@ -58,7 +58,7 @@ def test_an_optuna_search_runs_its_trials_as_runs_with_the_study_beside_the_db(l
     runs = store.sql("SELECT id, name, status, config FROM runs WHERE sweep_id = ? ORDER BY id", [sweep_id])
     assert len(runs) == 3 and all(r[2] == "finished" for r in runs)
     assert all(re.fullmatch(r"opt/(naive|replay) lr=[\d.]+( buffer_size=\d+)? seed=0 trial=\d", r[1]) for r in runs)
-    assert store.sql("SELECT kind FROM sweeps WHERE id = ?", [sweep_id]) == [("optuna",)]
+    assert store.sql("SELECT kind FROM sweeps WHERE id = ?", [sweep_id]) == [("search",)]
     assert study_path(store.path).exists() and study_path(store.path).parent == store.path.parent
     import optuna
 
