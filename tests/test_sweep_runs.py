@@ -140,3 +140,35 @@ def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
     assert lines[0] == f"sweep 1 queued: cli (grid, 2 runs, up to 1 at once) in {db}"
     assert "sweep 1 cli: 2/2 ended (finished 2), 0 running, 0 queued, 100.0%" in lines
     assert any(line.strip().startswith("mean acc") for line in lines)
+
+
+def test_the_cli_prints_a_reality_checks_outcome_as_the_report_tabulates_it(tmp_path):
+    """The outcome is one table: the CLI's lines are the report's columns and rows (the CLI with 4
+    decimals, the report with 3)."""
+    path = tmp_path / "rc.yaml"
+    path.write_text("name: rc-cli\nbase: {model: {hidden: [32]}, train: {epochs_per_task: 1}, eval: {every: 5}}\n"
+                    "reality_check:\n  metric: acc\n  strategies: [naive, replay]\n"
+                    "  tune: {scenario: {dataset: digits, n_tasks: 2}, grid: {train.lr: [0.05]}, seeds: [0]}\n"
+                    "  test: {scenario: {dataset: mnist1d}, seeds: [10]}\n")
+    db = tmp_path / "lab.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"sweep 1 queued: rc-cli (reality_check, 4 runs, up to 2 at once) in {db}"
+    from engine.report.content import compare_report
+    from engine.report.document import Heading, Table
+
+    with Store(db) as store:
+        report = compare_report(store, sweep_id=1)
+    at = next(i for i, b in enumerate(report.blocks) if isinstance(b, Heading) and b.text == "Reality check")
+    table = report.blocks[at + 2]
+    assert isinstance(table, Table) and table.columns[-1] == "rank moved" and len(table.rows) == 2
+    start = lines.index(next(line for line in lines if line.startswith("Reality check: Each strategy tuned")))
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines[start + 1:start + 4]]
+    assert cells[0] == table.columns
+    for printed, row in zip(cells[1:], table.rows):
+        printed = ["" if c == "-" else c for c in printed]  # an empty cell
+        assert len(printed) == len(row) and [printed[i] for i in (0, 1, 4, 7, 8)] == [row[i] for i in (0, 1, 4, 7, 8)]
+        assert all(float(printed[i]) == pytest.approx(float(row[i]), abs=6e-4) for i in (2, 3, 5, 6)
+                   if row[i] != "n/a")  # the means and sds

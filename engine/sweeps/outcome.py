@@ -27,7 +27,8 @@ class Outcome:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
     def text(self) -> str:
-        """The table as aligned text: numbers right-aligned to 4 decimals, n/a where a value is missing."""
+        """The table as aligned text: numbers right-aligned to 4 decimals, n/a where a value is missing,
+        - for an empty cell (columns stay apart by two spaces or more)."""
         cells = [self.columns] + [[_text(v) for v in row] for row in self.rows]
         numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in self.rows)
                    for i in range(len(self.columns))]
@@ -44,6 +45,8 @@ class Outcome:
 def _text(value: Any) -> str:
     if value is None:
         return "n/a"
+    if value == "":
+        return "-"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, (list, dict)):

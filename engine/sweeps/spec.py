@@ -478,11 +478,12 @@ def sweep_seeds(data: Mapping, base: Mapping, problems: list[str]) -> tuple[int,
     return parse_seeds(data["seeds"], "seeds", problems) if "seeds" in data else (base.get("seed", 0),)
 
 
-def check_counted(spec: SweepSpec, problems: list[str]) -> None:
+def check_counted(spec: SweepSpec, problems: list[str], where: str | None = None) -> None:
     """A grid, random or search spec: its runs counted from the sizes alone, then (if they are within
-    the limit) its keys and values checked by building its configs."""
+    the limit) its keys and values checked by building its configs (lines start with ``where``, by
+    default the section: grid, random.space or search.space)."""
     if check_runs(count_runs(spec), problems):
-        check_spec(spec, problems)
+        check_spec(spec, problems, where)
 
 
 # ---- expansion (pure) ------------------------------------------------------------------------------
