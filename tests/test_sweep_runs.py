@@ -128,15 +128,20 @@ def test_a_cancelled_search_asks_no_more_trials_and_stays_cancelled(lab):
     assert advance(lab, sweep_id) == "cancelled"  # not resumed
 
 
-def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text("name: cli\nbase: {scenario: {n_tasks: 2}, model: {hidden: [32]}, train: {epochs_per_task: 1},"
-                    " eval: {every: 5}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0]\n")
-    db = tmp_path / "lab.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def cli_sweep(tmp_path, text: str, parallel: int, timeout: float) -> tuple[list[str], object]:
+    """``python -m engine sweep`` on a file of ``text``: its stdout lines (it exited 0) and the database."""
+    path, db = tmp_path / "sweep.yaml", tmp_path / "lab.duckdb"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel",
+                           str(parallel)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    return proc.stdout.splitlines(), db
+
+
+def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
+    lines, db = cli_sweep(tmp_path, "name: cli\nbase: {scenario: {n_tasks: 2}, model: {hidden: [32]}, train: "
+                                    "{epochs_per_task: 1}, eval: {every: 5}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0]\n",
+                          parallel=1, timeout=120)
     assert lines[0] == f"sweep 1 queued: cli (grid, 2 runs, up to 1 at once) in {db}"
     assert "sweep 1 cli: 2/2 ended (finished 2), 0 running, 0 queued, 100.0%" in lines
     assert any(line.strip().startswith("mean acc") for line in lines)
@@ -145,16 +150,10 @@ def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
 def test_the_cli_prints_a_reality_checks_outcome_as_the_report_tabulates_it(tmp_path):
     """The outcome is one table: the CLI's lines are the report's columns and rows (the CLI with 4
     decimals, the report with 3)."""
-    path = tmp_path / "rc.yaml"
-    path.write_text("name: rc-cli\nbase: {model: {hidden: [32]}, train: {epochs_per_task: 1}, eval: {every: 5}}\n"
-                    "reality_check:\n  metric: acc\n  strategies: [naive, replay]\n"
-                    "  tune: {scenario: {dataset: digits, n_tasks: 2}, grid: {train.lr: [0.05]}, seeds: [0]}\n"
-                    "  test: {scenario: {dataset: mnist1d}, seeds: [10]}\n")
-    db = tmp_path / "lab.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines, db = cli_sweep(tmp_path, "name: rc-cli\nbase: {model: {hidden: [32]}, train: {epochs_per_task: 1}, eval: "
+                                    "{every: 5}}\nreality_check:\n  metric: acc\n  strategies: [naive, replay]\n"
+                                    "  tune: {scenario: {dataset: digits, n_tasks: 2}, grid: {train.lr: [0.05]}, seeds: [0]}\n"
+                                    "  test: {scenario: {dataset: mnist1d}, seeds: [10]}\n", parallel=2, timeout=300)
     assert lines[0] == f"sweep 1 queued: rc-cli (reality_check, 4 runs, up to 2 at once) in {db}"
     from engine.report.content import compare_report
     from engine.report.document import Heading, Table
