@@ -6,7 +6,7 @@ with its outcome: engine/sweeps)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import pandas as pd
 
