@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ConfigError, load_config  # noqa: E402
 from engine.limits import limits  # noqa: E402
-from engine.sweep import load_sweep  # noqa: E402
+from engine.sweeps.sweep import load_sweep  # noqa: E402
 
 CONFIG = {"name": "fuzz", "seed": 0,
           "scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5, "class_seed": None, "seed": 0,

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.inputs import ConfigError, read_yaml  # noqa: E402
-# engine.sweep and store (torch, lightning) are imported where used: a bad argument is answered at once
+# engine.sweeps and store (torch, lightning) are imported where used: a bad argument is answered at once
 
 TABLES = ROOT / "configs" / "reproduce"
 PUBLISHED = ".published.yaml"
@@ -139,7 +139,7 @@ def table_rows(store, sweep_id: int, published: dict) -> list[dict]:
     (named by its strategy and hyperparameters). A row's cell for a column is the group that matches
     the row's and the column's ``match``: {"values": ours x scale, "launched": runs, "seconds": their
     summed time}; "pending" where the build lacks the column's metric; None where nothing ran."""
-    from engine.sweep import _flat, config_results
+    from engine.sweeps.results import config_results, flat_config as _flat
     from store.metrics import METRICS
 
     scale = published.get("scale", 1)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         if t not in known:
             parser.error(f"{t!r} is not a table in {args.tables_dir} (tables: {', '.join(known) or 'none'})")
     tables = args.tables or known
-    from engine.sweep import parse_sweep
+    from engine.sweeps.sweep import parse_sweep, planned_runs
     from store import Store
 
     os.environ["CL_LAB_DATA"] = str(args.data)  # the sweep files name no machine's paths
@@ -300,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         sweep_id, wall = finished_sweep(args.db, spec.name, spec.raw), None
         if sweep_id is None and args.no_run:
             lines += markdown_table(table, published, [], table_command, None,
-                                    f"Not run yet ({spec.planned_runs} runs): `{table_command}` runs it.")
+                                    f"Not run yet ({planned_runs(spec)} runs): `{table_command}` runs it.")
             print(f"{table}: not run yet (--no-run)", file=sys.stderr)
             continue
         if sweep_id is None:
-            print(f"{table}: running {spec.planned_runs} runs ...", file=sys.stderr, flush=True)
+            print(f"{table}: running {planned_runs(spec)} runs ...", file=sys.stderr, flush=True)
             sweep_id, wall, tail = run_sweep(body, args.db, args.data, args.parallel)
             if sweep_id is None:
                 print(f"{table}: the sweep did not start:\n{tail}", file=sys.stderr)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import parse_config  # noqa: E402
 from engine.manager import RunManager  # noqa: E402
-from engine.sweep import launch_sweep, parse_sweep, sweep_progress, wait_sweep  # noqa: E402
+from engine.sweeps.sweep import launch_sweep, parse_sweep, sweep_progress, wait_sweep  # noqa: E402
 from store import Store  # noqa: E402
 
 BASE = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5},

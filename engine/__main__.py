@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
     from engine.frontier_cli import add_frontier_commands  # frontier, tradeoff
     add_frontier_commands(sub, _open_store)
-    from engine.sweep import add_sweep_commands  # sweep
+    from engine.sweeps.cli import add_sweep_commands  # sweep
     add_sweep_commands(sub, _open_store)
     from engine.export import add_export_commands  # export
     add_export_commands(sub, _open_store)

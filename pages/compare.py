@@ -5,9 +5,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
-from engine.reality import reality_rankings
-from engine.search import best_trials
-from engine.sweep import cancel_sweep, format_progress, sweep_progress
+from engine.sweeps.sweep import cancel_sweep, format_progress, sweep_outcome, sweep_progress
 from pages.ui.charts import compare_spec
 from pages.ui.downloads import download_menu, exported, report_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
@@ -19,6 +17,7 @@ from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES
                            group_metrics, hyperparameter_keys, in_scenario, scenario_counts, select_runs)
 from store.metrics import METRICS
 from store.schema import RUN_STATUSES
+from store.sweeps import list_sweeps, sweep_owner
 
 the_lab = lab()
 store = the_lab.store
@@ -27,35 +26,22 @@ st.title("Compare")
 
 @st.fragment(run_every=live_refresh())
 def sweep_status(sweep_id: int) -> None:
-    """The sweep's progress, a group cancel, and its outcome: a reality check's two rankings side by
-    side, or a search's best trials."""
+    """The sweep's progress, a group cancel, and its outcome (its kind's: a reality check's two
+    rankings side by side, a search's best trials)."""
     progress = sweep_progress(store, sweep_id)
     c1, c2 = st.columns([4, 1])
     c1.progress(progress["done_fraction"], text=format_progress(progress))
-    owner = next(iter(store.sql("SELECT coalesce(owner, '') FROM sweeps WHERE id = ?", [sweep_id])), ("",))[0]
+    owner = sweep_owner(store, sweep_id) or ""
     if progress["active"] and may(who, "cancel", owner) and c2.button(
             "Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
         try:
             cancel_sweep(the_lab.manager, sweep_id, principal=who)
         except AccessDenied as err:
             st.error(str(err), icon=":material/block:")
-    if progress["kind"] == "reality-check":
-        rows = reality_rankings(store, sweep_id)
-        st.markdown("**Reality check**: each strategy tuned on scenario A, its best config tested on scenario B "
-                    "with new seeds. A rank that moves is marked.")
-        st.dataframe(
-            [{"strategy": r["strategy"], "best hyperparameters (tuned on A)": ", ".join(
-                f"{k.split('.', 1)[-1]}={v}" for k, v in (r["hparams"] or {}).items()),
-              "A mean": r["tune_mean"], "A sd": r["tune_std"], "A rank": r["tune_rank"],
-              "B mean": r["test_mean"], "B sd": r["test_std"], "B rank": r["test_rank"],
-              "rank moved": "yes" if r["rank_differs"] else ""} for r in rows],
-            hide_index=True, key="reality_rankings")
-    elif progress["kind"] == "optuna":
-        best = best_trials(store, sweep_id)
-        if best:
-            st.markdown("**Best trials** (the Pareto front of the study when it has two objectives)")
-            st.dataframe([{"trial": b["number"], "run": b["run_id"], "values": b["values"], **b["params"]}
-                          for b in best], hide_index=True, key="best_trials")
+    outcome = sweep_outcome(store, sweep_id, "page")
+    if outcome is not None:
+        st.markdown(f"**{outcome.title}**: {outcome.caption}")
+        st.dataframe(outcome.records(), hide_index=True, key=outcome.key)
 
 
 # ---- which runs --------------------------------------------------------------------------------
@@ -67,7 +53,7 @@ if how == "By filter":
     strategies = c2.multiselect("Strategy", sorted(everything["strategy"].dropna().unique()), key="compare_strategy")
     runs = select_runs(store, statuses=statuses, strategies=strategies)
 elif how == "By sweep":
-    sweeps = store.df("SELECT id, name, kind FROM sweeps ORDER BY id DESC")
+    sweeps = list_sweeps(store)
     if sweeps.empty:
         st.info("No sweeps yet: launch one from the Launch page or with `python -m engine sweep SWEEP.yaml`.")
         st.stop()

@@ -1,7 +1,7 @@
 """Launch a run or a sweep. The values shown are the values launched: no input clamps or reverts a
 value; every value is checked through ``parse_config`` as it changes and each problem is shown under
 its own field, with the run's cost estimate (``engine.cost``) above the Launch button. A sweep is
-parsed and expanded in a child process with limits (``engine.check_sweep``), never on this thread.
+parsed and expanded in a child process with limits (``engine.sweeps.check``), never on this thread.
 ``?from=RUN_ID`` opens the form filled with that run's config (relaunch with changes)."""
 
 import json
@@ -18,7 +18,7 @@ from engine.inputs import load_yaml
 from engine.limits import limits
 from engine.presets import PRESETS, get_preset
 from engine.strategies import STRATEGIES
-from engine.sweep import grid_plan
+from engine.sweeps.spec import grid_plan
 from pages.ui.lab import PAGES, lab, may, me
 from pages.ui.model_form import list_text, model_config, model_inputs, parse_widths
 
@@ -498,7 +498,7 @@ if mode == MODES[1]:
 
 
 def launch_sweep() -> None:
-    from engine.check_sweep import check_sweep_text
+    from engine.sweeps.check import check_sweep_text
 
     try:
         text = sweep_text()

@@ -15,7 +15,7 @@ from engine import checkpoint as checkpoints
 from engine.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, lab_access, load_access,
                            local_principal, parse_access, principal_for)
 from engine.manager import RunManager, default_owner
-from engine.sweep import cancel_sweep, launch_sweep, parse_sweep
+from engine.sweeps.sweep import cancel_sweep, launch_sweep, parse_sweep
 from store import Store
 from store.audit import audit_rows
 from tests.conftest import ROOT, small_config

@@ -113,7 +113,7 @@ def test_the_cli_refuses_a_costly_run_with_exit_2_and_writes_nothing(tmp_path):
 
 def test_submit_and_launch_sweep_refuse_before_any_row_is_written(store, limits_set):
     from engine.manager import RunManager
-    from engine.sweep import launch_sweep
+    from engine.sweeps.sweep import launch_sweep
 
     manager = RunManager(store, max_parallel=1, warm_workers=0, paused=True)
     try:
@@ -188,7 +188,7 @@ def test_deleted_runs_lose_their_weights_and_gc_removes_orphans(store, tmp_path,
 
 
 def test_a_pasted_sweep_is_checked_in_a_child_process_with_limits(tmp_path, monkeypatch):
-    from engine.check_sweep import check_sweep_text
+    from engine.sweeps.check import check_sweep_text
 
     good = check_sweep_text("name: s\nbase: {model: {hidden: [32]}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0, 1]\n")
     assert good.ok and good.runs == 4 and good.kind == "grid" and good.sweep["grid"] == {"train.lr": [0.01, 0.05]}

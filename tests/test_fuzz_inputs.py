@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from engine.config import ConfigError, parse_config
 from engine.inputs import MAX_LINE_CHARS, load_yaml
 from engine.limits import limits
-from engine.sweep import parse_sweep
+from engine.sweeps.sweep import parse_sweep, planned_runs
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
@@ -108,7 +108,7 @@ def test_parse_sweep_raises_only_config_error_with_short_lines(data):
     except ConfigError as err:
         assert_refusal_is_short(err)
     else:
-        assert spec.planned_runs <= limits().max_runs
+        assert planned_runs(spec) <= limits().max_runs
 
 
 def alias_bomb(levels: int, width: int) -> str:

@@ -12,7 +12,7 @@ from engine.__main__ import main
 from engine.config import MAX_LR, MAX_SEED, ConfigError, load_config, parse_config
 from engine.inputs import MAX_INT_CHARS, MAX_LINE_CHARS, cut, load_yaml, read_yaml
 from engine.limits import limits
-from engine.sweep import load_sweep, parse_sweep
+from engine.sweeps.sweep import load_sweep, parse_sweep, planned_runs
 from store import NotADatabase, Store
 from tests.conftest import ROOT
 
@@ -258,7 +258,7 @@ def test_the_run_cap_is_the_limit_in_lab_toml(tmp_path, monkeypatch):
     try:
         with pytest.raises(ConfigError, match=r"2 points x 2 seeds = 4 runs: at most 3 runs a sweep"):
             parse_sweep({"grid": {"train.lr": [0.01, 0.05]}, "seeds": [0, 1]})
-        assert len(parse_sweep({"grid": {"train.lr": [0.01, 0.05]}}).planned_runs * [0]) == 2
+        assert len(planned_runs(parse_sweep({"grid": {"train.lr": [0.01, 0.05]}})) * [0]) == 2
     finally:
         monkeypatch.setattr(lim, "_cached", None)
 

@@ -133,7 +133,7 @@ def test_image_models_refuse_flat_data_and_cuda_without_a_gpu_with_one_line():
 
 
 def test_a_sweep_checks_model_keys_against_the_models():
-    from engine.sweep import expand, parse_sweep
+    from engine.sweeps.sweep import expand, parse_sweep
 
     def problems(grid):
         with pytest.raises(ConfigError) as err:

@@ -368,7 +368,7 @@ def test_a_hostile_paste_is_one_line_on_the_page_and_queues_nothing(lab, paste, 
 
 def test_a_reality_check_runs_both_phases_in_the_lab_and_the_page_ranks_them_side_by_side(lab):
     import time
-    from engine.sweep import sweep_progress
+    from engine.sweeps.sweep import sweep_progress
     spec = {"name": "rc-page", "base": {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}},
             "reality_check": {"metric": "acc", "strategies": ["naive", "replay"],
                               "tune": {"scenario": {"dataset": "digits", "n_tasks": 2}, "grid": {"train.lr": [0.05]},
@@ -390,3 +390,15 @@ def test_a_reality_check_runs_both_phases_in_the_lab_and_the_page_ranks_them_sid
     rankings = next(df.value for df in at.dataframe if "B rank" in df.value.columns)
     assert sorted(rankings["strategy"]) == ["naive", "replay"]
     assert rankings["A rank"].notna().all() and rankings["B rank"].notna().all()
+    # the outcome is one table: the page's is the report's, with its columns, rows and caption
+    from engine.report.content import compare_report
+    from engine.report.document import Heading, Table, Text
+
+    report = compare_report(lab.store, sweep_id=sweep_id)
+    at_heading = next(i for i, b in enumerate(report.blocks) if isinstance(b, Heading) and b.text == "Reality check")
+    caption, table = report.blocks[at_heading + 1:at_heading + 3]
+    assert isinstance(caption, Text) and isinstance(table, Table)
+    assert list(rankings.columns) == table.columns
+    assert [[r.strategy, r[1], str(r[4]), str(r[7]), r[8]] for r in rankings.itertuples(index=False)] == \
+        [[row[0], row[1], row[4], row[7], row[8]] for row in table.rows]
+    assert any(f"**Reality check**: {caption.text}" in m.value for m in at.markdown)

@@ -9,7 +9,7 @@ import pytest
 from engine.config import ConfigError, parse_config
 from engine.inputs import read_yaml
 from engine.presets import PRESETS, REPRODUCE, get_preset, is_preset, list_presets, merged
-from engine.sweep import parse_sweep
+from engine.sweeps.sweep import parse_sweep
 from store.pareto import _flat
 from tests.conftest import launched_run
 from tests.test_launch_page import widget

@@ -4,8 +4,8 @@ import pytest
 
 from engine.config import ConfigError
 from engine.manager import RunManager
-from engine.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
-from engine.sweep import expand, parse_sweep, sweep_progress
+from engine.sweeps.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
+from engine.sweeps.sweep import expand, parse_sweep, planned_runs, sweep_progress
 from engine.strategies import STRATEGIES
 
 BASE = {"model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 5}}
@@ -37,9 +37,9 @@ def finish(store, run_id, final_accs, status="finished"):
 
 def test_the_file_expands_each_strategy_with_its_own_keys():
     spec = parse_sweep(SPEC)
-    assert spec.kind == "reality-check" and spec.reality.test_scenario == {"dataset": "mnist1d", "n_tasks": 2}
+    assert spec.kind == "reality_check" and spec.reality.test_scenario == {"dataset": "mnist1d", "n_tasks": 2}
     names = [c.name for c in expand(spec)]
-    assert len(names) == 2 * 2 + 4 * 2 + 2 * 2 == spec.planned_runs - 3 * 2
+    assert len(names) == 2 * 2 + 4 * 2 + 2 * 2 == planned_runs(spec) - 3 * 2
     assert names[0] == "rc/tune/naive lr=0.01 seed=0"
     assert "rc/tune/replay lr=0.05 buffer_size=100 seed=1" in names
     assert all(c.scenario.dataset == "digits" for c in expand(spec))
@@ -93,7 +93,7 @@ def test_pick_best_takes_the_best_mean_per_strategy_with_ties_to_more_seeds_then
 def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     spec = parse_sweep(SPEC)
     manager = held
-    from engine.reality import launch_reality_check
+    from engine.sweeps.reality import launch_reality_check
 
     sweep_id = launch_reality_check(manager, spec, owner="me")
     tune = store.sql("SELECT id, name FROM runs WHERE sweep_id = ? AND sweep_phase = 'tune' ORDER BY id", [sweep_id])
@@ -146,7 +146,7 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
 
 def test_a_cancelled_tune_phase_never_starts_the_test_phase(store, held):
     manager = held
-    from engine.reality import launch_reality_check
+    from engine.sweeps.reality import launch_reality_check
 
     sweep_id = launch_reality_check(manager, parse_sweep(SPEC))
     ids = [r[0] for r in store.sql("SELECT id FROM runs WHERE sweep_id = ? ORDER BY id", [sweep_id])]

@@ -7,7 +7,8 @@ import pytest
 
 from engine.config import ConfigError, TrainConfig
 from engine.inputs import cut_text
-from engine.sweep import expand, labels, load_sweep, parse_sweep
+from engine.sweeps.spec import labels
+from engine.sweeps.sweep import expand, load_sweep, parse_sweep, planned_runs
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT
 
@@ -32,7 +33,7 @@ def test_the_issue_example_expands_to_strategies_times_lrs_times_seeds(tmp_path)
         "grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}\n"
         "seeds: [0, 1, 2]\n")
     spec = load_sweep(path)
-    assert spec.kind == "grid" and spec.planned_runs == 18
+    assert spec.kind == "grid" and planned_runs(spec) == 18
     configs = expand(spec)
     assert [c.name for c in configs[:4]] == [
         "lr-by-strategy/naive lr=0.01 seed=0", "lr-by-strategy/naive lr=0.01 seed=1",
@@ -68,7 +69,7 @@ def test_a_list_of_grids_gives_each_row_its_own_settings_as_a_papers_table(tmp_p
         "  - {strategy.name: [replay], strategy.buffer_size: [500], train.lr: [0.1], strategy.replay_batch_size: [10, 20]}\n"
         "seeds: [0, 1]\n")
     spec = load_sweep(path)
-    assert spec.kind == "grid" and spec.planned_runs == 8
+    assert spec.kind == "grid" and planned_runs(spec) == 8
     rows = [(c.strategy["name"], c.strategy.get("buffer_size"), c.strategy.get("replay_batch_size"), c.train.lr, c.seed)
             for c in expand(spec)]
     assert rows == [("naive", None, None, 0.03, 0), ("naive", None, None, 0.03, 1),
@@ -115,7 +116,7 @@ def test_no_grid_means_the_base_times_the_seeds_and_labels_disambiguate():
 def test_a_search_is_not_expanded_ahead():
     spec = parse_sweep({"name": "s", "base": BASE, "search": {"trials": 3, "objectives": ["acc", "min_acc"],
                                                               "space": {"train.lr": {"log_uniform": [0.01, 0.1]}}}})
-    assert spec.kind == "optuna" and spec.search.directions == ["maximize", "maximize"]
+    assert spec.kind == "search" and spec.search.directions == ["maximize", "maximize"]
     with pytest.raises(ValueError):
         expand(spec)
 

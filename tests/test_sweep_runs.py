@@ -9,10 +9,10 @@ import time
 import pytest
 
 from engine.manager import RunManager
-from engine.reality import reality_rankings
-from engine.search import best_trials, study_path
-from engine.sweep import (advance, cancel_sweep, config_results, launch_sweep, parse_sweep, sweep_progress,
-                          wait_sweep)
+from engine.sweeps.reality import reality_rankings
+from engine.sweeps.results import config_results
+from engine.sweeps.search import best_trials, study_path
+from engine.sweeps.sweep import advance, cancel_sweep, launch_sweep, parse_sweep, sweep_progress, wait_sweep
 from store import Store
 from tests.conftest import ROOT
 
@@ -58,7 +58,7 @@ def test_an_optuna_search_runs_its_trials_as_runs_with_the_study_beside_the_db(l
     runs = store.sql("SELECT id, name, status, config FROM runs WHERE sweep_id = ? ORDER BY id", [sweep_id])
     assert len(runs) == 3 and all(r[2] == "finished" for r in runs)
     assert all(re.fullmatch(r"opt/(naive|replay) lr=[\d.]+( buffer_size=\d+)? seed=0 trial=\d", r[1]) for r in runs)
-    assert store.sql("SELECT kind FROM sweeps WHERE id = ?", [sweep_id]) == [("optuna",)]
+    assert store.sql("SELECT kind FROM sweeps WHERE id = ?", [sweep_id]) == [("search",)]
     assert study_path(store.path).exists() and study_path(store.path).parent == store.path.parent
     import optuna
 
@@ -128,15 +128,46 @@ def test_a_cancelled_search_asks_no_more_trials_and_stays_cancelled(lab):
     assert advance(lab, sweep_id) == "cancelled"  # not resumed
 
 
-def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text("name: cli\nbase: {scenario: {n_tasks: 2}, model: {hidden: [32]}, train: {epochs_per_task: 1},"
-                    " eval: {every: 5}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0]\n")
-    db = tmp_path / "lab.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def cli_sweep(tmp_path, text: str, parallel: int, timeout: float) -> tuple[list[str], object]:
+    """``python -m engine sweep`` on a file of ``text``: its stdout lines (it exited 0) and the database."""
+    path, db = tmp_path / "sweep.yaml", tmp_path / "lab.duckdb"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "engine", "sweep", str(path), "--db", str(db), "--parallel",
+                           str(parallel)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    return proc.stdout.splitlines(), db
+
+
+def test_the_cli_queues_a_sweep_prints_its_id_and_progress_and_waits(tmp_path):
+    lines, db = cli_sweep(tmp_path, "name: cli\nbase: {scenario: {n_tasks: 2}, model: {hidden: [32]}, train: "
+                                    "{epochs_per_task: 1}, eval: {every: 5}}\ngrid: {train.lr: [0.01, 0.05]}\nseeds: [0]\n",
+                          parallel=1, timeout=120)
     assert lines[0] == f"sweep 1 queued: cli (grid, 2 runs, up to 1 at once) in {db}"
     assert "sweep 1 cli: 2/2 ended (finished 2), 0 running, 0 queued, 100.0%" in lines
     assert any(line.strip().startswith("mean acc") for line in lines)
+
+
+def test_the_cli_prints_a_reality_checks_outcome_as_the_report_tabulates_it(tmp_path):
+    """The outcome is one table: the CLI's lines are the report's columns and rows (the CLI with 4
+    decimals, the report with 3)."""
+    lines, db = cli_sweep(tmp_path, "name: rc-cli\nbase: {model: {hidden: [32]}, train: {epochs_per_task: 1}, eval: "
+                                    "{every: 5}}\nreality_check:\n  metric: acc\n  strategies: [naive, replay]\n"
+                                    "  tune: {scenario: {dataset: digits, n_tasks: 2}, grid: {train.lr: [0.05]}, seeds: [0]}\n"
+                                    "  test: {scenario: {dataset: mnist1d}, seeds: [10]}\n", parallel=2, timeout=300)
+    assert lines[0] == f"sweep 1 queued: rc-cli (reality_check, 4 runs, up to 2 at once) in {db}"
+    from engine.report.content import compare_report
+    from engine.report.document import Heading, Table
+
+    with Store(db) as store:
+        report = compare_report(store, sweep_id=1)
+    at = next(i for i, b in enumerate(report.blocks) if isinstance(b, Heading) and b.text == "Reality check")
+    table = report.blocks[at + 2]
+    assert isinstance(table, Table) and table.columns[-1] == "rank moved" and len(table.rows) == 2
+    start = lines.index(next(line for line in lines if line.startswith("Reality check: Each strategy tuned")))
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines[start + 1:start + 4]]
+    assert cells[0] == table.columns
+    for printed, row in zip(cells[1:], table.rows):
+        printed = ["" if c == "-" else c for c in printed]  # an empty cell
+        assert len(printed) == len(row) and [printed[i] for i in (0, 1, 4, 7, 8)] == [row[i] for i in (0, 1, 4, 7, 8)]
+        assert all(float(printed[i]) == pytest.approx(float(row[i]), abs=6e-4) for i in (2, 3, 5, 6)
+                   if row[i] != "n/a")  # the means and sds

@@ -14,9 +14,11 @@ import pandas as pd
 import yaml
 
 from engine.report.document import Bullets, Chart, Code, Formula, Heading, Report, Table, Text, fmt
-from engine.report.findings import compare_findings, frontier_findings, reality_findings, run_findings
+from engine.report.findings import compare_findings, frontier_findings, run_findings
+from engine.sweeps.sweep import sweep_outcome
 from store.metrics import METRICS, summary
 from store.queries import boundaries, downsampled_long, run_row, run_series
+from store.sweeps import sweep_row
 
 # the pages' numeric widths: the run page's panels and matrix, the compare page's panels
 PANEL_WIDTH, MATRIX_WIDTH, COMPARE_WIDTH = 720, 260, 720
@@ -195,11 +197,10 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
     x, y = x or DEFAULT_X, y or DEFAULT_Y
     sweep = None
     if sweep_id is not None:
-        found = store.sql("SELECT id, name, kind, spec FROM sweeps WHERE id = ?", [sweep_id])
-        if not found:
-            raise ReportError(f"there is no sweep {sweep_id}")
-        sweep = dict(zip(("id", "name", "kind", "spec"), found[0]))
-        sweep["spec"] = json.loads(sweep["spec"]) if isinstance(sweep["spec"], str) else sweep["spec"]
+        try:
+            sweep = dict(zip(("id", "name", "kind", "spec"), (sweep_id, *sweep_row(store, sweep_id))))
+        except KeyError:
+            raise ReportError(f"there is no sweep {sweep_id}") from None
     if ids is None and sweep is None:
         raise ReportError("a comparison needs runs or a sweep")
     runs = select_runs(store, sweep_id=sweep_id, run_ids=ids)
@@ -239,12 +240,9 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
     if len(scenarios) > len(parts):
         findings.append(f"The selection mixes {len(scenarios)} scenarios on one axis: compare their figures with care.")
 
-    rankings: list[dict] = []
-    if sweep and sweep["kind"] == "reality-check":
-        from engine.reality import reality_rankings
-
-        rankings = reality_rankings(store, sweep["id"])
-        findings += reality_findings(rankings)
+    outcome = sweep_outcome(store, sweep["id"], "report") if sweep else None  # a reality check's rankings
+    if outcome is not None:
+        findings += outcome.findings
 
     blocks: list = [Heading("Findings"), Bullets(findings or ["The selected runs have no summary metric yet."])]
     blocks += [Heading("Runs"), Table(["run", "name", "strategy", "status", "seed", "phase", "group"],
@@ -253,17 +251,11 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
                                        for r in runs.itertuples()],
                                       widths=[0.07, 0.3, 0.12, 0.1, 0.07, 0.08, 0.26])]
     blocks += sections
-    if rankings:
-        metric = (sweep["spec"].get("reality_check") or {}).get("metric", "acc")
-        blocks += [Heading("Reality check"),
-                   Text(f"Each strategy tuned on scenario A, its best config (by {metric}) tested on scenario B with new "
-                        "seeds. A rank that moved is marked.", small=True),
-                   Table(["strategy", "best hyperparameters (tuned on A)", "A mean", "A sd", "A rank", "B mean",
-                          "B sd", "B rank", "moved"],
-                         [[r["strategy"], ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in (r["hparams"] or {}).items()),
-                           fmt(r["tune_mean"]), fmt(r["tune_std"]), fmt(r["tune_rank"]), fmt(r["test_mean"]),
-                           fmt(r["test_std"]), fmt(r["test_rank"]), "yes" if r["rank_differs"] else ""] for r in rankings],
-                         widths=[0.1, 0.3, 0.08, 0.08, 0.07, 0.08, 0.08, 0.07, 0.07])]
+    if outcome is not None:
+        blocks += [Heading(outcome.title), Text(outcome.caption, small=True),
+                   Table(outcome.columns, [[fmt(v) for v in row] for row in outcome.rows], widths=outcome.widths)]
+        if outcome.note:
+            blocks.append(Text(outcome.note, small=True))
     from store.compare import TABLE_METRICS
 
     keys = list(dict.fromkeys([*TABLE_METRICS, *(k for k in (x, y) if k in METRICS)]))

@@ -1,11 +1,12 @@
 """The sentences a report opens with, computed from the numbers (never written by hand): the outcome,
 the deepest stability gap, the switch it came at and how long the earlier tasks took to recover, and,
-for a comparison, which group leads on which metric, the frontier and the reality check."""
+for a comparison, which group leads on which metric and the frontier (a sweep's own, as a reality check's, come
+with its outcome: engine/sweeps)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -128,13 +129,3 @@ def frontier_findings(frontier: pd.DataFrame, x_title: str, y_title: str) -> lis
     more = f" and {len(front) - 6} more" if len(front) > 6 else ""
     return [f"{len(front)} of {len(frontier)} {what} are on the Pareto frontier of {x_title} and {y_title}: "
             f"{names}{more}."]
-
-
-def reality_findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    moved = [r for r in rows if r["rank_differs"]]
-    if not rows or all(r["tune_rank"] is None or r["test_rank"] is None for r in rows):
-        return ["The reality check has no complete ranking yet."]
-    if not moved:
-        return ["The reality check held: every strategy kept its rank from the tuning scenario to the test scenario."]
-    return ["The reality check moved " + ", ".join(f"{r['strategy']} (rank {r['tune_rank']} → {r['test_rank']})"
-                                                  for r in moved) + " from the tuning scenario to the test scenario."]

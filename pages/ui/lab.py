@@ -136,7 +136,7 @@ class Lab:
     def __init__(self, path: Path, hosted: bool = False):
         from engine.access import lab_access
         from engine.manager import RunManager  # starts warm workers: the first launch need not wait
-        from engine.sweep import SweepKeeper
+        from engine.sweeps.sweep import SweepKeeper
 
         # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
         from engine.limits import limits
@@ -156,14 +156,14 @@ class Lab:
         atexit.register(self.close)
 
     def launch_sweep(self, spec, principal=None) -> int:
-        from engine.sweep import launch_sweep
+        from engine.sweeps.sweep import launch_sweep
 
         sweep_id = launch_sweep(self.manager, spec, principal=principal)
         self.sweeps.watch(sweep_id)
         return sweep_id
 
     def close(self) -> None:
-        from engine.search import stop_drivers
+        from engine.sweeps.search import stop_drivers
 
         if self.store._closed:  # closed by close_labs, then again at exit
             return

@@ -12,7 +12,7 @@ A sweep file with ``search:``::
       space: {train.lr: {log_uniform: [0.001, 0.1]}, strategy.buffer_size: {int: [50, 500]}}
     seeds: [0]                     # one seed: a trial is one run
 
-The space syntax is the random sweep's (``engine.sweep``), the strategy rule too: ``strategy.X`` is
+The space syntax is the random sweep's (``engine.sweeps.random``), the strategy rule too: ``strategy.X`` is
 suggested only for trials whose strategy declares X (``strategy.name`` is suggested first), so
 Optuna sees a conditional space.
 
@@ -38,8 +38,12 @@ from typing import Any
 
 from engine.config import ConfigError, parse_config
 from engine.inputs import cut
-from engine.sweep import SearchSpec, SweepSpec, _sweep_row, apply_point, declared, labels, parse_sweep, run_name
+from engine.sweeps.kind import SweepKind
+from engine.sweeps.outcome import Outcome
+from engine.sweeps.spec import (SearchSpec, SweepSpec, apply_point, check_counted, declared, labels, parse_search,
+                                run_name, sweep_seeds)
 from store.schema import FINAL_STATUSES
+from store.sweeps import first_active_run, run_statuses, sweep_row
 
 _drivers: dict[int, list["SearchDriver"]] = {}
 _drivers_lock = threading.Lock()
@@ -180,8 +184,7 @@ class SearchDriver(threading.Thread):
             if not inflight:
                 return
             self.manager.wait(next(iter(inflight)), timeout=0.5)
-            marks = ", ".join("?" for _ in inflight)
-            rows = store.sql(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(inflight))
+            rows = run_statuses(store, list(inflight))
             for run_id, status in rows:
                 if status not in FINAL_STATUSES:
                     continue
@@ -221,13 +224,13 @@ def start_driver(manager, sweep_id: int, spec: SweepSpec, *, owner: str | None =
 
 
 def start_search(manager, spec: SweepSpec, owner: str | None = None, principal=None) -> int:
-    """Create the sweep (kind 'optuna') and start its driver thread; returns the sweep id. Its trials
+    """Create the sweep (kind 'search') and start its driver thread; returns the sweep id. Its trials
     count against ``principal``'s quotas at once (each trial's cost is checked as it comes)."""
     from engine.cost import QUEUE_LOCK
 
     with QUEUE_LOCK:
         who, owner = manager.admit(principal, owner, runs=spec.search.trials, sweep_runs=spec.search.trials)
-        sweep_id = manager.store.create_sweep(spec.name, "optuna", spec.raw, owner=owner)
+        sweep_id = manager.store.create_sweep(spec.name, Search.name, spec.raw, owner=owner)
     manager.store.audit(who, None, "launch", sweep_id=sweep_id, detail=f"search {spec.name!r}: {spec.search.trials} trials")
     start_driver(manager, sweep_id, spec, owner=owner)
     return sweep_id
@@ -285,11 +288,9 @@ def ensure_drivers(manager, sweep_id: int, spec: SweepSpec, *, owner=None, phase
 
 
 def advance_search(manager, sweep_id: int) -> str:
-    name, _, raw = _sweep_row(manager.store, sweep_id)
-    spec = parse_sweep(raw, default_name=name)
-    state = ensure_drivers(manager, sweep_id, spec)
-    if state != "running" and manager.store.sql(
-            "SELECT 1 FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') LIMIT 1", [sweep_id]):
+    name, _, raw = sweep_row(manager.store, sweep_id)
+    state = ensure_drivers(manager, sweep_id, Search().stored_spec(raw, name))
+    if state != "running" and first_active_run(manager.store, sweep_id) is not None:
         return "running"
     return state
 
@@ -312,14 +313,56 @@ def best_trials(store, sweep_id: int, strategy: str | None = None) -> list[dict]
              "params": dict(t.params)} for t in sorted(best, key=lambda t: t.number)]
 
 
-def format_best(rows: list[dict], objectives) -> str:
+def best_outcome(store, sweep_id: int, objectives) -> Outcome | None:
+    """The best trial (the Pareto front with two objectives): trial, run, the objectives' values and
+    the parameters; None while no trial has finished."""
+    rows = best_trials(store, sweep_id)
     if not rows:
-        return "no trial finished"
-    head = "best trial" if len(objectives) == 1 else f"Pareto front ({len(rows)} trial(s))"
-    lines = [f"{head}: " + ", ".join(objectives)]
-    for r in rows:
-        vals = " ".join(f"{k}={v:.4f}" for k, v in zip(objectives, r["values"]))
-        params = " ".join(f"{k.split('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[-1]}={v}"
-                          for k, v in r["params"].items())
-        lines.append(f"  trial {r['number']} (run {r['run_id']}): {vals}  {params}")
-    return "\n".join(lines)
+        return None
+    params = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    caption = f"the best trial by {objectives[0]}" if len(objectives) == 1 else \
+        f"the Pareto front of {' and '.join(objectives)} ({len(rows)} trials)"
+    return Outcome("Best trials", caption, ["trial", "run", "values", *params],
+                   [[r["number"], r["run_id"], r["values"], *(r["params"].get(k) for k in params)] for r in rows],
+                   key="best_trials")
+
+
+class Search(SweepKind):
+    """An Optuna study: its trials are asked as runs end, never expanded ahead."""
+
+    name = "search"
+    summary = "Optuna search"
+    shown_in = ("cli", "page")
+
+    def parse(self, data, base, name, problems):
+        seeds = sweep_seeds(data, base, problems)
+        spec = SweepSpec(name, self.name, base, seeds, prefix=name)
+        spec.search = parse_search(data["search"], "search", problems)
+        if len(seeds) > 1:
+            problems.append(f"seeds = {cut(list(seeds))}: a search runs each trial once: give one seed")
+        if spec.search is not None:
+            check_counted(spec, problems)
+        return spec
+
+    def configs(self, spec):
+        raise ValueError("a search is not expanded ahead: its trials come from Optuna (engine.sweeps.search)")
+
+    def planned_runs(self, spec):
+        return spec.search.trials
+
+    def expected_runs(self, raw, created):
+        return max(int(raw["search"]["trials"]), created.get("", 0))
+
+    def launch(self, manager, spec, owner, principal):
+        return start_search(manager, spec, owner=owner, principal=principal)
+
+    def advance(self, manager, sweep_id):
+        return advance_search(manager, sweep_id)
+
+    def stop(self, sweep_id, join=False):
+        stop_drivers(sweep_id, join=join)
+
+    def outcome(self, store, sweep_id):
+        objectives = sweep_row(store, sweep_id)[2]["search"].get("objectives", ["acc"])  # as parse_search reads them
+        return best_outcome(store, sweep_id, [objectives] if isinstance(objectives, str) else objectives)
+

@@ -1,6 +1,6 @@
 """The reality-check protocol (Hyperparameters in Continual Learning: a Reality Check, 2024).
 
-Two phases in one sweep (kind ``reality-check``): tune every strategy's hyperparameters on scenario A
+Two phases in one sweep (kind ``reality_check``): tune every strategy's hyperparameters on scenario A
 (a grid, random sample or Optuna search; runs with ``sweep_phase = 'tune'``), pick each strategy's best
 config by a metric (the mean over the tune seeds), then run those configs on scenario B (the same
 setting, other data) with new seeds (``sweep_phase = 'test'``). ``reality_rankings`` puts both phases'
@@ -21,8 +21,8 @@ A sweep file::
         scenario: {dataset: mnist1d}       # merged over the tune scenario; the setting must stay the same
         seeds: [10, 11]                    # new seeds: none of the tune seeds
 
-The strategy rule of ``engine.sweep`` holds: ``strategy.buffer_size`` tunes replay only, and so on.
-Phase 2 is queued by ``advance_reality_check`` (through ``engine.sweep.advance``) once every tune run
+The strategy rule of ``engine.sweeps`` holds: ``strategy.buffer_size`` tunes replay only, and so on.
+Phase 2 is queued by ``advance_reality_check`` (through ``engine.sweeps.sweep.advance``) once every tune run
 has ended; it can be called again at any time (it queues the test phase once). If any tune run was
 cancelled, the test phase is not started. A strategy whose tune runs all failed has no test runs.
 """
@@ -36,9 +36,13 @@ from typing import Any, Mapping
 from engine.config import ConfigError, parse_config
 from engine.inputs import cut
 from engine.strategies import STRATEGIES
-from engine.sweep import (SweepSpec, _fmt, _sweep_row, check_runs, check_spec, count_runs, known_strategy,
-                          config_results, expand, labels, parse_grid, parse_random, parse_search, parse_seeds,
-                          parse_sweep, run_name, sweep_progress, unknown_fields)
+from engine.sweeps.kind import SweepKind
+from engine.sweeps.outcome import Outcome
+from engine.sweeps.results import config_results
+from engine.sweeps.search import ensure_drivers, start_driver, stop_drivers
+from engine.sweeps.spec import (SweepSpec, check_runs, check_spec, count_runs, expand_points, known_strategy, labels,
+                                parse_grid, parse_random, parse_search, parse_seeds, run_name, unknown_fields)
+from store.sweeps import status_counts, sweep_owner, sweep_row
 
 TUNE, TEST = "tune", "test"
 
@@ -68,8 +72,7 @@ class RealitySpec:
         strat = dict(base.get("strategy") or {})
         strat["name"] = strategy
         base["strategy"] = strat
-        kind = {"grid": "grid", "random": "random", "search": "optuna"}[self.tune_mode]
-        spec = SweepSpec(f"{self.name}/{TUNE}", kind, base, self.tune_seeds, prefix=f"{self.name}/{TUNE}",
+        spec = SweepSpec(f"{self.name}/{TUNE}", self.tune_mode, base, self.tune_seeds, prefix=f"{self.name}/{TUNE}",
                          fixed_strategy=strategy)
         if self.tune_mode == "grid":
             spec.grid = {k: v for k, v in self.tune_body.items()}
@@ -84,7 +87,7 @@ class RealitySpec:
         if self.tune_mode == "search":
             tune = self.tune_body.trials * len(self.strategies)
         else:
-            tune = sum(len(expand(self.tune_spec(s))) for s in self.strategies)
+            tune = sum(len(expand_points(self.tune_spec(s))) for s in self.strategies)
         return tune + len(self.strategies) * len(self.test_seeds)
 
     def test_config(self, strategy: str, tuned: Mapping, seed: int, keys: list[str]):
@@ -205,20 +208,18 @@ def parse_reality(body: Any, base: dict, name: str, problems: list[str]) -> Real
 # ---- launching and advancing -------------------------------------------------------------------------
 
 def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None, principal=None) -> int:
-    """Create the sweep (kind 'reality-check') and queue its tune phase (a search: start one driver a
+    """Create the sweep (kind 'reality_check') and queue its tune phase (a search: start one driver a
     strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later. Every run
     it plans counts against ``principal``'s quotas at launch (``RunManager.admit``)."""
     from engine.cost import QUEUE_LOCK
 
     r = spec.reality
-    configs = [] if r.tune_mode == "search" else expand(spec)
+    configs = RealityCheck().configs(spec)
     planned = r.planned_runs
     with QUEUE_LOCK:  # the tune phase's cost and the quotas, before any row is written (search trials: each as it comes)
         who, owner = manager.admit(principal, owner, configs, runs=planned, sweep_runs=planned)
-        sweep_id = manager.store.create_sweep(spec.name, "reality-check", spec.raw, owner=owner)
+        sweep_id = manager.store.create_sweep(spec.name, RealityCheck.name, spec.raw, owner=owner)
         if r.tune_mode == "search":
-            from engine.search import start_driver
-
             for s in r.strategies:
                 start_driver(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
         for config in configs:
@@ -228,25 +229,30 @@ def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None, pri
     return sweep_id
 
 
-def _load(store, sweep_id: int) -> tuple[SweepSpec, str | None]:
-    name, kind, raw = _sweep_row(store, sweep_id)
-    if kind != "reality-check":
+def _load(store, sweep_id: int) -> SweepSpec:
+    name, kind, raw = sweep_row(store, sweep_id)
+    if kind != RealityCheck.name:
         raise ValueError(f"sweep {sweep_id} is a {kind} sweep, not a reality check")
-    owner = store.sql("SELECT owner FROM sweeps WHERE id = ?", [sweep_id])[0][0]
-    return parse_sweep(raw, default_name=name), owner
+    return RealityCheck().stored_spec(raw, name)
+
+
+def _phases(store, sweep_id: int) -> dict[str, dict[str, int]]:
+    """Runs by status in each phase that has runs."""
+    phases: dict[str, dict[str, int]] = {}
+    for phase, status, n in status_counts(store, sweep_id):
+        phases.setdefault(phase, {})[status] = n
+    return phases
 
 
 def advance_reality_check(manager, sweep_id: int) -> str:
     """'tuning', 'testing', 'done' or 'cancelled'; queues the test phase (once) when tuning has ended."""
     store = manager.store
-    spec, owner = _load(store, sweep_id)
-    r = spec.reality
-    phases = sweep_progress(store, sweep_id)["phases"]
+    r = _load(store, sweep_id).reality
+    owner = sweep_owner(store, sweep_id)
+    phases = _phases(store, sweep_id)
     if TEST not in phases:
         tune = phases.get(TUNE, {})
         if r.tune_mode == "search":
-            from engine.search import ensure_drivers
-
             states = [ensure_drivers(manager, sweep_id, r.tune_spec(s), owner=owner, phase=TUNE, strategy=s)
                       for s in r.strategies]
             if "running" in states:
@@ -274,7 +280,7 @@ def advance_reality_check(manager, sweep_id: int) -> str:
 # ---- selection and rankings (pure functions over grouped results) -----------------------------------
 
 def pick_best(groups: list[Mapping], higher_is_better: bool = True) -> dict[str, Mapping]:
-    """Each strategy's best config among ``groups`` (as ``engine.sweep.config_results`` gives them:
+    """Each strategy's best config among ``groups`` (as ``engine.sweeps.results.config_results`` gives them:
     strategy, mean, n, std, run_ids): the best mean; ties go to more seeds, then the lower std, then
     the earlier run. Configs with no value (n = 0) are never picked."""
     best: dict[str, Mapping] = {}
@@ -333,24 +339,84 @@ def rank_strategies(tune_groups: list[Mapping], test_groups: list[Mapping], stra
 
 def reality_rankings(store, sweep_id: int) -> list[dict]:
     """A reality check's two rankings side by side (see ``rank_strategies``)."""
-    spec, _ = _load(store, sweep_id)
-    r = spec.reality
+    return _rankings(store, sweep_id, _load(store, sweep_id).reality)
+
+
+def _rankings(store, sweep_id: int, r: RealitySpec) -> list[dict]:
     return rank_strategies(config_results(store, sweep_id, r.metric, TUNE),
                            config_results(store, sweep_id, r.metric, TEST), list(r.strategies), r.higher_is_better)
 
 
-def format_rankings(rows: list[Mapping], metric: str) -> str:
-    def cell(mean, std):
-        if mean is None:
-            return "n/a".rjust(15)
-        return f"{mean:.4f}" + (f" ±{std:.4f}" if std is not None else "        ")
+def rankings_findings(rows: list[Mapping]) -> list[str]:
+    """What the two rankings say, in one sentence."""
+    moved = [r for r in rows if r["rank_differs"]]
+    if not rows or all(r["tune_rank"] is None or r["test_rank"] is None for r in rows):
+        return ["The reality check has no complete ranking yet."]
+    if not moved:
+        return ["The reality check held: every strategy kept its rank from the tuning scenario to the test scenario."]
+    return ["The reality check moved " + ", ".join(f"{r['strategy']} (rank {r['tune_rank']} → {r['test_rank']})"
+                                                  for r in moved) + " from the tuning scenario to the test scenario."]
 
-    lines = [f"{'strategy':10s} {'tune ' + metric:>15s} rank {'test ' + metric:>15s} rank  best hyperparameters"]
-    for row in rows:
-        hp = " ".join(f"{k.split('.', 1)[-1]}={_fmt(v)}" for k, v in (row["hparams"] or {}).items())
-        mark = " *" if row["rank_differs"] else "  "
-        lines.append(f"{row['strategy']:10s} {cell(row['tune_mean'], row['tune_std'])} {row['tune_rank'] or '-':>4} "
-                     f"{cell(row['test_mean'], row['test_std'])} {row['test_rank'] or '-':>4}{mark} {hp}".rstrip())
-    if any(row["rank_differs"] for row in rows):
-        lines.append("* the rank on the test scenario differs from the rank on the tune scenario")
-    return "\n".join(lines)
+
+def rankings_outcome(rows: list[Mapping], metric: str) -> Outcome:
+    """The two rankings side by side, one row a strategy, and what they say."""
+    return Outcome(
+        "Reality check", f"Each strategy tuned on scenario A, its best config (by {metric}) tested on scenario B "
+                         "with new seeds. A rank that moved is marked.",
+        ["strategy", "best hyperparameters (tuned on A)", "A mean", "A sd", "A rank", "B mean", "B sd", "B rank",
+         "rank moved"],
+        [[r["strategy"], ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in (r["hparams"] or {}).items()),
+          r["tune_mean"], r["tune_std"], r["tune_rank"], r["test_mean"], r["test_std"], r["test_rank"],
+          "yes" if r["rank_differs"] else ""] for r in rows],
+        key="reality_rankings", widths=[0.1, 0.3, 0.08, 0.08, 0.07, 0.08, 0.08, 0.07, 0.07],
+        findings=rankings_findings(rows))
+
+
+class RealityCheck(SweepKind):
+    """Two phases: tune on scenario A (a grid, random sample or search per strategy), test the best
+    configs on scenario B with new seeds."""
+
+    name = "reality_check"
+    summary = "reality check"
+    shown_in = ("cli", "page", "report")
+
+    def parse(self, data, base, name, problems):
+        if "seeds" in data:
+            problems.append("seeds: a reality check takes its seeds from reality_check.tune.seeds and "
+                            "reality_check.test.seeds")
+        reality = parse_reality(data["reality_check"], base, name, problems)
+        return SweepSpec(name, self.name, base, reality.tune_seeds, reality=reality, prefix=name)
+
+    def configs(self, spec):
+        """The tune phase's runs (a search tunes with trials: none ahead)."""
+        r = spec.reality
+        if r.tune_mode == "search":
+            return []
+        return [c for s in r.strategies for c in expand_points(r.tune_spec(s))]
+
+    def planned_runs(self, spec):
+        return spec.reality.planned_runs
+
+    def expected_runs(self, raw, created):
+        """A grid or random tune phase is queued at launch, a search's plans ``trials`` a strategy;
+        the test phase one run a strategy and test seed."""
+        rc = raw["reality_check"]
+        n_strategies = len(rc["strategies"])
+        tune = created.get(TUNE, 0)
+        if "search" in rc["tune"]:
+            tune = max(tune, int(rc["tune"]["search"]["trials"]) * n_strategies)
+        return tune + max(created.get(TEST, 0), n_strategies * len(rc["test"]["seeds"]))
+
+    def launch(self, manager, spec, owner, principal):
+        return launch_reality_check(manager, spec, owner=owner, principal=principal)
+
+    def advance(self, manager, sweep_id):
+        return advance_reality_check(manager, sweep_id)
+
+    def stop(self, sweep_id, join=False):
+        stop_drivers(sweep_id, join=join)  # a search tune phase's drivers
+
+    def outcome(self, store, sweep_id):
+        r = _load(store, sweep_id).reality
+        return rankings_outcome(_rankings(store, sweep_id, r), r.metric)
+

@@ -1,4 +1,4 @@
-"""Check a sweep in a child process with limits: ``python -m engine.check_sweep`` reads the sweep's text
+"""Check a sweep in a child process with limits: ``python -m engine.sweeps.check`` reads the sweep's text
 (YAML or JSON) on stdin, parses, validates and expands it, and answers one JSON line on stdout:
 ``{"ok": true, "name", "kind", "runs", "sweep": <the parsed sweep>}`` or ``{"ok": false, "problems": [...]}``.
 
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -41,7 +41,7 @@ def check_sweep_text(text: str) -> SweepCheck:
     if len(data) > lim.max_input_bytes:
         return SweepCheck(False, [f"sweep: {len(data):,} bytes; at most {lim.max_input_bytes:,} (limits.max_input_bytes)"])
     try:
-        done = subprocess.run([sys.executable, "-m", "engine.check_sweep"], input=data, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "engine.sweeps.check"], input=data, capture_output=True,
                               cwd=PROJECT_ROOT, timeout=lim.sweep_check_seconds)
     except subprocess.TimeoutExpired:
         return SweepCheck(False, [f"sweep: checking it took more than {lim.sweep_check_seconds:g} s "
@@ -76,7 +76,7 @@ def _check(text: bytes) -> dict:
     from engine.config import ConfigError
     from engine.inputs import load_yaml
     from engine.limits import limits
-    from engine.sweep import parse_sweep
+    from engine.sweeps.sweep import parse_sweep, planned_runs
 
     lim = limits()
     if len(text) > lim.max_input_bytes:
@@ -88,7 +88,7 @@ def _check(text: bytes) -> dict:
         return {"ok": False, "problems": err.problems}
     try:
         spec = parse_sweep(data)
-        runs = spec.planned_runs  # expands a grid or random sweep (a reality check: its tune phase)
+        runs = planned_runs(spec)  # expands a grid or random sweep (a reality check: its tune phase)
     except ConfigError as err:
         return {"ok": False, "problems": err.problems}
     sweep = json.loads(json.dumps(data, default=str))
@@ -101,7 +101,7 @@ def _check(text: bytes) -> dict:
 
 def main() -> int:
     from engine.limits import limits
-    import engine.sweep  # noqa: F401  (imports count before the limit)
+    import engine.sweeps.sweep  # noqa: F401  (imports count before the limit)
     import engine.inputs  # noqa: F401
 
     lim = limits()

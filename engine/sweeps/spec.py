@@ -1,80 +1,32 @@
-"""Sweeps: a base config times a grid or a random sample of hyperparameters, times a list of seeds;
-also the entry point of Optuna searches (``engine.search``) and reality checks (``engine.reality``).
+"""A sweep's spec and the parsing, checking and pure expansion every kind shares.
 
-A sweep file (YAML)::
-
-    name: lr-by-strategy
-    base: {scenario: {dataset: digits, n_tasks: 5}, strategy: {name: naive}, train: {lr: 0.05}}
-    grid: {strategy.name: [naive, replay, ewc], train.lr: [0.01, 0.05]}      # or random: / search: /
-    seeds: [0, 1, 2]                                                         # reality_check:
-
-A grid may also be a list of grids, each expanded on its own and the runs joined (scikit-learn's
-ParameterGrid convention): the way to give rows that each have their own settings, as a paper's table
-does (``grid: [{strategy.name: [replay], train.lr: [0.01]}, {strategy.name: [gem], train.lr: [0.03]}]``).
-
-Keys are dotted paths into the run config: ``section.field`` with section one of scenario, model,
-strategy, train, eval (``train.lr``, ``strategy.buffer_size``, ``strategy.name``). The run seed comes
-from ``seeds`` (default: ``base.seed``, else 0), never from a key.
-
-The strategy rule: a key ``strategy.X`` (in the grid, the space, or ``base.strategy``) applies to the
-configs whose strategy declares the hyperparameter X and is left out of the others; every such X must
-be declared by at least one strategy of the sweep. A grid point that differs from another only in keys
-left out (naive with buffer_size 100 and 500) is one run, not two.
-
-The space of ``random`` and ``search`` maps each key to one of::
-
-    {choice: [a, b, ...]}       one of the values (any YAML values, lists included)
-    {uniform: [low, high]}      a float, low < high
-    {log_uniform: [low, high]}  a float on a log scale, 0 < low < high
-    {int: [low, high]}          an integer, low <= high (both included)
-    {log_int: [low, high]}      an integer on a log scale, 1 <= low <= high
-
-``random: {samples: N, seed: S, space: {...}}`` draws N points (a numpy Generator seeded with S; each
-point draws every key in the order given, so adding a sample never changes the earlier ones; floats are
-rounded to 6 significant digits). ``search: {...}`` is an Optuna study (``engine.search``).
-
-Every expanded config is validated with ``parse_config`` and each bound of a space (or each choice) is
-checked on its own; a bad sweep raises ``ConfigError`` with one line per problem, before anything is
-written. The runs a sweep asks for (grid points x seeds, samples x seeds, trials; a reality check's
-both phases) are counted from the sizes alone, before anything is expanded, and may not exceed
-``limits().max_runs`` (lab.toml ``[limits] max_runs``); no list of seeds, values or choices may be
-longer either. ``expand`` is pure and deterministic: grid points in the order of the keys (the last key
-varies fastest), seeds innermost.
+The sweep file (YAML) and its rules are in ``engine/sweeps/__init__.py``; each kind parses its own
+section (``grid:``, ``random:``, ``search:``, ``reality_check:``) with the helpers here.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import itertools
 import json
 import math
 import re
-import signal
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from engine.config import (MAX_SEED, MODEL_CONFIGS, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig,
-                           TrainConfig,
-                           parse_config, read_yaml)
-from engine.inputs import check_document, cut, cut_text
+                           TrainConfig, parse_config)
+from engine.inputs import cut, cut_text
 from engine.limits import limits
 from engine.presets import apply_preset
 from engine.strategies import STRATEGIES
-from store.schema import FINAL_STATUSES, RUN_STATUSES
 
 SECTIONS = {"scenario": ScenarioConfig, "model": ModelConfig, "strategy": None, "train": TrainConfig,
             "eval": EvalConfig}
-TOP_KEYS = ("name", "base", "grid", "random", "search", "reality_check", "seeds")
-MODES = ("grid", "random", "search", "reality_check")
-KINDS = {"grid": "grid", "random": "random", "search": "optuna", "reality_check": "reality-check"}
+
 SPACE_KINDS = {
     "choice": "a non-empty list of values",
     "uniform": "[low, high], numbers with low < high",
@@ -137,8 +89,8 @@ class SearchSpec:
 
 @dataclass
 class SweepSpec:
-    """A parsed, validated sweep. ``kind`` is grid, random, optuna or reality-check (the ``sweeps.kind``
-    column); ``raw`` is the file as given (stored in ``sweeps.spec``)."""
+    """A parsed, validated sweep. ``kind`` is the name of its kind (``engine.sweeps.SWEEP_KINDS``, the
+    ``sweeps.kind`` column); ``raw`` is the file as given (stored in ``sweeps.spec``)."""
 
     name: str
     kind: str
@@ -148,7 +100,7 @@ class SweepSpec:
     grids: tuple[dict[str, tuple], ...] | None = None  # a list of grids: each one's points, joined; grid: their union
     random: RandomSpec | None = None
     search: SearchSpec | None = None
-    reality: Any = None       # engine.reality.RealitySpec
+    reality: Any = None       # engine.sweeps.reality.RealitySpec
     raw: dict = field(default_factory=dict)
     prefix: str = ""          # run names start with it (default: name)
     fixed_strategy: str | None = None  # reality check: every run uses this strategy
@@ -159,14 +111,6 @@ class SweepSpec:
             return list(self.grid)
         space = (self.random or self.search).space if (self.random or self.search) else ()
         return [d.key for d in space]
-
-    @property
-    def planned_runs(self) -> int:
-        if self.kind == "optuna":
-            return self.search.trials
-        if self.kind == "reality-check":
-            return self.reality.planned_runs
-        return len(expand(self))
 
 
 # ---- parsing ----------------------------------------------------------------------------------------
@@ -420,71 +364,11 @@ def check_base_strategy(base: Mapping, in_play: list[str], problems: list[str], 
                 check_key(f"strategy.{k}", where, in_play, problems)
 
 
-def _jsonable(data: Any) -> Any:
-    return json.loads(json.dumps(data, default=str))
-
-
-def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
-    """Validate a sweep mapping (a parsed YAML file); raise ``ConfigError`` with one line per problem."""
-    if not isinstance(data, dict):
-        raise ConfigError(["sweep: must be a mapping with name, base, seeds and one of grid, random, search, "
-                           "reality_check"])
-    check_document(data, "sweep")
-    problems: list[str] = []
-    unknown_fields(data, TOP_KEYS, "", problems)
-    name = data.get("name", default_name)
-    if not isinstance(name, str) or not name.strip() or len(name) > 100 or "/" in name:
-        problems.append(f"name = {cut(name)}: must be a non-empty text of at most 100 characters without '/'")
-        name = default_name
-    base = data.get("base", {})
-    if not isinstance(base, dict):
-        problems.append(f"base = {cut(base)}: must be a run config mapping (scenario, model, strategy, train, eval)")
-        base = {}
-    base, preset_problems = apply_preset(copy.deepcopy(base))  # base: {preset: NAME, ...}: the paper's setting
-    problems += [f"base.{line}" for line in preset_problems]
-    base.pop("name", None)
-    modes = [m for m in MODES if m in data]
-    if len(modes) > 1:
-        problems.append(f"{', '.join(modes)}: give one of {', '.join(MODES)}, not several")
-    mode = modes[0] if modes else "grid"
-    raw = _jsonable(data)
-    if mode == "reality_check":
-        from engine.reality import parse_reality
-
-        if "seeds" in data:
-            problems.append("seeds: a reality check takes its seeds from reality_check.tune.seeds and "
-                            "reality_check.test.seeds")
-        reality = parse_reality(data["reality_check"], base, name, problems)
-        _raise(problems)
-        return SweepSpec(name, "reality-check", base, reality.tune_seeds, reality=reality, raw=raw, prefix=name)
-    default_seed = base.get("seed", 0)
-    seeds = parse_seeds(data["seeds"], "seeds", problems) if "seeds" in data else (default_seed,)
-    spec = SweepSpec(name, KINDS[mode], base, seeds, raw=raw, prefix=name)
-    if mode == "grid" and isinstance(data.get("grid"), list):
-        spec.grids = parse_grids(data["grid"], "grid", problems)
-        spec.grid = merged_grid(spec.grids)
-    elif mode == "grid" and "grid" in data:
-        spec.grid = parse_grid(data["grid"], "grid", problems)
-    elif mode == "grid":
-        spec.grid = {}
-    elif mode == "random":
-        spec.random = parse_random(data["random"], "random", problems)
-    else:
-        spec.search = parse_search(data["search"], "search", problems)
-        if len(seeds) > 1:
-            problems.append(f"seeds = {cut(list(seeds))}: a search runs each trial once: give one seed")
-    if spec.grid is not None or spec.random is not None or spec.search is not None:
-        if check_runs(count_runs(spec), problems):
-            check_spec(spec, problems)
-    _raise(problems)
-    return spec
-
-
 def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
                in_play: list[str] | None = None) -> None:
     """Check a grid, random or search spec's keys and values by building its configs. ``in_play``: the
     strategies a ``strategy.X`` key may belong to (default: the sweep's own)."""
-    where = where or {"grid": "grid", "random": "random.space", "optuna": "search.space"}[spec.kind]
+    where = where or ("grid" if spec.grid is not None else "random.space" if spec.random is not None else "search.space")
     name_values = None
     if spec.fixed_strategy is None:
         if spec.grid and "strategy.name" in spec.grid:
@@ -522,7 +406,7 @@ def check_spec(spec: SweepSpec, problems: list[str], where: str | None = None,
                 problems += [e for e in errs if e not in problems]
         if len(problems) > n:
             return  # the samples would repeat the same problems
-    if spec.kind != "optuna":
+    if spec.search is None:  # a search is not expanded ahead
         _, errs = _build(spec, _points(spec), spec.seeds, where)
         problems += [e for e in errs if e not in problems]
 
@@ -571,14 +455,35 @@ def check_runs(counted: tuple[int, str], problems: list[str], where: str = "swee
     return True
 
 
-def _raise(problems: list[str]) -> None:
+def raise_problems(problems: list[str]) -> None:
     if problems:
         raise ConfigError(problems)
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file (YAML); the name defaults to the file's stem."""
-    return parse_sweep(read_yaml(path), default_name=Path(path).stem)
+def sweep_base(data: Mapping, problems: list[str]) -> dict:
+    """The file's ``base`` run config, its preset applied (``base: {preset: NAME, ...}``: the paper's
+    setting), without a name (the sweep names its runs)."""
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        problems.append(f"base = {cut(base)}: must be a run config mapping (scenario, model, strategy, train, eval)")
+        base = {}
+    base, preset_problems = apply_preset(copy.deepcopy(base))
+    problems += [f"base.{line}" for line in preset_problems]
+    base.pop("name", None)
+    return base
+
+
+def sweep_seeds(data: Mapping, base: Mapping, problems: list[str]) -> tuple[int, ...]:
+    """The file's ``seeds`` (default: the base's seed, else 0)."""
+    return parse_seeds(data["seeds"], "seeds", problems) if "seeds" in data else (base.get("seed", 0),)
+
+
+def check_counted(spec: SweepSpec, problems: list[str], where: str | None = None) -> None:
+    """A grid, random or search spec: its runs counted from the sizes alone, then (if they are within
+    the limit) its keys and values checked by building its configs (lines start with ``where``, by
+    default the section: grid, random.space or search.space)."""
+    if check_runs(count_runs(spec), problems):
+        check_spec(spec, problems, where)
 
 
 # ---- expansion (pure) ------------------------------------------------------------------------------
@@ -614,7 +519,8 @@ def apply_point(base: Mapping, point: Mapping[str, Any], strategy: str | None = 
     return cfg, applied
 
 
-def _fmt(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A value in a run name or a line of text: floats to 3 significant digits, lists and mappings as JSON."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, float):
@@ -637,7 +543,7 @@ def run_name(prefix: str, config: Mapping, applied: Mapping[str, Any], label: Ma
     strat = config.get("strategy")
     strategy = strat.get("name", DEFAULT_STRATEGY) if isinstance(strat, dict) else DEFAULT_STRATEGY
     strategy = strategy if isinstance(strategy, str) else "?"  # parse_config says what is wrong
-    parts = [f"{prefix}/{strategy}"] + [f"{label[k]}={_fmt(v)}" for k, v in applied.items() if k in label]
+    parts = [f"{prefix}/{strategy}"] + [f"{label[k]}={fmt_value(v)}" for k, v in applied.items() if k in label]
     parts.append(f"seed={seed}")
     if extra:
         parts.append(extra)
@@ -695,367 +601,11 @@ def _build(spec: SweepSpec, points: list[dict], seeds: Iterable[int], where: str
     return configs, problems
 
 
-def expand(spec: SweepSpec | Mapping) -> list[RunConfig]:
-    """Every run config of a grid or random sweep (a reality check: its tune phase), in order. Pure and
-    deterministic. A search is not expanded ahead: its trials are asked from Optuna as runs end."""
-    if not isinstance(spec, SweepSpec):
-        spec = parse_sweep(spec)
-    if spec.kind == "optuna":
-        raise ValueError("a search is not expanded ahead: its trials come from Optuna (engine.search)")
-    if spec.kind == "reality-check":
-        return [c for s in spec.reality.strategies for c in expand(spec.reality.tune_spec(s))]
+
+
+def expand_points(spec: SweepSpec) -> list[RunConfig]:
+    """Every run config of a grid or random spec, in order (grid points in the order of the keys, the
+    last key varying fastest; seeds innermost). Pure and deterministic."""
     configs, problems = _build(spec, _points(spec), spec.seeds, "grid" if spec.grid is not None else "random.space")
-    if problems:
-        raise ConfigError(problems)
+    raise_problems(problems)
     return configs
-
-
-# ---- launching, progress, cancelling ----------------------------------------------------------------
-
-def launch_sweep(manager, spec: SweepSpec | Mapping, owner: str | None = None, principal=None) -> int:
-    """Create the sweep row and queue its runs as one group (a search: start its driver thread; a
-    reality check: queue its tune phase), for ``principal`` (``RunManager.admit``: who may launch,
-    the cost, and their quotas for the whole sweep, before any row is written). Returns the sweep id."""
-    if not isinstance(spec, SweepSpec):
-        spec = parse_sweep(spec)
-    if spec.kind == "optuna":
-        from engine.search import start_search
-
-        return start_search(manager, spec, owner=owner, principal=principal)
-    if spec.kind == "reality-check":
-        from engine.reality import launch_reality_check
-
-        return launch_reality_check(manager, spec, owner=owner, principal=principal)
-    configs = expand(spec)
-    from engine.cost import QUEUE_LOCK
-
-    with QUEUE_LOCK:  # every run's cost, the weights budget and the quotas, before any row is written
-        who, owner = manager.admit(principal, owner, configs, sweep_runs=len(configs))
-        sweep_id = manager.store.create_sweep(spec.name, spec.kind, spec.raw, owner=owner)
-        for config in configs:
-            manager.submit(config, owner=owner, sweep_id=sweep_id, check_cost=False, principal=principal)
-    manager.store.audit(who, None, "launch", sweep_id=sweep_id, detail=f"{spec.kind} sweep {spec.name!r}: {len(configs)} runs")
-    return sweep_id
-
-
-def _sweep_row(store, sweep_id: int) -> tuple[str, str, dict]:
-    rows = store.sql("SELECT name, kind, spec FROM sweeps WHERE id = ?", [sweep_id])
-    if not rows:
-        raise KeyError(f"no sweep with id {sweep_id}")
-    name, kind, spec = rows[0]
-    return name, kind, json.loads(spec) if isinstance(spec, str) else spec
-
-
-def planned_runs(kind: str, raw: Mapping, created: Mapping[str, int]) -> int:
-    """The runs a sweep will have in all. Grid and random sweeps (and a reality check's grid or random
-    tune phase) queue every run at launch; a search plans ``trials``; a test phase one run per
-    strategy and test seed."""
-    if kind == "optuna":
-        return max(int(raw["search"]["trials"]), created.get("", 0))
-    if kind == "reality-check":
-        rc = raw["reality_check"]
-        n_strategies = len(rc["strategies"])
-        tune = created.get("tune", 0)
-        if "search" in rc["tune"]:
-            tune = max(tune, int(rc["tune"]["search"]["trials"]) * n_strategies)
-        return tune + max(created.get("test", 0), n_strategies * len(rc["test"]["seeds"]))
-    return sum(created.values())
-
-
-def sweep_progress(store, sweep_id: int) -> dict:
-    """Counts by status (and by phase), runs planned, ended, and the fraction done."""
-    name, kind, raw = _sweep_row(store, sweep_id)
-    rows = store.sql("SELECT coalesce(sweep_phase, ''), status, count(*) FROM runs WHERE sweep_id = ? "
-                     "GROUP BY ALL", [sweep_id])
-    counts = {s: 0 for s in RUN_STATUSES}
-    phases: dict[str, dict[str, int]] = {}
-    for phase, status, n in rows:
-        counts[status] = counts.get(status, 0) + n
-        phases.setdefault(phase, {s: 0 for s in RUN_STATUSES})[status] = n
-    created = {p: sum(c.values()) for p, c in phases.items()}
-    total = planned_runs(kind, raw, created)
-    ended = sum(counts[s] for s in FINAL_STATUSES)
-    return {"sweep_id": sweep_id, "name": name, "kind": kind, "total": total, "created": sum(created.values()),
-            "ended": ended, "active": counts["queued"] + counts["running"], "counts": counts,
-            "done_fraction": ended / total if total else 1.0,
-            "phases": {p: c for p, c in phases.items() if p}}
-
-
-def format_progress(p: Mapping) -> str:
-    c = p["counts"]
-    ended = ", ".join(f"{s} {c[s]}" for s in FINAL_STATUSES if c.get(s))
-    line = (f"sweep {p['sweep_id']} {p['name']}: {p['ended']}/{p['total']} ended"
-            + (f" ({ended})" if ended else "") + f", {c['running']} running, {c['queued']} queued, "
-            f"{100 * p['done_fraction']:5.1f}%")
-    if p.get("phases"):
-        line += " [" + ", ".join(f"{ph} {sum(v for s, v in pc.items() if s in FINAL_STATUSES)}/{sum(pc.values())}"
-                                 for ph, pc in p["phases"].items()) + "]"
-    return line
-
-
-_advance_lock = threading.Lock()
-
-
-def advance(manager, sweep_id: int) -> str:
-    """Move a sweep on and say where it is: 'running', 'tuning', 'testing', 'done' or 'cancelled'.
-    Safe to call again at any time: a reality check queues its test phase once its tune phase has
-    ended; a search whose driver is not running in this process (after a restart) is resumed."""
-    with _advance_lock:
-        _, kind, _ = _sweep_row(manager.store, sweep_id)
-        if kind == "reality-check":
-            from engine.reality import advance_reality_check
-
-            return advance_reality_check(manager, sweep_id)
-        if kind == "optuna":
-            from engine.search import advance_search
-
-            return advance_search(manager, sweep_id)
-        p = sweep_progress(manager.store, sweep_id)
-        if p["active"]:
-            return "running"
-        return "cancelled" if p["counts"]["cancelled"] else "done"
-
-
-def cancel_sweep(manager, sweep_id: int, principal=None) -> int:
-    """Cancel a sweep as a group: stop its search drivers (no new trials) and cancel every queued or
-    running run (``RunManager.cancel_sweep``). Returns how many runs were cancelled. ``AccessDenied``,
-    before anything stops, for a principal who may not."""
-    from engine.search import stop_drivers
-
-    manager.store.authorize(principal, "cancel", sweep_id=sweep_id)
-    stop_drivers(sweep_id)
-    return manager.cancel_sweep(sweep_id, principal=principal)
-
-
-def wait_sweep(manager, sweep_id: int, timeout: float | None = None, poll: float = 0.5,
-               on_progress: Callable[[dict], None] | None = None) -> str:
-    """Advance the sweep until it is 'done' or 'cancelled' (or the timeout passes); returns the state."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        state = advance(manager, sweep_id)
-        if on_progress is not None:
-            on_progress(sweep_progress(manager.store, sweep_id))
-        if state in ("done", "cancelled") or (deadline is not None and time.monotonic() >= deadline):
-            return state
-        active = manager.store.sql("SELECT id FROM runs WHERE sweep_id = ? AND status IN ('queued', 'running') "
-                                   "ORDER BY id LIMIT 1", [sweep_id])
-        if active:
-            manager.wait(active[0][0], timeout=poll)
-        else:
-            time.sleep(min(poll, 0.1))
-
-
-class SweepKeeper(threading.Thread):
-    """Moves a long-lived lab's sweeps on in the background: a reality check's test phase is queued
-    when its tune phase ends, and a search's trials keep coming (or resume after a restart). At start
-    it watches every sweep with runs still to come; ``watch`` adds one launched later."""
-
-    def __init__(self, manager, interval: float = 1.0):
-        super().__init__(daemon=True, name="sweep-keeper")
-        self.manager, self.interval = manager, interval
-        self._watched: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        for (sweep_id,) in manager.store.sql("SELECT id FROM sweeps ORDER BY id"):
-            p = sweep_progress(manager.store, sweep_id)
-            if p["ended"] < p["total"] and not p["counts"]["cancelled"]:
-                self._watched.add(sweep_id)
-
-    def watch(self, sweep_id: int) -> None:
-        with self._lock:
-            self._watched.add(sweep_id)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                watched = sorted(self._watched)
-            for sweep_id in watched:
-                try:
-                    state = advance(self.manager, sweep_id)
-                except Exception as err:  # one broken sweep must not stop the others
-                    print(f"sweep {sweep_id}: {err}", file=sys.stderr)
-                    state = "done"
-                if state in ("done", "cancelled"):
-                    with self._lock:
-                        self._watched.discard(sweep_id)
-
-
-# ---- results ---------------------------------------------------------------------------------------
-
-def _flat(config: Mapping) -> dict[str, Any]:
-    out = {}
-    for section, value in config.items():
-        if isinstance(value, dict):
-            for k, v in value.items():
-                out[f"{section}.{k}"] = v
-        else:
-            out[section] = value
-    return out
-
-
-def config_results(store, sweep_id: int, metric: str = "acc", phase: str | None = None) -> list[dict]:
-    """The sweep's runs grouped by config (everything but the name and the seed), each with the metric
-    over its finished runs: strategy, hparams (the strategy's hyperparameters and the keys that vary
-    in the sweep), config, run_ids, seeds, values, n, mean, std (sample std; None below 2 values).
-    Runs that did not finish, or whose metric is unavailable, count in ``run_ids`` but not in ``n``."""
-    from store.metrics import summaries
-
-    query = "SELECT id, status, config, CAST(config->>'$.seed' AS BIGINT) FROM runs WHERE sweep_id = ?"
-    params: list[Any] = [sweep_id]
-    if phase is not None:
-        query += " AND sweep_phase = ?"
-        params.append(phase)
-    rows = store.sql(query + " ORDER BY id", params)
-    finished = [r[0] for r in rows if r[1] == "finished"]
-    values = {rid: s.get(metric) for rid, s in zip(finished, summaries(store, finished))} if finished else {}
-    groups: dict[str, dict] = {}
-    for run_id, status, config, seed in rows:
-        cfg = json.loads(config) if isinstance(config, str) else config
-        rest = {k: v for k, v in cfg.items() if k not in ("name", "seed")}
-        key = json.dumps(rest, sort_keys=True)
-        g = groups.setdefault(key, {"strategy": cfg["strategy"]["name"], "config": rest, "run_ids": [],
-                                    "seeds": [], "values": []})
-        g["run_ids"].append(run_id)
-        g["seeds"].append(seed)
-        v = values.get(run_id)
-        if v is not None and isinstance(v, (int, float)) and math.isfinite(v):
-            g["values"].append(float(v))
-    flats = [_flat(g["config"]) for g in groups.values()]
-    varying = {k for k in set().union(*flats) if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1} \
-        if flats else set()
-    out = []
-    for g, flat in zip(groups.values(), flats):
-        vals = g["values"]
-        g["hparams"] = {k: v for k, v in flat.items()
-                        if k != "strategy.name" and (k.startswith("strategy.") or k in varying)}
-        g["n"] = len(vals)
-        g["mean"] = float(np.mean(vals)) if vals else None
-        g["std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        out.append(g)
-    return out
-
-
-def format_results(groups: list[dict], metric: str, higher_is_better: bool = True, top: int = 10) -> str:
-    ranked = sorted(groups, key=lambda g: (g["mean"] is None, -(g["mean"] or 0) if higher_is_better else (g["mean"] or 0)))
-    lines = [f"{'mean ' + metric:>12} {'std':>7} {'n':>3}  config"]
-    for g in ranked[:top]:
-        mean = "     n/a" if g["mean"] is None else f"{g['mean']:12.4f}"
-        std = "      -" if g["std"] is None else f"{g['std']:7.4f}"
-        hp = " ".join(f"{k.split('.', 1)[-1]}={_fmt(v)}" for k, v in g["hparams"].items())
-        lines.append(f"{mean:>12} {std} {g['n']:3d}  {g['strategy']} {hp}".rstrip())
-    if len(ranked) > top:
-        lines.append(f"... and {len(ranked) - top} more config(s)")
-    return "\n".join(lines)
-
-
-# ---- the command line ------------------------------------------------------------------------------
-
-def add_sweep_commands(subparsers, open_store: Callable) -> None:
-    """``python -m engine sweep SWEEP.yaml [--db PATH] [--parallel N]``. ``open_store(path)`` opens the
-    database (engine.__main__._open_store: exit 3 with its message while another process holds it)."""
-    from store import DEFAULT_DB
-
-    p = subparsers.add_parser("sweep", help="queue a sweep (grid, random, Optuna search or reality check) from a "
-                                            "YAML file and follow it until it ends; Ctrl-C cancels the group")
-    p.add_argument("spec", type=Path)
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-    p.add_argument("--parallel", type=int, default=None, help="runs at once (default: one per CPU core)")
-    p.set_defaults(func=cmd_sweep, open_store=open_store)
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    try:
-        spec = load_sweep(args.spec)
-    except ConfigError as err:
-        err.report(args.spec, what="sweep")
-        return 2
-    if args.parallel is not None and args.parallel < 1:
-        print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
-        return 2
-    from engine.manager import RunManager, flush_on_signals
-
-    store = args.open_store(args.db)  # exits 3 with its message while another process holds the file
-    flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends
-    # Ctrl-C reaches the whole foreground process group, workers included: they would die and fail
-    # their runs. Workers started while SIGINT is ignored inherit that (Python keeps an ignored SIGINT
-    # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the
-    # workers are up and the sweep is queued.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    manager = RunManager(store, max_parallel=args.parallel, warm_workers=args.parallel or 64,
-                         take_queue=False)  # runs left queued in the file wait for the lab
-    deadline = time.monotonic() + 10
-    while manager.counts()["workers"] < manager.max_parallel and time.monotonic() < deadline:
-        time.sleep(0.01)
-    tty = sys.stdout.isatty()
-    last = [0.0, ""]
-
-    def show(p: dict, force: bool = False) -> None:
-        line = format_progress(p)
-        now = time.monotonic()
-        if tty:
-            print("\r" + line, end="", flush=True)
-        elif force or (line != last[1] and now - last[0] > 5):
-            print(line, flush=True)
-            last[0], last[1] = now, line
-
-    sweep_id, interrupted, state = None, False, None
-    try:
-        try:
-            try:
-                sweep_id = launch_sweep(manager, spec)
-            except ConfigError as err:  # what it would cost: nothing was written
-                err.report(args.spec, what="sweep")
-                return 2
-            finally:
-                signal.signal(signal.SIGINT, previous)
-            print(f"sweep {sweep_id} queued: {spec.name} ({spec.kind}, {spec.planned_runs} runs, up to "
-                  f"{manager.max_parallel} at once) in {args.db}", flush=True)
-            state = wait_sweep(manager, sweep_id, on_progress=show)
-        except KeyboardInterrupt:
-            interrupted = True
-            if sweep_id is not None:
-                n = cancel_sweep(manager, sweep_id)
-                print(f"\nsweep {sweep_id}: cancelling {n} run(s)", flush=True)
-                state = wait_sweep(manager, sweep_id, timeout=30)
-        if sweep_id is None:
-            return 130
-        p = sweep_progress(store, sweep_id)
-        if tty:
-            print()
-        print(format_progress(p), flush=True)
-        _print_outcome(manager, spec, sweep_id)
-    finally:
-        from engine.search import stop_drivers
-
-        signal.signal(signal.SIGINT, previous)
-        stop_drivers(sweep_id, join=True)
-        manager.shutdown()
-        if sweep_id is None:
-            store.discard_if_new()  # refused (its cost) before anything was written: no empty database left
-        else:
-            store.close()
-    if interrupted:
-        return 130
-    bad = sum(p["counts"][s] for s in ("failed", "diverged", "cancelled"))
-    return 0 if state == "done" and not bad else 1
-
-
-def _print_outcome(manager, spec: SweepSpec, sweep_id: int) -> None:
-    from store.metrics import METRICS
-
-    store = manager.store
-    if spec.kind == "reality-check":
-        from engine.reality import format_rankings, reality_rankings
-
-        print(format_rankings(reality_rankings(store, sweep_id), spec.reality.metric))
-    elif spec.kind == "optuna":
-        from engine.search import format_best, best_trials
-
-        print(format_best(best_trials(store, sweep_id), spec.search.objectives))
-    else:
-        groups = config_results(store, sweep_id, "acc")
-        if any(g["n"] for g in groups):
-            print(format_results(groups, "acc", METRICS["acc"].higher_is_better))
