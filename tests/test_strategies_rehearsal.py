@@ -214,6 +214,25 @@ def test_replay_weighted_one_over_k_against_joined():
     assert reservoir.tasks_seen == 2
 
 
+def test_replay_weighted_as_de_lange_et_al_new_weight():
+    """weighting new_weight: Lw_new x the current batch's loss + (1 - Lw_new) x the replayed batch's, and
+    Lw_new x the current loss while nothing is held (De Lange et al.'s ERStrategy)."""
+    scenario, (first, second) = experiences(2)
+    x, y, t = second.x[:32], second.y[:32], second.t[:32]
+    replay, module = make("replay", scenario, weighting="new_weight", new_weight=0.3, policy="class_balanced",
+                          buffer_size=50, replay_batch_size=16)
+    replay.before_task(module, first)
+    assert torch.isclose(replay.training_loss(module, x, y, t), 0.3 * module.loss(x, y, t))  # nothing held yet
+    replay.after_task(module, first)
+    for task in (second, second):  # the same weight at every task, unlike 1/k
+        replay.before_task(module, task)
+        state = replay.generator.get_state()
+        loss = replay.training_loss(module, x, y, t)
+        replay.generator.set_state(state)
+        bx, by, bt = replay.replay_buffer.sample(16)
+        assert torch.isclose(loss, 0.3 * module.loss(x, y, t) + 0.7 * module.loss(bx, by, bt))
+
+
 def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_path):
     import subprocess
     import sys
@@ -223,10 +242,13 @@ def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_pa
     config = tmp_path / "c.yaml"
     base = "scenario: {n_tasks: 3}\nmodel: {hidden: [32]}\ntrain: {epochs_per_task: 1}\neval: {every: 20}\n"
     config.write_text(base + "strategy: {name: replay, policy: per_class, memory_per_class: 30, weighting: one_over_k}\n")
+    de_lange = tmp_path / "de_lange.yaml"
+    de_lange.write_text(base + "strategy: {name: replay, weighting: new_weight, new_weight: 0.3}\n")
     run = lambda path: subprocess.run([sys.executable, "-m", "engine", "run", str(path), "--db", str(tmp_path / "lab.duckdb")],  # noqa: E731
                                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    proc = run(config)
-    assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
+    for path in (config, de_lange):
+        proc = run(path)
+        assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(base + "strategy: {name: replay, weighting: 1/k}\n")
     proc = run(bad)
