@@ -24,7 +24,7 @@ def test_the_issue_example_loads_with_defaults_filled(tmp_path):
     cfg = load_config(path)
     assert cfg.name == "replay-demo"
     assert cfg.strategy == {"name": "replay", "buffer_size": 200, "replay_batch_size": 32, "policy": "reservoir",
-                            "memory_per_class": 100, "weighting": "joined"}
+                            "memory_per_class": 100, "weighting": "joined", "new_weight": 0.5}
     assert cfg.scenario.n_tasks == 5 and cfg.model.hidden == [256, 256]
     assert cfg.eval.every == 10 and cfg.eval.subset is None
 

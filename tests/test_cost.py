@@ -239,3 +239,26 @@ def test_the_server_listens_on_localhost_only(tmp_path):
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()
     assert "Network URL" not in out
+
+
+@pytest.mark.parametrize("name", ["agem", "icarl"])
+def test_agem_and_icarl_with_a_memory_per_class_are_estimated_as_they_hold(name):
+    """The estimate equals what the memory holds after the last task (iCaRL: and its teacher)."""
+    from engine.models.mlp import MLP
+    from engine.module import ContinualModule
+
+    digit = 64 * 4 + 16
+    config = small_config(name, n_tasks=3, strategy={"name": name, "policy": "per_class", "memory_per_class": 30})
+    fixed = small_config(name, n_tasks=3, strategy={"name": name, "memory_size" if name == "icarl" else "buffer_size": 300})
+    scenario = build_scenario(config.scenario)
+    strategy = STRATEGIES[name](**config.strategy_hparams)
+    net = MLP((64,), 10, hidden=[64])
+    module = ContinualModule(net, strategy, config.train, scenario.class_mask, scenario.n_classes)
+    strategy.setup(module, scenario)
+    for experience in strategy.experiences(scenario):
+        strategy.before_task(module, experience)
+        strategy.after_task(module, experience)
+    held = len(strategy.memory_y if name == "icarl" else strategy.memory) * digit
+    teacher = estimate(config).memory["weights"] if name == "icarl" else 0
+    assert held == 30 * 10 * digit and estimate(config).memory["strategy"] == held + teacher
+    assert estimate(fixed).memory["strategy"] == 300 * digit + teacher  # a fixed total: the old estimate, iCaRL's now counted

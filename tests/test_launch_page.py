@@ -366,3 +366,22 @@ def test_the_form_queues_a_domain_split_run_with_its_two_unit_head(lab_launch_pa
     assert lab.manager.wait(run_id, timeout=180) == "finished"
     weights = torch.load(lab.store.artifacts_dir(run_id) / "after-task-5.pt")
     assert [v for k, v in weights.items() if k.endswith("weight")][-1].shape == (2, 16)
+
+
+@pytest.mark.parametrize("name", ["agem", "icarl"])
+def test_the_form_queues_agem_and_icarl_with_a_memory_per_class(lab_launch_page, name):
+    lab, at = lab_launch_page
+    set_small(at)
+    at.selectbox(key="strategy.name").set_value(name).run()
+    at.selectbox(key=f"strategy.{name}.policy").set_value("per_class")
+    at.number_input(key=f"strategy.{name}.memory_per_class").set_value(7)
+    if name == "icarl":
+        at.selectbox(key="strategy.icarl.exemplars_joined_to").set_value("dataset")
+    at.run()
+    at.button(key="launch").click().run()
+    assert not at.exception and not at.error
+    run_id = launched_run(at)
+    strategy = json.loads(lab.store.sql("SELECT config FROM runs WHERE id = ?", [run_id])[0][0])["strategy"]
+    assert (strategy["name"], strategy["policy"], strategy["memory_per_class"]) == (name, "per_class", 7)
+    assert strategy.get("exemplars_joined_to", "dataset") == "dataset"
+    assert lab.manager.wait(run_id, timeout=300) == "finished"

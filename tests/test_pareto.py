@@ -102,9 +102,9 @@ def test_frontier_of_real_runs_uses_the_summaries_and_marks_the_non_dominated(tr
         assert row["learning_accuracy"] == by_id[row["id"]]["learning_accuracy"]
         assert row["min_acc"] == by_id[row["id"]]["min_acc"]
     assert table["strategy"].tolist() == ["naive", "replay", "replay", "ewc"]
-    assert table.loc[1, "hparams"] == "buffer_size=50, replay_batch_size=32, policy=reservoir, memory_per_class=100, weighting=joined"
+    assert table.loc[1, "hparams"] == "buffer_size=50, replay_batch_size=32, policy=reservoir, memory_per_class=100, weighting=joined, new_weight=0.5"
     assert table.loc[1, "hparams_dict"] == {"buffer_size": 50, "replay_batch_size": 32, "policy": "reservoir",
-                                            "memory_per_class": 100, "weighting": "joined"}
+                                            "memory_per_class": 100, "weighting": "joined", "new_weight": 0.5}
     assert table.loc[0, "hparams"] == "-"          # naive: no hyperparameters, nothing else differs
     expected = pareto_front(table[["learning_accuracy", "min_acc"]].to_numpy())
     assert table["on_front"].tolist() == expected.tolist()

@@ -120,7 +120,7 @@ def test_selection_switch_and_rankings_on_hand_made_store_rows(store, held):
     assert best["naive"]["hparams"] == {"train.lr": 0.05} and best["naive"]["mean"] == pytest.approx(0.45)
     assert best["replay"]["hparams"] == {"strategy.buffer_size": 100, "strategy.replay_batch_size": 32,
                                          "strategy.policy": "reservoir", "strategy.memory_per_class": 100,
-                                         "strategy.weighting": "joined", "train.lr": 0.01}
+                                         "strategy.weighting": "joined", "strategy.new_weight": 0.5, "train.lr": 0.01}
     assert best["replay"]["mean"] == pytest.approx(0.75) and best["replay"]["std"] == pytest.approx(0.0707, abs=1e-3)
 
     assert advance_reality_check(manager, sweep_id) == "testing"

@@ -214,6 +214,25 @@ def test_replay_weighted_one_over_k_against_joined():
     assert reservoir.tasks_seen == 2
 
 
+def test_replay_weighted_as_de_lange_et_al_new_weight():
+    """weighting new_weight: Lw_new x the current batch's loss + (1 - Lw_new) x the replayed batch's, and
+    Lw_new x the current loss while nothing is held (De Lange et al.'s ERStrategy)."""
+    scenario, (first, second) = experiences(2)
+    x, y, t = second.x[:32], second.y[:32], second.t[:32]
+    replay, module = make("replay", scenario, weighting="new_weight", new_weight=0.3, policy="class_balanced",
+                          buffer_size=50, replay_batch_size=16)
+    replay.before_task(module, first)
+    assert torch.isclose(replay.training_loss(module, x, y, t), 0.3 * module.loss(x, y, t))  # nothing held yet
+    replay.after_task(module, first)
+    for task in (second, second):  # the same weight at every task, unlike 1/k
+        replay.before_task(module, task)
+        state = replay.generator.get_state()
+        loss = replay.training_loss(module, x, y, t)
+        replay.generator.set_state(state)
+        bx, by, bt = replay.replay_buffer.sample(16)
+        assert torch.isclose(loss, 0.3 * module.loss(x, y, t) + 0.7 * module.loss(bx, by, bt))
+
+
 def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_path):
     import subprocess
     import sys
@@ -223,15 +242,18 @@ def test_the_cli_runs_van_de_vens_replay_and_refuses_an_unknown_weighting(tmp_pa
     config = tmp_path / "c.yaml"
     base = "scenario: {n_tasks: 3}\nmodel: {hidden: [32]}\ntrain: {epochs_per_task: 1}\neval: {every: 20}\n"
     config.write_text(base + "strategy: {name: replay, policy: per_class, memory_per_class: 30, weighting: one_over_k}\n")
+    de_lange = tmp_path / "de_lange.yaml"
+    de_lange.write_text(base + "strategy: {name: replay, weighting: new_weight, new_weight: 0.3}\n")
     run = lambda path: subprocess.run([sys.executable, "-m", "engine", "run", str(path), "--db", str(tmp_path / "lab.duckdb")],  # noqa: E731
                                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    proc = run(config)
-    assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
+    for path in (config, de_lange):
+        proc = run(path)
+        assert proc.returncode == 0 and " finished " in proc.stdout, proc.stdout + proc.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(base + "strategy: {name: replay, weighting: 1/k}\n")
     proc = run(bad)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "strategy.weighting = '1/k': must be 'joined' or 'one_over_k'" in proc.stdout + proc.stderr
+    assert "strategy.weighting = '1/k': must be 'joined', 'one_over_k' or 'new_weight'" in proc.stdout + proc.stderr
 
 
 # ---- DER, DER++, ER-ACE -------------------------------------------------------------------------------
@@ -554,3 +576,91 @@ def test_trains_end_to_end_into_the_store_and_repeats_exactly(store, name, hpara
 def test_every_rehearsal_strategy_names_its_paper():
     for name in ("replay", "der", "derpp", "er_ace", "agem", "gem", "gdumb", "icarl", "ema"):
         assert STRATEGIES[name].paper and STRATEGIES[name].hparams, name
+
+
+# ---- van de Ven's memory per class for A-GEM and iCaRL; iCaRL's exemplars joined to the task's dataset ----
+@pytest.mark.parametrize("name, setting", [("agem", "class"), ("agem", "domain"), ("icarl", "class")])
+def test_agem_and_icarl_keep_a_memory_per_class_that_grows_with_the_classes(name, setting):
+    scenario = build_scenario(ScenarioConfig(n_tasks=2, setting=setting))
+    strategy, module = make(name, scenario, policy="per_class", memory_per_class=12, buffer_size=10)
+    for experience in strategy.experiences(scenario):
+        train(strategy, module, experience, 3)
+        y, t = (strategy.memory_y, strategy.memory_t) if name == "icarl" else (strategy.memory.y, strategy.memory.t)
+        for k, task in enumerate(scenario.tasks[:experience.task]):  # 12 of each class of each task seen
+            assert torch.bincount(y[t == k], minlength=10)[task.classes].tolist() == [12] * len(task.classes)
+        assert len(y) == 12 * sum(len(task.classes) for task in scenario.tasks[:experience.task])
+    fixed, module = make(name, scenario, buffer_size=10, memory_size=10)  # the default: a fixed total
+    for experience in fixed.experiences(scenario):
+        train(fixed, module, experience, 3)
+    assert len(fixed.memory_y if name == "icarl" else fixed.memory) == 10 if name == "icarl" else 5
+
+
+def test_icarl_joins_its_exemplars_to_the_task_dataset():
+    scenario = build_scenario(ScenarioConfig(n_tasks=3))
+    icarl, module = make("icarl", scenario, memory_size=40, exemplars_joined_to="dataset")
+    experiences_ = icarl.experiences(scenario)
+    planned = icarl.epoch_sizes(experiences_)
+    for experience in experiences_:
+        icarl.before_task(module, experience)
+        data = icarl.train_data(experience)
+        assert len(data) == planned[experience.task - 1]  # the plan knew the exemplars' count
+        if experience.task == 1:
+            assert data is experience
+        else:  # the task's samples, then every exemplar once, with its class's task
+            seen = len(icarl.exemplars)  # the classes before this task, 40 // seen exemplars each
+            assert len(data) == len(experience) + len(icarl.memory_y) == len(experience) + 40 // seen * seen
+            assert torch.equal(data.x[len(experience):], icarl.memory_x) and torch.equal(data.y[len(experience):], icarl.memory_y)
+            assert set(data.t[len(experience):].tolist()) == set(range(experience.task - 1))
+            x, y, t = data.x[:16], data.y[:16], data.t[:16]
+            state = icarl.generator.get_state()
+            loss = icarl.training_loss(module, x, y, t)
+            assert torch.equal(icarl.generator.get_state(), state)  # no batch of exemplars drawn
+            logits = module(x)[:, icarl.order]
+            target = F.one_hot(icarl.position[y], len(icarl.order)).float()
+            target[:, :icarl.n_old] = torch.sigmoid(icarl.teacher(x)[:, icarl.order[:icarl.n_old]])
+            assert torch.isclose(loss, F.binary_cross_entropy_with_logits(logits, target))
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+        for batch in batches(data, 3):
+            icarl.observe(module, batch, optimizer, lambda loss: loss.backward())
+        icarl.after_task(module, experience)
+    batch_mode, module = make("icarl", scenario, memory_size=40)  # the default draws a batch of them
+    assert batch_mode.epoch_sizes(experiences_) == [len(e) for e in experiences_]
+    train(batch_mode, module, experiences_[0], 3)
+    batch_mode.before_task(module, experiences_[1])
+    assert batch_mode.train_data(experiences_[1]) is experiences_[1]
+
+
+def test_the_cli_sweeps_agem_and_icarl_with_a_memory_per_class_and_refuses_a_bad_one(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from store import Store
+    from tests.conftest import ROOT
+
+    cli = lambda *args: subprocess.run([sys.executable, "-m", "engine", *map(str, args), "--db", tmp_path / "lab.duckdb"],  # noqa: E731
+                                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    base = {"scenario": {"n_tasks": 3}, "model": {"hidden": [32]}, "train": {"epochs_per_task": 1}, "eval": {"every": 50},
+            "strategy": {"name": "agem", "policy": "per_class"}}
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({"name": "per-class", "base": base, "seeds": [0], "grid": [
+        {"strategy.name": ["agem"], "strategy.memory_per_class": [4, 20]},
+        {"strategy.name": ["icarl"], "strategy.memory_per_class": [4, 20], "strategy.exemplars_joined_to": ["dataset"]}]}))
+    proc = cli("sweep", sweep, "--parallel", 1)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    store = Store(tmp_path / "lab.duckdb", serve=False)
+    try:
+        runs = [(json.loads(c)["strategy"], s, last, total) for c, s, last, total in
+                store.sql("SELECT config, status, last_step, total_steps FROM runs ORDER BY id")]
+    finally:
+        store.close()
+    assert [(s["name"], s["policy"], s["memory_per_class"]) for s, *_ in runs] == [
+        ("agem", "per_class", 4), ("agem", "per_class", 20), ("icarl", "per_class", 4), ("icarl", "per_class", 20)]
+    assert all(status == "finished" and last == total for _, status, last, total in runs)
+    # iCaRL's joined exemplars lengthen tasks 2 and 3 by the memory's batches: 4 or 20 a class seen
+    assert runs[3][3] > runs[2][3] > runs[0][3] == runs[1][3]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({**base, "strategy": {"name": "icarl", "policy": "per_class", "memory_per_class": 0}}))
+    proc = cli("run", bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "strategy.memory_per_class = 0: must be greater than or equal to 1" in proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
 from engine.strategies.base import HParam
+from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, per_class_bytes
 from engine.strategies.gem import GEM, current_gradient, loss_gradient, set_gradient, trainable
 
 
@@ -7,7 +8,9 @@ class AGEM(GEM):
     the gradient g is compared with the gradient g_ref of a batch drawn from the episodic memory of all
     past tasks; if g . g_ref < 0 it is projected to g - (g . g_ref / g_ref . g_ref) g_ref, so the update
     never increases the memory loss to first order. Every parameter's gradient is one flat vector.
-    The memory is GEM's (a share per task, filled at its end); only the step differs."""
+    The memory is GEM's (a share per task, filled at its end; Mammoth's) or, with ``policy: per_class``,
+    ``memory_per_class`` random samples of each class of each task (van de Ven et al., 2022, whose A-GEM
+    draws its reference batch from such a memory); only the step differs."""
 
     name = "agem"
     title = "A-GEM"
@@ -18,7 +21,22 @@ class AGEM(GEM):
                               "its end (Mammoth's convention)", low=1, high=100_000, log=True),
         "replay_batch_size": HParam(int, 256, "memory samples for the reference gradient (256: the paper's)",
                                     low=1, high=4096),
+        "policy": HParam(str, "per_task", "per_task: buffer_size / tasks samples of each task (Mammoth's; the "
+                         "default); per_class: memory_per_class samples of each class of each task, the total growing "
+                         "with the classes (van de Ven et al., 2022)", choices=("per_task", "per_class")),
+        "memory_per_class": MEMORY_PER_CLASS,
     }
+
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
+        per_class = per_class_bytes(hparams, sample, task_classes)
+        return per_class if per_class is not None else super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+
+    def setup(self, module, scenario):
+        if self.policy == "per_class":
+            self.memory = BalancedBuffer(0, "task_class", self.generator, per_group=self.memory_per_class)
+        else:
+            super().setup(module, scenario)
 
     def after_backward(self, module, batch):
         if not len(self.memory):

@@ -12,6 +12,20 @@ from __future__ import annotations
 import torch
 
 from engine.augment import InputAugment
+from engine.strategies.base import HParam
+
+# van de Ven et al. 2022's memory, offered by every rehearsal method that has ``policy: per_class``:
+# a fixed number of samples of each class of each task, so the total grows with the classes seen
+MEMORY_PER_CLASS = HParam(int, 100, "policy per_class: samples kept of each class of each task (100: van de "
+                          "Ven's Split MNIST budget); total = this x the classes seen", low=1, high=100_000, log=True)
+
+
+def per_class_bytes(hparams: dict, sample: int, task_classes: int) -> int | None:
+    """The bytes a ``per_class`` memory holds after the last task (``task_classes``: the classes of every
+    task, counted per task), for ``Strategy.state_bytes``; None for any other policy."""
+    if hparams.get("policy") != "per_class":
+        return None
+    return int(hparams.get("memory_per_class", MEMORY_PER_CLASS.default)) * task_classes * sample
 
 
 class Memory:

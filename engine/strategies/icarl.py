@@ -3,7 +3,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Strategy
+from engine.strategies.base import Experience, HParam, Strategy
+from engine.strategies.buffers import MEMORY_PER_CLASS, per_class_bytes
 
 
 def herding(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -38,12 +39,14 @@ class NearestMeanOfExemplars(torch.nn.Module):
 
 
 class ICaRL(Strategy):
-    """iCaRL (Rebuffi et al., 2017), class-incremental: each step trains on the batch joined with a batch
-    of exemplars, with a sigmoid binary cross-entropy over the classes seen so far whose targets for the
-    old classes are the previous model's sigmoid outputs (distillation; mean over outputs, as Avalanche).
-    After each task, ``memory_size / classes seen`` exemplars a class are kept: old classes' sets are cut
-    to their first ones, new classes' chosen by herding. Evaluation classifies by the nearest mean of
-    exemplars, with the current features; the end-of-task evaluation comes after the exemplars are chosen
+    """iCaRL (Rebuffi et al., 2017), class-incremental: it trains on the task's data and the exemplars
+    (``exemplars_joined_to``: to each batch, a batch drawn from them; or to the task's dataset, as the
+    paper, Mammoth, PyCIL and van de Ven's code do), with a sigmoid binary cross-entropy over the
+    classes seen so far whose targets for the old classes are the previous model's sigmoid outputs
+    (distillation; mean over outputs, as Avalanche). After each task, ``memory_size / classes seen``
+    exemplars a class are kept (``policy: per_class``: ``memory_per_class`` each, van de Ven's budget):
+    old classes' sets are cut to their first ones, new classes' chosen by herding. Evaluation classifies
+    by the nearest mean of exemplars, with the current features; the end-of-task evaluation comes after the exemplars are chosen
     (as Mammoth's); during a task, its classes, with no exemplars yet, use the mean of their training
     samples. The paper normalises the features for herding and for the class means; Mammoth's iCaRL
     (2020) uses them raw: ``ncm_features``."""
@@ -54,13 +57,30 @@ class ICaRL(Strategy):
     paper = "Rebuffi et al., 2017. iCaRL: Incremental Classifier and Representation Learning"
     settings = ("class",)
     hparams = {
-        "memory_size": HParam(int, 200, "exemplars in all, split equally among the classes seen (the paper "
+        "memory_size": HParam(int, 200, "policy class_balanced: exemplars in all, split equally among the classes seen (the paper "
                               "keeps 2000 for CIFAR-100; 200 matches Replay's default)", low=1, high=100_000, log=True),
-        "replay_batch_size": HParam(int, 32, "exemplars added to each training batch", low=1, high=4096),
+        "replay_batch_size": HParam(int, 32, "exemplars_joined_to batch: exemplars added to each training batch",
+                                    low=1, high=4096),
+        "exemplars_joined_to": HParam(str, "batch", "how training sees the exemplars: batch, replay_batch_size of them "
+                                      "drawn for each training batch (CL Lab's first iCaRL; the default: stored runs keep their "
+                                      "meaning); dataset, joined to the task's training data, each seen once an "
+                                      "epoch (the paper, Mammoth, PyCIL, van de Ven et al.; 1.6% of a Seq-MNIST "
+                                      "task's samples at 200)", choices=("batch", "dataset")),
+        "policy": HParam(str, "class_balanced", "class_balanced: memory_size exemplars in all, split equally among "
+                         "the classes seen (the paper, Mammoth; the default); per_class: memory_per_class of each "
+                         "class, the total growing with the classes (van de Ven et al., 2022)",
+                         choices=("class_balanced", "per_class")),
+        "memory_per_class": MEMORY_PER_CLASS,
         "ncm_features": HParam(str, "normalised", "features for herding and the nearest-mean classifier: "
                                "normalised (L2, the paper; the default) or raw (unnormalised, Mammoth's iCaRL)",
                                choices=("normalised", "raw")),
     }
+
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
+        per_class = per_class_bytes(hparams, sample, task_classes)
+        exemplars = per_class if per_class is not None else int(hparams.get("memory_size", 200)) * sample
+        return exemplars + weights  # and the previous model, the teacher
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
@@ -69,6 +89,7 @@ class ICaRL(Strategy):
         self.teacher = None
 
     def setup(self, module, scenario):
+        super().setup(module, scenario)
         self.task_classes = [task.classes for task in scenario.tasks]
         self.n_classes = scenario.n_classes
         self.classifier = NearestMeanOfExemplars(self, module)
@@ -83,8 +104,38 @@ class ICaRL(Strategy):
         self.position = torch.full((self.n_classes,), -1, dtype=torch.long, device=device)
         self.position[self.order] = torch.arange(len(self.order), device=device)
 
+    def exemplars_a_class(self, n_seen: int) -> int:
+        """Exemplars kept of each class once ``n_seen`` classes are seen."""
+        return self.memory_per_class if self.policy == "per_class" else self.memory_size // n_seen
+
+    def train_data(self, experience):
+        """exemplars_joined_to dataset: the task's samples and the exemplars, one dataset (the paper's union)."""
+        if self.exemplars_per_batch or not self.exemplars:
+            return experience
+        memory = Experience(experience.task, self.memory_x, self.memory_y, self.memory_t.to(experience.t.device))
+        return Experience.join([experience, memory], label=experience.label)
+
+    def experiences(self, scenario):
+        self.task_classes = [task.classes for task in scenario.tasks]  # known before setup: the plan needs them
+        return super().experiences(scenario)
+
+    def epoch_sizes(self, experiences):
+        """exemplars_joined_to dataset: each task's samples and the exemplars of the classes before it
+        (exact unless a class has fewer samples than its share, then it keeps them all)."""
+        sizes = super().epoch_sizes(experiences)
+        if self.exemplars_per_batch:
+            return sizes
+        for k in range(1, len(sizes)):
+            seen = sum(len(classes) for classes in self.task_classes[:k])
+            sizes[k] += self.exemplars_a_class(seen) * seen
+        return sizes
+
+    @property
+    def exemplars_per_batch(self) -> bool:
+        return self.exemplars_joined_to == "batch"
+
     def training_loss(self, module, x, y, t):
-        if self.exemplars:
+        if self.exemplars and self.exemplars_per_batch:
             idx = torch.randint(len(self.memory_y), (self.replay_batch_size,), generator=self.generator)
             idx = idx.to(x.device)
             x, y = torch.cat([x, self.memory_x[idx]]), torch.cat([y, self.memory_y[idx]])
@@ -96,7 +147,7 @@ class ICaRL(Strategy):
         return F.binary_cross_entropy_with_logits(logits, target)
 
     def after_task(self, module, experience):
-        per_class = self.memory_size // len(self.order)
+        per_class = self.exemplars_a_class(len(self.order))
         for c in self.exemplars:
             self.exemplars[c] = self.exemplars[c][:per_class]
         was_training = module.training
@@ -108,6 +159,8 @@ class ICaRL(Strategy):
         module.train(was_training)
         self.memory_x = torch.cat(list(self.exemplars.values()))
         self.memory_y = torch.cat([torch.full((len(v),), c, device=v.device) for c, v in self.exemplars.items()])
+        task_of = {c: k for k, classes in enumerate(self.task_classes) for c in classes}
+        self.memory_t = torch.tensor([task_of[c] for c in self.memory_y.tolist()], dtype=torch.long)
         self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
 
     def embed(self, module, x: torch.Tensor) -> torch.Tensor:

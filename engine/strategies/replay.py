@@ -1,7 +1,7 @@
 import torch
 
 from engine.strategies.base import HParam, Strategy
-from engine.strategies.buffers import BalancedBuffer, ReservoirBuffer
+from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, ReservoirBuffer, per_class_bytes
 
 __all__ = ["Replay", "ReservoirBuffer"]
 
@@ -20,7 +20,10 @@ class Replay(Strategy):
     ``weighting`` says how the two batches share the loss: ``joined``, one cross-entropy over the batch
     joined with the replayed samples, each sample alike (Mammoth's ER, Avalanche); ``one_over_k``, the
     current batch's mean loss times 1/k plus the replayed batch's times 1 - 1/k, k the tasks seen
-    (van de Ven's ``train_a_batch``, ``rnt = 1/context``): on the first task nothing is replayed."""
+    (van de Ven's ``train_a_batch``, ``rnt = 1/context``): on the first task nothing is replayed;
+    ``new_weight``, the current batch's mean loss times ``new_weight`` plus the replayed batch's times
+    1 - ``new_weight`` (De Lange et al., 2023, ``Lw_new`` in their ``ERStrategy``; as their code, the
+    current loss is scaled by it also while the memory is empty, on the first task)."""
 
     name = "replay"
     title = "Experience Replay"
@@ -36,13 +39,16 @@ class Replay(Strategy):
                          "per_class: memory_per_class samples of each class seen, filled at each task's end, the "
                          "total growing with the classes (van de Ven et al., 2022)",
                          choices=("reservoir", "class_balanced", "experience_balanced", "per_class")),
-        "memory_per_class": HParam(int, 100, "policy per_class: samples kept of each class of each task (100: van de "
-                                   "Ven's Split MNIST budget); total = this x the classes seen", low=1, high=100_000,
-                                   log=True),
+        "memory_per_class": MEMORY_PER_CLASS,
         "weighting": HParam(str, "joined", "joined: one loss over the batch joined with the replayed samples, each "
                             "sample alike (Mammoth's ER, Avalanche; the default); one_over_k: the current batch's loss "
-                            "x 1/k + the replayed batch's x (1 - 1/k), k = tasks seen (van de Ven et al., 2022)",
-                            choices=("joined", "one_over_k")),
+                            "x 1/k + the replayed batch's x (1 - 1/k), k = tasks seen (van de Ven et al., 2022); "
+                            "new_weight: the current batch's loss x new_weight + the replayed batch's x (1 - new_weight) "
+                            "(De Lange et al., 2023's Lw_new)",
+                            choices=("joined", "one_over_k", "new_weight")),
+        "new_weight": HParam(float, 0.5, "weighting new_weight: the current batch's share of the loss (De Lange et "
+                             "al.'s Lw_new: 0.5 their code's default, 0.3 their Split-MNIST ER; their code scales the "
+                             "current loss by it also before anything is replayed)", low=0.0, high=1.0),
     }
 
     def __init__(self, **hparams):
@@ -58,21 +64,23 @@ class Replay(Strategy):
 
     @classmethod
     def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
-        if hparams.get("policy") == "per_class":  # every class of every task keeps its share
-            return int(hparams.get("memory_per_class", 100)) * task_classes * sample
-        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+        per_class = per_class_bytes(hparams, sample, task_classes)
+        return per_class if per_class is not None else super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
 
     def before_task(self, module, experience):
         self.tasks_seen = experience.task
 
     def training_loss(self, module, x, y, t):
-        weight = 1 - 1 / self.tasks_seen if self.weighting == "one_over_k" else None  # of the replayed batch
-        if len(self.replay_buffer) and weight != 0:
+        # the current batch's share of the loss; None: joined, each sample alike
+        current = {"one_over_k": 1 / self.tasks_seen, "new_weight": self.new_weight}.get(self.weighting)
+        if len(self.replay_buffer) and current != 1:
             bx, by, bt = self.replay_buffer.sample(self.replay_batch_size, self.augment)
-            if weight is None:
+            if current is None:
                 loss = module.loss(torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt]))
             else:
-                loss = (1 - weight) * module.loss(x, y, t) + weight * module.loss(bx, by, bt)
+                loss = current * module.loss(x, y, t) + (1 - current) * module.loss(bx, by, bt)
+        elif self.weighting == "new_weight":  # De Lange's ERStrategy: Lw_new x the new loss, memory or not
+            loss = self.new_weight * module.loss(x, y, t)
         else:
             loss = module.loss(x, y, t)
         if self.policy == "reservoir":
