@@ -15,7 +15,8 @@ import yaml
 
 from engine.report.document import Bullets, Chart, Code, Formula, Heading, Report, Table, Text, fmt
 from engine.report.findings import compare_findings, frontier_findings, reality_findings, run_findings
-from store.metrics import METRICS, summary
+from store.metrics import METRICS
+from store.metrics.summary import summary
 from store.queries import boundaries, downsampled_long, run_row, run_series
 
 # the pages' numeric widths: the run page's panels and matrix, the compare page's panels
