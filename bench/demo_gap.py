@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.config import load_config  # noqa: E402
 from engine.manager import RunManager  # noqa: E402
 from store import Store  # noqa: E402
-from store.metrics import acc, load_run, switch_dips  # noqa: E402
+from store.metrics.matrix import acc  # noqa: E402
+from store.metrics.summary import load_run  # noqa: E402
+from store.metrics.gap import switch_dips  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "replay-demo.yaml"
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.config import parse_config  # noqa: E402
 from engine.manager import run_in_process  # noqa: E402
 from store import Store  # noqa: E402
-from store.metrics import summaries, summary  # noqa: E402
+from store.metrics.summary import summaries, summary  # noqa: E402
 
 DEFAULT = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}, "model": {"name": "mlp", "hidden": [256, 256]},
            "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5, "weights": "every"},

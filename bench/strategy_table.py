@@ -36,7 +36,7 @@ from engine.config import parse_config  # noqa: E402
 from engine.manager import run_in_process  # noqa: E402
 from engine.strategies import STRATEGIES  # noqa: E402
 from store import Store  # noqa: E402
-from store.metrics import summaries  # noqa: E402
+from store.metrics.summary import summaries  # noqa: E402
 
 SCENARIOS = {"digits": "5-task Split-Digits (the default scenario)", "mnist1d": "5-task Split-MNIST-1D"}
 METRICS = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC"}

@@ -203,7 +203,8 @@ def cmd_runs(args) -> int:
 def cmd_metrics(args) -> int:
     import json
 
-    from store.metrics import METRICS, summary
+    from store.metrics import METRICS
+    from store.metrics.summary import summary
 
     store = _open_store(args.db, read_only=True)
     try:

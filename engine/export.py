@@ -53,7 +53,7 @@ def table_bytes(df: pd.DataFrame, fmt: str) -> bytes:
 
 def run_files(store, run_id: int, fmt: str = "parquet") -> dict[str, bytes]:
     """The export of one run, file name to content."""
-    from store.metrics import summary
+    from store.metrics.summary import summary
 
     result = summary(store, run_id)
     return {

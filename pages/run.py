@@ -10,7 +10,8 @@ from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.toolbars import hide_element_toolbars
-from store.metrics import METRICS, samples_used
+from store.metrics import METRICS
+from store.metrics.summary import samples_used
 from store.queries import SERIES_EMPTY, run_row, runs_table
 from store.run_view import run_view as read_run_view
 from store.schema import FINAL_STATUSES
@@ -44,9 +45,9 @@ if not may(me(), "export", opened["owner"] or ""):
 # Fewer while the run trains: the browser redraws the live panels at every refresh, and its cost grows
 # with the rows (one tab's main thread at 1 s refreshes: ~0.42 CPU-s/s at 2,000 rows, ~0.19 at 600).
 LIVE_POINTS, FINISHED_POINTS = 800, 2000
-SUMMARY_FIGURES = {"acc": "ACC", "bwt": "BWT", "forgetting": "Forgetting", "min_acc": "min-ACC",
-                   "wc_acc": "WC-ACC", "learning_accuracy": "Plasticity (LA)"}
-CLASS_IL_FIGURES = {"task_il_acc": "Task-IL (masked)"}  # Mammoth's second column, class-incremental runs only
+# The headline figures: the metrics the registry gives a figure label, in their order (figure_at); one
+# with settings (Mammoth's Task-IL column: class-incremental) only for runs of those settings.
+FIGURES = sorted((m for m in METRICS.values() if m.figure), key=lambda m: m.figure_at)
 
 
 refresh = live_refresh() if live else None
@@ -132,15 +133,15 @@ def run_view() -> None:
         (st.warning if status == "cancelled" else st.error)(
             f"{status.capitalize()}: {run['error']}", icon=":material/error:")
 
-    shown = {**SUMMARY_FIGURES, **(CLASS_IL_FIGURES if config["scenario"].get("setting", "class") == "class" else {})}
+    setting = config["scenario"].get("setting", "class")
+    shown = [m for m in FIGURES if not m.settings or setting in m.settings]
     figures = st.columns(len(shown))
-    for column, (key, label) in zip(figures, shown.items()):
-        info = METRICS[key]
-        value = metrics.get(key)
+    for column, info in zip(figures, shown):
+        value = metrics.get(info.key)
         help_text = f"**{info.title}**. {info.tells} Source: {info.source}."
         if value is None:
-            help_text = f"Unavailable: {metrics['unavailable'].get(key, '')}. " + help_text
-        column.metric(label, "n/a" if value is None else f"{value:.3f}", help=help_text)
+            help_text = f"Unavailable: {metrics['unavailable'].get(info.key, '')}. " + help_text
+        column.metric(info.figure, "n/a" if value is None else f"{value:.3f}", help=help_text)
     so_far = f"So far: over the {metrics['tasks_done']} task(s) ended. " if metrics.get("partial") else ""
     st.caption(so_far + samples_used(config))
 

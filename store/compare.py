@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from store.metrics import JOINT_CUMULATIVE, JOINT_STRATEGY
+from store.metrics import METRICS
+from store.metrics.references import JOINT_CUMULATIVE, JOINT_STRATEGY
+from store.metrics.summary import summaries, summary
 from store.queries import _cur
 from store.schema import FINAL_STATUSES
 
@@ -29,7 +31,8 @@ COMPARE_SERIES = {
     "plasticity": "Plasticity: accuracy on the task being trained",
     "train_loss": "Training loss",
 }
-TABLE_METRICS = ("acc", "bwt", "forgetting", "learning_accuracy", "min_acc", "wc_acc", "wf10", "stability_gap")
+# the metrics of the Compare table and of comparison reports: those the registry marks (compare_table)
+TABLE_METRICS = METRICS.where(lambda m: m.compare_table)
 
 # x axes of the curves. Task progress is the default: runs of different lengths (epochs, batch size,
 # dataset size) line up task by task, and a switch is at the same x in every run.
@@ -373,10 +376,8 @@ def _references(cur) -> str:
 
 
 def cached_summaries(source, run_ids: list[int], only) -> dict[int, dict]:
-    """``store.metrics.summaries`` of these runs restricted to the metric keys ``only``, an ended
+    """``store.metrics.summary.summaries`` of these runs restricted to the metric keys ``only``, an ended
     run's taken from memory while it and the reference runs are unchanged."""
-    from store.metrics import summaries, summary
-
     ids = [int(i) for i in run_ids]
     if not ids:
         return {}
@@ -397,7 +398,7 @@ def cached_summaries(source, run_ids: list[int], only) -> dict[int, dict]:
             keys[int(row.id)] = key if version else None
     live = [i for i in todo if keys[i] is None]
     ended = [i for i in todo if keys[i] is not None]
-    for run_id in live:  # from the series held between refreshes (store.run_cache): only new steps computed
+    for run_id in live:  # from the series held between refreshes (store.metrics.run_cache): only new steps computed
         out[run_id] = {**summary(cur, run_id), "run_id": run_id}
     for s in summaries(cur, ended, only=only) if ended else []:
         out[s["run_id"]] = s

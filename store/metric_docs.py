@@ -9,7 +9,7 @@ from store.metrics import METRICS
 INTRO = """\
 # Continual-learning metrics in CL Lab
 
-Written from `store/metrics.py` (`python -m store.metric_docs > docs/metrics.md`); the Metrics page shows the
+Written from the metric registry, `store/metrics/` (`python -m store.metric_docs > docs/metrics.md`); the Metrics page shows the
 same entries. Each metric is one pure function over a run's stored rows that returns a value and, when it
 cannot be computed, the reason instead (never a 0 for "unavailable").
 

@@ -10,32 +10,6 @@ def _cur(source):
     return source.cursor() if hasattr(source, "cursor") and not hasattr(source, "fetchall") else source
 
 
-def accuracy_matrix(source, run_id: int) -> np.ndarray:
-    """R[i][j]: accuracy on task j after training task i (tasks from 1; row 0 before training), from
-    the full evaluations at step 0 and at each task's end. Shape (T + 1, T); NaN where not measured
-    (a task not yet ended, a run without the initial evaluation)."""
-    cur = _cur(source)
-    rows = cur.execute(
-        """
-        WITH ends AS (
-            SELECT 0 AS row, 0 AS step
-            UNION ALL
-            SELECT task, end_step FROM task_boundaries WHERE run_id = $run AND end_step IS NOT NULL
-        )
-        SELECT e.row, m.task, m.value
-        FROM metrics m JOIN ends e ON m.step = e.step
-        WHERE m.run_id = $run AND m.metric = 'boundary_acc'
-        """,
-        {"run": run_id},
-    ).fetchall()
-    n_tasks = max((r[1] for r in rows), default=0)
-    matrix = np.full((n_tasks + 1, n_tasks), np.nan)
-    for row, task, value in rows:
-        if row <= n_tasks:
-            matrix[row, task - 1] = value
-    return matrix
-
-
 def run_row(source, run_id: int) -> dict | None:
     cur = _cur(source)
     result = cur.execute("SELECT * FROM runs WHERE id = ?", [run_id])
@@ -66,8 +40,8 @@ def downsampled_long(source, run_id: int, metric: str, points: int = 2000):
     """One series a task (``step``, ``task``, ``value``), each downsampled to about ``points`` rows
     keeping each bucket's minimum and maximum (the training loss: one task at a time). Buckets are
     2^i steps wide, as many as fit in ``points / 2``; those before the run's last evaluation are
-    kept between calls (``store.run_cache``), so a refresh reads only the rows of the last ones."""
-    from store import run_cache
+    kept between calls (``store.metrics.run_cache``), so a refresh reads only the rows of the last ones."""
+    from store.metrics import run_cache
 
     cur = _cur(source)
     with run_cache.LOCK:
@@ -103,7 +77,7 @@ def downsampled_long(source, run_id: int, metric: str, points: int = 2000):
 def keep_extremes(df, columns, points: int):
     """Row positions to keep so each of ``columns`` keeps its minimum and maximum in every bucket of
     steps, with about ``points`` rows in all (each kept row carries every column's value)."""
-    from store.run_cache import bucket_extremes
+    from store.metrics.run_cache import bucket_extremes
 
     if len(df) <= points:
         return np.arange(len(df))
@@ -120,10 +94,10 @@ SERIES_EMPTY = ["step", "training task", "plasticity", "stability", "min_acc", "
 def full_series(source, run_id: int):
     """Everything the run page plots against the step, one row an evaluation step: the accuracy on
     every task (``task 1``, ``task 2``, ...), the task being trained, plasticity, stability, min-ACC,
-    WC-ACC (``store.metrics.continual_curves``), the mean accuracy on the tasks trained so far
+    WC-ACC (``store.metrics.continual.continual_curves``), the mean accuracy on the tasks trained so far
     (``seen_acc``, ACC_t) and the training loss at that step. Not downsampled."""
-    from store.metrics import CONTINUAL_SERIES_SQL, continual_curves
-    from store.run_cache import seen_acc
+    from store.metrics.continual import CONTINUAL_SERIES_SQL, continual_curves
+    from store.metrics.run_cache import seen_acc
 
     cur = _cur(source)
     e = cur.execute(f"WITH {CONTINUAL_SERIES_SQL} SELECT step, task, value FROM e", {"run": run_id}).fetchnumpy()
@@ -152,9 +126,9 @@ def run_series(source, run_id: int, points: int = 2000):
     (every task's accuracy, plasticity, stability, min-ACC, WC-ACC) the row of its first minimum and
     of its last maximum in each bucket. A dip (the stability gap) is never averaged away, and the
     table stays under Altair's 5,000-row limit however long the run. The run's series is held
-    between calls (``store.run_cache``): a refresh reads and computes only the steps since the last
+    between calls (``store.metrics.run_cache``): a refresh reads and computes only the steps since the last
     one, and a run whose data has not changed gets the same table again."""
-    from store import run_cache
+    from store.metrics import run_cache
 
     cur = _cur(source)
     with run_cache.LOCK:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from store.metrics import summary
-from store.run_cache import read_snapshot
+from store.metrics.summary import summary
+from store.metrics.run_cache import read_snapshot
 from store.queries import boundaries, downsampled_long, run_row, run_series
 
 
@@ -21,7 +21,7 @@ class RunView:
     series: pd.DataFrame  # store.queries.run_series
     loss: pd.DataFrame  # step, task, value of the training loss, downsampled
     bounds: pd.DataFrame  # task, start_step, end_step (end_step None while the task trains)
-    summary: dict  # store.metrics.summary
+    summary: dict  # store.metrics.summary.summary
 
     @property
     def status(self) -> str:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from store.compare import config_value, hyperparameter_keys
-from store.metrics import METRICS, summaries
+from store.metrics import METRICS
+from store.metrics.summary import summaries
 from store.queries import MAX_SEARCH_CHARS, runs_table
 
 # Metrics that compare a run with other runs (a Joint reference, single-task experts) change when

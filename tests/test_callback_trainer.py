@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from engine.evaluation import ContinualEvaluation, StoreSink
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 
 
 class UserModel(L.LightningModule):
@@ -50,7 +50,7 @@ def test_callback_records_continual_evaluation_in_a_users_trainer(store):
     evals = store.sql("SELECT DISTINCT step FROM metrics WHERE run_id = ? AND metric = 'acc' ORDER BY step", [run_id])
     assert [s for (s,) in evals] == list(range(2, 17, 2))
     assert store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [run_id]) == [(1, 0, 8), (2, 8, 16)]
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any()
     assert R[1, 0] > 0.9  # learned task 1
     assert R[2, 1] > 0.9  # learned task 2

@@ -5,7 +5,7 @@ import numpy as np
 
 from engine.config import parse_config
 from engine.manager import run_in_process
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 
 DEFAULT = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}, "model": {"name": "mlp", "hidden": [256, 256]},
            "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "epochs_per_task": 5}, "eval": {"every": 10}}
@@ -13,7 +13,7 @@ DEFAULT = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}, 
 
 def final_accuracies(store, strategy):
     run_id = run_in_process(store, parse_config({**DEFAULT, "strategy": strategy}))
-    return accuracy_matrix(store, run_id)[-1]
+    return load_run(store, run_id).R[-1]
 
 
 def test_replay_and_joint_end_well_above_naive_which_keeps_only_the_last_task(store):

@@ -6,7 +6,8 @@ import pytest
 
 from engine.config import load_config
 from engine.manager import run_in_process
-from store.metrics import load_run, switch_dips
+from store.metrics.summary import load_run
+from store.metrics.gap import switch_dips
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "replay-demo.yaml"

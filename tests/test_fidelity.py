@@ -9,7 +9,7 @@ from engine.models import build_model
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 from tests.conftest import small_config
 from tests.test_strategies_rehearsal import experiences, make, train
 
@@ -34,7 +34,7 @@ def test_icarl_end_of_task_accuracy_is_that_of_the_exemplar_means(store):
     # one exemplar a class after task 2: the means of the exemplars differ from the training data's
     config = small_config("icarl", strategy={"name": "icarl", "memory_size": 10}, train={"weights": "every"})
     run_id = run_in_process(store, config)
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     for task in (1, 2):
         scenario, strategy, module = rebuilt(config, store, run_id, task)
         classifier = strategy.eval_model(module).eval()

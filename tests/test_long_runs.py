@@ -1,4 +1,4 @@
-"""Long runs: the run page's series and summary held between refreshes (store/run_cache.py) are
+"""Long runs: the run page's series and summary held between refreshes (store/metrics/run_cache.py) are
 always what a fresh read of the file gives, exactly, and never stale after new rows, a rewind or a
 delete."""
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from engine.manager import run_in_process
-from store import Store, run_cache
-from store.metrics import summaries, summary
+from store import Store
+from store.metrics import run_cache
+from store.metrics.summary import summaries, summary
 from store.queries import downsampled_long, full_series, keep_extremes, run_series
 from tests.conftest import small_config
 
@@ -205,9 +206,9 @@ def test_keep_extremes_keeps_each_buckets_first_minimum_and_last_maximum():
 
 
 def test_the_series_arrays_are_those_of_the_plain_definition():
-    """metrics._series (one sort at most, none when rows come in step order) against its definition:
+    """continual_series (one sort at most, none when rows come in step order) against its definition:
     the union of the steps, the periodic rows, and the boundary rows at steps without a periodic one."""
-    from store.metrics import _series
+    from store.metrics.loader import continual_series
 
     def plain(cs, ct, cv, bs, bt, bv, T, same):
         if same:
@@ -226,5 +227,5 @@ def test_the_series_arrays_are_those_of_the_plain_definition():
         args = (cs, rng.integers(1, T + 1, n), rng.random(n), rng.integers(0, 35, nb), rng.integers(1, T + 1, nb),
                 rng.random(nb), T)
         for same in (True, False):
-            (s1, A1), (s2, A2) = _series(*args, same), plain(*args, same)
+            (s1, A1), (s2, A2) = continual_series(*args, same), plain(*args, same)
             assert np.array_equal(s1, s2) and np.array_equal(A1, A2, equal_nan=True)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from engine.manager import run_in_process
-from store.metrics import summaries, summary
+from store.metrics.summary import summaries, summary
 from tests.conftest import ROOT, small_config
 
 
@@ -54,7 +54,7 @@ def test_metrics_cli_prints_json_with_nulls_and_reasons(store, tmp_path):
 def test_with_an_eval_subset_the_series_ends_each_task_on_its_own_samples(store):
     """eval.every (7) does not divide a task's length: the series still holds each task's last step, so
     no task's worst case since it was learned (min-ACC's terms) lies above its value at the run's end."""
-    from store.metrics import load_run
+    from store.metrics.summary import load_run
 
     run_id = run_in_process(store, small_config("naive", n_tasks=4, eval={"every": 7, "subset": 100}))
     run = load_run(store, run_id)

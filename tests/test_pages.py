@@ -297,7 +297,7 @@ def test_compare_page_overlays_groups_with_bands_and_tables_mean_and_sd(lab):
     assert marks[:2] == ["area", "line"]  # the band over seeds, then the mean
     table = at.dataframe[0].value.set_index("group")
     assert list(table.index) == ["naive", "replay"] and table["runs"].tolist() == [2, 2]
-    from store.metrics import summary
+    from store.metrics.summary import summary
     accs = [summary(lab.store, i)["acc"] for i in ids]
     # "mean ± sd" over the group's runs (the sample sd of two), to 3 decimals
     assert table.loc["replay", "acc"] == f"{(accs[2] + accs[3]) / 2:.3f} ± {abs(accs[2] - accs[3]) / 2 ** 0.5:.3f}"

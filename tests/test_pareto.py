@@ -14,7 +14,7 @@ from engine.manager import run_in_process
 from pages.ui.pareto_charts import pareto_chart
 from store import Store
 from store import pareto
-from store.metrics import summaries
+from store.metrics.summary import summaries
 from store.pareto import frontier_table, pareto_analysis, pareto_front, resolve_sweep
 from tests.conftest import ROOT, small_config
 
@@ -246,7 +246,7 @@ def test_by_config_averages_over_seeds_with_sample_std_and_counts_exclusions(sto
 
 
 def test_summaries_compute_only_the_metrics_asked_for(store):
-    from store.metrics import summaries
+    from store.metrics.summary import summaries
     run = _hand_run(store, _cfg("naive", 0), [[0.1, 0.1], [0.9, 0.0], [0.3, 0.8]])
     full, = summaries(store, [run])
     some, = summaries(store, [run], only={"learning_accuracy", "forgetting"})

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from engine.manager import run_in_process
-from store.metrics import continual_curves, min_acc, wc_acc
+from store.metrics.continual import continual_curves, min_acc, wc_acc
 from store.queries import downsampled_long, run_series
 from tests.conftest import small_config
 
@@ -34,7 +34,7 @@ def test_curves_equal_min_acc_and_wc_acc_at_every_step():
 
 
 def test_a_real_runs_series_ends_where_its_summary_does(store):
-    from store.metrics import summary
+    from store.metrics.summary import summary
     run_id = run_in_process(store, small_config("replay", eval={"every": 3}))
     series = run_series(store, run_id)
     totals = store.sql("SELECT count(DISTINCT step) FROM metrics WHERE run_id = ? AND metric IN ('acc', 'boundary_acc')", [run_id])[0][0]

@@ -23,7 +23,8 @@ from engine.report.document import Bullets, Chart, Code, Table
 from engine.report.findings import run_findings
 from store import Store
 from store.compare import TABLE_METRICS, group_metrics, select_runs
-from store.metrics import METRICS, summary
+from store.metrics import METRICS
+from store.metrics.summary import summary
 from tests.conftest import ROOT, small_config
 
 POPPLER = shutil.which("pdftoppm") and shutil.which("pdftotext")

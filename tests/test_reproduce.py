@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from store import Store
-from store.metrics import summaries
+from store.metrics.summary import summaries
 from tests.conftest import ROOT
 
 SWEEP = {

@@ -104,7 +104,7 @@ def test_a_finished_run_shows_final_figures_full_width_charts_and_no_live_contro
 
 
 def test_a_class_il_run_shows_mammoths_task_il_figure_beside_acc(lab, finished_run):
-    from store.metrics import summary
+    from store.metrics.summary import summary
 
     figures = shown(run_page(finished_run))["figures"]
     assert figures["Task-IL (masked)"] == f"{summary(lab.store, finished_run)['task_il_acc']:.3f}"

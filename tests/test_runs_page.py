@@ -20,7 +20,7 @@ from engine.manager import run_in_process
 from pages.ui.selection import selected_row, table_key
 from store import Store
 from engine.annotations import AnnotationError, annotate_run
-from store.metrics import summary
+from store.metrics.summary import summary
 from store.queries import search_terms
 from store.runs_view import RUN_METRICS, run_metrics, runs_view
 from store.schema import SCHEMA_VERSION, migrate, schema_version

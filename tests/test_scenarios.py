@@ -212,7 +212,7 @@ def test_a_domain_split_run_from_the_cli_has_a_two_unit_head_and_learns_above_ch
     import sys
 
     from store import Store
-    from store.metrics import summary
+    from store.metrics.summary import summary
     from tests.conftest import ROOT
 
     config = tmp_path / "split.yaml"

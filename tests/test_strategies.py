@@ -13,7 +13,7 @@ from engine.strategies import STRATEGIES
 from engine.strategies.ewc import EWC
 from engine.strategies.lwf import LwF
 from engine.strategies.replay import ReservoirBuffer
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 from tests.conftest import small_config
 
 STRATEGY_CASES = [("naive", {}), ("joint", {}), ("joint", {"mode": "cumulative"}), ("replay", {"buffer_size": 50}),
@@ -42,7 +42,7 @@ def test_strategy_trains_end_to_end_into_the_store(store, name, hparams):
     expected = sorted(set(range(5, total + 1, 5)) | {end for _, _, end in bounds})
     assert [s for s, _ in evals] == expected and all(n == 2 for _, n in evals)
 
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2)
     if name == "joint" and hparams.get("mode", "all") == "all":
         assert bounds == [(2, 0, total)]  # one experience over both tasks
@@ -60,7 +60,7 @@ def test_strategy_trains_end_to_end_into_the_store(store, name, hparams):
 @pytest.mark.parametrize("setting", ["task", "domain"])
 def test_other_settings_train(store, setting):
     run_id = run_in_process(store, small_config("replay", scenario={"setting": setting}))
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any()
     if setting == "task":
         assert R[2][0] > 0.85  # the task id given, the first task is not forgotten

@@ -16,7 +16,7 @@ from engine.module import ContinualModule
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
 from engine.train import _fabric_loop
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 from tests.conftest import small_config
 
 CASES = [("fetril", "class", {}), ("acil", "class", {"buffer_size": 256}),
@@ -78,7 +78,7 @@ def test_trains_end_to_end_into_the_store(store, name, setting, hparams):
     run_id = run_in_process(store, config)
     status, total, last = store.sql("SELECT status, total_steps, last_step FROM runs WHERE id = ?", [run_id])[0]
     assert status == "finished" and last == total > 0
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any()
     assert R[-1].mean() > 0.45  # both tasks' classes learned
     again = run_in_process(store, config)
@@ -91,7 +91,7 @@ def test_clr_trains_a_cnn_into_the_store_and_task_one_never_changes(store):
     run_id = store.create_run(config.model_dump(mode="json"), name="clr-test-cnn")
     torch.manual_seed(0)
     module, clr, scenario, snapshots = train(config, SmallCNN(), StoreSink(store, run_id))
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any() and R[-1].mean() > 0.6
     assert R[2][0] == R[1][0]  # the frozen CNN serves task 1 unchanged: no forgetting at all
     for key, value in snapshots[1].items():  # weights and batch-norm statistics
@@ -125,7 +125,7 @@ def test_clr_trains_end_to_end_with_the_cnn_model(store, tmp_path):
                            "model": {"name": "cnn", "channels": [8]}, "strategy": {"name": "clr"},
                            "train": {"batch_size": 16, "epochs_per_task": 1}, "eval": {"every": 3}})
     run_id = run_in_process(store, config)
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert not np.isnan(R).any() and R[2][0] == R[1][0]
 
 

@@ -15,7 +15,7 @@ from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
 from engine.strategies.regularization import quadratic_penalty
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run
 from tests.conftest import small_config
 from tests.test_strategies import metric_rows
 
@@ -32,7 +32,7 @@ def test_trains_end_to_end_and_the_same_seed_gives_the_same_metrics(store, name,
     config = small_config(name, strategy={"name": name, **hparams})
     run_id = run_in_process(store, config)
     assert store.sql("SELECT status FROM runs WHERE id = ?", [run_id])[0][0] == "finished"
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any()
     assert R[1][0] > 0.8 and R[2][1] > 0.4  # learned each task
     assert metric_rows(store, run_in_process(store, config)) == metric_rows(store, run_id)
@@ -41,7 +41,7 @@ def test_trains_end_to_end_and_the_same_seed_gives_the_same_metrics(store, name,
 @pytest.mark.parametrize("name", ["si", "mas", "ewc_rank1", "feature_distill", "classp"])
 def test_task_incremental_setting_trains(store, name):
     run_id = run_in_process(store, small_config(name, scenario={"setting": "task"}))
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert not np.isnan(R).any() and R[2][0] > 0.8
 
 

@@ -19,8 +19,7 @@ from engine.strategies import STRATEGIES
 from engine.strategies.base import Experience
 from engine.strategies.buffers import BalancedBuffer, GreedyClassBalancedBuffer, ReservoirBuffer
 from engine.strategies.icarl import herding
-from store.metrics import summaries
-from store.queries import accuracy_matrix
+from store.metrics.summary import load_run, summaries
 from tests.conftest import small_config
 
 
@@ -565,7 +564,7 @@ def test_trains_end_to_end_into_the_store_and_repeats_exactly(store, name, hpara
     run_id = run_in_process(store, config)
     status, total, last = store.sql("SELECT status, total_steps, last_step FROM runs WHERE id = ?", [run_id])[0]
     assert status == "finished" and last == total > 0
-    R = accuracy_matrix(store, run_id)
+    R = load_run(store, run_id).R
     assert R.shape == (3, 2) and not np.isnan(R).any()
     assert R[1, 0] > 0.6 and R[2].mean() > 0.45  # learned the first task; both within reach at the end
     rows = "SELECT step, task, metric, value FROM metrics WHERE run_id = ? ORDER BY ALL"

@@ -5,7 +5,7 @@ import pytest
 
 from engine.config import parse_config
 from engine.manager import run_in_process
-from store.metrics import summaries
+from store.metrics.summary import summaries
 
 
 def _run(store, name, seed=0, **hparams):

@@ -16,7 +16,8 @@ import yaml
 from engine.report.document import Bullets, Chart, Code, Formula, Heading, Report, Table, Text, fmt
 from engine.report.findings import compare_findings, frontier_findings, run_findings
 from engine.sweeps.sweep import sweep_outcome
-from store.metrics import METRICS, summary
+from store.metrics import METRICS
+from store.metrics.summary import summary
 from store.queries import boundaries, downsampled_long, run_row, run_series
 from store.sweeps import sweep_row
 

@@ -31,7 +31,7 @@ def config_results(store, sweep_id: int, metric: str = "acc", phase: str | None 
     over its finished runs: strategy, hparams (the strategy's hyperparameters and the keys that vary
     in the sweep), config, run_ids, seeds, values, n, mean, std (sample std; None below 2 values).
     Runs that did not finish, or whose metric is unavailable, count in ``run_ids`` but not in ``n``."""
-    from store.metrics import summaries
+    from store.metrics.summary import summaries
 
     rows = sweep_runs(store, sweep_id, phase)
     finished = [r[0] for r in rows if r[1] == "finished"]

@@ -205,7 +205,7 @@ class SearchDriver(threading.Thread):
                 study.tell(inflight.pop(run_id), state=TrialState.FAIL)
 
     def _values(self, run_id: int) -> list[float] | None:
-        from store.metrics import summary
+        from store.metrics.summary import summary
 
         s = summary(self.manager.store, run_id)
         values = [s.get(k) for k in self.spec.search.objectives]

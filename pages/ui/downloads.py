@@ -43,7 +43,7 @@ def exported(items: list[Download], store, run_ids: list[int], who) -> list[Down
 
 
 def run_downloads(store, run_id: int) -> list[Download]:
-    from store.metrics import summary
+    from store.metrics.summary import summary
 
     def summary_json() -> bytes:  # as engine.export.run_files writes it
         return json.dumps(summary(store, run_id), indent=2, default=str).encode()

@@ -3,7 +3,7 @@
 A run page refreshes every second; a run evaluated every step for a million steps has 11 M metric
 rows. Reading and recomputing them all at each refresh takes seconds, yet a finished run never
 changes and a live one only gains steps at its end. ``RunState`` holds a run's series (the arrays
-``store.metrics._load`` builds) and extends it with the rows of the steps since the last refresh.
+``store.metrics.loader.load_runs`` builds) and extends it with the rows of the steps since the last refresh.
 What summarises a whole history (each task's minimum since its end, the windowed drops, the
 continual curves, the chart's bucket extremes) is kept for the settled rows, every row but the last
 evaluation; only the rows after them are computed at a refresh.
@@ -34,10 +34,10 @@ import math
 import threading
 from collections import OrderedDict
 
-import duckdb
 import numpy as np
 
-from store import metrics as M
+from store.metrics.continual import continual_curves, min_after, window_drops
+from store.metrics.loader import RunData, accuracy_matrix, continual_series, run_config, task_count
 
 MAX_VALUES = 40_000_000  # numbers held for all runs together (about 320 MB); least recently used dropped
 LOCK = threading.RLock()  # sessions share the states: one refresh at a time
@@ -169,13 +169,13 @@ class RunState:
         run = dict(zip(names, row))
         spans = {int(t): (int(s), None if e is None else int(e)) for t, s, e in cur.execute(
             "SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [self.id]).fetchall()}
-        cfg = M._config(run["config"])
+        cfg = run_config(run["config"])
         same = (cfg.get("eval") or {}).get("subset") is None
         if (run["created_at"], run["started_at"]) != self.identity_run:
             self.identity_run, self.data_tasks = (run["created_at"], run["started_at"]), 0
         total = _count(cur, self.id)
         for _ in range(3):  # a second pass reads the whole run; a third only with a task beyond T
-            T = M._n_tasks(cfg, spans, np.array([self.data_tasks]))
+            T = task_count(cfg, spans, np.array([self.data_tasks]))
             identity = (run["created_at"], run["started_at"], T, same)
             if identity != self.identity:
                 self._reset(T)
@@ -198,8 +198,8 @@ class RunState:
         self._extend({k: np.asarray(v) for k, v in rows.items()}, T)
         self.version = version
         self.below = total - _count(cur, self.id, self.open)
-        self.R = M._matrix(*self.boundary, spans, self.T)
-        self.R_masked = M.masked_matrix(list(zip(*self.boundary_masked)), spans, self.T)
+        self.R = accuracy_matrix(*self.boundary, spans, self.T)
+        self.R_masked = accuracy_matrix(*self.boundary_masked, spans, self.T) if self.boundary_masked[0].size else None
         self._settle()
         return True
 
@@ -215,7 +215,7 @@ class RunState:
         keep = self.boundary_masked[0] < self.open
         self.boundary_masked = tuple(np.concatenate([old[keep], new[bm]])
                                      for old, new in zip(self.boundary_masked, (step, task, value)))
-        steps, A = M._series(step[a], task[a], value[a], step[b], task[b], value[b], T, self.same)
+        steps, A = continual_series(step[a], task[a], value[a], step[b], task[b], value[b], T, self.same)
         loss = np.full(steps.size, np.nan)
         lm = metric == TRAIN_LOSS
         if lm.any() and steps.size:
@@ -244,15 +244,15 @@ class RunState:
             self._fold_drop(j, w, increase, s, target)
         self.settled = target
 
-    def data(self) -> M.RunData:
+    def data(self) -> RunData:
         run = self.run
-        return M.RunData(self.id, run["name"], run["status"], self.config, self.T, self.R, self.steps, self.A,
+        return RunData(self.id, run["name"], run["status"], self.config, self.T, self.R, self.steps, self.A,
                          self.spans, run["last_step"], self.R_masked)
 
     # ---- the continual metrics, kept for the settled rows ---------------------------------------
     def _fold_min(self, i: int, s: list, upto: int) -> None:
         if s[1] < upto:
-            low, count = M._min_after(self.steps, self.A[:, i - 1], s[0], upto, lo=s[1])
+            low, count = min_after(self.steps, self.A[:, i - 1], s[0], upto, lo=s[1])
             s[1:] = [upto, min(s[2], low), s[3] + count]
 
     def min_after(self, i: int, end: int) -> tuple[float, int]:
@@ -261,7 +261,7 @@ class RunState:
         if s is None or s[0] != end:
             s = self.mins[i] = [end, 0, math.inf, 0]
         self._fold_min(i, s, self.settled)
-        low, count = M._min_after(self.steps, self.A[:, i - 1], end, self.n, lo=self.settled)
+        low, count = min_after(self.steps, self.A[:, i - 1], end, self.n, lo=self.settled)
         return min(s[2], low), s[3] + count
 
     def _drops(self, j: int, start: float, w: int, increase: bool, lo: int, hi: int) -> tuple[float, bool]:
@@ -271,7 +271,7 @@ class RunState:
         V = self.A[h:hi, j - 1].copy()
         if not math.isnan(start):
             V[self.steps[h:hi] < start] = np.nan
-        d = M._window_drops((-V if increase else V)[:, None], w, lo - h)[:, 0]
+        d = window_drops((-V if increase else V)[:, None], w, lo - h)[:, 0]
         ok = np.isfinite(d)
         return (float(d[ok].max()) if ok.any() else -math.inf), bool(ok.any())
 
@@ -309,7 +309,7 @@ class RunState:
             self.curves_seed = np.full(T, np.inf)  # each task's lowest after its end before row curves_done
             self.buckets = {}
         lo, n = self.curves_done, self.n
-        chunk = M.continual_curves(self.steps[lo:n], self.A[lo:n], spans, seed_min=self.curves_seed)
+        chunk = continual_curves(self.steps[lo:n], self.A[lo:n], spans, seed_min=self.curves_seed)
         chunk["seen_acc"] = seen_acc(self.A[lo:n], chunk["task"])
         for name, values in chunk.items():
             if name == "step":
@@ -319,7 +319,7 @@ class RunState:
             self.curves[name] = buffer
         for j, (_, e) in spans.items():  # carry the seed on to the settled rows
             if e is not None and 1 <= j <= T:
-                low, _ = M._min_after(self.steps, self.A[:, j - 1], e, self.settled, lo=lo)
+                low, _ = min_after(self.steps, self.A[:, j - 1], e, self.settled, lo=lo)
                 self.curves_seed[j - 1] = min(self.curves_seed[j - 1], low)
         self.curves_done = self.settled
         return {name: values[:n] for name, values in self.curves.items()}
