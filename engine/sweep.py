@@ -727,7 +727,7 @@ def launch_sweep(manager, spec: SweepSpec | Mapping, owner: str | None = None, p
 
         return launch_reality_check(manager, spec, owner=owner, principal=principal)
     configs = expand(spec)
-    from engine.cost import QUEUE_LOCK
+    from engine.runs.admission import QUEUE_LOCK
 
     with QUEUE_LOCK:  # every run's cost, the weights budget and the quotas, before any row is written
         who, owner = manager.admit(principal, owner, configs, sweep_runs=len(configs))
@@ -975,7 +975,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
         return 2
-    from engine.manager import RunManager, flush_on_signals
+    from engine.runs.manager import RunManager, flush_on_signals
 
     store = args.open_store(args.db)  # exits 3 with its message while another process holds the file
     flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends

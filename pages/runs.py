@@ -6,8 +6,9 @@ actions refresh live; the selection follows the run (its id), never a row positi
 import streamlit as st
 
 from engine.access import AccessDenied
-from engine.checkpoint import CheckpointError, resume_point
+from engine.checkpoint import CheckpointError
 from engine.limits import limits
+from engine.runs.artifacts import resume_point
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.selection import selected_row

@@ -7,7 +7,7 @@ table's group column, the Pareto title, "Relaunch with changes"."""
 
 import pytest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store import Store
 from tests.conftest import small_config
 from tests.test_browser import ARTIFACTS, no_exception, page, pytestmark, streamlit_server  # noqa: F401

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store import Store, run_cache
 from store.metrics import summaries, summary
 from store.queries import downsampled_long, full_series, keep_extremes, run_series

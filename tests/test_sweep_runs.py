@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.manager import RunManager
+from engine.runs.manager import RunManager
 from engine.reality import reality_rankings
 from engine.search import best_trials, study_path
 from engine.sweep import (advance, cancel_sweep, config_results, launch_sweep, parse_sweep, sweep_progress,
