@@ -77,6 +77,8 @@ class RunManager:
     def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False,
                  gpus: tuple[int, ...] | None = None, runs_per_gpu: int = 1, take_queue: bool = True,
                  executor: str = "workers"):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}: one of {', '.join(EXECUTORS)}")
         self.store = store
         self._take_queue = take_queue  # the lab runs the runs left queued in the file; a CLI command only its own
         self._paused = paused  # queued runs wait (maintenance, or building a queue by hand)
