@@ -80,7 +80,7 @@ class InProcessExecutor(Executor):
         with self._lock:
             self._stops[job.run_id] = stop
         thread = threading.Thread(target=self._train, args=(job, stop), daemon=True, name=f"run-{job.run_id}")
-        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
     def _train(self, job: Job, stop: threading.Event) -> None:

@@ -168,9 +168,14 @@ class WorkerExecutor(Executor):
 
     def start(self, job: Job) -> None:
         with self.lock:
-            worker = self._idle(job.place)[0]
-            worker.run_id, worker.ready = job.run_id, False
-        worker.assign(job)
+            idle = self._idle(job.place)
+            worker = idle[0] if idle else None
+            if worker is not None:
+                worker.run_id, worker.ready = job.run_id, False
+        if worker is None:  # the idle worker died since ``idle`` was asked
+            self.events.lost(job.run_id, "the worker process exited before the run started", job.last_step)
+        else:
+            worker.assign(job)
 
     def cancel(self, run_id: int) -> None:
         with self.lock:
