@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import load_config  # noqa: E402
-from engine.manager import RunManager  # noqa: E402
+from engine.runs.manager import RunManager  # noqa: E402
 from store import Store  # noqa: E402
 from store.metrics.matrix import acc  # noqa: E402
 from store.metrics.summary import load_run  # noqa: E402

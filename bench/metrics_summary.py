@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import parse_config  # noqa: E402
-from engine.manager import run_in_process  # noqa: E402
+from engine.runs.manager import run_in_process  # noqa: E402
 from store import Store  # noqa: E402
 from store.metrics.summary import summaries, summary  # noqa: E402
 

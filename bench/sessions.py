@@ -222,7 +222,7 @@ def lab_server(db: Path, log_path: Path):
 def queue_runs(db: Path, epochs: int) -> None:
     """Two demo runs, then two long ones, queued in ``db`` through the run manager (paused: the lab trains them)."""
     from engine.config import load_config, parse_config
-    from engine.manager import RunManager
+    from engine.runs.manager import RunManager
 
     demo = load_config(ROOT / "configs" / "replay-demo.yaml").model_dump(mode="json")
     with Store(db, serve=False) as store:

@@ -4,7 +4,7 @@ default MLP and training settings, over several seeds: ACC, BWT, forgetting and 
 over seeds, with each method's source paper and, where the literature reports a comparable
 benchmark, its figure beside ours.
 
-Each run goes through ``engine.manager.run_in_process`` into a temporary DuckDB file; the metrics are
+Each run goes through ``engine.runs.manager.run_in_process`` into a temporary DuckDB file; the metrics are
 the store's own (``store.metrics.summaries``). A strategy that cannot run in the setting or with the
 model says so in the table (the config check's line), as does one that fails. Every cell says how
 many seeds finished of those launched, and names the seeds that diverged (their metrics are not in
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.config import parse_config  # noqa: E402
-from engine.manager import run_in_process  # noqa: E402
+from engine.runs.manager import run_in_process  # noqa: E402
 from engine.strategies import STRATEGIES  # noqa: E402
 from store import Store  # noqa: E402
 from store.metrics.summary import summaries  # noqa: E402

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import parse_config  # noqa: E402
-from engine.manager import RunManager  # noqa: E402
+from engine.runs.manager import RunManager  # noqa: E402
 from engine.sweeps.sweep import launch_sweep, parse_sweep, sweep_progress, wait_sweep  # noqa: E402
 from store import Store  # noqa: E402
 
@@ -41,12 +41,10 @@ BASE = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5},
 
 
 def wait_ready(manager: RunManager, n: int, timeout: float = 120.0) -> None:
-    # Private state, read-only: the manager has no public "workers ready" call.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with manager._cv:
-            if sum(w.ready for w in manager._workers) >= n:
-                return
+        if manager.counts()["idle"] >= n:
+            return
         time.sleep(0.05)
     raise TimeoutError(f"{n} workers were not ready after {timeout:.0f} s")
 

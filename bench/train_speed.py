@@ -292,8 +292,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.002):
 
 
 def worker_ready(manager) -> bool:
-    with manager._cv:  # the manager exposes no readiness; read its workers' flag under its lock
-        return any(w.ready and w.run_id is None and w.alive for w in manager._workers)
+    return manager.counts()["idle"] > 0
 
 
 def first_metric_latency(store, manager, config) -> tuple[float, int]:
@@ -305,7 +304,7 @@ def first_metric_latency(store, manager, config) -> tuple[float, int]:
 
 
 def bench_manager(repeats: int, strategies: dict, launches: int, cold_launches: int) -> dict:
-    from engine.manager import RunManager
+    from engine.runs.manager import RunManager
     from store import Store
 
     out: dict = {"end_to_end": {}, "launch": {}}

@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
     except ConfigError as err:
         err.report(args.config)
         return 2
-    from engine.cost import check_runs
+    from engine.runs.admission import check_runs
 
     try:
         check_runs([config])  # what it would cost, before the database is opened
@@ -96,7 +96,7 @@ def cmd_resume(args) -> int:
 def _train(args, submit, create: bool = True) -> int:
     """Own the store, queue a run with ``submit(manager)`` (None: refused, exit 2), follow it until it
     ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
-    from engine.manager import RunManager, flush_on_signals
+    from engine.runs.manager import RunManager, flush_on_signals
     from store.schema import FINAL_STATUSES
 
     store = _open_store(args.db, create=create)
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(sub, _open_store)
     from engine.export import add_export_commands  # export
     add_export_commands(sub, _open_store)
-    from engine.weights import add_gc_command  # gc
+    from engine.runs.artifacts import add_gc_command  # gc
     add_gc_command(sub, _open_store)
     from engine.report.cli import add_report_command  # report
     add_report_command(sub, _open_store)

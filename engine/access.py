@@ -87,9 +87,14 @@ class Principal:
         return f"{self.email} ({self.role})"
 
 
+def default_owner() -> str:
+    """The OS user: the owner of the runs of a local lab."""
+    return policy.os_user()
+
+
 def local_principal() -> Principal:
     """The local lab's user: the OS user (the owner runs had before), an admin with no quotas."""
-    return Principal(policy.os_user(), "admin", Quotas(), local=True)
+    return Principal(default_owner(), "admin", Quotas(), local=True)
 
 
 def principal_for(access: "Access | None", email: Any = None, verified: bool | None = None) -> Principal:
@@ -295,45 +300,3 @@ def lab_access(is_hosted: bool) -> Access | None:
         raise AccessFileError(["this lab is hosted ([auth] in its Streamlit secrets) but has no access file: "
                                "set $CL_LAB_ACCESS or file = \"PATH\" in lab.toml's [access] table"])
     return load_access(path)
-
-
-# ---- quotas ----------------------------------------------------------------------------------------------
-
-def owner_weights(store, owner: str) -> int:
-    """Bytes of weights and checkpoints an owner's runs have on disk and will still write."""
-    from engine.cost import pending_weights
-    from engine.weights import disk_usage
-
-    on_disk = disk_usage(store.path)["runs"]
-    mine = sum(on_disk.get(run_id, 0) for (run_id,) in store.sql("SELECT id FROM runs WHERE owner = ?", [owner]))
-    return mine + pending_weights(store, owner)
-
-
-def check_quotas(store, who: Principal, *, new_runs: int, sweep_runs: int | None = None,
-                 new_weights: int = 0) -> None:
-    """``QuotaExceeded`` (written to the audit table) unless ``who`` may queue ``new_runs`` more runs,
-    a sweep of ``sweep_runs`` runs, and ``new_weights`` more bytes of weights; the message has the
-    figure and the limit. Call it holding ``engine.cost.QUEUE_LOCK`` up to the rows' creation."""
-    from engine.cost import human_bytes
-
-    if who.local:  # the local lab's one user (``store.policy.LocalUser`` when nobody was named) has no quotas
-        return
-    q = who.quotas
-    problem = None
-    if q.largest_sweep is not None and sweep_runs is not None and sweep_runs > q.largest_sweep:
-        problem = (f"the sweep plans {sweep_runs:,} runs, over the quota of {q.largest_sweep:,} runs a sweep "
-                   "(largest_sweep)")
-    if problem is None and q.runs_queued is not None and new_runs:
-        queued = store.sql("SELECT count(*) FROM runs WHERE owner = ? AND status = 'queued'", [who.email])[0][0]
-        if queued + new_runs > q.runs_queued:
-            problem = (f"{queued:,} runs queued and {new_runs:,} more make {queued + new_runs:,}, over the quota of "
-                       f"{q.runs_queued:,} runs queued (runs_queued)")
-    if problem is None and q.weights_gb is not None and new_weights:
-        used = owner_weights(store, who.email)
-        if used + new_weights > q.weights_gb * 1e9:
-            problem = (f"weights: {human_bytes(used)} of yours on disk or to come and {human_bytes(new_weights)} more "
-                       f"make {human_bytes(used + new_weights)}, over the quota of {q.weights_gb:g} GB (weights_gb); "
-                       "delete runs or choose train.weights last or none")
-    if problem is not None:
-        store.audit(who, None, "launch", allowed=False, detail=problem)
-        raise QuotaExceeded(denied(who, "launch", problem))

@@ -1,7 +1,7 @@
 """Resume a run from its last completed task.
 
 At the end of each task but the last, the run saves ``resume.pt`` in its artifacts directory
-(``store.artifacts_dir(run_id)``), atomically (a temp file, then ``os.replace``). It holds what the
+(``engine/runs/artifacts.py`` names it; this module is given its path), atomically (a temp file, then ``os.replace``). It holds what the
 rest of the run depends on:
 
 - the network's weights;
@@ -30,51 +30,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-RESUME_FILE = "resume.pt"
 FORMAT = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message is one line for the user."""
-
-
-RESUMABLE = ("failed", "cancelled")  # a diverged run would diverge again; the others are not stopped
-
-
-def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / RESUME_FILE
-
-
-def pending_path(final: str | os.PathLike) -> Path:
-    """Where a worker writes a checkpoint before the owner promotes it (``promote``)."""
-    final = Path(final)
-    return final.with_name(final.name + ".pending")
-
-
-def promote(store, run_id: int, pending: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Make ``pending`` the run's checkpoint once every metric queued before this call is committed:
-    the rename runs on the store's writer thread right after its commit, so a checkpoint never gets
-    ahead of the metrics in the file (a lab killed in between resumes from the previous checkpoint).
-    Never once a batch of the run's metrics was lost (a full disk): the run resumes from before it."""
-    pending, final = Path(pending), Path(final)
-
-    def rename(fut) -> None:
-        if fut.exception() is None and not store.rows_lost.get(run_id) and pending.exists():
-            os.replace(pending, final)
-
-    store.call(lambda cur: None).add_done_callback(rename)
-
-
-def resume_point(store, run_id: int) -> dict | None:
-    """The header of the run's checkpoint if the run is stopped and has one it can resume from."""
-    rows = store.sql("SELECT status FROM runs WHERE id = ?", [run_id])
-    path = checkpoint_path(store.artifacts_dir(run_id))
-    if not rows or rows[0][0] not in RESUMABLE or not path.exists():
-        return None
-    try:
-        return read_header(path)
-    except CheckpointError:
-        return None
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -89,12 +49,6 @@ def read_header(path: str | os.PathLike) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"the checkpoint {path} is not one this CL Lab wrote (format {FORMAT})")
     return header
-
-
-def discard(path: str | os.PathLike) -> None:
-    """Remove a run's checkpoint, promoted or not."""
-    pending_path(path).unlink(missing_ok=True)
-    Path(path).unlink(missing_ok=True)
 
 
 # ---- the strategy's state: one pickled graph, with references to the live run kept as references ----

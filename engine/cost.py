@@ -1,4 +1,5 @@
-"""What a run will cost, estimated before it is queued, and the checks that refuse what cannot fit.
+"""What a run will cost, estimated before it is queued (the checks that refuse what cannot fit are
+admission's: engine/runs/admission.py). Training-side: it knows neither the store nor the queue.
 
 ``estimate(config)`` is a plain function: no data is loaded and no memory is taken. The model is built
 on torch's ``meta`` device (shapes only) and one forward pass there gives its activation sizes; the
@@ -7,11 +8,6 @@ after the split the run makes), and the strategy's schedule (``experiences``) ru
 those sizes, so Joint's merged tasks count as they train. The figures are estimates of
 the peak (float32 weights, gradients, optimizer state, the strategy's state, a batch's activations
 and their gradients, the dataset and its tasks, the evaluation tensors and one evaluation pass).
-
-``check_queue(store, configs)`` is what every way into the queue calls (``RunManager.submit``, the
-CLI, ``launch_sweep``): each run against ``limits()`` (parameters, memory, steps, metric rows), then
-all of them together against the lab's weights budget. A refusal is a ``ConfigError`` whose lines
-carry the figures; nothing is written.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import torch
 
 from engine.config import ConfigError, RunConfig
 from engine.datasets import Header
-from engine.limits import limits, machine_memory
 from engine.models import MODELS
 from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData, is_split_domain, task_classes
 from engine.strategies import STRATEGIES, Strategy
@@ -32,7 +27,6 @@ from engine.strategies import STRATEGIES, Strategy
 # Optimizer state per trainable parameter, in copies of the weights: SGD's momentum buffer, Adam's two moments.
 OPTIMIZER_STATE = {"sgd": lambda cfg: 1 if cfg.momentum > 0 else 0, "adam": lambda cfg: 2, "adamw": lambda cfg: 2}
 FILE_OVERHEAD = 4096  # bytes a torch.save file adds to its tensors (names, pickle, zip), about
-QUEUE_LOCK = threading.RLock()  # a budget check and the rows it allows are one step: two launches cannot both pass
 
 
 @dataclass(frozen=True)
@@ -236,108 +230,4 @@ def _estimate(config: RunConfig) -> Cost:
     )
 
 
-# ---- the checks -------------------------------------------------------------------------------------------
-
-def run_problems(config: RunConfig, cost: Cost | None = None) -> list[str]:
-    """The lines refusing ``config`` for what it would cost (empty: it fits)."""
-    cost = cost or estimate(config)
-    lim = limits()
-    problems = []
-    model = describe_model(config.model)
-    machine = machine_memory()
-    allowed = lim.max_memory_fraction * machine
-    allows = f"this machine allows {human_bytes(allowed)} ({lim.max_memory_fraction:.0%} of {human_bytes(machine)})"
-    if cost.params > lim.max_model_params:
-        problems.append(f"model: {model} has {cost.params:,} parameters: at most {lim.max_model_params:,} "
-                        "(limits.max_model_params)")
-    if cost.memory["weights"] > allowed:
-        problems.append(f"model: {model} needs about {human_bytes(cost.memory['weights'])} for the weights alone; "
-                        f"{allows}")
-    elif cost.memory_total > allowed:
-        parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(cost.memory.items(), key=lambda kv: -kv[1]) if v)
-        problems.append(f"memory: the run needs about {human_bytes(cost.memory_total)} at its peak ({parts}); {allows}")
-    train = config.train
-    if cost.steps > lim.max_steps_per_run:
-        budget = (f"train.iterations_per_task = {train.iterations_per_task}" if train.iterations_per_task
-                  else f"train.epochs_per_task = {train.epochs_per_task}")
-        problems.append(f"{budget}: the run would train about {cost.steps:,} "
-                        f"steps (batch_size {train.batch_size}); at most {lim.max_steps_per_run:,} "
-                        "(limits.max_steps_per_run)")
-    if cost.metric_rows > lim.max_metric_rows_per_run:
-        problems.append(f"eval.every = {config.eval.every}: the run would write about {cost.metric_rows:,} metric "
-                        f"rows over {cost.steps:,} steps; at most {lim.max_metric_rows_per_run:,} "
-                        "(limits.max_metric_rows_per_run)")
-    return problems
-
-
-def check_runs(configs: list[RunConfig]) -> list[Cost]:
-    """Each config's cost; ``ConfigError`` if any cannot be run (a sweep: each line once, with how many
-    of its runs it concerns and one run's name)."""
-    costs, seen, problems = [], {}, []
-    for config in configs:
-        cost = estimate(config)
-        costs.append(cost)
-        for line in run_problems(config, cost):
-            if line not in seen:
-                seen[line] = [config.name, 0]
-                problems.append(line)
-            seen[line][1] += 1
-    if problems:
-        if len(configs) > 1:
-            problems = [f"{line} ({seen[line][1]} of the {len(configs)} runs, e.g. {seen[line][0]!r})" for line in problems]
-        raise ConfigError(problems)
-    return costs
-
-
-def pending_weights(store, owner: str | None = None) -> int:
-    """Bytes the queued and running runs (of ``owner``, if given) will still write: their weights not yet
-    on disk, and one resume checkpoint each."""
-    from engine.weights import disk_usage
-
-    on_disk = disk_usage(store.path)["runs"]
-    total = 0
-    mine = "" if owner is None else " AND owner = ?"
-    for run_id, text in store.sql(f"SELECT id, config FROM runs WHERE status IN ('queued', 'running'){mine}",
-                                  [] if owner is None else [owner]):
-        try:
-            cost = estimate(RunConfig.model_validate_json(text) if isinstance(text, str) else RunConfig.model_validate(text))
-        except Exception:  # a user's own run config the engine cannot read: it writes nothing of ours
-            continue
-        total += max(0, cost.weights_disk + cost.checkpoint_disk - on_disk.get(run_id, 0))
-    return total
-
-
-def check_budget(store, costs: list[Cost]) -> None:
-    """``ConfigError`` unless the weights on disk beside the database, what queued and running runs will
-    write, and the new runs' weights (and a resume checkpoint each) fit ``limits().weights_budget_gb``."""
-    from engine.weights import disk_usage
-
-    budget = limits().weights_budget_gb * 1e9
-    new = sum(c.weights_disk + c.checkpoint_disk for c in costs)
-    if not new:
-        return
-    on_disk = disk_usage(store.path)["total"]
-    pending = pending_weights(store)
-    if on_disk + pending + new > budget:
-        runs = f"these {len(costs)} runs" if len(costs) > 1 else "this run"
-        raise ConfigError([
-            f"train.weights: {runs} would keep about {human_bytes(new)} of weights and checkpoints; with "
-            f"{human_bytes(on_disk)} already beside the database and {human_bytes(pending)} to come from queued "
-            f"and running runs that is {human_bytes(on_disk + pending + new)}, over the weights budget of "
-            f"{human_bytes(budget)} (limits.weights_budget_gb). Choose train.weights last or none, delete runs, "
-            "or run `python -m engine gc`"])
-
-
-def check_queue(store, configs: list[RunConfig]) -> list[Cost]:
-    """Every check made before runs are queued: each run's cost, then the weights budget. Call it
-    holding ``QUEUE_LOCK`` up to the rows' creation, so that two launches cannot both pass."""
-    from engine.weights import check_free_disk
-
-    costs = check_runs(configs)
-    check_budget(store, costs)
-    check_free_disk(store, costs)
-    return costs
-
-
-__all__ = ["Cost", "QUEUE_LOCK", "check_budget", "check_queue", "check_runs", "estimate", "human_bytes",
-           "human_count", "machine_memory", "run_problems"]
+__all__ = ["Cost", "describe_model", "estimate", "human_bytes", "human_count"]

@@ -2,7 +2,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.config import load_config
-from engine.weights import disk_free_line
+from engine.runs.artifacts import disk_free_line
 from pages.ui.lab import PAGES, PROJECT_ROOT, lab, may, me
 from store.queries import status_counts
 

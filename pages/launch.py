@@ -207,7 +207,8 @@ def field_of(line: str) -> str:
 
 def check(v) -> tuple[object | None, dict[str, list[str]]]:
     """The validated config (None if it has problems) and its problems by field, cost included."""
-    from engine.cost import estimate, run_problems
+    from engine.cost import estimate
+    from engine.runs.admission import run_problems
 
     data = form_config(v)
     found = model_config(v)[1]  # lists of whole numbers that are not

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.access import AccessDenied
-from engine.checkpoint import CheckpointError, resume_point
+from engine.checkpoint import CheckpointError
+from engine.runs.artifacts import resume_point
 from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me

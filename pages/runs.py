@@ -9,6 +9,7 @@ from engine.access import AccessDenied
 from engine.annotations import AnnotationError, annotate_run, parse_tags
 from engine.checkpoint import CheckpointError, resume_point
 from engine.limits import limits
+from engine.runs.artifacts import resume_point
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.selection import selected_row

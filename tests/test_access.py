@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from engine import checkpoint as checkpoints
+from engine.runs import artifacts
 from engine.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, lab_access, load_access,
                            local_principal, parse_access, principal_for)
-from engine.manager import RunManager, default_owner
+from engine.runs.manager import RunManager, default_owner
 from engine.sweeps.sweep import cancel_sweep, launch_sweep, parse_sweep
 from store import Store
 from store.audit import audit_rows
@@ -371,7 +372,7 @@ def test_resume_by_role_on_a_real_cancelled_run(tmp_path):
         bob = access.principal(BOB)
         run_id = manager.submit(small_config("naive", n_tasks=3, train={"epochs_per_task": 20, "weights": "none"}),
                                 principal=bob)
-        path = checkpoints.checkpoint_path(store.artifacts_dir(run_id))
+        path = artifacts.checkpoint_path(store.artifacts_dir(run_id))
         deadline = time.monotonic() + 120
         while not (path.exists() and checkpoints.read_header(path)["experiences_done"] >= 1):
             assert time.monotonic() < deadline

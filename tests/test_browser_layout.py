@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store import Store
 from tests.conftest import small_config
 from tests.test_browser import ARTIFACTS, no_exception, page, pytestmark, streamlit_server  # noqa: F401

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store import Store
 from tests.conftest import small_config
 from tests.test_browser import ARTIFACTS, no_exception, page, pytestmark, streamlit_server  # noqa: F401

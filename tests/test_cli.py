@@ -25,7 +25,7 @@ def test_headless_run_prints_its_id_and_progress_then_runs_lists_it(tmp_path):
 
 def test_progress_line_gives_the_task_the_accuracy_so_far_and_the_time_left(store):
     from engine.__main__ import progress_line
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
     from tests.conftest import small_config
 
     run_id = run_in_process(store, small_config("naive", n_tasks=2))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.palette import TABLEAU10, group_styles
 from store.compare import (clear_caches, group_curves, run_buckets, scenario_counts, scenario_key, select_runs)
 from tests.conftest import ROOT, page_lab, small_config

@@ -13,9 +13,11 @@ import pytest
 
 import engine.limits
 from engine.config import ConfigError, parse_config
-from engine.cost import check_queue, estimate, human_bytes, machine_memory, run_problems
+from engine.cost import estimate, human_bytes
+from engine.limits import machine_memory
+from engine.runs.admission import check_queue, run_problems
 from engine.limits import Limits
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
 from tests.conftest import ROOT, small_config
@@ -112,7 +114,7 @@ def test_the_cli_refuses_a_costly_run_with_exit_2_and_writes_nothing(tmp_path):
 
 
 def test_submit_and_launch_sweep_refuse_before_any_row_is_written(store, limits_set):
-    from engine.manager import RunManager
+    from engine.runs.manager import RunManager
     from engine.sweeps.sweep import launch_sweep
 
     manager = RunManager(store, max_parallel=1, warm_workers=0, paused=True)
@@ -165,7 +167,7 @@ def test_weights_policy_keeps_every_last_or_no_file(store):
 
 def test_deleted_runs_lose_their_weights_and_gc_removes_orphans(store, tmp_path, capsys):
     from engine.__main__ import main
-    from engine.weights import disk_usage, remove_orphans
+    from engine.runs.artifacts import disk_usage, remove_orphans
 
     kept = run_in_process(store, small_config("naive", train={"weights": "every"}))
     deleted = run_in_process(store, small_config("naive", train={"weights": "every"}))

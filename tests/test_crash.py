@@ -9,9 +9,10 @@ import sys
 import time
 
 from engine import checkpoint as checkpoints
+from engine.runs import artifacts
 from store import Store
 from store.snapshot import socket_path
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from tests.conftest import ROOT, small_config
 
 # 3 tasks, long enough to be stopped in task 2 or 3 once task 1's checkpoint is written
@@ -24,7 +25,7 @@ def start_owner(tmp_path, config_text: str = LONG) -> tuple[subprocess.Popen, os
     config.write_text(config_text)
     owner = subprocess.Popen([sys.executable, "-m", "engine", "run", str(config), "--db", str(db)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoint = checkpoints.checkpoint_path(tmp_path / "lab.duckdb.artifacts" / "run-1")
+    checkpoint = artifacts.checkpoint_path(tmp_path / "lab.duckdb.artifacts" / "run-1")
     deadline = time.monotonic() + 180
     while not checkpoint.exists():  # task 1 ended: the run is training task 2
         assert owner.poll() is None and time.monotonic() < deadline, owner.stderr.read() if owner.poll() else "slow"
@@ -32,7 +33,7 @@ def start_owner(tmp_path, config_text: str = LONG) -> tuple[subprocess.Popen, os
     return owner, db
 
 
-def children(pid: int, name: str = "engine.worker") -> list[int]:
+def children(pid: int, name: str = "engine.runs.worker") -> list[int]:
     """The live child processes of ``pid`` running ``name`` (from /proc)."""
     found = []
     for entry in os.listdir("/proc"):
@@ -75,7 +76,7 @@ def test_sigterm_on_the_owner_commits_every_metric_it_received(tmp_path):
     with Store(db) as store:
         assert store.sql("SELECT count(*) FROM metrics WHERE run_id = 1")[0][0] == committed
         steps = train_loss_steps(store)
-        header = checkpoints.read_header(checkpoints.checkpoint_path(store.artifacts_dir(1)))
+        header = checkpoints.read_header(artifacts.checkpoint_path(store.artifacts_dir(1)))
         assert steps == list(range(1, len(steps) + 1)) and len(steps) >= header["step"]
     deadline = time.monotonic() + 1.0
     while any(alive(w) for w in workers) and time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import time
 import duckdb
 import pytest
 
-from engine.weights import disk_usage
+from engine.runs.artifacts import disk_usage
 from store import Store
 from store.schema import migrate, schema_version
 from tests.conftest import ROOT, small_config

@@ -122,7 +122,7 @@ def test_the_config_check_knows_a_generic_datasets_shape_and_classes_from_its_fi
 def test_the_estimate_counts_the_files_real_samples_steps_and_memory(tmp_path, store):
     """The probe's case, smaller: a small CNN on a few CIFAR-format images was estimated as if the files
     held the 60,000 of CIFAR-10 (40 times the steps, gigabytes of memory)."""
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
 
     write_cifar10(tmp_path, per_batch=30, n_test=20)  # 150 training images, 20 test
     config = parse_config({

@@ -316,7 +316,7 @@ def test_flip_mirrors_the_chosen_samples_and_a_seed_repeats_the_augmentation():
 
 # ---- a real run from CIFAR-format files ---------------------------------------------------------------
 def test_a_short_run_trains_split_cifar_from_files_with_augmentation(tmp_path, store):
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
 
     write_cifar10(tmp_path, per_batch=40, n_test=40)
     config = parse_config({

@@ -4,7 +4,7 @@
 import numpy as np
 
 from engine.config import parse_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.metrics.summary import load_run
 
 DEFAULT = {"scenario": {"dataset": "digits", "setting": "class", "n_tasks": 5}, "model": {"name": "mlp", "hidden": [256, 256]},

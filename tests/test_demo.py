@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.metrics.summary import load_run
 from store.metrics.gap import switch_dips
 from tests.conftest import ROOT

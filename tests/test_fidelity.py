@@ -4,7 +4,7 @@ deviation it names."""
 import pytest
 import torch
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.models import build_model
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario

@@ -8,7 +8,7 @@ import pytest
 
 from engine.interpolate import (ALPHAS, MissingWeights, available_switches, compute_tradeoffs, interpolate_state,
                                 tradeoff_curve, tradeoff_table)
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from tests.conftest import small_config
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store import Store
 from store.metrics import run_cache
 from store.metrics.summary import summaries, summary

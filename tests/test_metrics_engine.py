@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.metrics.summary import summaries, summary
 from tests.conftest import ROOT, small_config
 

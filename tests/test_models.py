@@ -11,7 +11,7 @@ import torch
 from engine.config import ConfigError, parse_config
 from engine.devices import gpu_count
 from engine.evaluation import ContinualEvaluation
-from engine.manager import RunManager, run_in_process
+from engine.runs.manager import RunManager, run_in_process
 from engine.models import MODELS
 from engine.module import build_schedule
 from engine.scenarios import DomainShift, Pool, Samples, Scenario, TaskData
@@ -276,7 +276,7 @@ def test_mlp_xavier_init_draws_glorot_uniform_weights_and_zero_biases_in_a_run(s
 
     import torch
 
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
     from tests.conftest import small_config
 
     def initial_weights(init):

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import load_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from tests.conftest import ROOT, small_config
 
 APP = str(ROOT / "app.py")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from pages.ui.pareto_charts import pareto_chart
 from store import Store
 from store import pareto

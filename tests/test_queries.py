@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.metrics.continual import continual_curves, min_acc, wc_acc
 from store.queries import downsampled_long, run_series
 from tests.conftest import small_config

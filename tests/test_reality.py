@@ -3,7 +3,7 @@
 import pytest
 
 from engine.config import ConfigError
-from engine.manager import RunManager
+from engine.runs.manager import RunManager
 from engine.sweeps.reality import advance_reality_check, pick_best, rank_strategies, reality_rankings, select_best
 from engine.sweeps.sweep import expand, parse_sweep, planned_runs, sweep_progress
 from engine.strategies import STRATEGIES

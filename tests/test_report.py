@@ -37,7 +37,7 @@ def lab(tmp_path_factory):
     trained here on one thread (as the lab's workers train: the same float sums as a rerun)."""
     import torch
 
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
 
     db = tmp_path_factory.mktemp("report") / "lab.duckdb"
     threads = torch.get_num_threads()

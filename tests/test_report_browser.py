@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.g
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
 
     folder = tmp_path_factory.mktemp("reports")
     with Store(folder / "lab.duckdb") as store:

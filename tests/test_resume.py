@@ -10,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from engine import checkpoint as checkpoints
+from engine.runs import artifacts
 from engine.checkpoint import CheckpointError
 from engine.evaluation import BufferedSink
 from engine.strategies import STRATEGIES
@@ -152,7 +153,7 @@ def rows(store, run_id):
 
 def cancel_when(manager, store, run_id, done: int) -> None:
     """Cancel the run as soon as its checkpoint records ``done`` experiences (from a thread)."""
-    path = checkpoints.checkpoint_path(store.artifacts_dir(run_id))
+    path = artifacts.checkpoint_path(store.artifacts_dir(run_id))
 
     def watch():
         while not (path.exists() and checkpoints.read_header(path)["experiences_done"] == done):
@@ -178,7 +179,7 @@ def test_a_cancelled_worker_run_resumes_under_its_id_and_matches_an_uninterrupte
     assert_same_rows(resumed, uninterrupted)
     assert store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [stopped]) \
         == store.sql("SELECT task, start_step, end_step FROM task_boundaries WHERE run_id = ? ORDER BY task", [whole])
-    assert not checkpoints.checkpoint_path(store.artifacts_dir(stopped)).exists()  # deleted when it finished
+    assert not artifacts.checkpoint_path(store.artifacts_dir(stopped)).exists()  # deleted when it finished
     with pytest.raises(CheckpointError, match="is finished: only a failed or cancelled run"):
         manager.resume_run(stopped)
 

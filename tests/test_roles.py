@@ -22,9 +22,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.access import AccessDenied, local_principal
-from engine.checkpoint import checkpoint_path, pending_path
+from engine.runs.artifacts import checkpoint_path, pending_path
 from engine.config import load_config
-from engine.manager import default_owner, run_in_process
+from engine.runs.manager import default_owner, run_in_process
 from pages.ui.selection import table_key
 from store.audit import audit_rows
 from tests.conftest import ROOT, launched_run, small_config

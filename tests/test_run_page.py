@@ -14,7 +14,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from pages.ui.charts import accuracy_matrix_heatmap, accuracy_matrix_spec, before_training, gap_marks, run_panels, run_spec
 from pages.ui.downloads import run_downloads
 from store.queries import boundaries, downsampled_long, run_row, run_series

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine.limits import limits
-from engine.manager import RunManager
+from engine.runs.manager import RunManager
 from store import DatabaseLocked, Store
 from tests.conftest import ROOT, small_config
 
@@ -60,7 +60,7 @@ def test_workers_train_below_the_pages_cpu_priority(lab):
     """Training yields the CPU to the lab's pages: each worker runs at the lab's nice level plus
     limits.worker_nice (10 unless lab.toml says otherwise), capped at 19."""
     store, manager = lab
-    workers = wait_for(lambda: [w for w in manager._workers if w.alive and w.proc.poll() is None])
+    workers = wait_for(lambda: [w for w in manager.executor.workers if w.alive and w.proc.poll() is None])
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits().worker_nice)
     # the worker lowers its own priority as it starts, before it loads torch
     assert wait_for(lambda: all(os.getpriority(os.PRIO_PROCESS, w.proc.pid) == expected for w in workers))
@@ -94,7 +94,7 @@ def test_a_worker_killed_with_sigkill_fails_the_run_and_keeps_what_it_reported(l
     wait_for(lambda: run_row(store, run_id)["last_step"] > 50)
     store.flush()
     before = n_metrics(store, run_id)
-    worker = next(w for w in manager._workers if w.run_id == run_id)
+    worker = next(w for w in manager.executor.workers if w.run_id == run_id)
     os.kill(worker.proc.pid, signal.SIGKILL)
     assert manager.wait(run_id, timeout=60) == "failed"
     row = run_row(store, run_id)

@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.limits import limits
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from pages.ui.selection import selected_row, table_key
 from store import Store
 from engine.annotations import AnnotationError, annotate_run

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.module import ContinualModule
 from engine.config import TrainConfig
 from engine.strategies import STRATEGIES

@@ -10,7 +10,7 @@ from torch import nn
 
 from engine.config import ConfigError, parse_config
 from engine.evaluation import BufferedSink, ContinualEvaluation, StoreSink
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.models import MODELS, Backbone, build_model
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario

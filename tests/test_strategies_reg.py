@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ScenarioConfig, TrainConfig, parse_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES

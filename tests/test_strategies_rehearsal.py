@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from engine.augment import InputAugment
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
 from engine.cost import estimate
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.models.mlp import MLP
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario

@@ -4,7 +4,7 @@ class-incremental, the default MLP and SGD lr 0.05, 5 epochs a task) through a r
 import pytest
 
 from engine.config import parse_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from store.metrics.summary import summaries
 
 

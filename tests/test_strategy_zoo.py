@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.manager import run_in_process
+from engine.runs.manager import run_in_process
 from engine.strategies import STRATEGIES
 from store import Store
 from tests.conftest import ROOT, launched_run

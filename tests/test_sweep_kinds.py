@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError
-from engine.manager import RunManager
+from engine.runs.manager import RunManager
 from engine.report.content import compare_report
 from engine.report.document import Heading, Table, fmt
 from engine.sweeps import SWEEP_KINDS, SweepKind
@@ -97,5 +97,5 @@ def test_the_sweep_check_child_keeps_its_small_import_set():
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()
                 if line.startswith("import time:")}
     assert "engine.sweeps.sweep" in imported
-    for heavy in ("optuna", "lightning", "streamlit", "engine.manager", "engine.train", "engine.report", "pages"):
+    for heavy in ("optuna", "lightning", "streamlit", "engine.runs.manager", "engine.train", "engine.report", "pages"):
         assert heavy not in imported, heavy

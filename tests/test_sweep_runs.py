@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.manager import RunManager
+from engine.runs.manager import RunManager
 from engine.sweeps.reality import reality_rankings
 from engine.sweeps.results import config_results
 from engine.sweeps.search import best_trials, study_path

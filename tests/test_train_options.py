@@ -98,7 +98,7 @@ def test_iterations_per_task_trains_each_task_exactly_that_many_steps(store):
     Split-Digits, 5 is less than one; the boundaries, the run's total and the cost estimate all count them."""
     from engine.config import ConfigError, parse_config
     from engine.cost import estimate
-    from engine.manager import run_in_process
+    from engine.runs.manager import run_in_process
 
     config = small_config("naive", n_tasks=3, train={"iterations_per_task": 30})
     run_id = run_in_process(store, config)

@@ -39,7 +39,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
         return 2
-    from engine.manager import RunManager, flush_on_signals
+    from engine.runs.manager import RunManager, flush_on_signals
 
     store = args.open_store(args.db)  # exits 3 with its message while another process holds the file
     flush_on_signals(store)  # SIGTERM commits what the workers sent before the process ends

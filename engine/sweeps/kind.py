@@ -50,7 +50,7 @@ class SweepKind:
     def launch(self, manager, spec: SweepSpec, owner: str | None, principal) -> int:
         """Create the sweep row and queue its runs as one group, for ``principal`` (``RunManager.admit``:
         who may launch, the cost, and their quotas for the whole sweep, before any row is written)."""
-        from engine.cost import QUEUE_LOCK
+        from engine.runs.admission import QUEUE_LOCK
 
         configs = self.configs(spec)
         with QUEUE_LOCK:  # every run's cost, the weights budget and the quotas, before any row is written

@@ -211,7 +211,7 @@ def launch_reality_check(manager, spec: SweepSpec, owner: str | None = None, pri
     """Create the sweep (kind 'reality_check') and queue its tune phase (a search: start one driver a
     strategy). Returns the sweep id; ``advance_reality_check`` queues the test phase later. Every run
     it plans counts against ``principal``'s quotas at launch (``RunManager.admit``)."""
-    from engine.cost import QUEUE_LOCK
+    from engine.runs.admission import QUEUE_LOCK
 
     r = spec.reality
     configs = RealityCheck().configs(spec)

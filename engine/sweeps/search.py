@@ -226,7 +226,7 @@ def start_driver(manager, sweep_id: int, spec: SweepSpec, *, owner: str | None =
 def start_search(manager, spec: SweepSpec, owner: str | None = None, principal=None) -> int:
     """Create the sweep (kind 'search') and start its driver thread; returns the sweep id. Its trials
     count against ``principal``'s quotas at once (each trial's cost is checked as it comes)."""
-    from engine.cost import QUEUE_LOCK
+    from engine.runs.admission import QUEUE_LOCK
 
     with QUEUE_LOCK:
         who, owner = manager.admit(principal, owner, runs=spec.search.trials, sweep_runs=spec.search.trials)

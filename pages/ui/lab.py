@@ -135,7 +135,7 @@ def say_files_are_private(path: Path) -> None:
 class Lab:
     def __init__(self, path: Path, hosted: bool = False):
         from engine.access import lab_access
-        from engine.manager import RunManager  # starts warm workers: the first launch need not wait
+        from engine.runs.manager import RunManager  # starts warm workers: the first launch need not wait
         from engine.sweeps.sweep import SweepKeeper
 
         # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
@@ -144,7 +144,7 @@ class Lab:
         if hosted:  # before the lab creates a file: its database, weights and logs are its user's alone
             say_files_are_private(path)
         self.store = Store(path, access=lab_access(hosted), disk_wait_s=limits().disk_wait_s)
-        from engine.weights import remove_orphans
+        from engine.runs.artifacts import remove_orphans
 
         remove_orphans(self.store)  # the weights of runs deleted while the lab was closed
         threading.Thread(target=_warm_cost_estimate, daemon=True, name="cost-warm-up").start()

@@ -1,4 +1,4 @@
-"""A training worker: ``python -m engine.worker``.
+"""A training worker: ``python -m engine.runs.worker`` (its executor: engine/runs/executors/worker_process.py).
 
 Started ahead of need by the run manager, it imports torch and Lightning and warms up the optimizer
 machinery before any run is launched (5-8 s here), then takes runs one at a time from stdin (one JSON

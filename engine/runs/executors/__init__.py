@@ -1,0 +1,15 @@
+"""The executor registry. Adding an executor means adding its file and one line here."""
+
+from __future__ import annotations
+
+from engine.runs.executors.base import Executor, Job
+from engine.runs.executors.in_process import InProcessExecutor
+from engine.runs.executors.worker_process import WorkerExecutor
+
+# one line an executor; the run manager's default first
+EXECUTORS: dict[str, type[Executor]] = {e.name: e for e in (
+    WorkerExecutor,
+    InProcessExecutor,
+)}
+
+__all__ = ["EXECUTORS", "Executor", "Job"]
