@@ -8,10 +8,10 @@ from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
 from engine.reality import reality_rankings
 from engine.search import best_trials
 from engine.sweep import cancel_sweep, format_progress, sweep_progress
-from pages.ui.charts import compare_spec
+from engine.charts.panels import compare_spec
 from pages.ui.downloads import download_menu, exported, report_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
-from pages.ui.pareto_charts import pareto_chart, pareto_spec
+from engine.charts.pareto import pareto_chart, pareto_spec
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from store.palette import group_styles
 from store.compare import (COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, any_live, group_curves, group_label,

@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError, resume_point
-from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
+from engine.charts.panels import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from store.metrics import METRICS, samples_used

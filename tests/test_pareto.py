@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from engine.manager import run_in_process
-from pages.ui.pareto_charts import pareto_chart
+from engine.charts.pareto import pareto_chart
 from store import Store
 from store import pareto
 from store.metrics import summaries

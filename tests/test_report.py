@@ -468,7 +468,7 @@ def test_pdf_table_headers_break_between_words_only(cli_reports, name):
 
 @needs_poppler
 def test_captions_fit_the_medium(cli_reports):
-    from pages.ui.charts import ZOOM_HINT
+    from engine.charts.panels import ZOOM_HINT
 
     for name in ("run", "sweep"):
         html, pdf = cli_reports[name]
