@@ -1,5 +1,5 @@
 """The saved weights beside a database: how much disk they take, and the clean-up of the folders of
-runs that no longer exist (``python -m engine gc``; the lab does it when it opens).
+runs that no longer exist (``python -m engine gc``: engine/cli/gc.py; the lab does it when it opens).
 
 Each run's files live in ``<db>.artifacts/run-<id>/``: the weights ``train.weights`` keeps
 (``after-task-<k>.pt``) and, while a run is unfinished, its resume checkpoint. Deleting a run
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from store.schema import artifacts_dir
@@ -95,30 +94,3 @@ def remove_orphans(store) -> tuple[list[Path], int]:
             removed.append(Path(entry.path))
             freed += size
     return removed, freed
-
-
-def add_gc_command(subparsers, open_store) -> None:
-    from store import DEFAULT_DB
-
-    p = subparsers.add_parser("gc", help="remove the saved weights of runs that no longer exist and print what "
-                                         "it freed")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-    p.set_defaults(func=cmd_gc, open_store=open_store)
-
-
-def cmd_gc(args) -> int:
-    from engine.cost import human_bytes
-    from engine.limits import limits
-
-    store = args.open_store(args.db, create=False)  # exits 3 while the lab holds the file: the lab cleans up as it opens
-    try:
-        removed, freed = remove_orphans(store)
-        left = disk_usage(store.path)["total"]
-    finally:
-        store.close()
-    names = ", ".join(p.name for p in removed[:10]) + (f" and {len(removed) - 10} more" if len(removed) > 10 else "")
-    print(f"freed {human_bytes(freed)} in {len(removed)} folder(s) of runs that no longer exist"
-          + (f": {names}" if removed else ""))
-    print(f"weights beside {args.db}: {human_bytes(left)} of the {human_bytes(limits().weights_budget_gb * 1e9)} "
-          "budget (limits.weights_budget_gb)", file=sys.stdout)
-    return 0

@@ -105,7 +105,7 @@ def run_view() -> None:
     if not final and may(who, "cancel", owner):
         if action.button("Cancel run", icon=":material/stop:", key="cancel"):
             try:
-                the_lab.manager.cancel(run_id, principal=who)
+                the_lab.cancel_run(run_id, principal=who)
             except AccessDenied as err:
                 st.error(str(err), icon=":material/block:")
     elif point is not None:
@@ -113,7 +113,7 @@ def run_view() -> None:
                          help=f"Go on from step {point['step']}: the weights, strategy state and random "
                               "states saved at that task's end; later metrics are replaced."):
             try:
-                the_lab.manager.resume_run(run_id, principal=who)
+                the_lab.resume_run(run_id, principal=who)
             except (CheckpointError, AccessDenied) as err:
                 st.error(str(err), icon=":material/error:")
             else:
@@ -122,7 +122,7 @@ def run_view() -> None:
         action.empty()
     if may(who, "export", owner):
         with files:
-            download_menu(exported(run_downloads(store, run_id), store, [run_id], who))
+            download_menu(exported(run_downloads(store, run_id), the_lab, [run_id], who))
     else:
         files.empty()
     if run["error"] and status != "finished":

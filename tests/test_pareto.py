@@ -172,7 +172,7 @@ def test_frontier_cli_json_and_text(trained, tmp_path):
 
 
 def test_frontier_cli_in_process_by_config_and_unknown_sweep(trained, tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     store, ids = trained
     db = tmp_path / "copy.duckdb"

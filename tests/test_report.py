@@ -348,7 +348,7 @@ def test_bundle_reader_takes_only_a_sound_config_yaml(tmp_path):
 
 
 def test_cli_writes_all_three_or_nothing_with_one_line(lab, tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     db = str(lab["db"])
     html, pdf, bundle = tmp_path / "r.html", tmp_path / "r.pdf", tmp_path / "r.zip"

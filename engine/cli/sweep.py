@@ -1,0 +1,108 @@
+"""Command ``sweep``: queue a sweep in the lab of the command and follow it until it ends; Ctrl-C
+cancels the group.
+
+    python -m engine sweep SWEEP.yaml [--db PATH] [--parallel N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine.cli.setup import add_db_argument, open_lab
+from engine.config import ConfigError
+from engine.lab import Lab
+from engine.reality import format_rankings, reality_rankings
+from engine.search import best_trials, format_best
+from engine.sweep import SweepSpec, config_results, format_progress, format_results, load_sweep, sweep_progress
+from store.metrics import METRICS
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="queue a sweep (grid, random, Optuna search or reality check) from a "
+                                            "YAML file and follow it until it ends; Ctrl-C cancels the group")
+    p.add_argument("spec", type=Path)
+    add_db_argument(p)
+    p.add_argument("--parallel", type=int, default=None, help="runs at once (default: one per CPU core)")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        spec = load_sweep(args.spec)
+    except ConfigError as err:
+        err.report(args.spec, what="sweep")
+        return 2
+    if args.parallel is not None and args.parallel < 1:
+        print(f"--parallel = {args.parallel}: must be at least 1", file=sys.stderr)
+        return 2
+    # Ctrl-C reaches the whole foreground process group, workers included: they would die and fail
+    # their runs. Workers started while SIGINT is ignored inherit that (Python keeps an ignored SIGINT
+    # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the
+    # workers are up and the sweep is queued.
+    the_lab = open_lab(args.db, max_parallel=args.parallel, warm_workers=args.parallel or 64,
+                       workers_ignore_ctrl_c=True)  # exits 3 with its message while another process holds the file
+    previous = the_lab.ctrl_c_handler
+    the_lab.wait_for_workers(timeout=10)
+    tty = sys.stdout.isatty()
+    last = [0.0, ""]
+
+    def show(p: dict, force: bool = False) -> None:
+        line = format_progress(p)
+        now = time.monotonic()
+        if tty:
+            print("\r" + line, end="", flush=True)
+        elif force or (line != last[1] and now - last[0] > 5):
+            print(line, flush=True)
+            last[0], last[1] = now, line
+
+    sweep_id, interrupted, state = None, False, None
+    try:
+        try:
+            try:
+                sweep_id = the_lab.launch_sweep(spec)
+            except ConfigError as err:  # what it would cost: nothing was written
+                err.report(args.spec, what="sweep")
+                return 2
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            print(f"sweep {sweep_id} queued: {spec.name} ({spec.kind}, {spec.planned_runs} runs, up to "
+                  f"{the_lab.max_parallel} at once) in {args.db}", flush=True)
+            state = the_lab.wait_sweep(sweep_id, on_progress=show)
+        except KeyboardInterrupt:
+            interrupted = True
+            if sweep_id is not None:
+                n = the_lab.cancel_sweep(sweep_id)
+                print(f"\nsweep {sweep_id}: cancelling {n} run(s)", flush=True)
+                state = the_lab.wait_sweep(sweep_id, timeout=30)
+        if sweep_id is None:
+            return 130
+        p = sweep_progress(the_lab.store, sweep_id)
+        if tty:
+            print()
+        print(format_progress(p), flush=True)
+        print_outcome(the_lab, spec, sweep_id)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        # its search drivers stopped, the workers shut down; refused (its cost) before anything was
+        # written: no empty database left
+        the_lab.close(discard_if_new=sweep_id is None)
+    if interrupted:
+        return 130
+    bad = sum(p["counts"][s] for s in ("failed", "diverged", "cancelled"))
+    return 0 if state == "done" and not bad else 1
+
+
+def print_outcome(the_lab: Lab, spec: SweepSpec, sweep_id: int) -> None:
+    store = the_lab.store
+    if spec.kind == "reality-check":
+        print(format_rankings(reality_rankings(store, sweep_id), spec.reality.metric))
+    elif spec.kind == "optuna":
+        print(format_best(best_trials(store, sweep_id), spec.search.objectives))
+    else:
+        groups = config_results(store, sweep_id, "acc")
+        if any(g["n"] for g in groups):
+            print(format_results(groups, "acc", METRICS["acc"].higher_is_better))
