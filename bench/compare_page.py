@@ -29,9 +29,9 @@ import pyarrow as pa  # noqa: E402
 
 from bench import run_page  # noqa: E402
 from bench.run_page import append, fill, synthetic  # noqa: E402
-from pages.ui.charts import compare_spec  # noqa: E402
+from engine.charts.panels import compare_spec  # noqa: E402
 from store.palette import group_styles  # noqa: E402
-from pages.ui.pareto_charts import POINTS_DATA, pareto_spec  # noqa: E402
+from engine.charts.pareto import POINTS_DATA, pareto_spec  # noqa: E402
 from store import Store  # noqa: E402
 from store.compare import (COMPARE_SERIES, X_AXES, clear_caches, group_curves, group_label,  # noqa: E402
                            group_metrics, scenario_counts, select_runs)

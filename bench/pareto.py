@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from metrics_summary import fill  # noqa: E402
 
 from engine.interpolate import compute_tradeoffs, tradeoff_table  # noqa: E402
-from pages.ui.pareto_charts import pareto_chart  # noqa: E402
+from engine.charts.pareto import pareto_chart  # noqa: E402
 from store import Store  # noqa: E402
 from store.pareto import frontier_table  # noqa: E402
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pages.ui.charts import accuracy_matrix_heatmap, run_panels  # noqa: E402
+from engine.charts.panels import accuracy_matrix_heatmap, run_panels  # noqa: E402
 from store import Store  # noqa: E402
 from store.metrics.summary import summary  # noqa: E402
 from store.queries import boundaries, downsampled_long, run_series  # noqa: E402

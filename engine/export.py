@@ -3,17 +3,14 @@ matrix, its summary (every metric, null with a reason where unavailable) and its
 `python -m engine run` takes back). The Run page's downloads, the CLI's ``export`` and the report
 bundles all come through here.
 
-``python -m engine export RUN_ID... --format parquet|csv [-o DIR]`` writes ``DIR/run-<id>/``:
-``metrics.<fmt>``, ``accuracy_matrix.<fmt>``, ``summary.json`` and ``config.yaml``.
+``python -m engine export RUN_ID... --format parquet|csv [-o DIR]`` (engine/cli/export.py) writes
+``DIR/run-<id>/``: ``metrics.<fmt>``, ``accuracy_matrix.<fmt>``, ``summary.json`` and ``config.yaml``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,37 +59,3 @@ def run_files(store, run_id: int, fmt: str = "parquet") -> dict[str, bytes]:
         "summary.json": json.dumps(result, indent=2, default=str).encode(),
         "config.yaml": config_yaml(store, run_id).encode(),
     }
-
-
-def cmd_export(args, open_store: Callable[[Path], object]) -> int:
-    store = open_store(args.db, read_only=True)  # a snapshot while the lab holds the file
-    try:
-        known = {r[0] for r in store.sql("SELECT id FROM runs WHERE id IN (SELECT unnest(?::INTEGER[]))",
-                                         [list(args.run_ids)])}
-        missing = [i for i in args.run_ids if i not in known]
-        if missing:
-            print(f"error: no run {', '.join(map(str, missing))} in {args.db}; nothing was written", file=sys.stderr)
-            return 2
-        exported = {run_id: run_files(store, run_id, args.format) for run_id in args.run_ids}
-    finally:
-        store.close()
-    for run_id, files in exported.items():
-        folder = args.output / f"run-{run_id}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            (folder / name).write_bytes(content)
-        print(f"run {run_id}: {folder} ({', '.join(files)})")
-    return 0
-
-
-def add_export_commands(sub, open_store: Callable[[Path], object]) -> None:
-    from store import DEFAULT_DB
-
-    ex = sub.add_parser("export", help="write runs' metrics, accuracy matrix, summary and config to files",
-                        description="For each run, DIR/run-<id>/: metrics (every step, long form), accuracy_matrix, "
-                                    "summary.json (every metric) and config.yaml (`python -m engine run` takes it).")
-    ex.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
-    ex.add_argument("--format", choices=FORMATS, default="parquet", help="tables as Parquet (default) or CSV")
-    ex.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR", help="where to write (default .)")
-    ex.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-    ex.set_defaults(func=lambda args: cmd_export(args, open_store))

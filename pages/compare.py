@@ -4,12 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from engine.access import AccessDenied
-from engine.interpolate import MissingWeights, tradeoff_curve, tradeoff_table
-from engine.sweeps.sweep import cancel_sweep, format_progress, sweep_outcome, sweep_progress
-from pages.ui.charts import compare_spec
+from engine.interpolate import MissingWeights, tradeoff_table
+from engine.sweeps.sweep import format_progress, sweep_outcome, sweep_progress
+from engine.charts.panels import compare_spec
 from pages.ui.downloads import download_menu, exported, report_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
-from pages.ui.pareto_charts import pareto_chart, pareto_spec
+from engine.charts.pareto import pareto_chart, pareto_spec
 from pages.ui.toolbars import hide_element_toolbars
 from store.pareto import AXES, DEFAULT_X, DEFAULT_Y, axis_title, frontier_table
 from store.palette import group_styles
@@ -35,7 +35,7 @@ def sweep_status(sweep_id: int) -> None:
     if progress["active"] and may(who, "cancel", owner) and c2.button(
             "Cancel sweep", icon=":material/cancel:", key="cancel_sweep_group"):
         try:
-            cancel_sweep(the_lab.manager, sweep_id, principal=who)
+            the_lab.cancel_sweep(sweep_id, principal=who)
         except AccessDenied as err:
             st.error(str(err), icon=":material/block:")
     outcome = sweep_outcome(store, sweep_id, "page")
@@ -118,7 +118,7 @@ if may_export_all:  # a member exports a comparison of their own runs
             store, run_ids, sweep_id=sweep_id if how == "By sweep" else None,
             stem="comparison-report", group_by=group_by,
             **(pareto_axes if None not in pareto_axes.values() and pareto_axes["x"] != pareto_axes["y"] else {})),
-            store, run_ids, who), label="Export report")
+            the_lab, run_ids, who), label="Export report")
 live = any_live(runs)
 labels = {int(i): group_label(c, group_by) for i, c in zip(runs["id"], runs["config"])}
 styles = group_styles(sorted(set(labels.values())))
@@ -195,7 +195,7 @@ def frontier_view(current) -> None:
         if table.empty:
             try:
                 with st.spinner(f"Interpolating run {run_id}..."):
-                    table = tradeoff_curve(store, run_id)
+                    table = the_lab.tradeoff_curve(run_id)
             except MissingWeights as err:
                 st.warning(str(err))
                 continue

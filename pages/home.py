@@ -39,7 +39,7 @@ if not may(who, "launch"):
     st.info("You have read access: the lab's runs are on the Runs page.", icon=":material/visibility:")
 elif st.button("Launch the demo run", type="primary", icon=":material/play_arrow:"):
     try:
-        run_id = the_lab.manager.submit(load_config(DEMO), principal=who)
+        run_id = the_lab.launch_run(load_config(DEMO), principal=who)
     except AccessDenied as err:  # a quota reached, or the role changed
         st.error(str(err), icon=":material/block:")
     else:

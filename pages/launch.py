@@ -406,7 +406,7 @@ def launch() -> None:
         st.session_state["refused"] = sum(map(len, found.values()))
         return
     try:
-        st.session_state["launched"] = the_lab.manager.submit(config, principal=me())
+        st.session_state["launched"] = the_lab.launch_run(config, principal=me())
     except ConfigError as err:  # the weights budget, known only against the database
         st.session_state["launch_problems"] = {"config": config.model_dump_json(),
                                                "lines": {field_of(line): [line] for line in err.problems}}

@@ -7,7 +7,7 @@ import streamlit as st
 from engine.access import AccessDenied
 from engine.checkpoint import CheckpointError
 from engine.runs.artifacts import resume_point
-from pages.ui.charts import accuracy_matrix_spec, gap_marks, run_spec
+from engine.charts.panels import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads
 from pages.ui.lab import PAGES, lab, live_refresh, may, me
 from pages.ui.toolbars import hide_element_toolbars
@@ -110,7 +110,7 @@ def run_view() -> None:
     if not final and may(who, "cancel", owner):
         if action.button("Cancel run", icon=":material/stop:", key="cancel"):
             try:
-                the_lab.manager.cancel(run_id, principal=who)
+                the_lab.cancel_run(run_id, principal=who)
             except AccessDenied as err:
                 st.error(str(err), icon=":material/block:")
     elif point is not None:
@@ -118,7 +118,7 @@ def run_view() -> None:
                          help=f"Go on from step {point['step']}: the weights, strategy state and random "
                               "states saved at that task's end; later metrics are replaced."):
             try:
-                the_lab.manager.resume_run(run_id, principal=who)
+                the_lab.resume_run(run_id, principal=who)
             except (CheckpointError, AccessDenied) as err:
                 st.error(str(err), icon=":material/error:")
             else:
@@ -127,7 +127,7 @@ def run_view() -> None:
         action.empty()
     if may(who, "export", owner):
         with files:
-            download_menu(exported(run_downloads(store, run_id), store, [run_id], who))
+            download_menu(exported(run_downloads(store, run_id), the_lab, [run_id], who))
     else:
         files.empty()
     if run["error"] and status != "finished":

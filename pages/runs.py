@@ -6,8 +6,8 @@ actions refresh live; the selection follows the run (its id), never a row positi
 import streamlit as st
 
 from engine.access import AccessDenied
-from engine.annotations import AnnotationError, annotate_run, parse_tags
-from engine.checkpoint import CheckpointError, resume_point
+from engine.annotations import AnnotationError, parse_tags
+from engine.checkpoint import CheckpointError
 from engine.limits import limits
 from engine.runs.artifacts import resume_point
 from engine.strategies import STRATEGIES
@@ -124,18 +124,18 @@ def actions(run, run_id: int) -> None:
         st.switch_page(PAGES["launch"], query_params={"from": run_id})
     if status in ("queued", "running") and may(who, "cancel", owner) and bar.button(
             "Cancel", icon=":material/stop:", key="cancel_run"):
-        if not refused(lambda: the_lab.manager.cancel(run_id, principal=who)):
+        if not refused(lambda: the_lab.cancel_run(run_id, principal=who)):
             st.rerun(scope="fragment")
     point = resume_point(store, run_id) if may(who, "resume", owner) else None
     if point is not None and bar.button(f"Resume from task {point['task'] + 1}", icon=":material/play_arrow:",
                                        key="resume_run"):
-        if not refused(lambda: the_lab.manager.resume_run(run_id, principal=who)):
+        if not refused(lambda: the_lab.resume_run(run_id, principal=who)):
             st.rerun(scope="fragment")
     sweep = run["sweep"]
     if run["sweep_live"] > 0 and may(who, "cancel", owner) and bar.button(
             f"Cancel sweep {sweep}", icon=":material/cancel:", key="cancel_sweep"):
         cancelled = []
-        if not refused(lambda: cancelled.append(the_lab.manager.cancel_sweep(int(sweep), principal=who))):
+        if not refused(lambda: cancelled.append(the_lab.cancel_sweep(int(sweep), principal=who))):
             st.toast(f"Cancelled {cancelled[0]} run(s) of sweep {sweep}.")
     if status in FINAL_STATUSES and may(who, "delete", owner):
         if bar.button("Delete", icon=":material/delete:", key="delete_run"):
@@ -145,7 +145,7 @@ def actions(run, run_id: int) -> None:
             yes, no = st.columns(2)
             if yes.button("Yes, delete it", type="primary", key="confirm_delete_yes"):
                 st.session_state.pop("confirm_delete", None)
-                if not refused(lambda: store.delete_run(run_id, principal=who)):
+                if not refused(lambda: the_lab.delete_run(run_id, principal=who)):
                     st.rerun()
             if no.button("Keep it", key="confirm_delete_no"):
                 st.session_state.pop("confirm_delete", None)
@@ -166,7 +166,7 @@ def annotate(run, run_id: int, who) -> None:
         notes = st.text_area("Notes", value=run["notes"], max_chars=lim.max_notes_chars, key=f"run_notes_{run_id}")
         if st.form_submit_button("Save", icon=":material/save:"):
             try:
-                annotate_run(store, run_id, name=name, tags=parse_tags(tags), notes=notes, principal=who)
+                the_lab.annotate_run(run_id, name=name, tags=parse_tags(tags), notes=notes, principal=who)
             except (AnnotationError, AccessDenied) as err:
                 st.session_state[f"annotate_error_{run_id}"] = str(err)
             else:

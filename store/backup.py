@@ -1,5 +1,5 @@
-"""``python -m engine backup DEST.duckdb``: a consistent copy of a lab's database, taken while the lab
-runs (the lab that holds the file writes it: ``Store.copy_to`` through store/snapshot.py's socket,
+"""``python -m engine backup DEST.duckdb`` (engine/cli/backup.py): a consistent copy of a lab's
+database, taken while the lab runs (the lab that holds the file writes it: ``Store.copy_to`` through store/snapshot.py's socket,
 between two of its writer's transactions) or while it is stopped. ``--artifacts`` also copies the
 runs' weights and checkpoints (``<db>.artifacts/``) beside the copy, so the copy opens as a whole lab
 (``streamlit run app.py -- --db DEST.duckdb``). Restoring is using the copy, or moving it into place
@@ -8,7 +8,6 @@ while the lab is stopped."""
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 
@@ -66,21 +65,3 @@ def _copy_here(db_path: Path, dest: Path) -> None:
         raise OSError(f"the copy failed: {str(err).splitlines()[0][:300]}") from None
     finally:
         store.close()
-
-
-def cmd_backup(args) -> int:
-    try:
-        print(backup(args.db, args.dest, args.artifacts))
-    except (ValueError, OSError) as err:
-        print(f"error: {(str(err).splitlines() or [''])[0][:500]}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_backup_command(sub, default_db: Path) -> None:
-    p = sub.add_parser("backup", help="copy the lab's database (and with --artifacts its weights) to a new "
-                                      "file, also while the lab runs")
-    p.add_argument("dest", type=Path, help="the backup: a new .duckdb file in an existing directory")
-    p.add_argument("--artifacts", action="store_true", help="also copy <db>.artifacts/ (weights, checkpoints)")
-    p.add_argument("--db", type=Path, default=default_db, help=f"the lab's DuckDB file (default {default_db})")
-    p.set_defaults(func=cmd_backup)

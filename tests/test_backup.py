@@ -50,7 +50,7 @@ def test_a_backup_taken_while_the_lab_holds_the_file_has_its_runs_and_weights(tm
 
 
 def backup_here(capsys, *args):  # the same command in this process (no interpreter start)
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     code = main(["backup", *map(str, args)])
     out = capsys.readouterr()

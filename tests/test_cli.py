@@ -24,7 +24,7 @@ def test_headless_run_prints_its_id_and_progress_then_runs_lists_it(tmp_path):
 
 
 def test_progress_line_gives_the_task_the_accuracy_so_far_and_the_time_left(store):
-    from engine.__main__ import progress_line
+    from engine.cli.train import progress_line
     from engine.runs.manager import run_in_process
     from tests.conftest import small_config
 

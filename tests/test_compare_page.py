@@ -166,7 +166,7 @@ def test_group_colours_differ_and_past_twenty_groups_the_dash_tells_them_apart()
 def test_every_compare_panel_says_which_colour_is_which_group_and_its_hover_gives_each_groups_value(store):
     import vl_convert
 
-    from pages.ui.charts import compare_panels
+    from engine.charts.panels import compare_panels
     from store.compare import COMPARE_SERIES
 
     ids = [write_run(store, per_task=10, every=2, seed=s) for s in (0, 1)]

@@ -166,7 +166,7 @@ def test_weights_policy_keeps_every_last_or_no_file(store):
 
 
 def test_deleted_runs_lose_their_weights_and_gc_removes_orphans(store, tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
     from engine.runs.artifacts import disk_usage, remove_orphans
 
     kept = run_in_process(store, small_config("naive", train={"weights": "every"}))

@@ -266,7 +266,7 @@ def test_a_missing_file_is_one_config_line_naming_the_file_where_and_the_layout(
 
 
 def test_the_cli_refuses_a_missing_dataset_with_exit_2_and_lists_the_datasets(tmp_path, monkeypatch, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     monkeypatch.setenv("CL_LAB_DATA", str(tmp_path))
     config = tmp_path / "c.yaml"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.__main__ import main
+from engine.cli.main import main
 from engine.config import MAX_LR, MAX_SEED, ConfigError, load_config, parse_config
 from engine.inputs import MAX_INT_CHARS, MAX_LINE_CHARS, cut, load_yaml, read_yaml
 from engine.limits import limits

@@ -88,7 +88,7 @@ def test_a_run_without_weights_gets_an_error_naming_what_is_missing(store):
 
 
 def test_tradeoff_cli_computes_stores_and_prints(store, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     run_id = run_in_process(store, small_config("replay", strategy={"name": "replay", "buffer_size": 50},
                                                 train={"weights": "every"}))

@@ -12,7 +12,7 @@ import grimp
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.__main__ import main
+from engine.cli.main import main
 from engine.report import compare_report_html, run_report_html
 from store import Store
 from store.compare import TABLE_METRICS, clear_caches, group_metrics, select_runs

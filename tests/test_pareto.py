@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from engine.runs.manager import run_in_process
-from pages.ui.pareto_charts import pareto_chart
+from engine.charts.pareto import pareto_chart
 from store import Store
 from store import pareto
 from store.metrics.summary import summaries
@@ -172,7 +172,7 @@ def test_frontier_cli_json_and_text(trained, tmp_path):
 
 
 def test_frontier_cli_in_process_by_config_and_unknown_sweep(trained, tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     store, ids = trained
     db = tmp_path / "copy.duckdb"

@@ -349,7 +349,7 @@ def test_bundle_reader_takes_only_a_sound_config_yaml(tmp_path):
 
 
 def test_cli_writes_all_three_or_nothing_with_one_line(lab, tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     db = str(lab["db"])
     html, pdf, bundle = tmp_path / "r.html", tmp_path / "r.pdf", tmp_path / "r.zip"
@@ -469,7 +469,7 @@ def test_pdf_table_headers_break_between_words_only(cli_reports, name):
 
 @needs_poppler
 def test_captions_fit_the_medium(cli_reports):
-    from pages.ui.charts import ZOOM_HINT
+    from engine.charts.panels import ZOOM_HINT
 
     for name in ("run", "sweep"):
         html, pdf = cli_reports[name]

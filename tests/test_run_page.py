@@ -15,7 +15,7 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from engine.runs.manager import run_in_process
-from pages.ui.charts import accuracy_matrix_heatmap, accuracy_matrix_spec, before_training, gap_marks, run_panels, run_spec
+from engine.charts.panels import accuracy_matrix_heatmap, accuracy_matrix_spec, before_training, gap_marks, run_panels, run_spec
 from pages.ui.downloads import run_downloads
 from store.queries import boundaries, downsampled_long, run_row, run_series
 from tests.conftest import ROOT, page_lab, small_config

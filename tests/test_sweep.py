@@ -182,7 +182,7 @@ def test_the_cli_rejects_a_bad_sweep_with_exit_2_and_writes_nothing(tmp_path):
 
 
 def test_the_cli_in_process_reports_yaml_errors_and_unreadable_files(tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\ngrid: {train.lr: [0.1\n")

@@ -15,7 +15,7 @@ of ``store.pareto.AXES``; default learning_accuracy and min_acc), as chosen on t
 One run id and no sweep make a run report; several ids, or a sweep, a comparison. A ``ReportError``
 (a ``ValueError``) says in one line why a report cannot be made (no such run, nothing selected).
 The CLI: ``python -m engine report RUN_ID... [--sweep NAME|ID] -o PATH.html [--pdf PATH.pdf]
-[--bundle PATH.zip] [--paper a4|letter]`` (engine/report/cli.py).
+[--bundle PATH.zip] [--paper a4|letter]`` (engine/cli/report.py).
 """
 
 from __future__ import annotations

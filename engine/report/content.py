@@ -97,7 +97,7 @@ def run_environment(row: dict) -> dict[str, Any]:
 # ---- one run --------------------------------------------------------------------------------------
 
 def run_report(store, run_id: int) -> Report:
-    from pages.ui.charts import ZOOM_HINT, accuracy_matrix_heatmap, gap_marks, run_panels
+    from engine.charts.panels import ZOOM_HINT, accuracy_matrix_heatmap, gap_marks, run_panels
 
     row = run_row(store, run_id)
     if row is None:
@@ -275,9 +275,9 @@ def compare_report(store, run_ids: Iterable[int] | None = None, sweep_id: int | 
 
 def _compare_section(store, runs: pd.DataFrame, group_by: str, x: str, y: str, label: str) -> tuple[list[str], list]:
     from engine.interpolate import tradeoff_table
-    from pages.ui.charts import ZOOM_HINT, compare_panels
+    from engine.charts.panels import ZOOM_HINT, compare_panels
     from store.palette import group_styles
-    from pages.ui.pareto_charts import pareto_chart
+    from engine.charts.pareto import pareto_chart
     from store.compare import COMPARE_SERIES, DEFAULT_X_AXIS, TABLE_METRICS, X_AXES, group_curves, group_metrics
     from store.pareto import axis, axis_title, frontier_table
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from engine.checkpoint import CheckpointError, read_header
 from engine.cost import human_bytes
-from engine.limits import limits
-from store import DEFAULT_DB, queue
+from store import queue
 from store.disk import free_bytes, mount_of
 from store.schema import artifacts_dir
 
@@ -134,24 +132,3 @@ def remove_orphans(store) -> tuple[list[Path], int]:
             freed += size
     return removed, freed
 
-
-def add_gc_command(subparsers, open_store) -> None:
-    p = subparsers.add_parser("gc", help="remove the saved weights of runs that no longer exist and print what "
-                                         "it freed")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-    p.set_defaults(func=cmd_gc, open_store=open_store)
-
-
-def cmd_gc(args) -> int:
-    store = args.open_store(args.db, create=False)  # exits 3 while the lab holds the file: the lab cleans up as it opens
-    try:
-        removed, freed = remove_orphans(store)
-        left = disk_usage(store.path)["total"]
-    finally:
-        store.close()
-    names = ", ".join(p.name for p in removed[:10]) + (f" and {len(removed) - 10} more" if len(removed) > 10 else "")
-    print(f"freed {human_bytes(freed)} in {len(removed)} folder(s) of runs that no longer exist"
-          + (f": {names}" if removed else ""))
-    print(f"weights beside {args.db}: {human_bytes(left)} of the {human_bytes(limits().weights_budget_gb * 1e9)} "
-          "budget (limits.weights_budget_gb)", file=sys.stdout)
-    return 0

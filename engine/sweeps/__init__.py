@@ -45,7 +45,7 @@ The kinds: a ``SweepKind`` (``engine/sweeps/kind.py``: parse, configs, planned r
 outcome) one file each, registered below by the key of their section in the file, which is also the
 ``sweeps.kind`` column (``store/sweeps.py`` maps the names older rows have). The operations on any
 sweep (``parse_sweep``, ``launch_sweep``, ``advance``, ``cancel_sweep``, progress) are in
-``engine/sweeps/sweep.py``; the CLI in ``engine/sweeps/cli.py``. Adding a kind: its file and one line here.
+``engine/sweeps/sweep.py``; the CLI in ``engine/cli/sweep.py``. Adding a kind: its file and one line here.
 """
 
 from __future__ import annotations

@@ -26,15 +26,16 @@ def download_menu(items: list[Download], label: str = "Download") -> None:
                                key=f"download-{item.file_name}", on_click="ignore", width="stretch")
 
 
-def exported(items: list[Download], store, run_ids: list[int], who) -> list[Download]:
-    """The downloads, each checked and written to the audit table when its file is made: the store
-    refuses a principal who may not export every one of ``run_ids`` (engine/access.py). Each file made
-    is remembered with its runs, for the same check when it is served (pages/ui/guarded_media.py)."""
+def exported(items: list[Download], the_lab, run_ids: list[int], who) -> list[Download]:
+    """The downloads, each checked and written to the audit table when its file is made: the lab
+    (``Lab.check_export``) refuses a principal who may not export every one of ``run_ids``
+    (engine/access.py). Each file made is remembered with its runs, for the same check when it is
+    served (pages/ui/guarded_media.py)."""
     from pages.ui.guarded_media import remember_download
 
     def guarded(item: Download) -> Download:
         def make() -> bytes:
-            store.check_export(run_ids, who, detail=item.file_name)
+            the_lab.check_export(run_ids, who, detail=item.file_name)
             return remember_download(item.make(), run_ids, item.file_name)
 
         return item._replace(make=make)

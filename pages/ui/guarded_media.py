@@ -2,7 +2,7 @@
 is served once it is made. Streamlit serves those files to anyone who has the address; in a hosted lab
 this middleware (app.py's st.App) lets through only a request whose login cookie is the session's
 login: a download (a file served as an attachment) needs the role that may export every run it was
-made from, as its button did (``Store.check_export``, which writes each one to the audit table), and
+made from, as its button did (``Lab.check_export``, which writes each one to the audit table), and
 any other media a principal the access file lets in. Everyone else gets 403. A local lab has no login:
 its media are served as Streamlit serves them."""
 
@@ -37,7 +37,7 @@ def remember_download(data: bytes, run_ids, file_name: str) -> bytes:
     return data
 
 
-def check_download(store, who, data: bytes) -> None:
+def check_download(the_lab, who, data: bytes) -> None:
     """``AccessDenied`` unless ``who`` may export every run the file was made from (a file the lab did
     not make, or has forgotten, is refused); one audit row per principal and file per ``AUDIT_ONCE_S``."""
     from engine.access import AccessDenied
@@ -56,10 +56,10 @@ def check_download(store, who, data: bytes) -> None:
     run_ids, file_name = made
     if audited:
         for run_id in run_ids:
-            store.authorize(who, "export", run_id=run_id)
+            the_lab.store.authorize(who, "export", run_id=run_id)
         return
     try:
-        store.check_export(list(run_ids), who, detail=f"downloaded {file_name}")
+        the_lab.check_export(list(run_ids), who, detail=f"downloaded {file_name}")
     except AccessDenied:
         with _made_lock:
             _audited.pop((who.email, key), None)
@@ -140,7 +140,7 @@ class MediaGuard:
         response_headers = dict(start["headers"]) if start else {}
         if start and start["status"] == 200 and response_headers.get(b"content-disposition", b"").startswith(b"attachment"):
             try:  # the button's own check, and its audit row (the database's writer: off the event loop)
-                await asyncio.to_thread(check_download, store, who, body)
+                await asyncio.to_thread(check_download, the_lab, who, body)
             except AccessDenied as err:
                 await respond(send, 403, str(err))
                 return

@@ -1,5 +1,5 @@
-"""The lab's shared resources for every page and session: one store (the process owns the DuckDB
-file) and one run manager, created once per server process; and who the session is.
+"""The lab for every page and session (engine/lab.py's ``Lab``: the store, the run manager and every
+user action), opened once per server process; and who the session is.
 
 A lab is hosted when Streamlit's secrets (``.streamlit/secrets.toml``, or ``--secrets.files``) have an
 ``[auth]`` section: then a visitor sees nothing but the login page, and a logged-in user acts as the
@@ -10,7 +10,6 @@ refuse it."""
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import sys
 import threading
@@ -20,8 +19,9 @@ from typing import Mapping
 import streamlit as st
 
 from engine.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
+from engine.lab import Lab
 from pages.ui.toolbars import disable_data_export_for, hide_element_toolbars
-from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
+from store import DEFAULT_DB, DatabaseLocked, NotADatabase
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -103,14 +103,6 @@ def db_path() -> Path:
     return Path(args.db or os.environ.get("CL_LAB_DB") or DEFAULT_DB).resolve()
 
 
-def _warm_cost_estimate() -> None:
-    """The first estimate imports torch's meta kernels (seconds): pay for it before the Launch page asks."""
-    from engine.config import parse_config
-    from engine.cost import estimate
-
-    estimate(parse_config({}))
-
-
 def hosted_mode() -> bool:
     """Whether this lab is hosted: Streamlit's secrets have an ``[auth]`` section (st.login's)."""
     from collections.abc import Mapping
@@ -121,62 +113,10 @@ def hosted_mode() -> bool:
         return False
 
 
-def say_files_are_private(path: Path) -> None:
-    """Make a hosted lab's files private (store/permissions.py) and say so in the server's output."""
-    from store.permissions import keep_private
-
-    tightened, failed = keep_private(path)
-    print(f"CL Lab (hosted): files are created 0600 and folders 0700 (umask 077, whatever the shell's); "
-          f"{tightened} existing file(s) and folder(s) of {path.name} made private", flush=True)
-    for line in failed:
-        print(f"CL Lab (hosted): could not make private: {line}", flush=True)
-
-
-class Lab:
-    def __init__(self, path: Path, hosted: bool = False):
-        from engine.access import lab_access
-        from engine.runs.manager import RunManager  # starts warm workers: the first launch need not wait
-        from engine.sweeps.sweep import SweepKeeper
-
-        # a hosted lab's policy, read and checked before anything opens (AccessFileError: it does not start)
-        from engine.limits import limits
-
-        if hosted:  # before the lab creates a file: its database, weights and logs are its user's alone
-            say_files_are_private(path)
-        self.store = Store(path, access=lab_access(hosted), disk_wait_s=limits().disk_wait_s)
-        from engine.runs.artifacts import remove_orphans
-
-        remove_orphans(self.store)  # the weights of runs deleted while the lab was closed
-        threading.Thread(target=_warm_cost_estimate, daemon=True, name="cost-warm-up").start()
-        self.manager = RunManager(self.store)
-        self.sweeps = SweepKeeper(self.manager)  # phases and search trials go on without a page open
-        self.sweeps.start()
-        # Streamlit's SIGTERM/SIGINT handler stops the server and Python exits normally: commit what
-        # the workers sent then (signal handlers can only be set from the main thread, not here)
-        atexit.register(self.close)
-
-    def launch_sweep(self, spec, principal=None) -> int:
-        from engine.sweeps.sweep import launch_sweep
-
-        sweep_id = launch_sweep(self.manager, spec, principal=principal)
-        self.sweeps.watch(sweep_id)
-        return sweep_id
-
-    def close(self) -> None:
-        from engine.sweeps.search import stop_drivers
-
-        if self.store._closed:  # closed by close_labs, then again at exit
-            return
-        self.sweeps.stop()
-        stop_drivers(None, join=True)
-        self.manager.shutdown()
-        self.store.close()
-
-
 # The lab of each (database, hosted) this process opened. Held here, not in st.cache_resource: any
 # client that reaches the port can send a clear_cache message, which clears Streamlit's caches for
 # everyone, and a lab released with them would stop every run. The lab lives for the process (closed
-# at exit by Lab.__init__'s atexit hook, or by close_labs).
+# at exit by Lab.serve's atexit hook, or by close_labs).
 _LABS: dict[tuple[str, bool], Lab] = {}
 _LABS_LOCK = threading.Lock()  # the first page loads of a fresh server open one lab, not one each
 
@@ -186,7 +126,7 @@ def lab_at(path: str, hosted: bool) -> Lab:
     with _LABS_LOCK:
         the_lab = _LABS.get((path, hosted))
         if the_lab is None:
-            the_lab = _LABS[(path, hosted)] = Lab(Path(path), hosted)
+            the_lab = _LABS[(path, hosted)] = Lab.serve(Path(path), hosted)
         return the_lab
 
 

@@ -1,4 +1,4 @@
-"""Commands ``frontier`` and ``tradeoff`` of ``python -m engine`` (wired by ``add_frontier_commands``).
+"""Commands ``frontier`` and ``tradeoff`` of ``python -m engine``.
 
     python -m engine frontier [--x METRIC] [--y METRIC] [--sweep NAME|ID] [--by run|config] [--db PATH] [--json]
     python -m engine tradeoff RUN_ID [--task K] [--db PATH] [--json]
@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
-from typing import Callable
 
-from store import DEFAULT_DB
+from engine.cli.setup import add_db_argument, open_store
+from engine.interpolate import MissingWeights
+from engine.lab import Lab
+from store.pareto import DEFAULT_X, DEFAULT_Y, UnknownMetric, axis, axis_title, front_records, frontier_table, resolve_sweep
 
 
 def _fmt(v) -> str:
@@ -28,9 +29,7 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def cmd_frontier(args, open_store) -> int:
-    from store.pareto import UnknownMetric, axis, axis_title, front_records, frontier_table, resolve_sweep
-
+def cmd_frontier(args) -> int:
     for flag, key in (("--x", args.x), ("--y", args.y)):
         try:
             axis(key)
@@ -81,18 +80,16 @@ def cmd_frontier(args, open_store) -> int:
     return 0
 
 
-def cmd_tradeoff(args, open_store) -> int:
-    from engine.interpolate import MissingWeights, tradeoff_curve
-
-    store = open_store(args.db, create=False)
+def cmd_tradeoff(args) -> int:
+    the_lab = Lab(open_store(args.db, create=False))  # it trains nothing: no run manager
     try:
         try:
-            table = tradeoff_curve(store, args.run_id, args.task)
+            table = the_lab.tradeoff_curve(args.run_id, args.task)
         except (KeyError, MissingWeights, ValueError) as err:
             print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
             return 2
     finally:
-        store.close()
+        the_lab.close()
     if args.json:
         print(table.to_json(orient="records", indent=2))
         return 0
@@ -106,11 +103,7 @@ def cmd_tradeoff(args, open_store) -> int:
     return 0
 
 
-def add_frontier_commands(sub, open_store: Callable[[Path], object]) -> None:
-    """Add ``frontier`` and ``tradeoff`` to the engine CLI's subparsers; ``open_store(path)`` opens
-    the store (and exits 3 when another process holds it)."""
-    from store.pareto import DEFAULT_X, DEFAULT_Y
-
+def add_commands(sub) -> None:
     fr = sub.add_parser("frontier", help="print the non-dominated runs on two metrics (Pareto frontier)",
                         description="Print the runs (or configs averaged over seeds) that no other run beats on "
                                     "both metrics. Metrics: the keys of `python -m engine metrics`, and "
@@ -121,7 +114,7 @@ def add_frontier_commands(sub, open_store: Callable[[Path], object]) -> None:
     fr.add_argument("--by", choices=("run", "config"), default="run",
                     help="run: one point a run; config: runs averaged over seeds (config without name and seed)")
     fr.add_argument("--json", action="store_true", help="one JSON object: the frontier and the runs left out")
-    fr.set_defaults(func=lambda args: cmd_frontier(args, open_store))
+    fr.set_defaults(func=cmd_frontier)
     tr = sub.add_parser("tradeoff", help="interpolate a run's weights across task switches, evaluate, store and print",
                         description="For each task switch k (or only --task K): models interpolated between the "
                                     "weights after task k-1 and k at alpha 0, 0.1, ..., 1, evaluated on every task's "
@@ -129,9 +122,6 @@ def add_frontier_commands(sub, open_store: Callable[[Path], object]) -> None:
     tr.add_argument("run_id", type=int)
     tr.add_argument("--task", type=int, metavar="K", help="only the switch to task K (weights after K-1 and K)")
     tr.add_argument("--json", action="store_true", help="the rows as a JSON list")
-    tr.set_defaults(func=lambda args: cmd_tradeoff(args, open_store))
+    tr.set_defaults(func=cmd_tradeoff)
     for p in (fr, tr):
-        p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-
-
-__all__ = ["add_frontier_commands", "cmd_frontier", "cmd_tradeoff"]
+        add_db_argument(p)

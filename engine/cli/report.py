@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+
+from engine.cli.setup import add_db_argument, open_store
 
 MAX_ID = 2**31 - 1  # runs.id is an INTEGER
 OUTPUTS = (("output", "-o", ".html"), ("pdf", "--pdf", ".pdf"), ("bundle", "--bundle", ".zip"))
@@ -63,7 +64,7 @@ def _write_all(files: dict[Path, bytes]) -> str | None:
     return None
 
 
-def cmd_report(args, open_store: Callable) -> int:
+def cmd_report(args) -> int:
     from engine.report import ReportError, build_report
     from engine.report.bundle import bundle_bytes
     from engine.report.html import render_html
@@ -103,9 +104,7 @@ def cmd_report(args, open_store: Callable) -> int:
     return 0
 
 
-def add_report_command(sub, open_store: Callable) -> None:
-    from store import DEFAULT_DB
-
+def add_commands(sub) -> None:
     p = sub.add_parser("report", help="write a run's report (one id) or a comparison's (several, or --sweep) as "
                                       "offline HTML, PDF and a bundle zip",
                        description="One run id: the run's report; several ids, or --sweep: a comparison. "
@@ -121,5 +120,5 @@ def add_report_command(sub, open_store: Callable) -> None:
                                                      "train.lr (default: strategy when the runs have several)")
     p.add_argument("--x", metavar="METRIC", help="a comparison's Pareto x axis (default learning_accuracy)")
     p.add_argument("--y", metavar="METRIC", help="a comparison's Pareto y axis (default min_acc)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"the lab's DuckDB file (default {DEFAULT_DB})")
-    p.set_defaults(func=lambda args: cmd_report(args, open_store))
+    add_db_argument(p)
+    p.set_defaults(func=cmd_report)

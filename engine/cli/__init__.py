@@ -1,0 +1,1 @@
+"""``python -m engine``: the lab headless, one file a command family (engine/cli/main.py wires them)."""
