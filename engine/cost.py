@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, RunConfig, stored_config
 from engine.datasets import Header
 from engine.limits import limits, machine_memory
 from engine.models import MODELS
@@ -300,7 +300,7 @@ def pending_weights(store, owner: str | None = None) -> int:
     for run_id, text in store.sql(f"SELECT id, config FROM runs WHERE status IN ('queued', 'running'){mine}",
                                   [] if owner is None else [owner]):
         try:
-            cost = estimate(RunConfig.model_validate_json(text) if isinstance(text, str) else RunConfig.model_validate(text))
+            cost = estimate(stored_config(text))
         except Exception:  # a user's own run config the engine cannot read: it writes nothing of ours
             continue
         total += max(0, cost.weights_disk + cost.checkpoint_disk - on_disk.get(run_id, 0))

@@ -18,7 +18,6 @@ switch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -47,14 +46,13 @@ def _weights_file(weights_dir: Path, task: int) -> Path:
 
 
 def _run_config(store, run_id: int):
-    from engine.config import RunConfig
+    from engine.config import stored_config
 
     rows = store.sql("SELECT config, status FROM runs WHERE id = ?", [run_id])
     if not rows:
         raise KeyError(f"there is no run {run_id} in {store.path}")
-    cfg = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
     try:
-        return RunConfig.model_validate(cfg)
+        return stored_config(rows[0][0])
     except Exception as err:  # a user's own run (README): not a config the engine can rebuild
         raise ValueError(f"run {run_id}'s config is not a CL Lab run config, its scenario cannot be rebuilt: "
                          f"{str(err).splitlines()[0]}") from None
