@@ -27,6 +27,18 @@ def machine_problems(config, input_shape: tuple[int, ...] | None = None) -> list
     return []
 
 
+def configs_problems(configs) -> list[str]:
+    """``machine_problems`` of many configs (a sweep's), each line once; configs alike in what this
+    machine is asked for (the scenario, the model's kind of input, the device) are checked once."""
+    seen, problems = set(), {}
+    for config in configs:
+        key = (config.scenario.model_dump_json(), config.model.name, config.train.device, config.train.precision)
+        if key not in seen:
+            seen.add(key)
+            problems.update(dict.fromkeys(machine_problems(config)))
+    return list(problems)
+
+
 def image_input_problem(model: str, dataset: str, shape: tuple[int, ...]) -> str:
     return (f"model.name = {model!r}: needs image input (channels, height, width), and dataset {dataset} gives "
             f"flat rows of {shape[0]} values (use mlp, or an image dataset)")

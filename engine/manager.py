@@ -37,7 +37,7 @@ from engine import checkpoint as checkpoints, protocol
 from engine.config import ConfigError, RunConfig
 from engine.devices import DEVICE_PATTERN, gpu_indices
 from engine.limits import limits
-from engine.machine_checks import machine_problems
+from engine.machine_checks import configs_problems
 from store import Store
 from store.disk import disk_full_message
 from store.schema import FINAL_STATUSES
@@ -219,10 +219,10 @@ class RunManager:
     def admit(self, principal=None, owner: str | None = None, configs=(), *, runs: int | None = None,
               sweep_runs: int | None = None, check_cost: bool = True, quotas: bool = True):
         """Everything checked before a launch writes a row: that ``principal`` may launch (``AccessDenied``),
-        what this machine lacks for each config, each config's cost and the lab's weights budget
-        (``ConfigError``; the cost unless ``check_cost`` is False), and the principal's quotas (``QuotaExceeded``): ``runs`` more runs queued (default: the configs),
-        a sweep of ``sweep_runs``, the configs' weights. Returns (principal, the owner of the new runs).
-        Call it holding ``engine.cost.QUEUE_LOCK`` up to the rows' creation."""
+        what this machine lacks for each config, each config's cost and the lab's weights budget (``ConfigError``,
+        unless ``check_cost`` is False), and the principal's quotas (``QuotaExceeded``): ``runs`` more runs
+        queued (default: the configs), a sweep of ``sweep_runs``, the configs' weights. Returns (principal,
+        the owner of the new runs). Call it holding ``engine.cost.QUEUE_LOCK`` up to the rows' creation."""
         from engine.access import AccessDenied, check_quotas, denied
         from engine.cost import check_queue
 
@@ -235,8 +235,8 @@ class RunManager:
             raise AccessDenied(denied(who, "launch", reason))
         else:
             owner = who.email
-        # a RunConfig checks only its shape: what this machine lacks for it, once a line (parse_config's)
-        if problems := list(dict.fromkeys(line for config in configs for line in machine_problems(config))):
+        # a RunConfig checks only its shape: what this machine lacks for it (parse_config's lines)
+        if check_cost and (problems := configs_problems(configs)):
             raise ConfigError(problems)
         costs = check_queue(self.store, list(configs)) if check_cost else []
         if quotas:
