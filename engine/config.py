@@ -1,9 +1,14 @@
 """Validated run configs. A config comes from a YAML file, the launch form or a sweep; every problem
-is reported as one line naming the field, the value and what is allowed, before anything is written."""
+is reported as one line naming the field, the value and what is allowed, before anything is written.
+``RunConfig`` checks a config's shape only (nothing of this machine), so a stored config reads back typed
+anywhere (``stored_config``); ``parse_config`` admits a config to run here, with the checks of this
+machine (``engine.machine_checks``: dataset files, devices)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,12 +16,13 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
                       field_validator, model_validator)
 
 from engine.datasets import DATASET_INFO, DatasetError, Header, dataset_header
-from engine.devices import device_problem, wants_gpu
+from engine.devices import DEVICE_PATTERN
 from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
 from engine.limits import limits
+from engine.machine_checks import image_input_problem, machine_problems
 from engine.models import MODELS
 from engine.presets import apply_preset
-from engine.scenarios import is_split_domain, split_domain_problem
+from engine.scenarios import split_domain_problem
 from engine.strategies import STRATEGIES, HParam
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
@@ -31,7 +37,6 @@ class _Section(BaseModel):
 
 
 class ScenarioConfig(_Section):
-    # root comes before dataset: the dataset's check looks for its files there
     root: str | None = Field(None, min_length=1, max_length=4096,
                              description="the data directory (else $CL_LAB_DATA, else data/ beside the app); for "
                                          "image_folder and npz the folder or file itself")
@@ -69,12 +74,9 @@ class ScenarioConfig(_Section):
 
     @field_validator("dataset")
     @classmethod
-    def _known_dataset(cls, value: str, info: ValidationInfo) -> str:
+    def _known_dataset(cls, value: str) -> str:
         if value not in DATASET_INFO:
             raise ValueError(f"must be one of {', '.join(sorted(DATASET_INFO))}")
-        ok, message = DATASET_INFO[value].ready(info.data.get("root"))  # files are only looked for, not read
-        if not ok:
-            raise ValueError(message)
         return value
 
     @field_validator("root")
@@ -103,24 +105,6 @@ class ScenarioConfig(_Section):
             if problem := split_domain_problem(dataset, n_classes, value):
                 raise ValueError(problem)
         return value
-
-    @model_validator(mode="after")
-    def _fits_the_files(self, info: ValidationInfo):
-        """A file dataset's header is read here (cheaply, cached: engine.datasets.dataset_header): files that
-        declare more than they hold or than memory allows are refused before anything reads them, and a
-        generic dataset (npz, image_folder), whose shape and classes are in its files, gets the checks above."""
-        if DATASET_INFO[self.dataset].header is None or (info.context or {}).get("input_shape"):
-            return self
-        header = self.header()
-        if self.setting != "domain" and self.n_tasks > header.n_classes:
-            raise ValueError(f"scenario.n_tasks = {self.n_tasks}: must be at most {header.n_classes}: {self.dataset} "
-                             f"has {header.n_classes} classes to share out")
-        if is_split_domain(self) and (problem := split_domain_problem(self.dataset, header.n_classes, self.n_tasks)):
-            raise ValueError(f"scenario.n_tasks = {self.n_tasks}: {problem}")
-        if self.setting == "domain" and self.domain == "rotated" and len(header.input_shape) != 3:
-            raise ValueError(f"scenario.domain = 'rotated': needs an image dataset ({self.dataset} has rows of "
-                             f"{header.input_shape[0]} values)")
-        return self
 
     def header(self) -> Header:
         """What the dataset's files hold (engine.datasets.dataset_header); a file that cannot be read is
@@ -195,20 +179,10 @@ class TrainConfig(_Section):
 
     @field_validator("device")
     @classmethod
-    def _device_here(cls, value: str, info: ValidationInfo) -> str:
-        if (info.context or {}).get("device_checked"):  # a worker, behind CUDA_VISIBLE_DEVICES: checked by the lab
-            return value
-        problem = device_problem(value)
-        if problem:
-            raise ValueError(problem)
+    def _device_name(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):  # whether this machine has it: engine.machine_checks
+            raise ValueError("must be auto, cpu, cuda or cuda:N (N a GPU index)")
         return value
-
-    @model_validator(mode="after")
-    def _fp16_needs_gpu(self, info: ValidationInfo):
-        if self.precision == "16-mixed" and not (info.context or {}).get("device_checked") and not wants_gpu(self.device):
-            raise ValueError(f"train.precision = '16-mixed': needs a GPU (train.device = {self.device!r} trains on the "
-                             "CPU here, where fp16 autocast is not supported); use bf16-mixed or 32")
-        return self
 
 
 class EvalConfig(_Section):
@@ -332,13 +306,11 @@ class RunConfig(_Section):
         if strategy.models is not None and self.model.name not in strategy.models:
             raise ValueError(f"strategy.name = {strategy.name!r}: does not work with model {self.model.name} "
                              f"(model.name; it works with: {', '.join(strategy.models)})")
-        # an in-memory scenario (train_run's ``scenario``) gives its own input shape in the context
-        shape = ((info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
-                 or self.scenario.header().input_shape)
-        if MODELS[self.model.name].kind == "image" and len(shape) != 3:
-            raise ValueError(f"model.name = {self.model.name!r}: needs image input (channels, height, width), and "
-                             f"dataset {self.scenario.dataset} gives flat rows of {shape[0]} values (use mlp, or an "
-                             "image dataset)")
+        # an in-memory scenario (train_run's ``scenario``) gives its own input shape in the context; a
+        # generic dataset's shape is in its files (engine.machine_checks)
+        shape = (info.context or {}).get("input_shape") or DATASET_INFO[self.scenario.dataset].input_shape
+        if shape and MODELS[self.model.name].kind == "image" and len(shape) != 3:
+            raise ValueError(image_input_problem(self.model.name, self.scenario.dataset, shape))
         return self
 
     @model_validator(mode="after")
@@ -380,8 +352,9 @@ def _lines(err: ValidationError, prefix: str) -> list[str]:
 
 
 def parse_config(data: Any, input_shape: tuple[int, ...] | None = None) -> RunConfig:
-    """Validate a config mapping; raise ``ConfigError`` with one line per problem. ``input_shape``: the
-    sample shape of a scenario given in memory (train_run's ``scenario``), checked instead of the dataset's."""
+    """Validate a config mapping to run on this machine: its shape, then what it needs of this machine
+    (``machine_problems``); raise ``ConfigError`` with one line per problem. ``input_shape``: the sample
+    shape of a scenario given in memory (train_run's ``scenario``), checked instead of the dataset's."""
     if not isinstance(data, dict):
         raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
     check_document(data, "config")
@@ -405,9 +378,26 @@ def parse_config(data: Any, input_shape: tuple[int, ...] | None = None) -> RunCo
         if problems:
             lines = [line for line in lines if not line.startswith(("strategy", "model"))]
         raise ConfigError(problems + lines) from None
+    problems += machine_problems(config, input_shape)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def stored_config(value: str | Mapping) -> RunConfig:
+    """A stored run config (the store's JSON text, or its mapping) read back typed. Its shape alone is
+    checked, so it reads back on another machine, or after its dataset's files are gone; ``ConfigError``
+    (one line per problem) for a config that is not a CL Lab run config (a user's own run's)."""
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError as err:
+        raise ConfigError([f"config: not JSON ({err})"]) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(["config: must be a mapping of sections (name, seed, scenario, model, strategy, train, eval)"])
+    try:
+        return RunConfig.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_lines(err, prefix="")) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

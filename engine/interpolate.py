@@ -18,7 +18,6 @@ switch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -50,14 +49,13 @@ def _weights_file(weights_dir: Path, task: int) -> Path:
 
 
 def _run_config(store, run_id: int):
-    from engine.config import RunConfig
+    from engine.config import stored_config
 
     row = run_row(store, run_id)
     if row is None:
         raise KeyError(f"there is no run {run_id} in {store.path}")
-    cfg = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
     try:
-        return RunConfig.model_validate(cfg)
+        return stored_config(row["config"])
     except Exception as err:  # a user's own run (README): not a config the engine can rebuild
         raise ValueError(f"run {run_id}'s config is not a CL Lab run config, its scenario cannot be rebuilt: "
                          f"{str(err).splitlines()[0]}") from None

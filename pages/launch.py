@@ -11,8 +11,7 @@ import typing
 import streamlit as st
 
 from engine.access import AccessDenied
-from engine.config import (ConfigError, EvalConfig, ScenarioConfig, TrainConfig, default_run_name,
-                           next_copy_name, parse_config)
+from engine.config import ConfigError, TrainConfig, default_run_name, next_copy_name, parse_config
 from engine.datasets import DATASET_INFO, dataset_status
 from engine.inputs import load_yaml
 from engine.limits import limits
@@ -20,7 +19,8 @@ from engine.presets import PRESETS, get_preset
 from engine.strategies import STRATEGIES
 from engine.sweeps.spec import grid_plan
 from pages.ui.lab import PAGES, lab, may, me
-from pages.ui.model_form import list_text, model_config, model_inputs, parse_widths
+from pages.ui.launch_form import MORE, SECTIONS, form_config, form_state, model_config
+from pages.ui.model_form import model_inputs
 
 SWEEP_EXAMPLE = """name: lr-by-strategy
 base: {scenario: {dataset: digits, setting: class, n_tasks: 5}, strategy: {name: naive}}
@@ -32,11 +32,6 @@ OPTIMIZERS = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
 WEIGHTS = typing.get_args(TrainConfig.model_fields["weights"].annotation)
 SHORT_TEXT = 200  # characters a one-line field takes (widths, sweep values): nothing big reaches this process
 MODES = ["One run", "A sweep"]
-# the config fields drawn under "More settings" (every other field has its own input above them)
-MORE = {"scenario": (ScenarioConfig, ["domain", "normalize", "seed", "test_size", "tasks"]),
-        "train": (TrainConfig, ["optimizer_state", "augment", "schedule", "warmup_steps", "lr_step_every", "lr_gamma",
-                                "deterministic"]),
-        "eval": (EvalConfig, ["batch_size"])}
 
 the_lab = lab()
 if not may(me(), "launch"):  # a viewer (the page is not in their sidebar; a link still leads here)
@@ -44,92 +39,6 @@ if not may(me(), "launch"):  # a viewer (the page is not in their sidebar; a lin
     st.info(f"{me()} may only read: launching runs needs the member or admin role.", icon=":material/visibility:")
     st.stop()
 shown: set[str] = set()  # the fields drawn, whose problems are shown under them
-
-
-def whole(value):
-    """Integral floats as ints, throughout a mapping: the form's number inputs are all of floats (an
-    integer input cuts a typed 2.5 to 2 unseen), so 2.0 is the whole number 2 (a float field takes it
-    as 2.0) and 2.5 reaches the check, which says it must be an integer."""
-    if isinstance(value, dict):
-        return {k: whole(v) for k, v in value.items()}
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def form_config(v) -> dict:
-    """The run config from the widgets' values (the session state holds them before the widgets are
-    drawn again, and in a button's callback)."""
-    name = v.get("strategy.name") or "naive"
-    strategy = STRATEGIES.get(name) or STRATEGIES["naive"]
-    data = {
-        "name": str(v.get("name") or "").strip(), "seed": v.get("seed", 0),
-        "scenario": {"root": str(v.get("scenario.root", "")).strip() or None,
-                     "dataset": v.get("scenario.dataset", "digits"), "setting": v.get("scenario.setting", "class"),
-                     "n_tasks": v.get("scenario.n_tasks", 5),
-                     "class_seed": v.get("scenario.class_seed", 0) if v.get("shuffle_classes") else None},
-        "model": model_config(v)[0],
-        "strategy": {"name": strategy.name, **{k: v.get(f"strategy.{strategy.name}.{k}", spec.default)
-                                              for k, spec in strategy.hparams.items()}},
-        "train": {"optimizer": v.get("train.optimizer", "sgd"), "lr": v.get("train.lr", 0.05),
-                  "momentum": v.get("train.momentum", 0.0), "weight_decay": v.get("train.weight_decay", 0.0),
-                  "batch_size": v.get("train.batch_size", 32), "epochs_per_task": v.get("train.epochs_per_task", 5),
-                  "iterations_per_task": v.get("train.iterations_per_task", 0) or None,
-                  "weights": v.get("train.weights", "last"), "device": v.get("train.device", "auto"),
-                  "precision": v.get("train.precision", "32")},
-        "eval": {"every": v.get("eval.every", 10), "subset": v.get("eval.subset", 0) or None},
-    }
-    for section, (model, fields) in MORE.items():
-        for field in fields:
-            value = v.get(f"{section}.{field}", model.model_fields[field].default)
-            if field == "tasks" and isinstance(value, str):  # a list of task numbers, as text; empty: all
-                try:
-                    value = parse_widths(value) or None
-                except ValueError:
-                    pass  # stays text: parse_config says what is wrong
-            data[section][field] = value
-    return whole(data)
-
-
-def form_state(config: dict) -> tuple[dict, list[str]]:
-    """The widgets' values that show a run's config (a dumped ``RunConfig``): the inverse of
-    ``form_config``; and a line per value this lab cannot show (a strategy, dataset, model or device
-    it lacks), left at the form's default."""
-    from engine.devices import device_problem
-    from engine.models import MODELS
-
-    scenario, train, ev, model, strategy = (dict(config.get(k) or {}) for k in ("scenario", "train", "eval", "model",
-                                                                                "strategy"))
-    state = {"seed": config.get("seed", 0), "launch_mode": MODES[0],
-             "scenario.root": scenario.get("root") or "", "scenario.setting": scenario.get("setting", "class"),
-             "scenario.n_tasks": scenario.get("n_tasks", 5), "shuffle_classes": scenario.get("class_seed") is not None,
-             "scenario.class_seed": scenario.get("class_seed") or 0, "eval.every": ev.get("every", 10),
-             "eval.subset": ev.get("subset") or 0, "train.iterations_per_task": train.get("iterations_per_task") or 0}
-    state.update({f"train.{k}": train.get(k, TrainConfig.model_fields[k].default)
-                  for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs_per_task", "weights",
-                            "device", "precision")})
-    for section, (cls, fields) in MORE.items():  # a field the run's config lacks (older than it): its default
-        values = {"scenario": scenario, "train": train, "eval": ev}[section]
-        state.update({f"{section}.{field}": values.get(field, cls.model_fields[field].default) for field in fields})
-    state["scenario.tasks"] = list_text(state["scenario.tasks"] or [])
-    for key in ("train.lr", "train.momentum", "train.weight_decay", "scenario.test_size", "train.lr_gamma"):
-        if isinstance(state.get(key), int):
-            state[key] = float(state[key])  # the inputs are of floats: an int from a YAML file is the same value
-    missing = []
-    for what, name, known, default in (("scenario.dataset", scenario.get("dataset"), DATASET_INFO, "digits"),
-                                       ("model.name", model.get("name"), MODELS, "mlp"),
-                                       ("strategy.name", strategy.get("name"), STRATEGIES, "naive")):
-        state[what] = name if name in known else default
-        if name not in known:
-            missing.append(f"{what} = {name!r}: not in this lab; {default} is shown")
-    if device_problem(state["train.device"]):
-        missing.append(f"train.device = {state['train.device']!r}: {device_problem(state['train.device'])}; auto is shown")
-        state["train.device"] = "auto"
-    for prefix, section, registry in (("model", model, MODELS), ("strategy", strategy, STRATEGIES)):
-        name = state[f"{prefix}.name"]
-        for key, spec in registry[name].hparams.items():
-            value = section.get(key, spec.default) if section.get("name") == name else spec.default
-            value = list_text(value) if spec.type is list else float(value) if spec.type is float else value
-            state[f"{prefix}.{name}.{key}"] = value
-    return state, missing
 
 
 def fill_from_run(source: str) -> None:
@@ -146,8 +55,9 @@ def fill_from_run(source: str) -> None:
                                                       "(the Runs page lists them). The form shows the defaults.")
         st.rerun()
     try:
-        config = json.loads(run["config"])
+        config = json.loads(run["config"])  # a dict, not a RunConfig: a run of a strategy this lab lacks is shown too
         state, missing = form_state(config)
+        state["launch_mode"] = MODES[0]
     except (ValueError, TypeError, AttributeError) as err:
         st.session_state["relaunch_note"] = ("error", f"from = {source}: run {source}'s config cannot be read ({err})")
         st.rerun()
@@ -170,8 +80,7 @@ def start_from_preset() -> None:
     not give at the form's defaults (then each input draws the value set)."""
     v = st.session_state
     if v.get("preset"):
-        state, _ = form_state(get_preset(v["preset"]).config())
-        state.pop("launch_mode")  # a run or a sweep, as chosen
+        state, _ = form_state(get_preset(v["preset"]).config())  # a run or a sweep, as chosen
         v.update(state)
 
 
@@ -268,7 +177,7 @@ def initial(key: str, value) -> str:
 
 
 def number_input(label: str, key: str, value, **kw):
-    """A number input of floats, even for a whole number (see ``whole``): a typed 2.5 stays 2.5 and
+    """A number input of floats, even for a whole number (see ``launch_form.whole``): a typed 2.5 stays 2.5 and
     the check says what is wrong; steps of 1 for a whole number."""
     return st.number_input(label, key=initial(key, value), format="%g", step=1.0 if type(value) is int else None, **kw)
 
@@ -296,8 +205,8 @@ def hparam_input(key: str, problem_key: str, spec):
 
 def more_settings(section: str) -> None:
     """An input for each field of ``section`` listed in ``MORE``, built from the field's type."""
-    cls, fields = MORE[section]
-    for field in fields:
+    cls = SECTIONS[section]
+    for field in MORE[section]:
         info, key = cls.model_fields[field], f"{section}.{field}"
         label, kind, help = field.replace("_", " "), info.annotation, info.description
         if typing.get_origin(kind) is typing.Literal:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import threading
 
 from engine.access import AccessDenied, Principal, QuotaExceeded, default_owner, denied
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, RunConfig, stored_config
 from engine.cost import Cost, describe_model, estimate, human_bytes
 from engine.devices import DEVICE_PATTERN
 from engine.limits import limits, machine_memory
+from engine.machine_checks import configs_problems
 from engine.runs.artifacts import disk_usage
 from store import queue
 from store.disk import free_bytes, mount_of
@@ -90,7 +91,7 @@ def pending_weights(store, owner: str | None = None) -> int:
     total = 0
     for run_id, text in queue.active_configs(store, owner):
         try:
-            cost = estimate(RunConfig.model_validate_json(text) if isinstance(text, str) else RunConfig.model_validate(text))
+            cost = estimate(stored_config(text))
         except Exception:  # a user's own run config the engine cannot read: it writes nothing of ours
             continue
         total += max(0, cost.weights_disk + cost.checkpoint_disk - on_disk.get(run_id, 0))
@@ -176,7 +177,8 @@ def check_quotas(store, who: Principal, *, new_runs: int, sweep_runs: int | None
 def admit(store, principal=None, owner: str | None = None, configs=(), *, runs: int | None = None,
           sweep_runs: int | None = None, check_cost: bool = True, quotas: bool = True):
     """Everything checked before a launch writes a row: that ``principal`` may launch (``AccessDenied``),
-    each config's cost and the lab's weights budget (``ConfigError``, unless ``check_cost`` is False),
+    what this machine lacks for each config, each config's cost and the lab's weights budget
+    (``ConfigError``, unless ``check_cost`` is False),
     and the principal's quotas (``QuotaExceeded``): ``runs`` more runs queued (default: the configs),
     a sweep of ``sweep_runs``, the configs' weights. Returns (principal, the owner of the new runs).
     Call it holding ``QUEUE_LOCK`` up to the rows' creation."""
@@ -189,6 +191,9 @@ def admit(store, principal=None, owner: str | None = None, configs=(), *, runs: 
         raise AccessDenied(denied(who, "launch", reason))
     else:
         owner = who.email
+    # a RunConfig checks only its shape: what this machine lacks for it (parse_config's lines)
+    if check_cost and (problems := configs_problems(configs)):
+        raise ConfigError(problems)
     costs = check_queue(store, list(configs)) if check_cost else []
     if quotas:
         check_quotas(store, who, new_runs=len(configs) if runs is None else runs, sweep_runs=sweep_runs,

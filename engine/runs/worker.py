@@ -60,7 +60,7 @@ def main() -> None:
     import torch
 
     from engine import code_version
-    from engine.config import RunConfig
+    from engine.config import stored_config
     from engine.devices import device_label
     from engine.evaluation import BufferedSink
     from engine.train import train_run
@@ -92,8 +92,8 @@ def main() -> None:
         cancel.clear()
         sink = PipeSink(run_id)
         try:
-            # the lab checked the device against the machine; this process may see only its own GPU
-            config = RunConfig.model_validate(job["config"], context={"device_checked": True})
+            # the lab checked the machine (this process may see only its own GPU): the config's shape alone
+            config = stored_config(job["config"])
             device = job.get("device")  # cpu, or cuda:0 behind CUDA_VISIBLE_DEVICES; None: the config's
             label = job.get("device_label") or device_label(config.train.device)
             result = train_run(

@@ -8,17 +8,9 @@ import streamlit as st
 from engine.datasets import DATASET_INFO
 from engine.devices import gpu_indices
 from engine.models import MODELS
+from pages.ui.launch_form import list_text, parse_widths
 
 PRECISIONS = {"32": "32-bit", "bf16-mixed": "bf16 mixed", "16-mixed": "fp16 mixed (GPU)"}
-
-
-def list_text(values) -> str:
-    return ", ".join(map(str, values))
-
-
-def parse_widths(text: str) -> list[int]:
-    """'256, 256' -> [256, 256]; '' -> [] (empty). ValueError if an item is not a whole number."""
-    return [int(w) for w in text.replace(" ", "").split(",") if w]
 
 
 def model_inputs(dataset: str, hparam_input, field_error) -> None:
@@ -57,22 +49,3 @@ def model_inputs(dataset: str, hparam_input, field_error) -> None:
     with c2:
         st.selectbox("Precision", list(PRECISIONS), format_func=PRECISIONS.get, key="train.precision")
         field_error("train.precision")
-
-
-def model_config(state) -> tuple[dict, dict[str, list[str]]]:
-    """The model section from the widgets' values (their defaults before the widgets are drawn), and a
-    problem line per list that is not a list of whole numbers (keyed ``model.<key>``, where the form
-    shows it)."""
-    name = state.get("model.name", "mlp")
-    name = name if name in MODELS else "mlp"
-    section, problems = {"name": name}, {}
-    for key, spec in MODELS[name].hparams.items():
-        value = state.get(f"model.{name}.{key}", spec.default)
-        if spec.type is list and isinstance(value, str):
-            try:
-                value = parse_widths(value)
-            except ValueError:
-                problems[f"model.{key}"] = [f"model.{key} = {value[:80]!r}: must be whole numbers separated by commas"
-                                            + (" (empty: a linear model)" if key == "hidden" else "")]
-        section[key] = value
-    return section, problems

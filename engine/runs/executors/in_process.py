@@ -21,7 +21,7 @@ def train_here(job: Job, events: RunEvents, should_stop=None, device: str | None
     import torch
 
     from engine import code_version
-    from engine.config import RunConfig
+    from engine.config import stored_config
     from engine.devices import device_label
     from engine.evaluation import BufferedSink
     from engine.train import train_run
@@ -39,8 +39,8 @@ def train_here(job: Job, events: RunEvents, should_stop=None, device: str | None
             events.task_end(self.run_id, task, step)
 
     run_id = job.run_id
-    if config is None:  # the lab checked the device against the machine when it was queued
-        config = RunConfig.model_validate(job.config, context={"device_checked": True})
+    if config is None:  # the lab checked the machine when it was queued: the config's shape alone
+        config = stored_config(job.config)
     versions = {"python_version": platform.python_version(), "torch_version": torch.__version__,
                 "lightning_version": lightning.__version__, "lab_version": code_version()}
     label = device or device_label(config.train.device)
