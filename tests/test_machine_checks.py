@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import ConfigError, RunConfig, parse_config, stored_config
 from engine.machine_checks import machine_problems
-from engine.manager import RunManager, run_in_process
+from engine.runs.manager import RunManager, run_in_process
 from store import Store
 from tests.conftest import ROOT, small_config
 
