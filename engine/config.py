@@ -288,8 +288,8 @@ class RunConfig(_Section):
         if not isinstance(value, dict):
             raise ValueError("must be a mapping with a name and the model's hyperparameters")
         name = value.get("name", "mlp")
-        if name not in MODEL_CONFIGS:
-            raise ValueError(f"name = {name!r}: must be one of {', '.join(MODEL_CONFIGS)}")
+        if not isinstance(name, str) or name not in MODEL_CONFIGS:  # a list is no name (and unhashable)
+            raise ValueError(f"name = {cut(name)}: must be one of {', '.join(MODEL_CONFIGS)}")
         try:
             return MODEL_CONFIGS[name].model_validate({**value, "name": name})
         except ValidationError as err:

@@ -4,7 +4,7 @@ accepted is within the limits. A larger seeded run is bench/fuzz_inputs.py."""
 
 import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, parse_config
@@ -89,6 +89,8 @@ def assert_refusal_is_short(err: ConfigError) -> None:
 
 @FUZZ
 @given(configs)
+@example({"model": {"name": [[[]]]}})  # found by hypothesis: a list as the model's name was a TypeError
+@example({"strategy": {"name": {"a": 1}}, "model": {"name": ["mlp"]}})
 def test_parse_config_raises_only_config_error_with_short_lines(data):
     try:
         cfg = parse_config(data)
