@@ -35,7 +35,7 @@ PUBLISHED = {
 }
 
 
-def run_reproduce(*args, timeout=120):
+def run_reproduce(*args, timeout=600):
     return subprocess.run([sys.executable, "bench/reproduce.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -30,7 +30,9 @@ class AGEM(GEM):
     @classmethod
     def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
         per_class = per_class_bytes(hparams, sample, task_classes)
-        return per_class if per_class is not None else super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+        if per_class is not None:
+            return per_class
+        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
 
     def setup(self, module, scenario):
         if self.policy == "per_class":

@@ -57,13 +57,14 @@ class ICaRL(Strategy):
     paper = "Rebuffi et al., 2017. iCaRL: Incremental Classifier and Representation Learning"
     settings = ("class",)
     hparams = {
-        "memory_size": HParam(int, 200, "policy class_balanced: exemplars in all, split equally among the classes seen (the paper "
-                              "keeps 2000 for CIFAR-100; 200 matches Replay's default)", low=1, high=100_000, log=True),
+        "memory_size": HParam(int, 200, "policy class_balanced: exemplars in all, split equally among the classes "
+                              "seen (the paper keeps 2000 for CIFAR-100; 200 matches Replay's default)",
+                              low=1, high=100_000, log=True),
         "replay_batch_size": HParam(int, 32, "exemplars_joined_to batch: exemplars added to each training batch",
                                     low=1, high=4096),
-        "exemplars_joined_to": HParam(str, "batch", "how training sees the exemplars: batch, replay_batch_size of them "
-                                      "drawn for each training batch (CL Lab's first iCaRL; the default: stored runs keep their "
-                                      "meaning); dataset, joined to the task's training data, each seen once an "
+        "exemplars_joined_to": HParam(str, "batch", "how training sees the exemplars: batch, replay_batch_size of "
+                                      "them drawn for each training batch (CL Lab's first iCaRL; the default: stored "
+                                      "runs keep their meaning); dataset, joined to the task's training data, each seen once an "
                                       "epoch (the paper, Mammoth, PyCIL, van de Ven et al.; 1.6% of a Seq-MNIST "
                                       "task's samples at 200)", choices=("batch", "dataset")),
         "policy": HParam(str, "class_balanced", "class_balanced: memory_size exemplars in all, split equally among "

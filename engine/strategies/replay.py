@@ -65,7 +65,9 @@ class Replay(Strategy):
     @classmethod
     def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
         per_class = per_class_bytes(hparams, sample, task_classes)
-        return per_class if per_class is not None else super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+        if per_class is not None:
+            return per_class
+        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
 
     def before_task(self, module, experience):
         self.tasks_seen = experience.task
