@@ -5,6 +5,7 @@ from engine.config import load_config
 from engine.runs.artifacts import disk_free_line
 from pages.ui.lab import PAGES, PROJECT_ROOT, lab, may, me
 from store.queries import status_counts
+from store.schema import FINAL_STATUSES
 
 DEMO = PROJECT_ROOT / "configs" / "replay-demo.yaml"  # the Home button launches exactly this file
 
@@ -19,7 +20,7 @@ counts = status_counts(the_lab.store)
 running, queued, done = st.columns(3)
 running.metric("Running", counts.get("running", 0))
 queued.metric("Queued", counts.get("queued", 0))
-done.metric("Done", sum(counts.get(s, 0) for s in ("finished", "failed", "cancelled", "diverged")))
+done.metric("Done", sum(counts.get(s, 0) for s in FINAL_STATUSES))
 st.caption(f"Database: `{the_lab.store.path}` · {disk_free_line(the_lab.store.path)}")
 if the_lab.store.disk_full:  # the writer is waiting for space: runs fail if none comes back
     st.warning(the_lab.store.disk_full, icon=":material/hard_drive:")

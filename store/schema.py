@@ -26,10 +26,25 @@ Model weights after each task are files beside the database (``artifacts_dir``),
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 SCHEMA_VERSION = 6
 
-RUN_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
-FINAL_STATUSES = ("finished", "failed", "cancelled", "diverged")
+
+class RunStatus(StrEnum):
+    """A run's status, the one spelling (each equals its text, as stored in ``runs.status``)."""
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DIVERGED = "diverged"
+
+
+# plain text, as widgets, JSON and SQL parameters take it
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+FINAL_STATUSES = tuple(s.value for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DIVERGED))
+UNFINISHED_ENDS = tuple(s for s in FINAL_STATUSES if s != RunStatus.FINISHED)  # ended without finishing
 
 
 def _v1(cur) -> None:

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from store.disk import disk_full_message
 from store.policy import AccessPolicy, LocalUser
-from store.schema import SCHEMA_VERSION, NotALabFile, artifacts_dir, check_lab_file, migrate
+from store.schema import FINAL_STATUSES, SCHEMA_VERSION, NotALabFile, artifacts_dir, check_lab_file, migrate
 from store.snapshot import SnapshotServer, request_snapshot
 
 METRIC_SCHEMA = pa.schema(
@@ -275,7 +275,7 @@ class Store:
         """Set a run's status (and its start or end time). ``only_if`` guards against a race with
         another status change: the update happens only while the status is one of those."""
         stamp = {"running": ", started_at = current_localtimestamp()"}.get(status, "")
-        if status in ("finished", "failed", "cancelled", "diverged"):
+        if status in FINAL_STATUSES:
             stamp = ", finished_at = current_localtimestamp()"
         guard = ""
         params: list[Any] = [status, error, error_step, run_id]

@@ -16,6 +16,7 @@ from engine.cli.setup import add_db_argument, open_lab
 from engine.config import ConfigError
 from engine.sweeps import SWEEP_KINDS
 from engine.sweeps.sweep import format_progress, load_sweep, planned_runs, sweep_outcome, sweep_progress
+from store.schema import UNFINISHED_ENDS
 
 
 def add_commands(subparsers) -> None:
@@ -92,6 +93,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         the_lab.close(discard_if_new=sweep_id is None)
     if interrupted:
         return 130
-    bad = sum(p["counts"][s] for s in ("failed", "diverged", "cancelled"))
+    bad = sum(p["counts"][s] for s in UNFINISHED_ENDS)
     return 0 if state == "done" and not bad else 1
 

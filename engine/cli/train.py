@@ -122,7 +122,7 @@ def _follow(the_lab: Lab, run_id: int) -> str:
         if running and started is None:
             started = now
         status, line = progress_line(the_lab.store, run_id, now - (started or now))
-        done = status in ("finished", "failed", "cancelled", "diverged")
+        done = status in FINAL_STATUSES
         done = done or the_lab.run_ended(run_id)  # also when a full disk takes no status now
         if tty or done or now - last_print > 5:
             print(("\r" + line.ljust(100)) if tty else line, end="" if tty and not done else "\n", flush=True)
