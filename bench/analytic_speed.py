@@ -31,7 +31,7 @@ from bench.train_speed import TARGET_RATIO, make_config, plain_evaluate  # noqa:
 from engine.evaluation import BufferedSink  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.scenarios import build_scenario  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.training.train import train_run  # noqa: E402
 
 
 class FinalAccSink(BufferedSink):

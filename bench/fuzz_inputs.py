@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ConfigError, load_config  # noqa: E402
-from engine.limits import limits  # noqa: E402
+from engine.core.limits import limits  # noqa: E402
 from engine.sweeps.sweep import load_sweep  # noqa: E402
 
 CONFIG = {"name": "fuzz", "seed": 0,

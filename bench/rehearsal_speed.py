@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from bench.train_speed import TARGET_RATIO, DiscardSink, make_config, plain_evaluate, summary, timed  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.scenarios import build_scenario  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.training.train import train_run  # noqa: E402
 
 SPECS = {
     "replay-reservoir": {"name": "replay", "buffer_size": 200, "replay_batch_size": 32, "policy": "reservoir"},

@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.inputs import ConfigError, read_yaml  # noqa: E402
+from engine.core.inputs import ConfigError, read_yaml  # noqa: E402
 # engine.sweeps and store (torch, lightning) are imported where used: a bad argument is answered at once
 
 TABLES = ROOT / "configs" / "reproduce"

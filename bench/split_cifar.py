@@ -52,7 +52,7 @@ from engine.config import ScenarioConfig, parse_config  # noqa: E402
 from engine.evaluation import BufferedSink  # noqa: E402
 from engine.models import MODELS  # noqa: E402
 from engine.scenarios import Samples, Scenario, TaskData, build_scenario  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.training.train import train_run  # noqa: E402
 
 TARGET_RATIO = 0.9
 TARGET_EVAL_OVERHEAD = 0.10

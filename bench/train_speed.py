@@ -49,7 +49,7 @@ from engine.models import build_model  # noqa: E402
 from engine.module import ContinualModule  # noqa: E402
 from engine.scenarios import build_scenario  # noqa: E402
 from engine.strategies import STRATEGIES  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.training.train import train_run  # noqa: E402
 
 TARGET_RATIO = 0.8  # engine it/s >= 0.8x the plain loop's
 TARGET_LAUNCH_S = 1.5  # submit -> first metric row in the store

@@ -2,7 +2,7 @@
 ``annotate_run`` is the one way the pages change them (the store itself keeps only a bound of its own).
 
 Each check returns the value to store or raises ``AnnotationError`` with one line: the field, the value
-(cut short) and what is allowed. The limits are ``engine.limits.limits()`` (``[limits]`` in lab.toml).
+(cut short) and what is allowed. The limits are ``engine.core.limits.limits()`` (``[limits]`` in lab.toml).
 - name: 1 to ``max_run_name_chars`` characters after trimming surrounding spaces; no control, format or
   unassigned characters (Unicode category C: tabs, line breaks, bidi overrides, zero-width joiners).
 - notes: up to ``max_notes_chars`` characters; line breaks and tabs allowed, other C characters not.
@@ -16,8 +16,8 @@ import re
 import unicodedata
 from typing import Iterable
 
-from engine.inputs import cut
-from engine.limits import limits
+from engine.core.inputs import cut
+from engine.core.limits import limits
 
 TAG = re.compile(r"\w[\w.:+/-]*")  # \w: Unicode letters and digits, and _
 

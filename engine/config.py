@@ -16,14 +16,15 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
                       field_validator, model_validator)
 
 from engine.datasets import DATASET_INFO, DatasetError, Header, dataset_header
-from engine.devices import DEVICE_PATTERN
-from engine.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
-from engine.limits import limits
+from engine.core.devices import DEVICE_PATTERN
+from engine.core.inputs import ConfigError, check_document, cut, cut_text, read_yaml  # noqa: F401 - ConfigError, read_yaml: the config's API
+from engine.core.limits import limits
 from engine.machine_checks import image_input_problem, machine_problems
 from engine.models import MODELS
 from engine.presets import apply_preset
 from engine.scenarios import split_domain_problem
-from engine.strategies import STRATEGIES, HParam
+from engine.core.hparams import HParam
+from engine.strategies import STRATEGIES
 
 MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seed_everything accept
 MAX_LR = 10.0         # no optimizer here learns above it; a sweep that wants to see divergence still can

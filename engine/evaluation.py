@@ -208,7 +208,7 @@ class ContinualEvaluation(L.Callback):
         self.sink.task_start(self.task, self.step)
 
     def resume_at(self, step: int, task: int) -> None:
-        """Continue a run resumed after ``task`` ended at ``step`` (engine/checkpoint.py)."""
+        """Continue a run resumed after ``task`` ended at ``step`` (engine/training/checkpoint.py)."""
         self.step, self.task, self._initial_done = step, task, True
 
     def end_batch(self, model: torch.nn.Module, loss: float | torch.Tensor) -> bool:

@@ -18,12 +18,12 @@ import threading
 import time
 from pathlib import Path
 
-from engine.access import lab_access
+from engine.core.access import lab_access
 from engine.annotations import annotate_run
 from engine.config import RunConfig, parse_config
-from engine.cost import estimate
+from engine.training.cost import estimate
 from engine.interpolate import tradeoff_curve
-from engine.limits import limits
+from engine.core.limits import limits
 from engine.runs.artifacts import remove_orphans
 from engine.runs.manager import RunManager, flush_on_signals
 from engine.sweeps.sweep import SweepKeeper, cancel_sweep, launch_sweep, stop_sweeps, wait_sweep

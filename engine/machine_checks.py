@@ -6,8 +6,8 @@ CLI, the Launch page and sweeps go through, and the run manager's admission)."""
 from __future__ import annotations
 
 from engine.datasets import DATASET_INFO
-from engine.devices import device_problem, wants_gpu
-from engine.inputs import cut
+from engine.core.devices import device_problem, wants_gpu
+from engine.core.inputs import cut
 from engine.models import MODELS
 from engine.scenarios import is_split_domain, split_domain_problem
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.inputs import cut, read_yaml
+from engine.core.inputs import cut, read_yaml
 
 REPRODUCE = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
 

@@ -3,7 +3,7 @@ exported which run or sweep, and when; and what was refused, and why (store/audi
 
 import streamlit as st
 
-from engine.access import ACTIONS
+from engine.core.access import ACTIONS
 from pages.ui.lab import lab, me
 from store.audit import audit_rows
 

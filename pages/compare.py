@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine.access import AccessDenied
+from engine.core.access import AccessDenied
 from engine.interpolate import MissingWeights, tradeoff_table
 from engine.sweeps.sweep import format_progress, sweep_outcome, sweep_progress
 from engine.charts.panels import compare_spec

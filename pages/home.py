@@ -1,6 +1,6 @@
 import streamlit as st
 
-from engine.access import AccessDenied
+from engine.core.access import AccessDenied
 from engine.config import load_config
 from engine.runs.artifacts import disk_free_line
 from pages.ui.lab import PAGES, PROJECT_ROOT, lab, may, me

@@ -1,6 +1,6 @@
 """Launch a run or a sweep. The values shown are the values launched: no input clamps or reverts a
 value; every value is checked through ``parse_config`` as it changes and each problem is shown under
-its own field, with the run's cost estimate (``engine.cost``) above the Launch button. A sweep is
+its own field, with the run's cost estimate (``engine.training.cost``) above the Launch button. A sweep is
 parsed and expanded in a child process with limits (``engine.sweeps.check``), never on this thread.
 ``?from=RUN_ID`` opens the form filled with that run's config (relaunch with changes)."""
 
@@ -10,11 +10,11 @@ import typing
 
 import streamlit as st
 
-from engine.access import AccessDenied
+from engine.core.access import AccessDenied
 from engine.config import ConfigError, TrainConfig, default_run_name, next_copy_name, parse_config
 from engine.datasets import DATASET_INFO, dataset_status
-from engine.inputs import load_yaml
-from engine.limits import limits
+from engine.core.inputs import load_yaml
+from engine.core.limits import limits
 from engine.presets import PRESETS, get_preset
 from engine.strategies import STRATEGIES
 from engine.sweeps.spec import grid_plan
@@ -116,7 +116,7 @@ def field_of(line: str) -> str:
 
 def check(v) -> tuple[object | None, dict[str, list[str]]]:
     """The validated config (None if it has problems) and its problems by field, cost included."""
-    from engine.cost import estimate
+    from engine.training.cost import estimate
     from engine.runs.admission import run_problems
 
     data = form_config(v)
@@ -432,7 +432,7 @@ def launch_sweep() -> None:
 # ---- Cost and launch --------------------------------------------------------------------------------------
 if mode == "One run":
     if config is not None:
-        from engine.cost import estimate
+        from engine.training.cost import estimate
 
         st.info(f"Cost: {estimate(config).summary()}.", icon=":material/calculate:")
     unplaced = [line for key, lines in problems.items() if key not in shown for line in lines]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.access import AccessDenied
-from engine.checkpoint import CheckpointError
+from engine.core.access import AccessDenied
+from engine.training.checkpoint import CheckpointError
 from engine.runs.artifacts import resume_point
 from engine.charts.panels import accuracy_matrix_spec, gap_marks, run_spec
 from pages.ui.downloads import download_menu, exported, run_downloads

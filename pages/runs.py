@@ -5,10 +5,10 @@ actions refresh live; the selection follows the run (its id), never a row positi
 
 import streamlit as st
 
-from engine.access import AccessDenied
+from engine.core.access import AccessDenied
 from engine.annotations import AnnotationError, parse_tags
-from engine.checkpoint import CheckpointError
-from engine.limits import limits
+from engine.training.checkpoint import CheckpointError
+from engine.core.limits import limits
 from engine.runs.artifacts import resume_point
 from engine.strategies import STRATEGIES
 from pages.ui.lab import PAGES, lab, live_refresh, may, me

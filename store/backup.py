@@ -31,7 +31,7 @@ def backup(db_path: Path, dest: Path, artifacts: bool = False) -> str:
             _copy_here(db_path, dest)
         line = f"backup: {dest} ({dest.stat().st_size / 1e6:.1f} MB)"
         if artifacts and art_src.is_dir():
-            # a checkpoint is written to a temporary name and renamed (engine/checkpoint.py): a copy taken
+            # a checkpoint is written to a temporary name and renamed (engine/training/checkpoint.py): a copy taken
             # while runs train holds whole files; one finished after the database copy may be extra
             try:
                 shutil.copytree(art_src, art_dest)

@@ -1,6 +1,6 @@
 """Who may change what, as the store sees it: it is handed an access policy and enforces it.
 
-The store knows no roles and reads no access file: ``engine.access.Access`` (a hosted lab's access
+The store knows no roles and reads no access file: ``engine.core.access.Access`` (a hosted lab's access
 file) implements ``AccessPolicy``, and the lab hands it to ``Store(access=...)`` when it opens the
 file. A store without a policy is a local lab's: its one user (``LocalUser``, the OS user, an admin)
 may do everything, and is who acts when a caller names nobody.

@@ -123,7 +123,7 @@ def _v5(cur) -> None:
 
 
 def _v6(cur) -> None:
-    # A hosted lab (engine/access.py): who did what, and what was refused; local actions are kept too.
+    # A hosted lab (engine/core/access.py): who did what, and what was refused; local actions are kept too.
     cur.execute("CREATE SEQUENCE IF NOT EXISTS audit_id_seq START 1")
     cur.execute(
         """

@@ -6,7 +6,7 @@ through one writer thread, which inserts metric batches as Arrow tables (never r
 writes in the order they were made, so a run's status changes only after its metrics are in.
 Readers call ``cursor()`` (or ``sql``/``df``) and get a cursor of their own.
 
-Who may change what (store/policy.py): ``access`` is the hosted lab's policy (``engine.access.Access``),
+Who may change what (store/policy.py): ``access`` is the hosted lab's policy (``engine.core.access.Access``),
 None for a local lab. The user actions here (``annotate_run``, ``delete_run``, ``check_export``) and in the
 run manager take a ``principal``; in a local lab it defaults to the local user, in a hosted one it must be
 given (no default exists) and its role and quotas are looked up again in the policy by its email, so a

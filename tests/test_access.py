@@ -1,4 +1,4 @@
-"""A shared lab's access control below the pages (engine/access.py, Store, RunManager): the access file as
+"""A shared lab's access control below the pages (engine/core/access.py, Store, RunManager): the access file as
 hostile input, every role x every action allowed or refused at the manager and store, quotas with their
 figures, the audit table, and a local lab (no access file) that behaves as before. Real DuckDB files and
 the real RunManager; the runs that train are tiny."""
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import checkpoint as checkpoints
+from engine.training import checkpoint as checkpoints
 from engine.runs import artifacts
-from engine.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, lab_access, load_access,
+from engine.core.access import (AccessDenied, AccessFileError, Principal, QuotaExceeded, lab_access, load_access,
                            local_principal, parse_access, principal_for)
 from engine.runs.manager import RunManager, default_owner
 from engine.sweeps.sweep import cancel_sweep, launch_sweep, parse_sweep
@@ -286,7 +286,7 @@ def test_quotas_refuse_a_launch_with_the_figure_and_the_limit(lab):
 
 
 def test_the_weights_quota_counts_a_users_queued_runs(tmp_path):
-    from engine.cost import estimate, human_bytes
+    from engine.training.cost import estimate, human_bytes
 
     small, large = config(), small_config("naive", train={"weights": "every"})
     need = [estimate(c).weights_disk + estimate(c).checkpoint_disk for c in (small, large)]

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-import engine.limits
+import engine.core.limits
 from engine.config import ConfigError, parse_config
-from engine.cost import estimate, human_bytes
-from engine.limits import machine_memory
+from engine.training.cost import estimate, human_bytes
+from engine.core.limits import machine_memory
 from engine.runs.admission import check_queue, run_problems
-from engine.limits import Limits
+from engine.core.limits import Limits
 from engine.runs.manager import run_in_process
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
@@ -29,7 +29,7 @@ HUGE = {"model": {"name": "mlp", "hidden": [16384] * 16}}
 def limits_set(monkeypatch):
     """Set limits for this test, as lab.toml [limits] would."""
     def set_limits(**values):
-        monkeypatch.setattr(engine.limits, "_cached", dataclasses.replace(Limits(), **values))
+        monkeypatch.setattr(engine.core.limits, "_cached", dataclasses.replace(Limits(), **values))
     return set_limits
 
 
@@ -200,7 +200,7 @@ def test_a_pasted_sweep_is_checked_in_a_child_process_with_limits(tmp_path, monk
     settings = tmp_path / "lab.toml"
     settings.write_text("[limits]\nsweep_check_seconds = 3\nsweep_check_memory_mb = 300\n")
     monkeypatch.setenv("CL_LAB_SETTINGS", str(settings))
-    monkeypatch.setattr(engine.limits, "_cached", None)
+    monkeypatch.setattr(engine.core.limits, "_cached", None)
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
         f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "name: *i\n"
     started = time.monotonic()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from engine import checkpoint as checkpoints
+from engine.training import checkpoint as checkpoints
 from engine.runs import artifacts
 from store import Store
 from store.snapshot import socket_path

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.cost import estimate
+from engine.training.cost import estimate
 from store import Store
 from tests.conftest import ROOT
 from tests.test_datasets import write_cifar10

@@ -152,15 +152,15 @@ def test_a_worker_imports_only_its_own_modules_before_a_run():
 
 
 def test_the_run_modules_are_in_no_import_cycle_and_the_cost_estimate_never_reaches_the_store():
-    """engine.access, engine.cost and engine.runs were one cycle with store.store (function-local imports
+    """engine.core.access, engine.training.cost and engine.runs were one cycle with store.store (function-local imports
     counted); the cost estimate is training-side."""
     import grimp
 
     graph = grimp.build_graph("engine", "store", "pages", include_external_packages=False)
-    ours = [m for m in graph.modules if m.startswith("engine.runs") or m in ("engine.access", "engine.cost", "store.queue")]
+    ours = [m for m in graph.modules if m.startswith("engine.runs") or m in ("engine.core.access", "engine.training.cost", "store.queue")]
     in_cycle = [(m, other) for m in ours for other in graph.find_modules_directly_imported_by(m)
                 if graph.find_shortest_chain(importer=other, imported=m)]
     assert in_cycle == []
     reached = [m for m in graph.modules if m.split(".")[0] == "store"
-               and graph.find_shortest_chain(importer="engine.cost", imported=m)]
+               and graph.find_shortest_chain(importer="engine.training.cost", imported=m)]
     assert reached == []

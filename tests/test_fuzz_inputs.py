@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, parse_config
-from engine.inputs import MAX_LINE_CHARS, load_yaml
-from engine.limits import limits
+from engine.core.inputs import MAX_LINE_CHARS, load_yaml
+from engine.core.limits import limits
 from engine.sweeps.sweep import parse_sweep, planned_runs
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)

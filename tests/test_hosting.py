@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT
-from engine.access import AccessDenied, load_access, parse_access
+from engine.core.access import AccessDenied, load_access, parse_access
 
 AUTH_KEYS = {"redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url"}
 

@@ -1,4 +1,4 @@
-"""No input takes the lab down (issue 8): the guarded entry (engine/inputs.py), the bounds of configs
+"""No input takes the lab down (issue 8): the guarded entry (engine/core/inputs.py), the bounds of configs
 and sweeps, the run cap of every sweep kind, and a --db that is not a DuckDB database. Each
 reproducer of the issue goes through the real command line: exit 2, one clear line, no traceback,
 and no database file written."""
@@ -10,8 +10,8 @@ import pytest
 
 from engine.cli.main import main
 from engine.config import MAX_LR, MAX_SEED, ConfigError, load_config, parse_config
-from engine.inputs import MAX_INT_CHARS, MAX_LINE_CHARS, cut, load_yaml, read_yaml
-from engine.limits import limits
+from engine.core.inputs import MAX_INT_CHARS, MAX_LINE_CHARS, cut, load_yaml, read_yaml
+from engine.core.limits import limits
 from engine.sweeps.sweep import load_sweep, parse_sweep, planned_runs
 from store import NotADatabase, Store
 from tests.conftest import ROOT
@@ -249,7 +249,7 @@ def test_a_hostile_sweep_is_refused_with_its_line(sweep, expected):
 
 
 def test_the_run_cap_is_the_limit_in_lab_toml(tmp_path, monkeypatch):
-    import engine.limits as lim
+    import engine.core.limits as lim
 
     settings = tmp_path / "lab.toml"
     settings.write_text("[limits]\nmax_runs = 3\n")
@@ -272,7 +272,7 @@ def test_the_run_cap_is_the_limit_in_lab_toml(tmp_path, monkeypatch):
     ("refresh = 2", "limits.refresh: is not a known limit"),
 ])
 def test_a_limit_out_of_its_bounds_is_refused_with_its_line(tmp_path, line, expected):
-    from engine.limits import SettingsError, load_limits
+    from engine.core.limits import SettingsError, load_limits
 
     settings = tmp_path / "lab.toml"
     settings.write_text(f"[limits]\n{line}\n")

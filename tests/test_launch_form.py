@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, reject, settings, strategies as st
 
 from engine.config import ConfigError, RunConfig, parse_config
 from engine.datasets import DATASET_INFO
-from engine.devices import gpu_indices
+from engine.core.devices import gpu_indices
 from engine.models import MODELS
 from engine.strategies import STRATEGIES
 from pages.ui.launch_form import FIELDS, SECTIONS, form_config, form_state

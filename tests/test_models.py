@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.config import ConfigError, parse_config
-from engine.devices import gpu_count
+from engine.core.devices import gpu_count
 from engine.evaluation import ContinualEvaluation
 from engine.runs.manager import RunManager, run_in_process
 from engine.models import MODELS
@@ -98,7 +98,7 @@ def test_each_model_trains_on_images_through_the_engine(store, model):
 
 
 def test_a_cnn_learns_the_generated_images():
-    from engine.train import train_run
+    from engine.training.train import train_run
 
     sink = ListSink()
     config = image_config({"name": "cnn", "channels": [16]}, epochs_per_task=8, optimizer="adam", lr=0.01)
@@ -185,7 +185,7 @@ def test_the_schedule_restarts_at_each_task_in_a_run(tmp_path):
     """A step schedule with a vanishing gamma: in each task only the first epoch moves the weights. The
     first epoch matches a constant-lr twin step for step, and the second task moves the weights again
     (the schedule restarted with its optimizer)."""
-    from engine.train import train_run
+    from engine.training.train import train_run
 
     def losses(sink):
         return [v for step, t, metric, v in sorted(sink.rows) if metric == "train_loss"]
@@ -204,7 +204,7 @@ def test_the_schedule_restarts_at_each_task_in_a_run(tmp_path):
 
 
 def test_bf16_mixed_precision_runs_on_the_cpu_and_changes_the_numbers(store):
-    from engine.train import train_run
+    from engine.training.train import train_run
 
     results = {}
     for precision in ("32", "bf16-mixed"):
@@ -233,7 +233,7 @@ def test_evaluation_in_chunks_gives_the_same_accuracies_as_all_at_once():
 
 
 def test_a_run_with_deterministic_algorithms_repeats_exactly():
-    from engine.train import train_run
+    from engine.training.train import train_run
 
     series = []
     for _ in range(2):

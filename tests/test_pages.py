@@ -154,7 +154,7 @@ def test_the_run_launched_is_the_run_shown_with_its_cost_and_an_empty_field_expl
     at.text_input(key="name").set_value("as-shown")
     at.run()
     from engine.config import parse_config
-    from engine.cost import estimate
+    from engine.training.cost import estimate
     assert "2 hidden layers: 64 → 48 → 24 → 10" in [c.value for c in at.caption]
     shown = {
         "name": at.text_input(key="name").value, "seed": at.number_input(key="seed").value,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.config import ConfigError, parse_config
-from engine.inputs import read_yaml
+from engine.core.inputs import read_yaml
 from engine.presets import PRESETS, REPRODUCE, get_preset, is_preset, list_presets, merged
 from engine.sweeps.sweep import parse_sweep
 from store.pareto import _flat

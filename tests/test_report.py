@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from engine.report import ReportError, build_report, compare_report_html, report_bundle, report_pdf, run_report_html
-from engine.inputs import ConfigError
+from engine.core.inputs import ConfigError
 from engine.report.bundle import BundleError, config_from_bundle
 from engine.report.content import compare_report, run_report
 from engine.report.document import Bullets, Chart, Code, Table

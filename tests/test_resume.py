@@ -9,13 +9,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from engine import checkpoint as checkpoints
+from engine.training import checkpoint as checkpoints
 from engine.runs import artifacts
-from engine.checkpoint import CheckpointError
+from engine.training.checkpoint import CheckpointError
 from engine.evaluation import BufferedSink
 from engine.strategies import STRATEGIES
 from engine.strategies.naive import Naive
-from engine.train import train_run
+from engine.training.train import train_run
 from tests.conftest import ROOT, small_config
 
 

@@ -4,7 +4,7 @@ logged in, a viewer, a member on their own runs and on others', an admin, a logg
 file does not let in; and a local lab (no ``[auth]``), whose pages are as before. For each page: the
 sidebar's page links, what the page offers its user (buttons, download menus, the annotations form), what
 it says to someone who may not use it, that what it offers works when clicked, and that the principal the
-pages act as is refused below them (engine/access.py; tests/test_access.py tests that layer in depth).
+pages act as is refused below them (engine/core/access.py; tests/test_access.py tests that layer in depth).
 
 Pages are reached two ways, as in a browser: a session that opened the lab (app.py's navigation) moves
 between the pages of its sidebar; a first load of a page's URL runs the page file itself
@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.access import AccessDenied, local_principal
+from engine.core.access import AccessDenied, local_principal
 from engine.runs.artifacts import checkpoint_path, pending_path
 from engine.config import load_config
 from engine.runs.manager import default_owner, run_in_process

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.limits import limits
+from engine.core.limits import limits
 from engine.runs.manager import RunManager
 from store import DatabaseLocked, Store
 from tests.conftest import ROOT, small_config

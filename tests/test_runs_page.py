@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.limits import limits
+from engine.core.limits import limits
 from engine.runs.manager import run_in_process
 from pages.ui.selection import selected_row, table_key
 from store import Store

@@ -1,5 +1,5 @@
 """The store enforces the access policy it is handed (store/policy.py) and imports nothing of the engine:
-a policy of the test's own, not ``engine.access.Access``, decides here."""
+a policy of the test's own, not ``engine.core.access.Access``, decides here."""
 
 import json
 import subprocess
@@ -86,3 +86,12 @@ print(json.dumps([found, rows, audit, sorted(m for m in sys.modules if m.split("
     found, rows, audit, engine = json.loads(out.stdout)
     assert (found, rows, engine) == ([1], 0, [])
     assert audit == [["admin", "delete"], ["admin", "export"], ["admin", "annotate"]]
+
+
+def test_the_engines_access_rules_name_the_actions_the_store_checks():
+    # engine/core imports nothing of the store: its access rules spell the store's actions themselves
+    from engine.core.access import ACTIONS, default_owner
+    from store.policy import ACTIONS as STORE_ACTIONS, LocalUser
+
+    assert tuple(ACTIONS) == STORE_ACTIONS
+    assert default_owner() == LocalUser().email  # the local lab's owner, as both see it

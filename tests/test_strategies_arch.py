@@ -15,7 +15,7 @@ from engine.models import MODELS, Backbone, build_model
 from engine.module import ContinualModule
 from engine.scenarios import build_scenario
 from engine.strategies import STRATEGIES
-from engine.train import _fabric_loop
+from engine.training.train import _fabric_loop
 from store.metrics.summary import load_run
 from tests.conftest import small_config
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from engine.augment import InputAugment
 from engine.config import ConfigError, ScenarioConfig, TrainConfig, parse_config
-from engine.cost import estimate
+from engine.training.cost import estimate
 from engine.runs.manager import run_in_process
 from engine.models.mlp import MLP
 from engine.module import ContinualModule
@@ -312,9 +312,9 @@ def test_a_real_run_with_augmentation_stores_the_raw_inputs(tmp_path, name, fiel
     saved with the checkpoint after task 1 holds exactly task 1's inputs before augmentation."""
     import pickle
 
-    from engine import checkpoint as checkpoints
+    from engine.training import checkpoint as checkpoints
     from engine.models import build_model
-    from engine.train import train_run
+    from engine.training.train import train_run
     from tests.test_datasets import write_cifar10
     from tests.test_resume import ListSink
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from engine.config import ConfigError, TrainConfig
-from engine.inputs import cut_text
+from engine.core.inputs import cut_text
 from engine.sweeps.spec import labels
 from engine.sweeps.sweep import expand, load_sweep, parse_sweep, planned_runs
 from engine.strategies import STRATEGIES

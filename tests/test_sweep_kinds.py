@@ -97,5 +97,5 @@ def test_the_sweep_check_child_keeps_its_small_import_set():
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()
                 if line.startswith("import time:")}
     assert "engine.sweeps.sweep" in imported
-    for heavy in ("optuna", "lightning", "streamlit", "engine.runs.manager", "engine.train", "engine.report", "pages"):
+    for heavy in ("optuna", "lightning", "streamlit", "engine.runs.manager", "engine.training.train", "engine.report", "pages"):
         assert heavy not in imported, heavy

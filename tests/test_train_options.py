@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint as checkpoints
+from engine.training import checkpoint as checkpoints
 from engine.config import ScenarioConfig
 from engine.datasets.mnist import DEBIAN_FASHION_MNIST
 from engine.module import carry_optimizer_state, optimizer_state_by_name
 from engine.scenarios import build_scenario
-from engine.train import train_run
+from engine.training.train import train_run
 from tests.conftest import small_config
 from tests.test_resume import ListSink, assert_same_rows, stop_during_task
 
@@ -97,7 +97,7 @@ def test_iterations_per_task_trains_each_task_exactly_that_many_steps(store):
     """train.iterations_per_task (van de Ven et al.'s 2,000 a task): 30 steps is 2.5 passes over a task of
     Split-Digits, 5 is less than one; the boundaries, the run's total and the cost estimate all count them."""
     from engine.config import ConfigError, parse_config
-    from engine.cost import estimate
+    from engine.training.cost import estimate
     from engine.runs.manager import run_in_process
 
     config = small_config("naive", n_tasks=3, train={"iterations_per_task": 30})

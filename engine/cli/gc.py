@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 from engine.cli.setup import add_db_argument, open_store
-from engine.cost import human_bytes
+from engine.training.cost import human_bytes
 from engine.lab import Lab
-from engine.limits import limits
+from engine.core.limits import limits
 from engine.runs.artifacts import disk_usage
 
 

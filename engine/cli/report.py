@@ -21,7 +21,7 @@ OUTPUTS = (("output", "-o", ".html"), ("pdf", "--pdf", ".pdf"), ("bundle", "--bu
 
 def _problem(args) -> str | None:
     """The first problem with the arguments, as one line; None when they are fine."""
-    from engine.inputs import cut_text
+    from engine.core.inputs import cut_text
 
     targets = [(flag, getattr(args, key), suffix) for key, flag, suffix in OUTPUTS if getattr(args, key) is not None]
     if not targets:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.lab import Lab
-from engine.limits import limits
+from engine.core.limits import limits
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 from store.store import open_snapshot
 

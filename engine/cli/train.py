@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.checkpoint import CheckpointError
+from engine.training.checkpoint import CheckpointError
 from engine.cli.setup import add_db_argument, open_lab, open_store
 from engine.config import ConfigError, load_config
 from engine.runs.admission import check_runs

@@ -152,7 +152,7 @@ def check_size(path, what: str, declared: int, stored: int | None = None) -> Non
     """Refuse, before anything is allocated, ``what`` (e.g. "images (60000, 28, 28)") in the file ``path``
     declaring more bytes than a run may take here, or (``stored``: its compressed size) more than a
     compressed file of real data can hold."""
-    from engine.limits import limits, machine_memory
+    from engine.core.limits import limits, machine_memory
 
     fraction, machine = limits().max_memory_fraction, machine_memory()
     if declared > fraction * machine:

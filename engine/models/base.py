@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 
 class Backbone(nn.Module):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from torch import nn
 
 from engine.models.base import Backbone, GlobalAvgPool
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 
 class CNN(Backbone):

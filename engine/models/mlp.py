@@ -5,7 +5,7 @@ import math
 from torch import nn
 
 from engine.models.base import Backbone
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 
 class MLP(Backbone):

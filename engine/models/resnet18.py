@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.base import Backbone, GlobalAvgPool
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 
 class BasicBlock(nn.Module):

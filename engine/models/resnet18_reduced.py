@@ -1,5 +1,5 @@
 from engine.models.resnet18 import ResNet18
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 
 class ResNet18Reduced(ResNet18):

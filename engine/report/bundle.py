@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from engine.inputs import ConfigError, cut_text, load_yaml
+from engine.core.inputs import ConfigError, cut_text, load_yaml
 from engine.report.document import Report
 
 MAX_BUNDLE_BYTES = 8 * 1024**3     # a bundle of a very long run (metrics as Parquet and CSV) stays below
@@ -131,7 +131,7 @@ def config_from_bundle(path: str | Path):
     naming the bundle and the problem) for a zip that is no readable bundle; ``ConfigError`` (a line per
     problem) for a config.yaml that is no valid config."""
     from engine.config import parse_config
-    from engine.limits import limits
+    from engine.core.limits import limits
 
     source = cut_text(str(path))
     most = limits().max_input_bytes

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import threading
 
-from engine.access import AccessDenied, Principal, QuotaExceeded, default_owner, denied
+from engine.core.access import AccessDenied, Principal, QuotaExceeded, default_owner, denied
 from engine.config import ConfigError, RunConfig, stored_config
-from engine.cost import Cost, describe_model, estimate, human_bytes
-from engine.devices import DEVICE_PATTERN
-from engine.limits import limits, machine_memory
+from engine.training.cost import Cost, describe_model, estimate, human_bytes
+from engine.core.devices import DEVICE_PATTERN
+from engine.core.limits import limits, machine_memory
 from engine.machine_checks import configs_problems
 from engine.runs.artifacts import disk_usage
 from store import queue

@@ -17,8 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
-from engine.checkpoint import CheckpointError, read_header
-from engine.cost import human_bytes
+from engine.training.checkpoint import CheckpointError, read_header
+from engine.training.cost import human_bytes
 from store import queue
 from store.disk import free_bytes, mount_of
 from store.schema import artifacts_dir

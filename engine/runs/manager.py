@@ -5,13 +5,13 @@ are the manager's; an executor (``engine.runs.executors``, by name: warm worker 
 trains what it is handed and reports through ``RunEvents``; what a launch must pass first is
 ``engine.runs.admission``'s.
 
-GPUs: counted without initialising CUDA here (``engine.devices``). A run whose ``train.device`` is
+GPUs: counted without initialising CUDA here (``engine.core.devices``). A run whose ``train.device`` is
 ``cuda``, ``cuda:N`` or ``auto`` (on a machine with a GPU) is a GPU run: it goes to a worker started
 with ``CUDA_VISIBLE_DEVICES`` set to one GPU, at most ``runs_per_gpu`` at a time on each GPU (default
 1). CPU runs go to workers that see no GPU, up to ``max_parallel`` at a time (default: the CPU count),
 alongside the GPU runs. Without a GPU every run is a CPU run, as before.
 
-A shared lab (engine/access.py, engine/runs/admission.py): every action takes a ``principal`` (the local admin by default in a
+A shared lab (engine/core/access.py, engine/runs/admission.py): every action takes a ``principal`` (the local admin by default in a
 local lab; required in a hosted one, see ``Store.acting``), is refused with ``AccessDenied`` by a role
 that may not take it, and a launch is refused with ``QuotaExceeded`` past a quota, before any row is
 written. The queue takes turns between owners: each free place goes to the next owner in turn (the
@@ -29,10 +29,10 @@ import threading
 from collections import deque
 from itertools import zip_longest
 
-from engine.access import default_owner
-from engine.checkpoint import CheckpointError, check, read_header
+from engine.core.access import default_owner
+from engine.training.checkpoint import CheckpointError, check, read_header
 from engine.config import RunConfig
-from engine.devices import gpu_indices
+from engine.core.devices import gpu_indices
 from engine.runs import admission
 from engine.runs.admission import QUEUE_LOCK
 from engine.runs.artifacts import RESUMABLE, checkpoint_path, pending_path, run_checkpoint

@@ -48,7 +48,7 @@ def watch_owner(owner_pid: int, every: float = 0.02) -> None:
 
 
 def main() -> None:
-    # below the lab's pages (engine/limits.py, worker_nice): a page read must not wait for training
+    # below the lab's pages (engine/core/limits.py, worker_nice): a page read must not wait for training
     os.nice(min(19, max(0, int(os.environ.get("CL_LAB_WORKER_NICE") or 0))))
     watch_owner(int(os.environ.get("CL_LAB_OWNER_PID") or os.getppid()))
     out = os.fdopen(os.dup(1), "wb")
@@ -61,9 +61,9 @@ def main() -> None:
 
     from engine import code_version
     from engine.config import stored_config
-    from engine.devices import device_label
+    from engine.core.devices import device_label
     from engine.evaluation import BufferedSink
-    from engine.train import train_run
+    from engine.training.train import train_run
     from store.disk import disk_full_message
 
     torch.set_num_threads(int(os.environ.get("CL_LAB_THREADS", "1")))

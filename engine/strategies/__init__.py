@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.strategies.acil import ACIL
 from engine.strategies.agem import AGEM
-from engine.strategies.base import Experience, HParam, Strategy
+from engine.strategies.base import Experience, Strategy
 from engine.strategies.classp import CLASSP
 from engine.strategies.clr import CLR
 from engine.strategies.cumulative import Cumulative
@@ -41,4 +41,4 @@ STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (
     CLR, PackNet, HAT,                                               # architecture
 )}
 
-__all__ = ["STRATEGIES", "Experience", "HParam", "Strategy"]
+__all__ = ["STRATEGIES", "Experience", "Strategy"]

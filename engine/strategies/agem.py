@@ -1,4 +1,4 @@
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, per_class_bytes
 from engine.strategies.gem import GEM, current_gradient, loss_gradient, set_gradient, trainable
 

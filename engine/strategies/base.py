@@ -7,44 +7,18 @@ validator and the launch form are both built from that declaration.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
 from engine.augment import InputAugment
+from engine.core.hparams import HParam
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.module import ContinualModule
     from engine.scenarios import Scenario
 
 SETTINGS = ("class", "task", "domain")
-
-
-@dataclass(frozen=True)
-class HParam:
-    """One hyperparameter: its type (int, float, bool or str), default, allowed range or choices,
-    and one line of help."""
-
-    type: type
-    default: Any
-    help: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-    log: bool = False  # a log scale suits it (sweeps and sliders)
-
-    def describe(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(map(str, self.choices))
-        if self.type is bool:
-            return "true or false"
-        kind = {int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
-        if self.low is not None and self.high is not None:
-            return f"{kind} from {self.low:g} to {self.high:g}"
-        if self.low is not None:
-            return f"{kind} of at least {self.low:g}"
-        return kind
 
 
 class Experience:
@@ -115,7 +89,7 @@ class Strategy:
     def state_bytes(cls, hparams: dict[str, Any], weights: int, sample: int, n_tasks: int,
                     task_classes: int = 0) -> int:
         """Memory the strategy holds beside the model at its peak, for the cost estimate made before a
-        run is queued (``engine.cost``): ``weights`` is the model's size in bytes, ``sample`` one
+        run is queued (``engine.training.cost``): ``weights`` is the model's size in bytes, ``sample`` one
         training sample's, ``task_classes`` the classes of all tasks counted per task (a memory per
         class). Default: a buffer of ``buffer_size`` samples, if the strategy declares one."""
         return int(hparams.get("buffer_size", 0)) * sample
@@ -217,7 +191,7 @@ class Strategy:
     def after_task(self, module: "ContinualModule", experience: Experience) -> None:
         """Called after training an experience (consolidate, fill a buffer, keep a teacher)."""
 
-    # ---- resume (engine/checkpoint.py) ---------------------------------------------------------
+    # ---- resume (engine/training/checkpoint.py) ---------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What a run resumed after a task needs of this strategy. By default every attribute
         (tensors, networks such as a teacher, buffers, dicts and lists of them, random generators,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from engine.augment import InputAugment
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 
 # van de Ven et al. 2022's memory, offered by every rehearsal method that has ``policy: per_class``:
 # a fixed number of samples of each class of each task, so the total grows with the classes seen

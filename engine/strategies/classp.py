@@ -1,6 +1,7 @@
 import torch
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 
 
 class CLASSP(Strategy):

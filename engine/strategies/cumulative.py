@@ -1,4 +1,4 @@
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 from engine.strategies.joint import Joint
 
 

@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam
+from engine.core.hparams import HParam
 from engine.strategies.der import DER
 
 

@@ -3,7 +3,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.buffers import ReservoirBuffer
 from engine.strategies.steps import steps_in_task
 

@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.buffers import ReservoirBuffer
 
 

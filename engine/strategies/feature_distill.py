@@ -2,7 +2,8 @@ import copy
 
 import torch
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 
 
 class FeatureDistill(Strategy):

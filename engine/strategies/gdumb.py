@@ -2,7 +2,8 @@ import copy
 
 import torch
 
-from engine.strategies.base import Experience, HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Experience, Strategy
 from engine.strategies.buffers import GreedyClassBalancedBuffer
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import quadprog
 import torch
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.buffers import BalancedBuffer
 
 

@@ -3,7 +3,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import Experience, HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Experience, Strategy
 from engine.strategies.buffers import MEMORY_PER_CLASS, per_class_bytes
 
 

@@ -1,4 +1,5 @@
-from engine.strategies.base import Experience, HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Experience, Strategy
 
 
 class Joint(Strategy):

@@ -3,7 +3,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 
 
 class LwF(Strategy):

@@ -1,7 +1,8 @@
 import torch
 from torch.func import functional_call
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.steps import steps_in_task
 from engine.strategies.task_routed import TaskRouted
 

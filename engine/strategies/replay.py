@@ -1,6 +1,7 @@
 import torch
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, ReservoirBuffer, per_class_bytes
 
 __all__ = ["Replay", "ReservoirBuffer"]

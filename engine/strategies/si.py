@@ -1,6 +1,7 @@
 import torch
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.regularization import quadratic_penalty, snapshot
 
 

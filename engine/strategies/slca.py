@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from engine.strategies.base import HParam, Strategy
+from engine.core.hparams import HParam
+from engine.strategies.base import Strategy
 from engine.strategies.fetril import encode
 from engine.strategies.steps import steps_in_task
 

@@ -34,7 +34,7 @@ class SweepCheck:
 
 def check_sweep_text(text: str) -> SweepCheck:
     """Run the check in a child process; never raises for what the text holds."""
-    from engine.limits import limits
+    from engine.core.limits import limits
 
     lim = limits()
     data = text.encode("utf-8", errors="replace")
@@ -74,8 +74,8 @@ def _limit_resources(memory_mb: int, seconds: float) -> None:
 
 def _check(text: bytes) -> dict:
     from engine.config import ConfigError
-    from engine.inputs import load_yaml
-    from engine.limits import limits
+    from engine.core.inputs import load_yaml
+    from engine.core.limits import limits
     from engine.sweeps.sweep import parse_sweep, planned_runs
 
     lim = limits()
@@ -100,9 +100,9 @@ def _check(text: bytes) -> dict:
 
 
 def main() -> int:
-    from engine.limits import limits
+    from engine.core.limits import limits
     import engine.sweeps.sweep  # noqa: F401  (imports count before the limit)
-    import engine.inputs  # noqa: F401
+    import engine.core.inputs  # noqa: F401
 
     lim = limits()
     _limit_resources(lim.sweep_check_memory_mb, lim.sweep_check_seconds)

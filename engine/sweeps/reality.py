@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.config import ConfigError, parse_config
-from engine.inputs import cut
+from engine.core.inputs import cut
 from engine.strategies import STRATEGIES
 from engine.sweeps.kind import SweepKind
 from engine.sweeps.outcome import Outcome

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, parse_config
-from engine.inputs import cut
+from engine.core.inputs import cut
 from engine.sweeps.kind import SweepKind
 from engine.sweeps.outcome import Outcome
 from engine.sweeps.spec import (SearchSpec, SweepSpec, apply_point, check_counted, declared, labels, parse_search,

@@ -19,8 +19,8 @@ import numpy as np
 
 from engine.config import (MAX_SEED, MODEL_CONFIGS, ConfigError, EvalConfig, ModelConfig, RunConfig, ScenarioConfig,
                            TrainConfig, parse_config)
-from engine.inputs import cut, cut_text
-from engine.limits import limits
+from engine.core.inputs import cut, cut_text
+from engine.core.limits import limits
 from engine.presets import apply_preset
 from engine.strategies import STRATEGIES
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from engine.config import ConfigError, RunConfig, read_yaml
-from engine.inputs import check_document, cut
+from engine.core.inputs import check_document, cut
 from engine.sweeps import SWEEP_KINDS
 from engine.sweeps.outcome import Outcome
 from engine.sweeps.spec import SweepSpec, raise_problems, sweep_base, unknown_fields

@@ -29,7 +29,7 @@ def download_menu(items: list[Download], label: str = "Download") -> None:
 def exported(items: list[Download], the_lab, run_ids: list[int], who) -> list[Download]:
     """The downloads, each checked and written to the audit table when its file is made: the lab
     (``Lab.check_export``) refuses a principal who may not export every one of ``run_ids``
-    (engine/access.py). Each file made is remembered with its runs, for the same check when it is
+    (engine/core/access.py). Each file made is remembered with its runs, for the same check when it is
     served (pages/ui/guarded_media.py)."""
     from pages.ui.guarded_media import remember_download
 

@@ -40,7 +40,7 @@ def remember_download(data: bytes, run_ids, file_name: str) -> bytes:
 def check_download(the_lab, who, data: bytes) -> None:
     """``AccessDenied`` unless ``who`` may export every run the file was made from (a file the lab did
     not make, or has forgotten, is refused); one audit row per principal and file per ``AUDIT_ONCE_S``."""
-    from engine.access import AccessDenied
+    from engine.core.access import AccessDenied
 
     key = hashlib.sha256(data).hexdigest()
     with _made_lock:
@@ -116,7 +116,7 @@ class MediaGuard:
         if user is None or the_lab is None:
             await respond(send, 403, "log in to this lab to download its files")
             return
-        from engine.access import AccessDenied, principal_for
+        from engine.core.access import AccessDenied, principal_for
 
         store = the_lab.store
         try:

@@ -3,7 +3,7 @@ user action), opened once per server process; and who the session is.
 
 A lab is hosted when Streamlit's secrets (``.streamlit/secrets.toml``, or ``--secrets.files``) have an
 ``[auth]`` section: then a visitor sees nothing but the login page, and a logged-in user acts as the
-principal the access file gives their address (engine/access.py). Without it the lab is local: one
+principal the access file gives their address (engine/core/access.py). Without it the lab is local: one
 local admin, no login. The pages only hide what a principal may not do; the run manager and the store
 refuse it."""
 
@@ -18,7 +18,7 @@ from typing import Mapping
 
 import streamlit as st
 
-from engine.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
+from engine.core.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
 from engine.lab import Lab
 from pages.ui.toolbars import disable_data_export_for, hide_element_toolbars
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase
@@ -204,7 +204,7 @@ def live_refresh() -> float:
     viewers the live pages together cost the server about the same (at most one redraw every
     ``live_refresh_per_session_s`` seconds, all sessions together), and no page falls behind its own
     refreshes. Read when a page is opened (a full run)."""
-    from engine.limits import limits
+    from engine.core.limits import limits
 
     try:  # Streamlit 1.67 has no public count of sessions; the runtime's session manager has it
         from streamlit.runtime import Runtime

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.config import EvalConfig, RunConfig, ScenarioConfig, TrainConfig
 from engine.datasets import DATASET_INFO
-from engine.devices import device_problem
+from engine.core.devices import device_problem
 from engine.models import MODELS
 from engine.strategies import STRATEGIES
 

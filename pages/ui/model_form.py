@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.datasets import DATASET_INFO
-from engine.devices import gpu_indices
+from engine.core.devices import gpu_indices
 from engine.models import MODELS
 from pages.ui.launch_form import list_text, parse_widths
 

@@ -22,9 +22,9 @@ def train_here(job: Job, events: RunEvents, should_stop=None, device: str | None
 
     from engine import code_version
     from engine.config import stored_config
-    from engine.devices import device_label
+    from engine.core.devices import device_label
     from engine.evaluation import BufferedSink
-    from engine.train import train_run
+    from engine.training.train import train_run
 
     class EventSink(BufferedSink):
         def emit(self, batch):

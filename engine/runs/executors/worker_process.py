@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from engine import protocol
-from engine.limits import limits
+from engine.core.limits import limits
 from engine.runs.events import RunEvents
 from engine.runs.executors.base import Executor, Job
 from store.disk import disk_full_message

@@ -1,7 +1,7 @@
 """The one guarded entry for every file or text the lab reads: config and sweep files, a sweep pasted
 on the Launch page, the comma lists of the sweep form.
 
-What it guarantees, whatever the input (the limits are ``engine.limits.limits()``, set in lab.toml):
+What it guarantees, whatever the input (the limits are ``engine.core.limits.limits()``, set in lab.toml):
 - at most ``max_input_bytes`` are read (a file is read to that size plus one byte, never whole);
 - the text is UTF-8, else one line names the byte and where it is;
 - YAML anchors and aliases are refused (an alias bomb of 330 bytes expands to millions of values);
@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import yaml
 from yaml.nodes import ScalarNode
 
-from engine.limits import limits
+from engine.core.limits import limits
 
 MAX_INT_CHARS = 100        # characters of one integer in YAML (a seed needs 10)
 MAX_LINE_CHARS = 600       # the last guard on one problem line: field, cut value and what is allowed

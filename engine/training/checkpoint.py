@@ -15,7 +15,7 @@ rest of the run depends on:
   used), NumPy's and Python's global ones;
 - where continual evaluation stands (the global step and task), and how many experiences are done.
 
-The optimizer is not saved: every task starts a fresh one (engine/train.py), so at a task's end it
+The optimizer is not saved: every task starts a fresh one (engine/training/train.py), so at a task's end it
 holds nothing the next task uses. The file is a pickle: a small header (plain values, readable
 without torch) then the body; it is the lab's own file, written beside its database. It is deleted
 when the run finishes. The weights kept after each task (``after-task-k.pt``) are a separate matter.

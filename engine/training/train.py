@@ -22,10 +22,10 @@ from typing import Callable
 import lightning as L
 import torch
 
-from engine import checkpoint as checkpoints
+from engine.training import checkpoint as checkpoints
 from engine.augment import augmentations
 from engine.config import RunConfig
-from engine.devices import fabric_device
+from engine.core.devices import fabric_device
 from engine.evaluation import ContinualEvaluation, MetricSink
 from engine.models import build_model
 from engine.module import ContinualModule, build_schedule, carry_optimizer_state, optimizer_state_by_name
@@ -57,7 +57,7 @@ def train_run(config: RunConfig, sink: MetricSink, should_stop: Callable[[], boo
     network's weights are saved there as ``train.weights`` says: every (``after-task-0.pt`` before
     training, then ``after-task-1.pt``, ...), last (the latest task's file only) or none. With
     ``checkpoint`` (a path), what resuming needs is saved there after each task but the last; ``resume``
-    (such a path) continues the run from it, at the same step numbering (engine/checkpoint.py);
+    (such a path) continues the run from it, at the same step numbering (engine/training/checkpoint.py);
     ``on_checkpoint()`` is called after each save (the owner promotes it once the metrics before it are in).
 
     ``scenario``: tasks already in memory (tests, benchmarks, notebooks: IN-MEMORY DATA, the config's

@@ -32,6 +32,7 @@ of this module.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import tomllib
@@ -40,14 +41,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.inputs import ConfigError, cut, cut_text, decode, read_bytes
-from engine.limits import read_settings, settings_path
-from store import policy
+from engine.core.inputs import ConfigError, cut, cut_text, decode, read_bytes
+from engine.core.limits import read_settings, settings_path
 
 ROLES = ("admin", "member", "viewer")
-# the actions a principal takes on the lab (the store's), and the words a refusal uses for them
-ACTIONS = {action: {"launch": "launch runs", "annotate": "rename or annotate"}.get(action, action)
-           for action in policy.ACTIONS}
+# the actions a principal takes on the lab, and the words a refusal uses for them: the same actions the
+# store checks and audits (store.policy.ACTIONS; tests/test_store_policy.py keeps the two the same)
+ACTIONS = {"launch": "launch runs", "cancel": "cancel", "resume": "resume", "annotate": "rename or annotate",
+           "delete": "delete", "export": "export"}
 QUOTA_KEYS = ("runs_at_once", "runs_queued", "largest_sweep", "weights_gb")
 EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
@@ -88,8 +89,11 @@ class Principal:
 
 
 def default_owner() -> str:
-    """The OS user: the owner of the runs of a local lab."""
-    return policy.os_user()
+    """The OS user: the owner of the runs of a local lab (the store's ``LocalUser`` is the same one)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "local"
 
 
 def local_principal() -> Principal:
