@@ -1,9 +1,9 @@
 from engine.core.hparams import HParam
-from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, per_class_bytes
+from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, PerClassMemoryCost
 from engine.strategies.gem import GEM, current_gradient, loss_gradient, set_gradient, trainable
 
 
-class AGEM(GEM):
+class AGEM(PerClassMemoryCost, GEM):
     """Averaged GEM (Chaudhry et al., 2019, "Efficient Lifelong Learning with A-GEM"): after backward,
     the gradient g is compared with the gradient g_ref of a batch drawn from the episodic memory of all
     past tasks; if g . g_ref < 0 it is projected to g - (g . g_ref / g_ref . g_ref) g_ref, so the update
@@ -26,13 +26,6 @@ class AGEM(GEM):
                          "with the classes (van de Ven et al., 2022)", choices=("per_task", "per_class")),
         "memory_per_class": MEMORY_PER_CLASS,
     }
-
-    @classmethod
-    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
-        per_class = per_class_bytes(hparams, sample, task_classes)
-        if per_class is not None:
-            return per_class
-        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
 
     def setup(self, module, scenario):
         if self.policy == "per_class":

@@ -28,6 +28,19 @@ def per_class_bytes(hparams: dict, sample: int, task_classes: int) -> int | None
     return int(hparams.get("memory_per_class", MEMORY_PER_CLASS.default)) * task_classes * sample
 
 
+
+class PerClassMemoryCost:
+    """A strategy mix-in: with ``policy: per_class`` its memory costs what ``per_class_bytes`` says;
+    otherwise the strategy's own estimate (Replay's, A-GEM's)."""
+
+    @classmethod
+    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
+        per_class = per_class_bytes(hparams, sample, task_classes)
+        if per_class is not None:
+            return per_class
+        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
+
+
 class Memory:
     """Named tensors of equal length; ``sample`` draws a uniform batch (with replacement)."""
 

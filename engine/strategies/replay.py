@@ -2,12 +2,12 @@ import torch
 
 from engine.core.hparams import HParam
 from engine.strategies.base import Strategy
-from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, ReservoirBuffer, per_class_bytes
+from engine.strategies.buffers import MEMORY_PER_CLASS, BalancedBuffer, PerClassMemoryCost, ReservoirBuffer
 
 __all__ = ["Replay", "ReservoirBuffer"]
 
 
-class Replay(Strategy):
+class Replay(PerClassMemoryCost, Strategy):
     """Experience replay (Chaudhry et al., 2019, "On tiny episodic memories"): each step trains on the
     batch joined with a batch drawn from a memory of past samples. ``policy`` says how the memory is kept:
     ``reservoir`` is fed every step (every sample of the stream, epochs' repeats included, equally likely
@@ -62,13 +62,6 @@ class Replay(Strategy):
             self.replay_buffer = BalancedBuffer(0, "task_class", self.generator, per_group=self.memory_per_class)
         else:
             self.replay_buffer = BalancedBuffer(self.buffer_size, self.policy.split("_")[0], self.generator)
-
-    @classmethod
-    def state_bytes(cls, hparams, weights, sample, n_tasks, task_classes=0):
-        per_class = per_class_bytes(hparams, sample, task_classes)
-        if per_class is not None:
-            return per_class
-        return super().state_bytes(hparams, weights, sample, n_tasks, task_classes)
 
     def before_task(self, module, experience):
         self.tasks_seen = experience.task
