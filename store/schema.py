@@ -1,8 +1,8 @@
 """The DuckDB schema of a lab file, and the migrations that bring an older file up to date.
 
 Tables:
-- ``runs``: one row a run: its config as JSON, status, times, error, owner, software versions and the
-  device it trained on (``cpu`` or ``cuda:N``).
+- ``runs``: one row a run: its config as JSON, status, times, error, owner, software versions, the
+  device it trained on (``cpu`` or ``cuda:N``) and the cluster node (NULL: the lab's own machine).
 - ``metrics``: every measurement in long form, ``(run_id, step, task, metric, value)``.
   ``metric`` is one of ``train_loss`` (every step, ``task`` = the task being trained),
   ``acc`` / ``loss`` (continual evaluation every ``eval.every`` steps, on each task's held-out set,
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class RunStatus(StrEnum):
@@ -142,8 +142,14 @@ def _v6(cur) -> None:
     )
 
 
+def _v7(cur) -> None:
+    # Runs beyond one machine (engine/runs/executors): the node a run trained on (a Ray node's IP and
+    # id); NULL for a run trained on the lab's own machine.
+    cur.execute("ALTER TABLE runs ADD COLUMN node VARCHAR")
+
+
 # MIGRATIONS[i] brings a file from version i to version i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
