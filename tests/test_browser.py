@@ -49,10 +49,21 @@ def launch_from_the_form(page, fields: dict[str, str]) -> int:
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")
-    page.wait_for_timeout(500)  # the last field's rerun
+        wait_for_the_script(page)
     page.get_by_role("button", name="Launch").last.click()
-    page.wait_for_url("**/run?run=*", timeout=60_000)
+    page.wait_for_url("**/run?run=*", timeout=120_000)
     return int(page.url.rsplit("=", 1)[1])
+
+
+def wait_for_the_script(page, timeout: int = 120_000) -> None:
+    """Wait until the rerun a widget change started has ended: a click while Streamlit reruns can land on
+    an element the rerun replaces, and be lost (seen in CI on a loaded machine)."""
+    page.wait_for_timeout(300)  # the change reaches the server, which starts the rerun
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=timeout,
+    )
 
 
 @contextmanager
@@ -145,10 +156,10 @@ def test_launch_from_the_form_and_watch_the_run_page_draw(server, page):
     epochs = page.get_by_label("Epochs per task")
     epochs.fill("2")
     epochs.press("Enter")
-    page.wait_for_timeout(500)
+    wait_for_the_script(page)
     page.get_by_role("button", name="Launch").last.click()
 
-    page.wait_for_url("**/run?run=*", timeout=60_000)
+    page.wait_for_url("**/run?run=*", timeout=120_000)
     page.get_by_text("finished", exact=False).first.wait_for(timeout=120_000)
     page.locator(".vega-embed").first.wait_for(timeout=60_000)
     page.wait_for_timeout(3000)  # let the last full render after the run ended settle

@@ -15,7 +15,7 @@ from oidc_provider_mock import User, run_server_in_thread
 from playwright.sync_api import expect
 
 from tests import test_browser
-from tests.test_browser import free_port, no_exception, pytestmark  # noqa: F401
+from tests.test_browser import free_port, no_exception, pytestmark, wait_for_the_script  # noqa: F401
 from tests.test_report_browser import browser  # noqa: F401 - the fixture
 
 A, B, C, D = "a@lab.test", "b@lab.test", "c@lab.test", "d@lab.test"
@@ -147,9 +147,9 @@ def test_a_member_logs_in_and_launches_a_run_they_may_cancel(hosted, sessions):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")
-    page.wait_for_timeout(500)
+        wait_for_the_script(page)
     page.get_by_role("button", name="Launch").last.click()
-    page.wait_for_url(re.compile(r"/run\?run=\d+"), timeout=60_000)
+    page.wait_for_url(re.compile(r"/run\?run=\d+"), timeout=120_000)
     shared["run"] = run_id = int(page.url.rsplit("=", 1)[1])
     expect(page.get_by_role("heading", name=f"Run {run_id}: a-long-run")).to_be_visible(timeout=60_000)
     expect(page.get_by_text(f"owner {A}")).to_be_visible()
