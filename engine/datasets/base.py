@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # data/ beside the app
 # A compressed file (gzip, a deflated .npz member, a compressed .mat variable) may declare at most this many
@@ -142,7 +141,7 @@ def split_counts(y: np.ndarray, seed: int, test_size: float, where) -> tuple[tup
     ``split_and_standardize`` make (the split depends on the labels only, so the counts are exact)."""
     n_classes = int(y.max()) + 1
     try:
-        train_y, test_y = train_test_split(y, test_size=test_size, random_state=seed, stratify=y)
+        train_y, test_y = _train_test_split(y, test_size=test_size, random_state=seed, stratify=y)
     except ValueError as err:  # too few samples of a class to hold some out
         raise DatasetError(f"{where}: cannot hold out {test_size:g} of each class ({err})") from None
     return counts_of(train_y, n_classes), counts_of(test_y, n_classes)
@@ -190,7 +189,7 @@ class Dataset:
 def split_and_standardize(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_size: float) -> Dataset:
     """A stratified train/test split fixed by ``seed``, standardized with the training part's
     mean and standard deviation only (the test part must not leak into the scaling)."""
-    train_x, test_x, train_y, test_y = train_test_split(
+    train_x, test_x, train_y, test_y = _train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y
     )
     return standardize(name, train_x, train_y, test_x, test_y, int(y.max()) + 1)
@@ -239,7 +238,7 @@ def split_images(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_size: 
     the normalisation is the training part's per-channel mean and std."""
     if test is None:
         try:
-            x, test_x, y, test_y = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+            x, test_x, y, test_y = _train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
         except ValueError as err:  # too few samples of a class to hold some out
             raise DatasetError(f"{where}: cannot hold out {test_size:g} of each class ({err})") from None
     else:
@@ -262,3 +261,11 @@ def reading(path: Path, what: str):
         raise DatasetError(f"{path} not found") from None
     except Exception as err:  # corrupt or truncated files fail in many ways (zlib, pickle, EOF, PIL)
         raise DatasetError(f"{path}: cannot be read as {what} ({type(err).__name__}: {err})".rstrip()) from None
+
+
+def _train_test_split(*arrays, **options):
+    """sklearn's stratified split, imported when a dataset is split: importing sklearn takes about 1 s,
+    which every CLI command, worker and page server would pay at start."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(*arrays, **options)
