@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 from engine.core.access import lab_access
+from engine.core.executor_settings import ExecutorSettings, executor_settings
 from engine.annotations import annotate_run
 from engine.config import RunConfig, parse_config
 from engine.training.cost import estimate
 from engine.interpolate import tradeoff_curve
 from engine.core.limits import limits
 from engine.runs.artifacts import remove_orphans
+from engine.runs.executors import ExecutorUnavailable
 from engine.runs.manager import RunManager, flush_on_signals
 from engine.sweeps.sweep import SweepKeeper, cancel_sweep, launch_sweep, stop_sweeps, wait_sweep
 from store import Store
@@ -45,6 +47,13 @@ def say_files_are_private(path: Path) -> None:
         print(f"CL Lab (hosted): could not make private: {line}", flush=True)
 
 
+def _manager(store: Store, settings: ExecutorSettings, **options) -> RunManager:
+    """The run manager over ``store`` on the executor ``settings`` names (``ExecutorUnavailable`` when it
+    cannot start: Ray is not installed, or its cluster cannot be reached)."""
+    executor_options = {"address": settings.address} if settings.kind == "ray" else {}
+    return RunManager(store, executor=settings.kind, executor_options=executor_options, **options)
+
+
 class Lab:
     """The store, the run manager over it and (a served lab) the sweep keeper; every user action.
     A lab with no manager (a CLI command that trains nothing) takes the actions on the store alone."""
@@ -61,10 +70,15 @@ class Lab:
         does not start)."""
         if hosted:  # before the lab creates a file: its database, weights and logs are its user's alone
             say_files_are_private(path)
+        settings = executor_settings()  # a wrong [executor] table: SettingsError before the file opens
         store = Store(path, access=lab_access(hosted), disk_wait_s=limits().disk_wait_s)
         remove_orphans(store)  # the weights of runs deleted while the lab was closed
         threading.Thread(target=_warm_cost_estimate, daemon=True, name="cost-warm-up").start()
-        manager = RunManager(store)
+        try:
+            manager = _manager(store, settings)
+        except ExecutorUnavailable:
+            store.close()
+            raise
         the_lab = cls(store, manager, SweepKeeper(manager))  # phases and search trials go on without a page open
         the_lab.sweeps.start()
         # Streamlit's SIGTERM/SIGINT handler stops the server and Python exits normally: commit what
@@ -74,7 +88,7 @@ class Lab:
 
     @classmethod
     def for_command(cls, store: Store, max_parallel: int | None = 1, warm_workers: int = 1,
-                    workers_ignore_ctrl_c: bool = False) -> Lab:
+                    workers_ignore_ctrl_c: bool = False, settings: ExecutorSettings | None = None) -> Lab:
         """The lab of one CLI command over ``store`` (opened by the command): SIGTERM commits what the
         workers sent before the process ends, and the manager runs only the command's own runs (those
         left queued in the file wait for the served lab). With ``workers_ignore_ctrl_c`` the workers
@@ -83,7 +97,8 @@ class Lab:
         workers are up."""
         flush_on_signals(store)
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if workers_ignore_ctrl_c else None
-        manager = RunManager(store, max_parallel=max_parallel, warm_workers=warm_workers, take_queue=False)
+        manager = _manager(store, settings or ExecutorSettings(), max_parallel=max_parallel, warm_workers=warm_workers,
+                           take_queue=False)
         the_lab = cls(store, manager)
         the_lab.ctrl_c_handler = previous
         return the_lab
@@ -155,6 +170,8 @@ class Lab:
 
     def wait_for_workers(self, timeout: float) -> None:
         """Until every worker the manager may run at once has started (or the timeout passes)."""
+        if not self.manager.executor.warm_workers:  # its runs start where they train (a cluster's tasks)
+            return
         deadline = time.monotonic() + timeout
         while self.manager.counts()["workers"] < self.manager.max_parallel and time.monotonic() < deadline:
             time.sleep(0.01)

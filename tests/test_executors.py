@@ -138,8 +138,8 @@ def test_the_in_process_executor_trains_queued_runs_in_threads(tmp_path):
 
 def test_an_unknown_executor_is_one_clear_line(tmp_path):
     with Store(tmp_path / "lab.duckdb") as store:
-        with pytest.raises(ValueError, match="unknown executor 'ray': one of workers, in-process"):
-            RunManager(store, executor="ray")
+        with pytest.raises(ValueError, match="unknown executor 'kubernetes': one of local, in-process, ray"):
+            RunManager(store, executor="kubernetes")
 
 
 def test_a_worker_imports_only_its_own_modules_before_a_run():

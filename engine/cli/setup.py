@@ -6,8 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engine.core.executor_settings import ADDRESS_ENV, KINDS, executor_settings
+from engine.core.limits import SettingsError, limits
 from engine.lab import Lab
-from engine.core.limits import limits
+from engine.runs.executors import ExecutorUnavailable
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase, Store
 from store.store import open_snapshot
 
@@ -37,9 +39,28 @@ def open_store(path: Path, read_only: bool = False, create: bool = True) -> Stor
         sys.exit(2)
 
 
+def add_executor_argument(parser) -> None:
+    parser.add_argument("--executor", choices=KINDS, default=None,
+                        help="where the runs train: local worker processes, or a Ray cluster (lab.toml's "
+                             f"[executor]; ${ADDRESS_ENV} names the cluster; default: lab.toml's, else local)")
+
+
 def open_lab(path: Path, create: bool = True, max_parallel: int | None = 1, warm_workers: int = 1,
-             workers_ignore_ctrl_c: bool = False) -> Lab:
+             workers_ignore_ctrl_c: bool = False, executor: str | None = None) -> Lab:
     """The lab of a command that trains (``run``, ``resume``, ``sweep``) over the store at ``path``
-    (``open_store``'s exits): it runs the command's own runs only (``Lab.for_command``)."""
-    return Lab.for_command(open_store(path, create=create), max_parallel=max_parallel, warm_workers=warm_workers,
-                           workers_ignore_ctrl_c=workers_ignore_ctrl_c)
+    (``open_store``'s exits): it runs the command's own runs only (``Lab.for_command``), on the executor
+    lab.toml's ``[executor]`` names (``executor``: the command's ``--executor`` over it). Exit 2 with one
+    line when that executor cannot start (Ray not installed, no cluster), nothing written."""
+    try:
+        settings = executor_settings(executor)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    store = open_store(path, create=create)
+    try:
+        return Lab.for_command(store, max_parallel=max_parallel, warm_workers=warm_workers,
+                               workers_ignore_ctrl_c=workers_ignore_ctrl_c, settings=settings)
+    except ExecutorUnavailable as err:
+        store.discard_if_new()  # a file this command created is removed: nothing was written
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

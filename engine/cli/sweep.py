@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.cli.setup import add_db_argument, open_lab
+from engine.cli.setup import add_db_argument, add_executor_argument, open_lab
 from engine.config import ConfigError
 from engine.sweeps import SWEEP_KINDS
 from engine.sweeps.sweep import format_progress, load_sweep, planned_runs, sweep_outcome, sweep_progress
@@ -25,7 +25,8 @@ def add_commands(subparsers) -> None:
                                             "YAML file and follow it until it ends; Ctrl-C cancels the group")
     p.add_argument("spec", type=Path)
     add_db_argument(p)
-    p.add_argument("--parallel", type=int, default=None, help="runs at once (default: one per CPU core)")
+    add_executor_argument(p)
+    p.add_argument("--parallel", type=int, default=None, help="runs at once (default: one per CPU core; on a Ray cluster, its CPUs)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -43,7 +44,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # ignored), so this process alone sees Ctrl-C and cancels the group; it handles it again once the
     # workers are up and the sweep is queued.
     the_lab = open_lab(args.db, max_parallel=args.parallel, warm_workers=args.parallel or 64,
-                       workers_ignore_ctrl_c=True)  # exits 3 with its message while another process holds the file
+                       workers_ignore_ctrl_c=True, executor=args.executor)  # exits 3 with its message while another process holds the file
     previous = the_lab.ctrl_c_handler
     the_lab.wait_for_workers(timeout=10)
     tty = sys.stdout.isatty()

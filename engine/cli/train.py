@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from engine.training.checkpoint import CheckpointError
-from engine.cli.setup import add_db_argument, open_lab, open_store
+from engine.cli.setup import add_db_argument, add_executor_argument, open_lab, open_store
 from engine.config import ConfigError, load_config
 from engine.runs.admission import check_runs
 from engine.lab import Lab
@@ -66,7 +66,7 @@ def cmd_resume(args) -> int:
 def _train(args, submit, create: bool = True) -> int:
     """Open the command's lab, queue a run with ``submit(lab)`` (None: refused, exit 2), follow it until
     it ends, and print its outcome. Exit codes: 0 finished, 1 not, 2 refused, 3 held, 130 Ctrl-C."""
-    the_lab = open_lab(args.db, create=create)  # runs left queued in the file wait for the lab
+    the_lab = open_lab(args.db, create=create, executor=args.executor)  # runs left queued in the file wait for the lab
     interrupted, run_id = False, None
     try:
         run_id = submit(the_lab)
@@ -141,3 +141,4 @@ def add_commands(sub) -> None:
     resume.set_defaults(func=cmd_resume)
     for p in (run, resume):
         add_db_argument(p)
+        add_executor_argument(p)

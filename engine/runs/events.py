@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from engine.runs.artifacts import discard, pending_path, promote, run_checkpoint
 
+# what a run's start may set on its row
+STARTED_FIELDS = frozenset({"total_steps", "device", "node", "python_version", "torch_version", "lightning_version",
+                            "lab_version"})
+
 
 def every_row_committed(store, run_id: int, status: str, error: str | None, sent: int | None,
                         committed_before: int = 0) -> tuple[str, str | None]:
@@ -38,7 +42,11 @@ class RunEvents:
         self._committed_before[run_id] = self.store.rows_committed.get(run_id, 0)
 
     def started(self, run_id: int, **info) -> None:
-        """The run began training: ``info`` is its total_steps, device and the versions it runs on."""
+        """The run began training: ``info`` is its total_steps, device, node (on a cluster) and the versions
+        it runs on. Only those: the names become the row's columns, and a message from a node is not trusted."""
+        unknown = set(info) - STARTED_FIELDS
+        if unknown:
+            raise ValueError(f"run {run_id}: a start names unknown fields {sorted(unknown)[:5]}")
         self.store.update_run(run_id, **info)
         self.store.set_status(run_id, "running", only_if=("queued",))
 
@@ -73,3 +81,23 @@ class RunEvents:
 
     def ready(self) -> None:
         """The executor can take other runs than before (a worker became idle, or died): schedule again."""
+
+    def handle(self, kind: str, payload: dict) -> None:
+        """One message of a run's training (``engine.runs.worker.train_job``'s ``send``: metrics, task_start,
+        task_end, checkpoint, started, end) as the event it names: what an executor whose runs train in
+        another process or on another machine does with what they send."""
+        if kind == "metrics":
+            self.metrics(payload["batch"])
+        elif kind == "task_start":
+            self.task_start(payload["run_id"], payload["task"], payload["step"])
+        elif kind == "task_end":
+            self.task_end(payload["run_id"], payload["task"], payload["step"])
+        elif kind == "checkpoint":
+            self.checkpoint(payload["run_id"])
+        elif kind == "started":
+            info = dict(payload)
+            self.started(info.pop("run_id"), **info)
+        elif kind == "end":
+            self.ended(payload["run_id"], payload["status"], payload["error"], payload["step"], payload.get("rows"))
+        else:
+            raise ValueError(f"unknown run message {kind!r}")

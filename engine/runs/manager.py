@@ -76,14 +76,12 @@ class RunManager:
 
     def __init__(self, store: Store, max_parallel: int | None = None, warm_workers: int = 1, paused: bool = False,
                  gpus: tuple[int, ...] | None = None, runs_per_gpu: int = 1, take_queue: bool = True,
-                 executor: str = "workers"):
+                 executor: str = "local", executor_options: dict | None = None):
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}: one of {', '.join(EXECUTORS)}")
         self.store = store
         self._take_queue = take_queue  # the lab runs the runs left queued in the file; a CLI command only its own
         self._paused = paused  # queued runs wait (maintenance, or building a queue by hand)
-        self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)  # CPU runs at once
-        self.warm_workers = min(warm_workers, self.max_parallel)
         self.gpus = tuple(gpu_indices() if gpus is None else gpus)
         self.runs_per_gpu = max(1, runs_per_gpu)
         self._needs: dict[int, str | int | None] = {}  # run id -> None (CPU), a GPU index, "any" GPU or a problem
@@ -98,7 +96,13 @@ class RunManager:
         self._closing = False
         self.events = _QueueEvents(self)
         self.outcomes = self.events.outcomes  # run id -> (status, error) its end gave
-        self.executor = EXECUTORS[executor](self.events, self.gpus)
+        # ExecutorUnavailable (one line) when it cannot start here: no library, no cluster
+        self.executor = EXECUTORS[executor](self.events, self.gpus, **(executor_options or {}))
+        if (places := self.executor.gpu_places()) is not None:  # a cluster's GPUs, not this machine's
+            self.gpus = places
+        # CPU runs at once: as asked, else as many as the executor can take (one per core here)
+        self.max_parallel = max(1, max_parallel or self.executor.max_parallel() or os.cpu_count() or 1)
+        self.warm_workers = min(warm_workers, self.max_parallel)
         self._recover()
         self._scheduler = threading.Thread(target=self._schedule, daemon=True, name="run-scheduler")
         self._scheduler.start()
@@ -338,7 +342,8 @@ class RunManager:
         resume = checkpoint if last_step and checkpoint.exists() else None
         self._running[run_id] = place
         self.events.begin(run_id)
-        self.executor.start(Job(run_id, json.loads(config), place, run_dir, pending_path(checkpoint), resume, last_step))
+        self.executor.start(Job(run_id, json.loads(config), place, run_dir, pending_path(checkpoint), resume, last_step,
+                                gpu_share=1.0 / self.runs_per_gpu))
 
     def _busy(self) -> dict:
         busy = {place: 0 for place in (None, *self.gpus)}

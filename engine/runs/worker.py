@@ -47,6 +47,68 @@ def watch_owner(owner_pid: int, every: float = 0.02) -> None:
     threading.Thread(target=watch, daemon=True, name="owner-watch").start()
 
 
+def versions() -> dict:
+    """The versions a run trains on, as its row records them."""
+    import lightning
+    import torch
+
+    from engine import code_version
+
+    return {"python_version": platform.python_version(), "torch_version": torch.__version__,
+            "lightning_version": lightning.__version__, "lab_version": code_version()}
+
+
+def train_job(job: dict, send, should_stop, versions: dict) -> None:
+    """Train one run handed over as ``job`` (run_id, config, weights_dir, checkpoint, resume, device,
+    device_label; ``node``: where it trains, for its row) and report it as ``send(kind, **payload)``
+    messages (``RunEvents.handle`` turns them into events): started, metrics, task_start, task_end,
+    checkpoint and, always last, end. The worker process's and the Ray task's one body."""
+    from engine.config import stored_config
+    from engine.core.devices import device_label
+    from engine.evaluation import BufferedSink
+    from engine.training.train import train_run
+    from store.disk import disk_full_message
+
+    class SendSink(BufferedSink):
+        def emit(self, batch):
+            send("metrics", run_id=self.run_id, batch=batch)
+
+        def task_start(self, task, step):
+            super().task_start(task, step)
+            send("task_start", run_id=self.run_id, task=task, step=step)
+
+        def task_end(self, task, step):
+            super().task_end(task, step)
+            send("task_end", run_id=self.run_id, task=task, step=step)
+
+    run_id = job["run_id"]
+    sink = SendSink(run_id)
+    where = {"node": job["node"]} if job.get("node") else {}
+    try:
+        # the lab checked the machine (this process may see only its own GPU): the config's shape alone
+        config = stored_config(job["config"])
+        device = job.get("device")  # cpu, or cuda:0 behind CUDA_VISIBLE_DEVICES; None: the config's
+        label = job.get("device_label") or device_label(config.train.device)
+        result = train_run(
+            config, sink, should_stop=should_stop, device=device,
+            on_start=lambda total: send("started", run_id=run_id, total_steps=total, device=label, **where,
+                                        **versions),
+            weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
+            checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
+            resume=Path(job["resume"]) if job.get("resume") else None,
+            # the metrics before a checkpoint go first; the owner promotes it once they are committed
+            on_checkpoint=lambda: (sink.flush(), send("checkpoint", run_id=run_id)),
+        )
+        send("end", run_id=run_id, status=result.status, error=result.error, step=result.step, rows=sink.rows_sent)
+    except Exception as err:  # the run fails; the worker stays for the next one
+        sink.flush()
+        # a save on a full disk: the line names the disk (torch's own says only "file write failed")
+        detail = disk_full_message(job.get("weights_dir") or ".", err) \
+            or "".join(traceback.format_exception_only(err)).strip()
+        traceback.print_exc()
+        send("end", run_id=run_id, status="failed", error=detail, step=None, rows=sink.rows_sent)
+
+
 def main() -> None:
     # below the lab's pages (engine/core/limits.py, worker_nice): a page read must not wait for training
     os.nice(min(19, max(0, int(os.environ.get("CL_LAB_WORKER_NICE") or 0))))
@@ -56,66 +118,22 @@ def main() -> None:
     cancel = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: cancel.set())
 
-    import lightning
     import torch
-
-    from engine import code_version
-    from engine.config import stored_config
-    from engine.core.devices import device_label
-    from engine.evaluation import BufferedSink
-    from engine.training.train import train_run
-    from store.disk import disk_full_message
 
     torch.set_num_threads(int(os.environ.get("CL_LAB_THREADS", "1")))
     _warm_up()
-    versions = {"python_version": platform.python_version(), "torch_version": torch.__version__,
-                "lightning_version": lightning.__version__, "lab_version": code_version()}
+    these_versions = versions()
 
-    class PipeSink(BufferedSink):
-        def emit(self, batch):
-            protocol.send(out, "metrics", run_id=self.run_id, batch=batch)
+    def send(kind, **payload):
+        protocol.send(out, kind, **payload)
 
-        def task_start(self, task, step):
-            super().task_start(task, step)
-            protocol.send(out, "task_start", run_id=self.run_id, task=task, step=step)
-
-        def task_end(self, task, step):
-            super().task_end(task, step)
-            protocol.send(out, "task_end", run_id=self.run_id, task=task, step=step)
-
-    protocol.send(out, "ready", pid=os.getpid())
+    send("ready", pid=os.getpid())
     for line in sys.stdin:
         if not line.strip():
             continue
-        job = json.loads(line)
-        run_id = job["run_id"]
         cancel.clear()
-        sink = PipeSink(run_id)
-        try:
-            # the lab checked the machine (this process may see only its own GPU): the config's shape alone
-            config = stored_config(job["config"])
-            device = job.get("device")  # cpu, or cuda:0 behind CUDA_VISIBLE_DEVICES; None: the config's
-            label = job.get("device_label") or device_label(config.train.device)
-            result = train_run(
-                config, sink, should_stop=cancel.is_set, device=device,
-                on_start=lambda total: protocol.send(out, "started", run_id=run_id, total_steps=total, device=label,
-                                                     **versions),
-                weights_dir=Path(job["weights_dir"]) if job.get("weights_dir") else None,
-                checkpoint=Path(job["checkpoint"]) if job.get("checkpoint") else None,
-                resume=Path(job["resume"]) if job.get("resume") else None,
-                # the metrics before a checkpoint go first; the owner promotes it once they are committed
-                on_checkpoint=lambda: (sink.flush(), protocol.send(out, "checkpoint", run_id=run_id)),
-            )
-            protocol.send(out, "end", run_id=run_id, status=result.status, error=result.error, step=result.step,
-                          rows=sink.rows_sent)
-        except Exception as err:  # the run fails; the worker stays for the next one
-            sink.flush()
-            # a save on a full disk: the line names the disk (torch's own says only "file write failed")
-            detail = disk_full_message(job.get("weights_dir") or ".", err) \
-                or "".join(traceback.format_exception_only(err)).strip()
-            traceback.print_exc()
-            protocol.send(out, "end", run_id=run_id, status="failed", error=detail, step=None, rows=sink.rows_sent)
-        protocol.send(out, "ready", pid=os.getpid())
+        train_job(json.loads(line), send, cancel.is_set, these_versions)
+        send("ready", pid=os.getpid())
 
 
 if __name__ == "__main__":

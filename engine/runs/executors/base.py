@@ -28,16 +28,30 @@ class Job:
     checkpoint: Path
     resume: Path | None = None
     last_step: int = 0
+    gpu_share: float = 1.0  # a GPU run's part of its GPU (1 / the lab's runs_per_gpu)
+
+
+class ExecutorUnavailable(ValueError):
+    """The executor cannot start here (its library is not installed, its cluster cannot be reached): one line."""
 
 
 class Executor:
     """Trains the runs handed to it and reports them through ``events``."""
 
     name: ClassVar[str]  # its key in ``engine.runs.executors.EXECUTORS``
+    warm_workers: ClassVar[bool] = False  # whether ``prepare`` starts workers a command may wait for
 
     def __init__(self, events: RunEvents, gpus: tuple[int, ...] = ()):
         self.events = events
         self.gpus = gpus
+
+    def max_parallel(self) -> int | None:
+        """How many CPU runs at once it can take when the lab sets no number (None: one per CPU core here)."""
+        return None
+
+    def gpu_places(self) -> tuple[int, ...] | None:
+        """The GPU places it trains on, if not this machine's GPUs (a cluster's: 0..n-1 of its n GPUs)."""
+        return None
 
     def prepare(self, wanted: dict[int | None, int]) -> None:
         """Get ready for up to ``wanted[place]`` runs at once at each place (default: nothing to prepare)."""

@@ -104,25 +104,14 @@ class _Worker:
 
     def _handle(self, kind: str, p: dict) -> None:
         """One message of the worker's, as an event."""
-        events = self.executor.events
-        if kind == "metrics":
-            events.metrics(p["batch"])
-            if len(p["batch"]["step"]):
-                self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
-        elif kind == "task_start":
-            events.task_start(p["run_id"], p["task"], p["step"])
-        elif kind == "task_end":
-            events.task_end(p["run_id"], p["task"], p["step"])
-        elif kind == "checkpoint":
-            events.checkpoint(p["run_id"])
-        elif kind == "started":
-            events.started(p.pop("run_id"), **p)
-        elif kind == "end":
-            events.ended(p["run_id"], p["status"], p["error"], p["step"], p.get("rows"))
-        elif kind == "ready":
+        if kind == "ready":
             with self.executor.lock:
                 self.ready = True
-            events.ready()
+            self.executor.events.ready()
+            return
+        if kind == "metrics" and len(p["batch"]["step"]):
+            self.last_step = max(self.last_step, int(p["batch"]["step"].max()))
+        self.executor.events.handle(kind, p)
 
     def _death_reason(self, code: int) -> str:
         if self.executor.closing:
@@ -139,7 +128,8 @@ class WorkerExecutor(Executor):
     """Runs in warm worker processes, one run at a time each; as many workers at each place as ``prepare``
     asks for."""
 
-    name = "workers"
+    name = "local"
+    warm_workers = True
 
     def __init__(self, events: RunEvents, gpus: tuple[int, ...] = ()):
         super().__init__(events, gpus)
