@@ -26,6 +26,7 @@ from engine.training.cost import estimate
 from engine.interpolate import tradeoff_curve
 from engine.core.limits import limits
 from engine.runs.artifacts import remove_orphans
+from engine.runs.cluster import ClusterView, cluster_view
 from engine.runs.executors import ExecutorUnavailable
 from engine.runs.manager import RunManager, flush_on_signals
 from engine.sweeps.sweep import SweepKeeper, cancel_sweep, launch_sweep, stop_sweeps, wait_sweep
@@ -137,6 +138,13 @@ class Lab:
     def tradeoff_curve(self, run_id: int, task: int | None = None):
         """Compute and store a run's weight-interpolation trade-off curves; returns their table."""
         return tradeoff_curve(self.store, run_id, task)
+
+    def cluster(self) -> ClusterView | None:
+        """The cluster its runs train on (nodes, CPUs, GPUs, runs on each), None when they train on this machine."""
+        nodes = self.manager.executor.nodes() if self.manager is not None else None
+        if nodes is None:
+            return None
+        return cluster_view(self.manager.executor.address, nodes, self.store)
 
     def remove_orphans(self) -> tuple[list[Path], int]:
         """Remove the saved weights of runs that no longer exist: (the folders removed, bytes freed)."""

@@ -24,6 +24,10 @@ done.metric("Done", sum(counts.get(s, 0) for s in FINAL_STATUSES))
 st.caption(f"Database: `{the_lab.store.path}` · {disk_free_line(the_lab.store.path)}")
 if the_lab.store.disk_full:  # the writer is waiting for space: runs fail if none comes back
     st.warning(the_lab.store.disk_full, icon=":material/hard_drive:")
+if (cluster := the_lab.cluster()) is not None:  # lab.toml's [executor] kind = "ray"
+    st.subheader("Cluster")
+    st.caption(cluster.summary)
+    st.dataframe(cluster.records(), hide_index=True)
 
 st.subheader("Try it: the stability gap")
 st.write("Experience Replay on 5-task class-incremental Split-Digits, every task evaluated at every step "

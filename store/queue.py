@@ -73,3 +73,9 @@ def owner_runs(store, owner: str) -> list[int]:
 
 def run_ids(store) -> set[int]:
     return {r[0] for r in store.sql("SELECT id FROM runs")}
+
+
+def running_runs_by_node(store) -> dict[str, int]:
+    """{node: runs training there}: the runs a cluster's nodes train now (``runs.node``, set when a run starts)."""
+    return dict(store.sql("SELECT node, count(*) FROM runs WHERE status = 'running' AND node IS NOT NULL "
+                          "GROUP BY node ORDER BY node"))

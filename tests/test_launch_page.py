@@ -261,6 +261,16 @@ def choose(page, label: str, option, typed: str | None = None) -> None:
     page.wait_for_timeout(1500)
 
 
+def open_a_small_sweep(page, url: str) -> None:
+    """The Launch page's sweep form, for 2 tasks of 1 epoch over seed 0."""
+    open_launch(page, url)
+    type_in(page, "Tasks", "2")
+    type_in(page, "Epochs per task", "1")
+    page.locator('[data-testid="stRadio"] label').filter(has_text="A sweep").click()
+    page.get_by_role("heading", name="Launch a sweep").wait_for()
+    type_in(page, "Seeds", "0")
+
+
 def open_launch(page, url: str) -> None:
     page.goto(f"{url}/launch", wait_until="networkidle")
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
@@ -321,12 +331,7 @@ def test_in_a_browser_a_fraction_in_a_whole_number_field_is_one_line_not_cut(ser
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
 def test_in_a_browser_a_sweep_runs_the_strategy_box_s_strategy_and_those_added(server, page):
     url, _ = server
-    open_launch(page, url)
-    type_in(page, "Tasks", "2")
-    type_in(page, "Epochs per task", "1")
-    page.locator('[data-testid="stRadio"] label').filter(has_text="A sweep").click()
-    page.get_by_role("heading", name="Launch a sweep").wait_for()
-    type_in(page, "Seeds", "0")
+    open_a_small_sweep(page, url)
     choose(page, "Strategy", "Experience Replay")  # the Strategy box, after the sweep's list was drawn
     type_in(page, "buffer size", "77", role="spinbutton")  # the Strategy box's, not the sweep's values
     choose(page, "Strategies", "DER++")

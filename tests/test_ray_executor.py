@@ -16,6 +16,7 @@ import pytest
 from engine.runs.manager import RunManager
 from store import Store
 from tests.conftest import ROOT, small_config
+from tests.test_browser import CHROMIUM, page  # noqa: F401 - the fixture
 
 ray = pytest.importorskip("ray")  # requirements-ray.txt (in requirements-dev.txt): CI has it
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -180,3 +181,46 @@ def test_without_ray_or_without_a_cluster_the_command_says_so_in_one_line(tmp_pa
     assert no_cluster.returncode == 2 and len(lines) == 1 and lines[0].startswith(
         "error: no Ray cluster could be reached at 127.0.0.1:9"), no_cluster.stderr[-2000:]
     assert not (tmp_path / "a.duckdb").exists() and not (tmp_path / "b.duckdb").exists()  # nothing written
+
+
+def test_python_m_engine_cluster_shows_the_nodes_and_the_runs_on_each(cluster, ray_env, tmp_path):
+    out = cli(["cluster", "--db", str(tmp_path / "none.duckdb")], ray_env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    # the head and three nodes alive (a node another test removed is listed dead)
+    assert re.fullmatch(rf"Ray cluster at {cluster.address}: 4 of \d+ node\(s\) alive, 3 CPUs, 0 GPUs, 0 run\(s\) "
+                        "training", lines[0]), lines[0]
+    assert lines[1].split() == ["node", "state", "CPUs", "GPUs", "memory", "(GB)", "runs", "training"]
+    alive = sorted(n.node_id[:12] for n in cluster.list_all_nodes())
+    assert sorted(line.split()[1] for line in lines[2:] if line.split()[2] == "alive") == alive
+    assert sorted(line.split()[3] for line in lines[2:] if line.split()[2] == "alive") == ["0", "1", "1", "1"]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_a_sweep_launched_from_the_launch_page_trains_on_the_cluster_and_home_shows_it(cluster, tmp_path,
+                                                                                       monkeypatch, page):
+    from playwright.sync_api import expect
+
+    from tests.test_browser import streamlit_server
+    from tests.test_launch_page import choose, open_a_small_sweep
+
+    settings = tmp_path / "lab.toml"
+    settings.write_text('[executor]\nkind = "ray"\n')
+    monkeypatch.setenv("CL_LAB_SETTINGS", str(settings))
+    monkeypatch.setenv("CL_LAB_RAY_ADDRESS", cluster.address)
+    monkeypatch.setenv("CL_LAB_THREADS", "1")
+    db = tmp_path / "lab.duckdb"
+    with streamlit_server(db, tmp_path / "streamlit.log") as url:
+        page.goto(url, wait_until="networkidle")
+        expect(page.get_by_text(re.compile(rf"Ray cluster at {cluster.address}: 4 of \d+ node\(s\) alive, 3 CPUs"))
+               ).to_be_visible(timeout=90_000)
+        open_a_small_sweep(page, url)
+        choose(page, "Strategies", "DER++")
+        page.get_by_role("button", name="Launch the sweep").click()
+        page.wait_for_url("**/compare*", timeout=60_000)
+        page.goto(f"{url}/runs", wait_until="networkidle")
+        expect(page.get_by_text("finished").nth(1)).to_be_attached(timeout=180_000)
+    with Store(db, read_only=True) as store:
+        rows = store.sql("SELECT status, node FROM runs ORDER BY id")
+    worker_ids = {n.node_id[:12] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+    assert len(rows) == 2 and all(s == "finished" and n.split()[1] in worker_ids for s, n in rows), rows

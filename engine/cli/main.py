@@ -14,10 +14,10 @@ import argparse
 import os
 import sys
 
-from engine.cli import backup, datasets, export, frontier, gc, report, runs, sweep, train
+from engine.cli import backup, cluster, datasets, export, frontier, gc, report, runs, sweep, train
 
 # each family adds its commands, in the order of ``python -m engine --help``
-COMMAND_FAMILIES = (train, runs, datasets, frontier, sweep, export, gc, report, backup)
+COMMAND_FAMILIES = (train, runs, datasets, frontier, sweep, export, gc, report, backup, cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,9 @@ from typing import Mapping
 import streamlit as st
 
 from engine.core.access import AccessDenied, AccessFileError, Principal, principal_for, refusal
+from engine.core.limits import SettingsError
 from engine.lab import Lab
+from engine.runs.executors import ExecutorUnavailable
 from pages.ui.toolbars import disable_data_export_for, hide_element_toolbars
 from store import DEFAULT_DB, DatabaseLocked, NotADatabase
 
@@ -158,6 +160,9 @@ def open_lab() -> Lab:
         st.stop()
     except AccessFileError as err:  # the operator's file: every problem, one line each
         st.error("The lab cannot start: its access file has problems.\n\n" + "\n".join(f"- {p}" for p in err.problems))
+        st.stop()
+    except (SettingsError, ExecutorUnavailable) as err:  # lab.toml's [executor]: a wrong value, no Ray, no cluster
+        st.error(f"The lab cannot start: {err}")
         st.stop()
 
 

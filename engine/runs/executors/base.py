@@ -53,6 +53,10 @@ class Executor:
         """The GPU places it trains on, if not this machine's GPUs (a cluster's: 0..n-1 of its n GPUs)."""
         return None
 
+    def nodes(self) -> list[dict] | None:
+        """The machines it trains on, one dict each (``engine.runs.cluster``), if it trains beyond this one."""
+        return None
+
     def prepare(self, wanted: dict[int | None, int]) -> None:
         """Get ready for up to ``wanted[place]`` runs at once at each place (default: nothing to prepare)."""
 

@@ -55,6 +55,32 @@ def _write_whole(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
+def import_ray():
+    """Ray, or ``ExecutorUnavailable`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorUnavailable('executor kind "ray" needs Ray, which is not installed: '
+                                  "pip install -r requirements-ray.txt") from None
+    return ray
+
+
+def connect(address: str, ship_code: bool = True):
+    """Connect this process to the cluster at ``address`` ("auto" or HOST:PORT); returns Ray.
+    ``ExecutorUnavailable`` in one line when Ray is missing or no cluster answers there. ``ship_code``:
+    the lab's own packages go to the nodes with each task (a node needs only the requirements)."""
+    ray = import_ray()
+    _check_reachable(address)
+    env = {"py_modules": [str(PROJECT_ROOT / "engine"), str(PROJECT_ROOT / "store")]} if ship_code else None
+    try:
+        ray.init(address=address, namespace="cl-lab", log_to_driver=False, logging_level="ERROR", runtime_env=env)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExecutorUnavailable(f"no Ray cluster could be reached at {address}: {first[:200]} "
+                                  "(start one with `ray start --head`; see the README)") from None
+    return ray
+
+
 # ---- what runs on a node -----------------------------------------------------------------------------------
 
 def train_on_node(job: dict, checkpoint: bytes | None, messages, flags, lab_versions: dict, threads: int) -> None:
@@ -63,11 +89,12 @@ def train_on_node(job: dict, checkpoint: bytes | None, messages, flags, lab_vers
     import ray
     import torch
 
+    from engine.runs.cluster import node_label
     from engine.runs.worker import train_job, versions
 
     torch.set_num_threads(threads)
     run_id = job["run_id"]
-    node = f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
+    node = node_label(ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
     stop, done = threading.Event(), threading.Event()
 
     def poll() -> None:
@@ -150,25 +177,16 @@ class RayExecutor(Executor):
 
     def __init__(self, events: RunEvents, gpus: tuple[int, ...] = (), address: str = "auto"):
         super().__init__(events, gpus)
-        try:
-            import ray
-            from ray.util.queue import Queue
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        except ImportError:
-            raise ExecutorUnavailable('executor kind "ray" needs Ray, which is not installed: '
-                                      "pip install -r requirements-ray.txt") from None
+        self.address = address
+        ray = import_ray()
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         self.ray = ray
         self.threads = threads_per_run()
         self._own_connection = not ray.is_initialized()
         if self._own_connection:
-            _check_reachable(address)
-            try:  # the lab's own code goes to the nodes with each task: a node needs only the requirements
-                ray.init(address=address, namespace="cl-lab", log_to_driver=False, logging_level="ERROR",
-                         runtime_env={"py_modules": [str(PROJECT_ROOT / "engine"), str(PROJECT_ROOT / "store")]})
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ExecutorUnavailable(f"no Ray cluster could be reached at {address}: {first[:200]} "
-                                          "(start one with `ray start --head`; see the README)") from None
+            connect(address)
         from engine import code_version
 
         self.lab_versions = {"lab_version": code_version()}
@@ -195,6 +213,12 @@ class RayExecutor(Executor):
 
     def idle(self, place):
         return not self.closing
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes (``engine.runs.cluster.node_rows``)."""
+        from engine.runs.cluster import node_rows
+
+        return node_rows(self.ray.nodes())
 
     def start(self, job: Job) -> None:
         checkpoint = job.resume.read_bytes() if job.resume is not None else None
