@@ -62,7 +62,7 @@ def test_a_clear_cache_message_from_a_bare_websocket_does_not_stop_a_training_ru
     goto_when_listening(page, f"{url}/launch")
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
     # a run that trains for several seconds, so the message reaches the lab while it trains
-    launch_from_the_form(page, {"Run name": "long-run", "Tasks": "2", "Epochs per task": "150"})
+    launch_from_the_form(page, {"Run name": "long-run", "Tasks": "2", "Epochs per task": "80"})
     expect(page.get_by_text(re.compile(r"^running ·"))).to_be_visible(timeout=120_000)
 
     client = BareClient(url)
