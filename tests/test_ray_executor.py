@@ -93,6 +93,16 @@ def test_cancel_reaches_the_task_within_a_second(ray_lab):
     assert node and 0 < last_step < total
 
 
+def test_a_message_the_lab_cannot_take_fails_its_run_and_the_reader_serves_the_others(ray_lab):
+    manager, store = ray_lab
+    bad, good = manager.submit(long_config("bad")), manager.submit(small_config(name="good"))
+    wait_for(lambda: run_row(store, bad)[3], 60, "the run trains")
+    manager.executor.messages.put(("metrics", {"run_id": bad, "batch": {"no": "steps"}}))  # as a broken node would
+    assert manager.wait(bad, timeout=30) == "failed"
+    assert "a 'metrics' message of its task could not be taken at step" in run_row(store, bad)[1]
+    assert manager.wait(good, timeout=120) == "finished"
+
+
 def test_a_node_removed_mid_run_fails_its_run_with_the_reason_and_resume_finishes_it_elsewhere(ray_lab, cluster):
     manager, store = ray_lab
     run_id = manager.submit(long_config("doomed", epochs=40))

@@ -47,6 +47,14 @@ def watch_owner(owner_pid: int, every: float = 0.02) -> None:
     threading.Thread(target=watch, daemon=True, name="owner-watch").start()
 
 
+def threads_per_run() -> int:
+    """CPU threads a run takes (and the CPUs a Ray task asks for): ``$CL_LAB_THREADS``, default 1."""
+    try:
+        return max(1, int(os.environ.get("CL_LAB_THREADS") or 1))
+    except ValueError:
+        return 1
+
+
 def versions() -> dict:
     """The versions a run trains on, as its row records them."""
     import lightning
@@ -120,7 +128,7 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(int(os.environ.get("CL_LAB_THREADS", "1")))
+    torch.set_num_threads(threads_per_run())
     _warm_up()
     these_versions = versions()
 

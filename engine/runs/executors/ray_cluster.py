@@ -31,6 +31,8 @@ from pathlib import Path
 
 from engine.runs.events import RunEvents
 from engine.runs.executors.base import Executor, ExecutorUnavailable, Job
+from engine.runs.worker import threads_per_run
+from store.disk import disk_full_message
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHUT_DOWN = "the lab was shut down while this run was training on the cluster"
@@ -38,14 +40,6 @@ CANCEL_GRACE_S = 30.0
 QUEUE_SIZE = 256  # messages in flight from every task together before a task waits (backpressure)
 POLL_S = 0.2
 _WEIGHTS_FILE = re.compile(r"^after-task-\d{1,6}\.pt$")  # the only names a node may write into a run's folder
-
-
-def threads_per_run() -> int:
-    """CPU threads (and Ray CPUs) a run takes: ``$CL_LAB_THREADS``, as the local workers' (default 1)."""
-    try:
-        return max(1, int(os.environ.get("CL_LAB_THREADS") or 1))
-    except ValueError:
-        return 1
 
 
 def _write_whole(path: Path, data: bytes) -> None:
@@ -278,7 +272,25 @@ class RayExecutor(Executor):
                 continue
             except Exception:  # noqa: BLE001 - the queue's actor is gone (the lab disconnects)
                 return
+            self._take(kind, payload)
+
+    def _take(self, kind: str, payload: dict) -> None:
+        """``_handle``, never ending the reader: a message the lab cannot take (malformed, or a write past the
+        disk's wait) fails its run with the reason, and the others go on."""
+        try:
             self._handle(kind, payload)
+        except Exception as err:  # noqa: BLE001 - one run's message; the reader serves every run
+            run_id = payload.get("run_id") if isinstance(payload, dict) else None
+            with self.lock:
+                run = self.runs.get(run_id)
+            if run is None or run.ended:
+                return
+            run.ended = True
+            self.ray.cancel(run.ref, force=True)
+            reason = disk_full_message(self.events.store.path, err) or f"{type(err).__name__}: {err}"
+            self.events.lost(run.job.run_id, f"a {kind!r} message of its task could not be taken at step "
+                             f"{run.last_step}: {reason[:300]}", run.last_step)
+            self._forget(run)
 
     def _drain(self) -> None:
         from ray.util.queue import Empty
@@ -288,7 +300,7 @@ class RayExecutor(Executor):
                 kind, payload = self.messages.get_nowait()
             except (Empty, Exception):  # noqa: BLE001 - nothing left, or the queue is gone
                 return
-            self._handle(kind, payload)
+            self._take(kind, payload)
 
     def _handle(self, kind: str, payload: dict) -> None:
         run_id = payload.get("run_id") if isinstance(payload, dict) else None
