@@ -105,7 +105,8 @@ def test_a_message_the_lab_cannot_take_fails_its_run_and_the_reader_serves_the_o
 
 def test_a_node_removed_mid_run_fails_its_run_with_the_reason_and_resume_finishes_it_elsewhere(ray_lab, cluster):
     manager, store = ray_lab
-    run_id = manager.submit(long_config("doomed", epochs=40))
+    # the second task trains long enough (seconds) to be mid-run when the node goes, on a loaded machine too
+    run_id = manager.submit(long_config("doomed", epochs=250))
     checkpoint = store.artifacts_dir(run_id) / "resume.pt"
     wait_for(checkpoint.exists, 120, "the first task's checkpoint came back to the lab")
     node_id = run_row(store, run_id)[2].split()[1]
